@@ -1,0 +1,179 @@
+"""The validated configuration, as plain data: what the parser produces and everything else reads.
+
+Nothing here parses or validates; ``proxy.config.parser`` fills these objects (applying ``defaults``
+inheritance) and guarantees the invariants noted on each field. Times are seconds as floats; ``None``
+means "not set" (the code that uses a timeout documents its fallback).
+
+A ``listen`` section yields one ``Proxy`` with both ``FRONTEND`` and ``BACKEND`` capabilities, stored in
+both ``Config.frontends`` and ``Config.backends`` under the same name (HAProxy's model).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Cap(enum.Flag):
+    FRONTEND = enum.auto()
+    BACKEND = enum.auto()
+
+
+class ReuseMode(enum.Enum):
+    NEVER = "never"
+    SAFE = "safe"
+    AGGRESSIVE = "aggressive"
+    ALWAYS = "always"
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where a directive was written, for error messages: ``file:line``."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(slots=True)
+class Acl:
+    """``acl <name> <fetch>[(<arg>)] [-i] [-m <match>] <pattern> ...``.
+
+    ``fetch`` is the sample fetch name (``path``, ``path_beg``, ``path_end``, ``path_sub``, ``hdr``,
+    ``hdr_beg``, ``hdr_end``, ``hdr_sub``, ``method``, ``src``, ...); ``arg`` its argument (header name,
+    lower-cased) or None. ``ignore_case`` is ``-i``. Patterns are kept as given (lower-cased when
+    ``ignore_case``).
+    """
+
+    name: str
+    fetch: str
+    arg: str | None
+    ignore_case: bool
+    patterns: list[str]
+    where: Where | None = None
+
+
+@dataclass(slots=True)
+class Term:
+    """One ACL reference in a condition: a named acl, or an anonymous one (``{ path_beg /x }``)."""
+
+    acl: Acl
+    negate: bool = False
+
+
+@dataclass(slots=True)
+class Condition:
+    """``if|unless`` followed by ACL terms: a disjunction (``||`` / ``or``) of conjunctions.
+
+    ``terms_or[i]`` is a list of terms that must all match; the condition holds when any list
+    matches, inverted when ``unless``.
+    """
+
+    terms_or: list[list[Term]]
+    unless: bool = False
+
+
+@dataclass(slots=True)
+class UseBackend:
+    backend: str
+    cond: Condition | None = None
+    where: Where | None = None
+
+
+@dataclass(slots=True)
+class HttpReturn:
+    """``http-request return [status N] [content-type T] [string S | lf-string S] [if|unless cond]``."""
+
+    status: int = 200
+    content_type: str | None = None
+    body: bytes = b""
+    cond: Condition | None = None
+    where: Where | None = None
+
+
+@dataclass(slots=True)
+class Bind:
+    host: str  # "" means every address
+    port: int
+    where: Where | None = None
+
+
+@dataclass(slots=True)
+class Server:
+    name: str
+    host: str
+    port: int
+    weight: int = 1
+    disabled: bool = False
+    # ``source <addr>[:port] [usesrc clientip]``: bind the outgoing connection; with usesrc clientip
+    # the client address is used (transparent proxy) and connections become keyed by source.
+    source: str | None = None
+    usesrc_clientip: bool = False
+    # Shared-pool knobs (issue 3 acts on them across workers; parsed and stored now).
+    maxconn: int = 0  # 0 = unlimited
+    maxqueue: int = 0  # 0 = unlimited
+    pool_low_conn: int = 0
+    pool_max_conn: int = -1  # -1 = unlimited, 0 = no idle connection kept
+    pool_purge_delay: float = 5.0
+    strict_maxconn: bool = False
+    where: Where | None = None
+
+
+@dataclass(slots=True)
+class Timeouts:
+    client: float | None = None
+    server: float | None = None
+    connect: float | None = None
+    http_request: float | None = None
+    http_keep_alive: float | None = None
+    queue: float | None = None
+
+
+@dataclass(slots=True)
+class Proxy:
+    """A frontend, a backend, or a listen section (both capabilities)."""
+
+    name: str
+    cap: Cap
+    mode: str = "http"  # only "http" is supported; "tcp" is a config error for now
+    where: Where | None = None
+    # frontend side
+    binds: list[Bind] = field(default_factory=list)
+    default_backend: str | None = None
+    use_backends: list[UseBackend] = field(default_factory=list)
+    acls: dict[str, Acl] = field(default_factory=dict)
+    http_request_returns: list[HttpReturn] = field(default_factory=list)
+    # both sides
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    forwardfor: bool = False
+    forwardfor_header: str = "x-forwarded-for"
+    # Client-side connection mode: "keep-alive" (default), "http-server-close" or "httpclose".
+    http_conn_mode: str = "keep-alive"
+    # backend side
+    retries: int = 3
+    balance: str = "roundrobin"  # roundrobin | leastconn | first | source
+    servers: list[Server] = field(default_factory=list)
+    http_reuse: ReuseMode = ReuseMode.SAFE
+
+
+@dataclass(slots=True)
+class Global:
+    nbthread: int = 0  # 0 = number of CPUs available to the process
+    maxconn: int = 0  # 0 = no global limit
+    logs: list[str] = field(default_factory=list)  # raw ``log`` targets ("stderr", "stdout", "/dev/log", host:port)
+    stats_sockets: list[str] = field(default_factory=list)  # raw ``stats socket`` lines, served later
+    h1_engine: str = "llhttp"  # tune.h1-engine h11|llhttp
+    bufsize: int = 16384  # tune.bufsize: the largest request/response head accepted (431 / 502 beyond)
+    maxhdr: int = 101  # tune.http.maxhdr: the most header lines accepted
+    daemon: bool = False
+    pidfile: str | None = None
+
+
+@dataclass(slots=True)
+class Config:
+    global_: Global = field(default_factory=Global)
+    frontends: dict[str, Proxy] = field(default_factory=dict)
+    backends: dict[str, Proxy] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)

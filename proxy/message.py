@@ -1,0 +1,103 @@
+"""The neutral HTTP message model shared by every codec (HTTP/1 engines now, HTTP/2 later).
+
+A message is a sequence of events: one head (``RequestHead`` or ``ResponseHead``), zero or more
+``Data`` chunks, then ``EndOfMessage``. Heads carry headers as ``(name, value)`` byte pairs in wire
+order, names as received (case kept for HTTP/1 forwarding), and the *framing facts* the codec
+derived and validated, so the proxy never re-derives framing from raw headers:
+
+- ``body``: ``Framing.NONE`` (no body), ``Framing.LENGTH`` (``content_length`` bytes),
+  ``Framing.CHUNKED``, or ``Framing.CLOSE`` (responses only: body runs until the server closes).
+- ``keep_alive``: whether the *sender* allows the connection to be reused after this message
+  (HTTP/1.1 without ``Connection: close``, or HTTP/1.0 with an explicit ``keep-alive``).
+
+Headers listed in ``HOP_BY_HOP`` never cross the proxy; the codec leaves them in ``headers`` and the
+writer drops them, together with the names nominated by ``Connection``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Framing(enum.Enum):
+    NONE = "none"
+    LENGTH = "length"
+    CHUNKED = "chunked"
+    CLOSE = "close"
+
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+def header_values(headers: Headers, name: bytes) -> list[bytes]:
+    """Every value of header ``name`` (lower-case), in order."""
+    return [v for n, v in headers if n.lower() == name]
+
+
+def header_value(headers: Headers, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower-case), or None."""
+    for n, v in headers:
+        if n.lower() == name:
+            return v
+    return None
+
+
+def connection_tokens(headers: Headers) -> set[bytes]:
+    """The lower-cased tokens of every ``Connection`` header."""
+    tokens: set[bytes] = set()
+    for v in header_values(headers, b"connection"):
+        tokens.update(t.strip().lower() for t in v.split(b",") if t.strip())
+    return tokens
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: bytes  # b"1.1" or b"1.0"
+    headers: Headers
+    body: Framing = Framing.NONE
+    content_length: int | None = None
+    keep_alive: bool = True
+    # Lower-cased protocol named by ``Upgrade`` when ``Connection: upgrade`` is present, else None.
+    upgrade: bytes | None = None
+    expect_continue: bool = False
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    version: bytes
+    headers: Headers
+    body: Framing = Framing.NONE
+    content_length: int | None = None
+    keep_alive: bool = True
+
+
+@dataclass(slots=True)
+class Data:
+    data: bytes
+
+
+@dataclass(slots=True)
+class EndOfMessage:
+    trailers: Headers = field(default_factory=list)
+
+
+Event = RequestHead | ResponseHead | Data | EndOfMessage
