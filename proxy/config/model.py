@@ -11,7 +11,9 @@ both ``Config.frontends`` and ``Config.backends`` under the same name (HAProxy's
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Cap(enum.Flag):
@@ -44,7 +46,12 @@ class Acl:
     ``fetch`` is the sample fetch name (``path``, ``path_beg``, ``path_end``, ``path_sub``, ``hdr``,
     ``hdr_beg``, ``hdr_end``, ``hdr_sub``, ``method``, ``src``, ...); ``arg`` its argument (header name,
     lower-cased) or None. ``ignore_case`` is ``-i``. Patterns are kept as given (lower-cased when
-    ``ignore_case``).
+    ``ignore_case``, except regular expressions, which are compiled case-insensitive instead).
+
+    Added by the config parser (all with defaults): ``match`` is the explicit ``-m`` method when one
+    was written (it overrides the one implied by ``fetch``); ``more`` holds later declarations of the
+    same name with a different fetch or flags (HAProxy ORs every declaration of a name); ``matcher``
+    is the compiled predicate that ``proxy.acl`` caches here on first use (or in ``proxy.acl.prepare``).
     """
 
     name: str
@@ -53,6 +60,9 @@ class Acl:
     ignore_case: bool
     patterns: list[str]
     where: Where | None = None
+    match: str | None = None
+    more: list[Acl] = field(default_factory=list)
+    matcher: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -151,6 +161,9 @@ class Proxy:
     forwardfor_header: str = "x-forwarded-for"
     # Client-side connection mode: "keep-alive" (default), "http-server-close" or "httpclose".
     http_conn_mode: str = "keep-alive"
+    # ``option httplog`` / ``option dontlognull`` (frontend side; logging reads them).
+    httplog: bool = False
+    dontlognull: bool = False
     # backend side
     retries: int = 3
     balance: str = "roundrobin"  # roundrobin | leastconn | first | source
@@ -159,10 +172,24 @@ class Proxy:
 
 
 @dataclass(slots=True)
+class LogTarget:
+    """``log <target> [len <n>] [format <fmt>] [<facility> [<level> [<minlevel>]]]`` in ``global``."""
+
+    target: str  # as written: "stderr", "stdout", "/dev/log", "127.0.0.1:514", "udp@host:port", ...
+    facility: str | None = None  # syslog facility name (kern, user, ..., local0..local7)
+    level: str | None = None  # max level sent (emerg .. debug); None = all
+    minlevel: str | None = None
+    format: str | None = None  # rfc3164 (HAProxy's default), rfc5424, raw, short, ...
+    length: int | None = None  # ``len``: max line length
+    where: Where | None = None
+
+
+@dataclass(slots=True)
 class Global:
     nbthread: int = 0  # 0 = number of CPUs available to the process
     maxconn: int = 0  # 0 = no global limit
     logs: list[str] = field(default_factory=list)  # raw ``log`` targets ("stderr", "stdout", "/dev/log", host:port)
+    log_targets: list[LogTarget] = field(default_factory=list)  # the ``log`` lines, parsed
     stats_sockets: list[str] = field(default_factory=list)  # raw ``stats socket`` lines, served later
     h1_engine: str = "llhttp"  # tune.h1-engine h11|llhttp
     bufsize: int = 16384  # tune.bufsize: the largest request/response head accepted (431 / 502 beyond)

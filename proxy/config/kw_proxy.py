@@ -1,0 +1,280 @@
+"""Keywords of proxy sections (``defaults``, ``frontend``, ``listen``, ``backend``) that set the proxy's
+own settings: mode, listeners, timeouts, connection mode, forwarding, load balancing, reuse.
+
+Which section accepts which keyword follows HAProxy's keyword matrix: a frontend-side keyword
+(``bind``, ``timeout client``) is refused in a ``backend``, a backend-side one (``balance``,
+``timeout server``) in a ``frontend``; ``defaults`` accepts both sides' settings but not the ones
+that name things (``bind``, ``server``). The rule keywords (``acl``, ``use_backend``,
+``http-request``) are in ``kw_rules``; servers in ``kw_server``.
+"""
+
+from __future__ import annotations
+
+from proxy.config.address import parse_bind_address
+from proxy.config.kwtypes import (
+    ALL_PROXIES,
+    BACK,
+    FRONT,
+    FRONT_ONLY,
+    Directive,
+    Keyword,
+    ParseFn,
+    SectionState,
+    unsupported,
+)
+from proxy.config.model import Bind, ReuseMode
+from proxy.config.timeunit import parse_int, parse_time
+
+BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "first", "source")
+BALANCE_UNSUPPORTED = ("static-rr", "uri", "url_param", "hdr", "random", "rdp-cookie", "hash")
+
+
+def _mode(st: SectionState, d: Directive) -> None:
+    d.expect(1, "http")
+    if d.args[0] == "tcp":
+        raise d.fail("mode tcp is not supported (poolproxy proxies HTTP only; use 'mode http')")
+    if d.args[0] != "http":
+        raise d.fail(f"unknown mode '{d.args[0]}' (the only supported mode is 'http')")
+    st.px.mode = "http"
+
+
+def _bind(st: SectionState, d: Directive) -> None:
+    if not d.args:
+        raise d.fail("expects an address: bind [<address>]:<port>[,...]")
+    if len(d.args) > 1:
+        raise d.fail(f"bind option '{d.args[1]}' is not supported (no bind option is)")
+    for part in d.args[0].split(","):
+        try:
+            pairs = parse_bind_address(part)
+        except ValueError as exc:
+            raise d.fail(str(exc)) from None
+        st.px.binds.extend(Bind(host=host, port=port, where=d.where) for host, port in pairs)
+
+
+def _timeout(attr: str) -> ParseFn:
+    def parse(st: SectionState, d: Directive) -> None:
+        d.expect(1, "<time>")
+        try:
+            value = parse_time(d.args[0])
+        except ValueError as exc:
+            raise d.fail(str(exc)) from None
+        # HAProxy treats 0 as "no timeout", the same as not setting one.
+        setattr(st.px.timeouts, attr, value or None)
+
+    return parse
+
+
+def _retries(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<number>")
+    try:
+        st.px.retries = parse_int(d.args[0], 0, 1000)
+    except ValueError as exc:
+        raise d.fail(str(exc)) from None
+
+
+def _balance(st: SectionState, d: Directive) -> None:
+    if not d.args:
+        raise d.fail(f"expects an algorithm: {' | '.join(BALANCE_ALGORITHMS)}")
+    algo = d.args[0]
+    if algo in BALANCE_UNSUPPORTED:
+        raise d.fail(f"algorithm '{algo}' is not supported (supported: {', '.join(BALANCE_ALGORITHMS)})")
+    if algo not in BALANCE_ALGORITHMS:
+        raise d.fail(f"unknown algorithm '{algo}' (supported: {', '.join(BALANCE_ALGORITHMS)})")
+    if len(d.args) > 1:
+        raise d.fail(f"algorithm '{algo}' takes no argument")
+    st.px.balance = algo
+
+
+def _http_reuse(st: SectionState, d: Directive) -> None:
+    d.expect(1, "never|safe|aggressive|always")
+    try:
+        st.px.http_reuse = ReuseMode(d.args[0])
+    except ValueError:
+        raise d.fail(f"unknown mode '{d.args[0]}' (expected never, safe, aggressive or always)") from None
+
+
+def _forwardfor(st: SectionState, d: Directive) -> None:
+    px = st.px
+    if d.negated:
+        d.expect(0, "")
+        px.forwardfor, px.forwardfor_header = False, "x-forwarded-for"
+        return
+    header = "x-forwarded-for"
+    args = list(d.args)
+    while args:
+        opt = args.pop(0)
+        if opt == "header" and args:
+            header = args.pop(0).lower()
+        elif opt == "header":
+            raise d.fail("'header' expects a header name")
+        elif opt in ("except", "if-none"):
+            raise d.fail(f"'{opt}' is not supported")
+        else:
+            raise d.fail(f"unknown argument '{opt}' (expected: header <name>)")
+    px.forwardfor, px.forwardfor_header = True, header
+
+
+def _conn_mode(mode: str) -> ParseFn:
+    def parse(st: SectionState, d: Directive) -> None:
+        d.expect(0, "")
+        if not d.negated:
+            st.px.http_conn_mode = mode
+        elif st.px.http_conn_mode == mode:
+            # HAProxy: "no option X" falls back to keep-alive only when X is the mode in force.
+            st.px.http_conn_mode = "keep-alive"
+
+    return parse
+
+
+def _httplog(st: SectionState, d: Directive) -> None:
+    if d.args:
+        raise d.fail(f"'{d.args[0]}' is not supported (only the default httplog format is)")
+    st.px.httplog = not d.negated
+
+
+def _dontlognull(st: SectionState, d: Directive) -> None:
+    d.expect(0, "")
+    st.px.dontlognull = not d.negated
+
+
+def _log(st: SectionState, d: Directive) -> None:
+    if d.negated:
+        raise d.fail("'no log' is not supported yet (a proxy always logs to the global targets)")
+    if d.args != ["global"]:
+        raise d.fail("only 'log global' is supported in proxies; declare targets with 'log' in 'global'")
+
+
+KEYWORDS: list[Keyword] = [
+    Keyword("mode", ALL_PROXIES, "http", "Proxy mode; only http is supported ('mode tcp' is an error).",
+            _mode, default="http"),
+    Keyword("bind", FRONT_ONLY, "[<address>]:<port>[,...]",
+            "Listen on an address (IPv4, [IPv6], host name, '*' or empty = all) and port or port range.",
+            _bind),
+    Keyword("timeout client", FRONT, "<time>", "Inactivity timeout on the client side.",
+            _timeout("client"), default="unset"),
+    Keyword("timeout http-request", ALL_PROXIES, "<time>", "Time allowed to receive a complete request head.",
+            _timeout("http_request"), default="unset"),
+    Keyword("timeout http-keep-alive", ALL_PROXIES, "<time>",
+            "Time allowed for the next request on an idle keep-alive client connection.",
+            _timeout("http_keep_alive"), default="unset"),
+    Keyword("timeout server", BACK, "<time>", "Inactivity timeout on the server side.",
+            _timeout("server"), default="unset"),
+    Keyword("timeout connect", BACK, "<time>", "Time allowed to establish a server connection.",
+            _timeout("connect"), default="unset"),
+    Keyword("timeout queue", BACK, "<time>", "Longest wait in a server or backend queue (503 beyond).",
+            _timeout("queue"), default="unset"),
+    Keyword("retries", BACK, "<number>", "Connection retries to a server after a failed connect.",
+            _retries, default="3"),
+    Keyword("balance", BACK, "roundrobin|leastconn|first|source", "Load-balancing algorithm.",
+            _balance, default="roundrobin"),
+    Keyword("http-reuse", BACK, "never|safe|aggressive|always",
+            "Which idle server connections a request may reuse.", _http_reuse, default="safe"),
+    Keyword("option forwardfor", ALL_PROXIES, "[header <name>]",
+            "Add the client address in X-Forwarded-For (or the named header).",
+            _forwardfor, default="off", negatable=True),
+    Keyword("option http-keep-alive", ALL_PROXIES, "",
+            "Keep client and server connections open between requests (the default mode).",
+            _conn_mode("keep-alive"), default="on", negatable=True),
+    Keyword("option http-server-close", ALL_PROXIES, "",
+            "Close the server connection after each response; keep the client one.",
+            _conn_mode("http-server-close"), default="off", negatable=True),
+    Keyword("option httpclose", ALL_PROXIES, "", "Close both connections after each response.",
+            _conn_mode("httpclose"), default="off", negatable=True),
+    Keyword("option httplog", FRONT, "", "Log each request in HAProxy's HTTP log format.",
+            _httplog, default="off", negatable=True),
+    Keyword("option dontlognull", FRONT, "", "Do not log connections that sent no request.",
+            _dontlognull, default="off", negatable=True),
+    Keyword("log", ALL_PROXIES, "global", "Log to the targets of the global section (the only form).",
+            _log, default="global", negatable=True),
+]  # fmt: skip
+
+_NO_CHECKS = "not supported yet: poolproxy has no health checks"
+_NO_STATS = "not supported yet (see the runtime API: 'stats socket' in 'global')"
+_NOT_YET = "not supported yet"
+KEYWORDS += [
+    unsupported("maxconn", "not supported yet in proxies (use 'maxconn' in 'global', or on 'server' lines)"),
+    unsupported("backlog", _NOT_YET),
+    unsupported("fullconn", _NOT_YET),
+    unsupported("hash-type", "not supported ('balance' hash algorithms are not supported)"),
+    unsupported("cookie", "not supported yet (no cookie persistence)"),
+    unsupported("compression", _NOT_YET),
+    unsupported("capture request header", _NOT_YET),
+    unsupported("capture response header", _NOT_YET),
+    unsupported("capture cookie", _NOT_YET),
+    unsupported("declare capture", _NOT_YET),
+    unsupported("description", _NOT_YET),
+    unsupported("id", _NOT_YET),
+    unsupported("disabled", _NOT_YET),
+    unsupported("enabled", _NOT_YET),
+    unsupported("errorfile", _NOT_YET),
+    unsupported("errorfiles", _NOT_YET),
+    unsupported("errorloc", _NOT_YET),
+    unsupported("errorloc302", _NOT_YET),
+    unsupported("errorloc303", _NOT_YET),
+    unsupported("log-format", "not supported yet (only the default 'option httplog' format)"),
+    unsupported("error-log-format", _NOT_YET),
+    unsupported("unique-id-format", _NOT_YET),
+    unsupported("unique-id-header", _NOT_YET),
+    unsupported("monitor-uri", _NOT_YET),
+    unsupported("monitor fail", _NOT_YET),
+    unsupported("redirect", _NOT_YET),
+    unsupported("retry-on", _NOT_YET),
+    unsupported("http-send-name-header", _NOT_YET),
+    unsupported("http-response", "not supported yet (no response rules)"),
+    unsupported("http-after-response", "not supported yet (no response rules)"),
+    unsupported("tcp-request", "not supported (poolproxy has no TCP rules)"),
+    unsupported("tcp-response", "not supported (poolproxy has no TCP rules)"),
+    unsupported("stick-table", _NOT_YET),
+    unsupported("stick on", _NOT_YET),
+    unsupported("stick match", _NOT_YET),
+    unsupported("stick store-request", _NOT_YET),
+    unsupported("force-persist", _NOT_YET),
+    unsupported("ignore-persist", _NOT_YET),
+    unsupported("use-server", _NOT_YET),
+    unsupported("server-template", _NOT_YET),
+    unsupported("dispatch", "not supported"),
+    unsupported("filter", _NOT_YET),
+    unsupported("rate-limit sessions", _NOT_YET),
+    unsupported("load-server-state-from-file", _NOT_YET),
+    unsupported("http-check", _NO_CHECKS),
+    unsupported("external-check", _NO_CHECKS),
+    unsupported("email-alert", _NOT_YET),
+    unsupported("stats", _NO_STATS),
+    unsupported("timeout check", _NO_CHECKS),
+    unsupported("timeout tunnel", _NOT_YET),
+    unsupported("timeout client-fin", _NOT_YET),
+    unsupported("timeout server-fin", _NOT_YET),
+    unsupported("timeout tarpit", _NOT_YET),
+    unsupported("timeout client-hs", _NOT_YET),
+    unsupported("option httpchk", _NO_CHECKS),
+    unsupported("option log-health-checks", _NO_CHECKS),
+    unsupported("option redispatch", _NOT_YET),
+    unsupported("option abortonclose", _NOT_YET),
+    unsupported("option tcplog", "not supported (poolproxy proxies HTTP only)"),
+    unsupported("option tcpka", _NOT_YET),
+    unsupported("option clitcpka", _NOT_YET),
+    unsupported("option srvtcpka", _NOT_YET),
+    unsupported("option http-buffer-request", _NOT_YET),
+    unsupported("option http-pretend-keepalive", _NOT_YET),
+    unsupported("option http-no-delay", _NOT_YET),
+    unsupported("option http-ignore-probes", _NOT_YET),
+    unsupported("option http-use-proxy-header", _NOT_YET),
+    unsupported("option prefer-last-server", _NOT_YET),
+    unsupported("option persist", _NOT_YET),
+    unsupported("option allbackups", _NOT_YET),
+    unsupported("option originalto", _NOT_YET),
+    unsupported("option nolinger", _NOT_YET),
+    unsupported("option splice-auto", _NOT_YET),
+    unsupported("option contstats", _NOT_YET),
+    unsupported("option socket-stats", _NOT_YET),
+    unsupported("option log-separate-errors", _NOT_YET),
+    unsupported("option logasap", _NOT_YET),
+    unsupported("option accept-invalid-http-request", "not supported: the HTTP/1 parsers are strict"),
+    unsupported("option accept-invalid-http-response", "not supported: the HTTP/1 parsers are strict"),
+    unsupported(
+        "option accept-unsafe-violations-in-http-request", "not supported: the HTTP/1 parsers are strict"
+    ),
+    unsupported(
+        "option accept-unsafe-violations-in-http-response", "not supported: the HTTP/1 parsers are strict"
+    ),
+]

@@ -1,0 +1,217 @@
+"""``server``, ``default-server`` and ``source``, and the table of server parameters they share.
+
+``server <name> <host>:<port> [param...]`` starts from the section's ``default-server`` template
+(itself copied from the ``defaults`` section the proxy inherits from), then applies its own
+parameters in order, so the last one written wins (``disabled`` ... ``enabled``). ``default-server``
+applies the same parameters to the template, for the servers declared after it.
+
+The proxy-wide ``source`` keyword gives the outgoing address to every server of the section that has
+none of its own (from its line or from ``default-server``), wherever the ``source`` line stands in the
+section; the parser applies it when the section ends. ``usesrc clientip`` makes the connection leave
+from the client's address (transparent proxying); only that ``usesrc`` form is supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proxy.config.address import parse_server_address, parse_source_address
+from proxy.config.errors import DirectiveError
+from proxy.config.kwtypes import BACK, BACK_ONLY, Directive, Keyword, SectionState
+from proxy.config.model import Server
+from proxy.config.timeunit import parse_int, parse_time
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerParam:
+    """One ``server`` / ``default-server`` parameter: ``nargs`` words follow its name."""
+
+    name: str
+    nargs: int
+    synopsis: str
+    doc: str
+    default: str = ""
+    apply: Callable[[Server, list[str]], None] | None = None
+    unsupported: str | None = None
+
+
+def _int_field(attr: str, lo: int, hi: int | None = None) -> Callable[[Server, list[str]], None]:
+    def apply(srv: Server, args: list[str]) -> None:
+        setattr(srv, attr, parse_int(args[0], lo, hi))
+
+    return apply
+
+
+def _flag(attr: str, value: bool) -> Callable[[Server, list[str]], None]:
+    def apply(srv: Server, args: list[str]) -> None:
+        setattr(srv, attr, value)
+
+    return apply
+
+
+def _purge_delay(srv: Server, args: list[str]) -> None:
+    srv.pool_purge_delay = parse_time(args[0])
+
+
+def _source(srv: Server, args: list[str]) -> None:
+    srv.source = parse_source_address(args[0])
+
+
+def _usesrc(srv: Server, args: list[str]) -> None:
+    if args[0] != "clientip":
+        raise ValueError(f"'usesrc {args[0]}' is not supported (only 'usesrc clientip' is)")
+    srv.usesrc_clientip = True
+
+
+_NO_CHECKS = "not supported yet: poolproxy has no health checks"
+_NO_TLS = "not supported yet: poolproxy has no TLS"
+_NOT_YET = "not supported yet"
+
+PARAMS: dict[str, ServerParam] = {p.name: p for p in [
+    ServerParam("weight", 1, "<0..256>", "Share of the load relative to the other servers; 0 takes none.",
+                "1", _int_field("weight", 0, 256)),
+    ServerParam("disabled", 0, "", "Start the server in maintenance (no traffic).", "off",
+                _flag("disabled", True)),
+    ServerParam("enabled", 0, "", "Cancel 'disabled' (for example one set by default-server).", "on",
+                _flag("disabled", False)),
+    ServerParam("maxconn", 1, "<number>", "Most requests sent to the server at once; more wait in its queue.",
+                "0 (no limit)", _int_field("maxconn", 0)),
+    ServerParam("maxqueue", 1, "<number>", "Most requests waiting in the server's queue (503 beyond).",
+                "0 (no limit)", _int_field("maxqueue", 0)),
+    ServerParam("pool-low-conn", 1, "<number>",
+                "Do not take an idle connection from another worker while fewer than this many are idle.",
+                "0", _int_field("pool_low_conn", 0)),
+    ServerParam("pool-max-conn", 1, "<number>",
+                "Most idle connections kept to the server, all workers together (-1 no limit, 0 none).",
+                "-1", _int_field("pool_max_conn", -1)),
+    ServerParam("pool-purge-delay", 1, "<time>",
+                "How often surplus idle connections are closed (0: keep none idle).", "5s", _purge_delay),
+    ServerParam("strict-maxconn", 0, "",
+                "Count idle connections against maxconn too: never more connections than maxconn.",
+                "off", _flag("strict_maxconn", True)),
+    ServerParam("source", 1, "<addr>[:<port>]", "Local address (and port) of connections to the server.",
+                "none", _source),
+    ServerParam("usesrc", 1, "clientip",
+                "With 'source': connect from the client's address (transparent proxying).", "off", _usesrc),
+    *(ServerParam(name, nargs, "", "", unsupported=why) for name, nargs, why in [
+        ("check", 0, _NO_CHECKS), ("inter", 1, _NO_CHECKS), ("fastinter", 1, _NO_CHECKS),
+        ("downinter", 1, _NO_CHECKS), ("rise", 1, _NO_CHECKS), ("fall", 1, _NO_CHECKS),
+        ("port", 1, _NO_CHECKS), ("addr", 1, _NO_CHECKS), ("agent-check", 0, _NO_CHECKS),
+        ("observe", 1, _NO_CHECKS), ("error-limit", 1, _NO_CHECKS), ("on-error", 1, _NO_CHECKS),
+        ("backup", 0, _NOT_YET), ("cookie", 1, _NOT_YET), ("id", 1, _NOT_YET), ("minconn", 1, _NOT_YET),
+        ("max-reuse", 1, _NOT_YET), ("slowstart", 1, _NOT_YET), ("track", 1, _NO_CHECKS),
+        ("redir", 1, _NOT_YET), ("proto", 1, _NOT_YET), ("alpn", 1, _NO_TLS), ("ssl", 0, _NO_TLS),
+        ("verify", 1, _NO_TLS), ("sni", 1, _NO_TLS), ("ca-file", 1, _NO_TLS), ("crt", 1, _NO_TLS),
+        ("send-proxy", 0, _NOT_YET), ("send-proxy-v2", 0, _NOT_YET), ("resolvers", 1, _NOT_YET),
+        ("init-addr", 1, _NOT_YET), ("resolve-prefer", 1, _NOT_YET), ("tfo", 0, _NOT_YET),
+        ("namespace", 1, _NOT_YET), ("interface", 1, _NOT_YET), ("on-marked-down", 1, _NO_CHECKS),
+        ("on-marked-up", 1, _NO_CHECKS),
+    ])
+]}  # fmt: skip
+
+
+def apply_params(srv: Server, args: list[str], label: str) -> None:
+    """Apply ``server``/``default-server`` parameters to ``srv``; errors name ``label`` (``server s1``)."""
+    i = 0
+    while i < len(args):
+        name = args[i]
+        param = PARAMS.get(name)
+        if param is None:
+            raise DirectiveError(f"'{label}': unknown parameter '{name}'")
+        if param.unsupported is not None:
+            raise DirectiveError(f"'{label}': parameter '{name}' is {param.unsupported}")
+        values = args[i + 1 : i + 1 + param.nargs]
+        if len(values) < param.nargs:
+            raise DirectiveError(f"'{label}': '{name}' expects a value: {name} {param.synopsis}")
+        assert param.apply is not None
+        try:
+            param.apply(srv, values)
+        except ValueError as exc:
+            raise DirectiveError(f"'{label}': '{name}': {exc}") from None
+        i += 1 + param.nargs
+    if srv.usesrc_clientip and srv.source is None:
+        raise DirectiveError(
+            f"'{label}': 'usesrc' requires 'source' (for example: source 0.0.0.0 usesrc clientip)"
+        )
+
+
+def _server(st: SectionState, d: Directive) -> None:
+    if len(d.args) < 2:
+        name = d.args[0] if d.args else ""
+        if name:
+            raise DirectiveError(f"'server {name}': missing address (expected: server <name> <host>:<port>)")
+        raise d.fail("expects a name and an address: server <name> <host>:<port> [params...]")
+    name, address = d.args[0], d.args[1]
+    label = f"server {name}"
+    if not NAME_RE.match(name):
+        raise DirectiveError(f"'{label}': invalid server name (allowed: letters, digits, '-', '_', '.', ':')")
+    try:
+        host, port = parse_server_address(address)
+    except ValueError as exc:
+        raise DirectiveError(f"'{label}': {exc}") from None
+    srv = dataclasses.replace(st.server_template, name=name, host=host, port=port, where=d.where)
+    apply_params(srv, d.args[2:], label)
+    for other in st.px.servers:
+        if other.name == name:
+            raise DirectiveError(
+                f"'{label}': duplicate server name in {st.section.value} '{st.px.name}'"
+                f" (first declared at {other.where})"
+            )
+    st.px.servers.append(srv)
+
+
+def _default_server(st: SectionState, d: Directive) -> None:
+    template = dataclasses.replace(st.server_template)
+    apply_params(template, d.args, "default-server")
+    st.server_template = template
+
+
+def _proxy_source(st: SectionState, d: Directive) -> None:
+    if not d.args:
+        raise d.fail("expects an address: source <addr>[:<port>] [usesrc clientip]")
+    probe = Server(name="", host="", port=0)
+    args = list(d.args)
+    try:
+        _source(probe, args[:1])
+    except ValueError as exc:
+        raise d.fail(str(exc)) from None
+    rest = args[1:]
+    if rest[:1] == ["usesrc"]:
+        if len(rest) < 2:
+            raise d.fail("'usesrc' expects a value: usesrc clientip")
+        try:
+            _usesrc(probe, rest[1:2])
+        except ValueError as exc:
+            raise d.fail(str(exc)) from None
+        rest = rest[2:]
+    if rest:
+        raise d.fail(f"unsupported argument '{rest[0]}' (expected: source <addr>[:<port>] [usesrc clientip])")
+    assert probe.source is not None
+    st.source = (probe.source, probe.usesrc_clientip)
+
+
+def apply_proxy_source(st: SectionState) -> None:
+    """End of a section: servers without a ``source`` of their own take the proxy-wide one."""
+    if st.source is None or st.proxy is None:
+        return
+    address, clientip = st.source
+    for srv in st.proxy.servers:
+        if srv.source is None:
+            srv.source, srv.usesrc_clientip = address, clientip
+
+
+KEYWORDS: list[Keyword] = [
+    Keyword("server", BACK_ONLY, "<name> <host>:<port> [params...]",
+            "Declare a server; parameters are listed under 'Server parameters'.", _server),
+    Keyword("default-server", BACK, "[params...]",
+            "Parameters applied to the servers declared after it (inherited from defaults).",
+            _default_server),
+    Keyword("source", BACK, "<addr>[:<port>] [usesrc clientip]",
+            "Outgoing address for the servers that have no 'source' of their own.", _proxy_source,
+            default="none"),
+]  # fmt: skip
