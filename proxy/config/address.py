@@ -116,6 +116,10 @@ def parse_server_address(text: str) -> tuple[str, int]:
 def parse_source_address(text: str) -> str:
     """A ``source`` address, ``ip[:port]``, normalised: ``1.2.3.4``, ``1.2.3.4:5000``, ``::1`` (bare
     when there is no port) or ``[::1]:5000``. Port 0 means "any port"; port ranges are refused."""
+    try:  # a bare address first: "::1" is an IPv6 address here, not host ":" and port 1
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
     host, port = split_host_port(text)
     try:
         ip = ipaddress.ip_address(host)

@@ -149,7 +149,9 @@ KEYWORDS += [
     unsupported("uid", _PRIVS, GLOBAL),
     unsupported("gid", _PRIVS, GLOBAL),
     unsupported("chroot", "not supported", GLOBAL),
-    unsupported("nbproc", "removed from HAProxy 2.5; use 'nbthread' for the worker count", GLOBAL),
+    unsupported(
+        "nbproc", "not supported (removed from HAProxy 2.5): use 'nbthread' for the worker count", GLOBAL
+    ),
     unsupported("cpu-map", "not supported", GLOBAL),
     unsupported("hard-stop-after", "not supported yet", GLOBAL),
     unsupported("stats timeout", "not supported yet", GLOBAL),

@@ -138,8 +138,6 @@ def _dontlognull(st: SectionState, d: Directive) -> None:
 
 
 def _log(st: SectionState, d: Directive) -> None:
-    if d.negated:
-        raise d.fail("'no log' is not supported yet (a proxy always logs to the global targets)")
     if d.args != ["global"]:
         raise d.fail("only 'log global' is supported in proxies; declare targets with 'log' in 'global'")
 
@@ -185,7 +183,7 @@ KEYWORDS: list[Keyword] = [
     Keyword("option dontlognull", FRONT, "", "Do not log connections that sent no request.",
             _dontlognull, default="off", negatable=True),
     Keyword("log", ALL_PROXIES, "global", "Log to the targets of the global section (the only form).",
-            _log, default="global", negatable=True),
+            _log, default="global"),
 ]  # fmt: skip
 
 _NO_CHECKS = "not supported yet: poolproxy has no health checks"

@@ -169,7 +169,7 @@ class _Splitter:
                 self.pos = start + 1
                 return
             raise DirectiveError(
-                f"invalid environment variable name at '{line[start : start + 12]}'"
+                f"invalid environment variable name at '{line[start : i + 1]}'"
                 " (write \\$ for a literal dollar inside double quotes)"
             )
         name_start = i

@@ -154,7 +154,15 @@ class Parser:
                 raise DirectiveError(f"'global' takes no argument (found '{args[0]}')")
             self.state = SectionState(Section.GLOBAL, where, self.cfg.global_)
             return
-        name, base = self.section_header(section, args, where)
+        try:
+            name, base = self.section_header(section, args, where)
+        except DirectiveError:
+            # Read the body into a throwaway proxy, so that its lines are still checked (and do not
+            # land in the previous section) without the broken section being registered.
+            self.state = SectionState(
+                section, where, self.cfg.global_, Proxy(name="", cap=_CAPS.get(section, Cap(0)))
+            )
+            raise
         proxy = copy.deepcopy(base.proxy) if base and base.proxy else Proxy(name="", cap=Cap(0))
         proxy.name, proxy.where = name, where
         proxy.cap = _CAPS.get(section, Cap(0))
@@ -183,29 +191,24 @@ class Parser:
         base = self.last_defaults if section is not Section.DEFAULTS else None
         if args:
             if args[0] != "from" or len(args) != 2:
-                self.skip_body(section, where)
                 raise DirectiveError(
                     f"'{kind}': unexpected '{' '.join(args)}' (expected: {kind} <name> [from <defaults>])"
                 )
             base = self.named_defaults(kind, name, args[1])
         if section is Section.DEFAULTS:
             if name and not NAME_RE.match(name):
-                self.skip_body(section, where)
                 raise DirectiveError(
                     f"'defaults {name}': invalid name (allowed: letters, digits, '-', '_', '.', ':')"
                 )
             return name, base
         if not name:
-            self.skip_body(section, where)
             raise DirectiveError(f"'{kind}' needs a name: {kind} <name> [from <defaults>]")
         if not NAME_RE.match(name):
-            self.skip_body(section, where)
             raise DirectiveError(
                 f"'{kind} {name}': invalid name (allowed: letters, digits, '-', '_', '.', ':')"
             )
         other = self.names.get(name)
         if other is not None:
-            self.skip_body(section, where)
             raise DirectiveError(
                 f"'{kind} {name}': a proxy with this name was already declared at {other}"
                 " (proxy names must be unique, whatever their sections)"
@@ -224,13 +227,6 @@ class Parser:
                 f"'{label}': defaults section name '{wanted}' is ambiguous (declared at {places})"
             )
         return found[0]
-
-    def skip_body(self, section: Section, where: Where) -> None:
-        # A section whose header is wrong is read into a throwaway proxy, so that its lines are still
-        # checked without the broken section being registered.
-        self.state = SectionState(
-            section, where, self.cfg.global_, Proxy(name="", cap=_CAPS.get(section, Cap(0)))
-        )
 
     # -- directives --------------------------------------------------------------------------------
 

@@ -14,16 +14,17 @@ Sizes: a non-negative integer with an optional ``k``, ``m`` or ``g`` suffix (pow
 
 from __future__ import annotations
 
-TIME_UNITS: dict[str, float] = {
-    "us": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
+# microseconds per unit: integers, so that "10us" is exactly 10 / 1e6 seconds
+TIME_UNITS: dict[str, int] = {
+    "us": 1,
+    "ms": 1_000,
+    "s": 1_000_000,
+    "m": 60_000_000,
+    "h": 3_600_000_000,
+    "d": 86_400_000_000,
 }
 
-MAX_TIME_S = (2**31 - 1) / 1000.0
+MAX_TIME_US = (2**31 - 1) * 1_000
 
 SIZE_SUFFIXES: dict[str, int] = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -42,13 +43,15 @@ def parse_time(text: str, default_unit: str = "ms") -> float:
         raise ValueError(
             f"invalid time '{text}' (expected a number with an optional unit us, ms, s, m, h or d)"
         )
+    if unit[:1] == "." and unit[1:2].isdigit():
+        raise ValueError(f"invalid time '{text}' (fractions are not accepted: use a smaller unit)")
     factor = TIME_UNITS.get(unit or default_unit)
     if factor is None:
         raise ValueError(f"invalid time unit '{unit}' in '{text}' (expected us, ms, s, m, h or d)")
-    value = int(digits) * factor
-    if value > MAX_TIME_S:
+    micros = int(digits) * factor
+    if micros > MAX_TIME_US:
         raise ValueError(f"time '{text}' is too large (the maximum is 2147483647ms, about 24.8 days)")
-    return value
+    return micros / 1e6
 
 
 def parse_size(text: str) -> int:
@@ -73,15 +76,3 @@ def parse_int(text: str, lo: int | None = None, hi: int | None = None) -> int:
             raise ValueError(f"{value} is out of range (the maximum is {hi})")
         raise ValueError(f"{value} is out of range {lo}..{hi}")
     return value
-
-
-def format_time(seconds: float | None) -> str:
-    """The shortest exact HAProxy spelling of a time, for the reference docs (``None`` → ``unset``)."""
-    if seconds is None:
-        return "unset"
-    us = round(seconds * 1e6)
-    for unit in ("d", "h", "m", "s", "ms"):
-        per = round(TIME_UNITS[unit] * 1e6)
-        if us and us % per == 0:
-            return f"{us // per}{unit}"
-    return f"{us}us"
