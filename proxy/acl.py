@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,13 +59,18 @@ class RequestCtx:
 
 
 def _ip_key(text: str) -> tuple[int, int]:
+    # inet_pton is several times faster than ipaddress for this per-request parse
     try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
+        return (4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big"))
+    except OSError:
+        pass
+    try:
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, text.split("%", 1)[0]), "big")
+    except OSError:
         return (0, 0)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (ip.version, int(ip))
+    if value >> 32 == 0xFFFF:  # ::ffff:a.b.c.d, an IPv4 client on a dual-stack socket
+        return (4, value & 0xFFFFFFFF)
+    return (6, value)
 
 
 # -- value tests: one pattern method applied to one sample value ----------------------------------

@@ -90,6 +90,11 @@ def _master_worker(st: SectionState, d: Directive) -> None:
         raise d.fail(f"option '{d.args[0]}' is not supported (poolproxy always runs a master and workers)")
 
 
+def _inert_tls(st: SectionState, d: Directive) -> None:
+    if not d.args:
+        raise d.fail("expects a value")
+
+
 def _h1_engine(st: SectionState, d: Directive) -> None:
     d.expect(1, "h11|llhttp")
     if d.args[0] not in H1_ENGINES:
@@ -139,6 +144,17 @@ KEYWORDS: list[Keyword] = [
             _bufsize, default="16384"),
     Keyword("tune.http.maxhdr", GLOBAL, "<number>", "Most header lines accepted in a message (1..32767).",
             _maxhdr, default="101"),
+] + [
+    # Inert: these only set defaults for TLS, and every keyword that would use TLS (``ssl`` on a
+    # bind or server line, ``crt``...) is refused, so accepting them changes nothing. They are
+    # accepted so that stock configurations (Debian's haproxy.cfg has them) need no edit for them.
+    Keyword(name, GLOBAL, "<value>...", "Accepted, no effect: TLS defaults (TLS is not supported).",
+            _inert_tls, default="none")
+    for name in (
+        "ca-base", "crt-base", "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites",
+        "ssl-default-bind-options", "ssl-default-server-ciphers", "ssl-default-server-ciphersuites",
+        "ssl-default-server-options",
+    )
 ]  # fmt: skip
 
 _PRIVS = "not supported: start poolproxy as the user it should run as (systemd User=)"
@@ -167,13 +183,6 @@ KEYWORDS += [
     unsupported("ulimit-n", "not supported: raise the limit before starting poolproxy", GLOBAL),
     unsupported("server-state-file", "not supported", GLOBAL),
     unsupported("lua-load", "not supported", GLOBAL),
-    unsupported("ca-base", _TLS, GLOBAL),
-    unsupported("crt-base", _TLS, GLOBAL),
-    unsupported("ssl-default-bind-ciphers", _TLS, GLOBAL),
-    unsupported("ssl-default-bind-ciphersuites", _TLS, GLOBAL),
-    unsupported("ssl-default-bind-options", _TLS, GLOBAL),
-    unsupported("ssl-default-server-ciphers", _TLS, GLOBAL),
-    unsupported("ssl-default-server-options", _TLS, GLOBAL),
     unsupported("tune.ssl.default-dh-param", _TLS, GLOBAL),
     unsupported("tune.maxrewrite", "not supported", GLOBAL),
     unsupported("tune.idle-pool.shared", "not supported: idle connections are always shared", GLOBAL),

@@ -270,7 +270,7 @@ class Parser:
 
     @staticmethod
     def unknown(words: list[str], section: Section, negated: bool) -> str:
-        family = REGISTRY.is_family(words[0]) and len(words) > 1
+        family = REGISTRY.is_family(words[0])
         shown = " ".join(words[:2]) if family else words[0]
         text = f"unknown keyword '{'no ' if negated else ''}{shown}' in '{section.value}' section"
         guess = REGISTRY.suggest(words, section)
