@@ -261,3 +261,27 @@ def test_http_request_return_variants() -> None:
 def test_default_environment_is_os_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POOLPROXY_T_NB", "7")
     assert load([write(tmp_path, 'global\n    nbthread "${POOLPROXY_T_NB}"\n')]).global_.nbthread == 7
+
+
+@pytest.mark.parametrize(
+    ("lines", "mode"),
+    [
+        ([], "keep-alive"),
+        (["option httpclose"], "httpclose"),
+        (["option http-server-close"], "http-server-close"),
+        (["option httpclose", "option http-keep-alive"], "keep-alive"),
+        (["option httpclose", "no option httpclose"], "keep-alive"),
+        # HAProxy: "no option X" only falls back to keep-alive when X is the mode in force
+        (["option httpclose", "no option http-server-close"], "httpclose"),
+        (["option http-server-close", "no option http-keep-alive"], "http-server-close"),
+    ],
+)
+def test_connection_mode_options(tmp_path: Path, lines: list[str], mode: str) -> None:
+    text = "backend b\n" + "".join(f"    {line}\n" for line in lines)
+    assert load([write(tmp_path, text)]).backends["b"].http_conn_mode == mode
+
+
+def test_keyword_family_alone_lists_its_members(tmp_path: Path) -> None:
+    (message,) = check([write(tmp_path, "backend b\n    timeout\n")])
+    assert "unknown keyword 'timeout' in 'backend' section (supported 'timeout' keywords here:" in message
+    assert "connect, http-keep-alive, http-request, queue, server)" in message

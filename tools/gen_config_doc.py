@@ -97,7 +97,11 @@ def render_reference() -> str:
         out.append(f"| `{name}` | `{' '.join((fetch, *patterns))}` |")
 
     out += ["", "### Not supported", ""]
-    out += ["Each of these is refused with an error naming it (never ignored).", ""]
+    out += [
+        "Each of these is refused with an error naming it (never ignored). A keyword absent from this page",
+        "is refused too, as unknown, with the closest known keyword suggested.",
+        "",
+    ]
     out += ["| keyword | sections | why |", "|---|---|---|"]
     for kw in sorted(refused, key=lambda k: (k.name, sorted(s.value for s in k.sections))):
         sections = (
