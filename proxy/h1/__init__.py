@@ -26,11 +26,27 @@ Contract (every engine satisfies it; ``tests/test_h1_*.py`` run the same cases o
   oversized heads (``limits.max_head`` → 431 for requests), too many headers (``limits.max_headers``).
 - ``proxy.h1.writer`` serializes heads and body chunks for the other side (always re-serialized,
   never raw bytes passed through).
+
+Additions made with the engines (nothing above changes):
+
+- ``RequestParser.resume() -> list[Event]``: after a request that asked for an upgrade the parser
+  holds every later byte (it may be the tunnel's); if the upgrade is declined (no 101), ``resume()``
+  parses what was held as HTTP again. ``detach()`` is the other way out.
+- A request parser that meets an error after one or more *complete* requests in the same ``feed``
+  returns those requests and raises the error on the next ``feed``/``feed_eof`` (``feed(b"")``
+  polls it), so pipelined requests ahead of a bad one are answered first. A response parser raises
+  at once (a bad response poisons the whole connection).
+- After a message that does not keep the connection alive, later bytes are ignored.
+- ``CONNECT`` is not supported: a well-formed one is answered 405, a malformed one 400. Unknown
+  methods are 501. Versions other than HTTP/1.0 and HTTP/1.1 are 400.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.message import Event
 
 
 class ProtocolError(Exception):
@@ -45,3 +61,57 @@ class ProtocolError(Exception):
 class Limits:
     max_head: int = 16384  # bytes of request/status line + headers (tune.bufsize)
     max_headers: int = 101  # header lines (tune.http.maxhdr)
+
+
+# --- Engines -------------------------------------------------------------------------------------
+# An engine only tokenizes a complete, already-scanned head block (see ``proxy.h1.strict``): the
+# message loop, the framing rules and the body decoders are shared, which is what makes the two
+# engines answer identically. The protocols below are the whole public surface of a parser.
+
+
+class RequestParser(Protocol):
+    def feed(self, data: bytes) -> list[Event]: ...
+
+    def feed_eof(self) -> list[Event]: ...
+
+    def detach(self) -> bytes: ...
+
+    def resume(self) -> list[Event]: ...
+
+
+class ResponseParser(Protocol):
+    def expect(self, method: bytes) -> None: ...
+
+    def feed(self, data: bytes) -> list[Event]: ...
+
+    def feed_eof(self) -> list[Event]: ...
+
+    def detach(self) -> bytes: ...
+
+
+class Engine(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def request_parser(self, limits: Limits = ...) -> RequestParser: ...
+
+    def response_parser(self, limits: Limits = ...) -> ResponseParser: ...
+
+
+ENGINES: dict[str, Engine] = {}
+
+
+def engine(name: str) -> Engine:
+    """The engine registered as ``name`` (``tune.h1-engine``); ValueError names the known ones."""
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown h1 engine {name!r} (known: {', '.join(sorted(ENGINES))})") from None
+
+
+# The engines import ProtocolError and Limits from this module, so they register last.
+from proxy.h1.engine_h11 import ENGINE as _H11  # noqa: E402
+from proxy.h1.engine_llhttp import ENGINE as _LLHTTP  # noqa: E402
+
+ENGINES[_H11.name] = _H11
+ENGINES[_LLHTTP.name] = _LLHTTP

@@ -1,0 +1,61 @@
+"""The ``h11`` engine, the reference: h11 tokenizes head blocks.
+
+Contract: ``ENGINE`` satisfies ``proxy.h1.Engine``. The message loop, the rules and the bodies are
+``proxy.h1.strict``'s; h11 only sees one complete head block that already passed the grammar scan.
+h11 is a two-sided state machine, so each head gets a fresh ``h11.Connection``: a server-side one
+for a request; for a response, a client-side one that first "sends" a request with the expected
+method (and an upgrade offer, so that a 101 is legal), whose bytes are thrown away.
+
+h11 merges repeated identical Content-Length values and lower-cases ``Transfer-Encoding: chunked``;
+``proxy.h1.strict`` gives the llhttp engine the same results.
+"""
+
+from __future__ import annotations
+
+import h11
+
+from proxy.h1 import Limits
+from proxy.h1.strict import RequestReader, ResponseReader
+from proxy.message import Headers
+
+_UPGRADE_OFFER = [(b"Host", b"upstream"), (b"Connection", b"upgrade"), (b"Upgrade", b"any")]
+
+
+def tokenize_request(block: bytes) -> tuple[bytes, bytes, bytes, Headers]:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(block) + 1)
+    conn.receive_data(block)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        raise ValueError(str(exc)) from exc
+    if not isinstance(event, h11.Request):
+        raise ValueError(f"h11 produced {event!r}")
+    return event.method, event.target, event.http_version, list(event.headers.raw_items())
+
+
+def tokenize_response(block: bytes, method: bytes) -> tuple[int, bytes, bytes, Headers]:
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=len(block) + 1)
+    conn.send(h11.Request(method=method, target=b"/", headers=_UPGRADE_OFFER))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(block)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        raise ValueError(str(exc)) from exc
+    if not isinstance(event, h11.Response | h11.InformationalResponse):
+        raise ValueError(f"h11 produced {event!r}")
+    headers = list(event.headers.raw_items())
+    return event.status_code, event.reason, event.http_version, headers
+
+
+class H11Engine:
+    name = "h11"
+
+    def request_parser(self, limits: Limits = Limits()) -> RequestReader:  # noqa: B008 (frozen)
+        return RequestReader(tokenize_request, limits, self.name)
+
+    def response_parser(self, limits: Limits = Limits()) -> ResponseReader:  # noqa: B008 (frozen)
+        return ResponseReader(tokenize_response, limits, self.name)
+
+
+ENGINE = H11Engine()

@@ -1,0 +1,746 @@
+"""The proxy's HTTP/1 rules, shared by every engine: head grammar, framing, bodies, message loop.
+
+Theory of operation. Bytes go into a ``RequestReader`` or ``ResponseReader``. The reader finds a
+complete head block (start line through the empty line, CRLF only), checks its size and line count,
+then runs the *grammar scan* below over the raw bytes: one regular expression for the header
+section and one for the start line. Only a block that passes is handed to the engine, whose sole
+job is to turn it into fields (method, target, version, headers). ``request_head``/``response_head``
+then apply the *semantic* rules (Host, Content-Length, Transfer-Encoding, Connection) and decide the
+framing; bodies are decoded here too (``_Length``, ``_Chunked``, ``_UntilClose``). So the engines
+never see a body, and everything that could make two engines disagree is decided in this module.
+
+Statuses. Anything that fails the scan, the engine or the rules is 400 for a request and 502 for a
+response, with these exceptions, all decided *before* the engine runs: a head over
+``limits.max_head`` is 431 (414 when even the request line does not fit); more than
+``limits.max_headers`` lines is 431; an unknown method (a valid token llhttp does not know) is 501;
+a well-formed ``CONNECT host:port`` is 405 (the proxy does not tunnel CONNECT).
+
+Choices where HAProxy or the RFCs leave room (the tables in ``tests/data/h1`` pin each one):
+
+- bare LF anywhere in a head, chunk line or trailer section, and obs-fold: rejected (no repair);
+- a field value may hold SP, HT, VCHAR and obs-text; OWS around it is not part of it, so
+  ``Transfer-Encoding:\\tchunked `` *is* ``chunked`` (the proxy re-serializes it anyway);
+- Content-Length is 1*15DIGIT; a list or repeated headers collapse when every element is the same
+  string (``5, 5``) and are rejected otherwise (``5, 05`` too, as h11 does);
+- Transfer-Encoding must be a single header whose value is ``chunked`` (any case); never with
+  Content-Length, never in an HTTP/1.0 message;
+- targets: origin-form; ``*`` for OPTIONS only; absolute-form for ``http``/``https`` only, without
+  userinfo; authority-form for CONNECT only. ``#``, ``<``, ``>``, ``\\``, ``^``, backtick, ``{``,
+  ``}``, ``|`` and bytes outside VCHAR are rejected;
+- empty lines (CRLF) before a request line are skipped (RFC 9112 §2.2), at most ``max_head`` bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from collections.abc import Callable
+
+from proxy.h1 import Limits, ProtocolError
+from proxy.message import (
+    Data,
+    EndOfMessage,
+    Event,
+    Framing,
+    Headers,
+    RequestHead,
+    ResponseHead,
+)
+
+# --- Grammar -------------------------------------------------------------------------------------
+
+_TCHAR = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]"
+# VCHAR minus the characters HAProxy refuses in a request target (fragment, and issue #2906's list).
+_TARGET_CHAR = rb"[!\"$-;=?-\[\]_a-z~]"
+_REQUEST_LINE = re.compile(rb"(" + _TCHAR + rb"+) (" + _TARGET_CHAR + rb"+) HTTP/1\.[01]\r\n")
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] [1-9][0-9][0-9](?: [\t \x21-\x7e\x80-\xff]*)?\r\n")
+# Header lines then the empty line. A value excludes CTLs other than HT, so CR, LF and NUL too.
+_FIELDS = re.compile(rb"(?:" + _TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*\r\n")
+_FIELD = re.compile(rb"(" + _TCHAR + rb"+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n")
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[-A-Za-z0-9._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_AUTHORITY = rb"(?:\[[0-9A-Fa-f:.]+\]|[-A-Za-z0-9._~!$&'()*+,;=%]+)"
+_ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://" + _AUTHORITY + rb"(?::[0-9]*)?(?:[/?].*)?", re.S)
+_AUTHORITY_FORM = re.compile(_AUTHORITY + rb":[0-9]+")
+_CONTENT_LENGTH = re.compile(rb"[0-9]{1,15}")
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[ \t]*"
+    + _TCHAR
+    + rb"+(?:[ \t]*=[ \t]*(?:"
+    + _TCHAR
+    + rb"+|"
+    + _QUOTED
+    + rb"))?)*[ \t]*"
+)
+
+# The methods llhttp knows (it refuses any other token), so both engines accept the same set.
+KNOWN_METHODS = frozenset(
+    b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PURGE QUERY ACL BIND CHECKOUT COPY LINK "
+    b"LOCK MERGE MKACTIVITY MKCALENDAR MKCOL MOVE PROPFIND PROPPATCH REBIND REPORT SEARCH UNBIND "
+    b"UNLINK UNLOCK".split()
+)
+_TCHAR_BYTES = frozenset(b"-!#$%&'*+.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+# An engine: head block -> (method or status, target or reason, version, headers). ValueError if
+# the engine refuses the block.
+RequestTokenizer = Callable[[bytes], tuple[bytes, bytes, bytes, Headers]]
+ResponseTokenizer = Callable[[bytes, bytes], tuple[int, bytes, bytes, Headers]]
+
+
+def scan_request_line(block: bytes, end: int) -> tuple[bytes, bytes]:
+    """Check ``block[:end + 2]``, the request line; return (method, target). Raises ProtocolError."""
+    m = _REQUEST_LINE.fullmatch(block, 0, end + 2)
+    if m is None:
+        raise ProtocolError("invalid request line")
+    method, target = m.group(1), m.group(2)
+    if method not in KNOWN_METHODS:
+        raise ProtocolError(f"unknown method {method[:32]!r}", 501)
+    check_target(method, target)
+    return method, target
+
+
+def check_target(method: bytes, target: bytes) -> None:
+    """The request-target form must suit the method (RFC 9112 §3.2, HAProxy's table)."""
+    if target[0] == 0x2F:  # origin-form
+        if method == b"CONNECT":
+            raise ProtocolError("CONNECT needs an authority-form target")
+        return
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise ProtocolError("asterisk-form is for OPTIONS only")
+        return
+    if method == b"CONNECT":
+        if _AUTHORITY_FORM.fullmatch(target):
+            raise ProtocolError("CONNECT is not supported", 405)
+        raise ProtocolError("CONNECT needs an authority-form target host:port")
+    if _ABSOLUTE_FORM.fullmatch(target) is None:
+        raise ProtocolError(f"invalid request target {target[:64]!r}")
+
+
+def scan_fields(block: bytes, start: int, status: int) -> None:
+    """Check the header (or trailer) section ``block[start:]``, ending with the empty line."""
+    if _FIELDS.fullmatch(block, start) is None:
+        raise ProtocolError(_explain_fields(block, start), status)
+
+
+def _explain_fields(block: bytes, start: int) -> str:
+    # Error path only: name the first bad line for the log.
+    for line in block[start:].split(b"\r\n"):
+        if not line:
+            break
+        if line[0] in b" \t":
+            return "obs-fold (line starting with whitespace)"
+        if _FIELDS.fullmatch(line + b"\r\n\r\n") is None:
+            if b"\n" in line or b"\r" in line:
+                return "bare CR or LF in header section"
+            return f"invalid header line {line[:64]!r}"
+    return "invalid header section"
+
+
+def parse_fields(block: bytes, start: int, status: int) -> Headers:
+    """Scan then split a trailer section (the engines only ever see heads)."""
+    scan_fields(block, start, status)
+    return _FIELD.findall(block, start)
+
+
+def collapse_content_length(block: bytes, status: int) -> bytes | None:
+    """``block`` with repeated identical Content-Length values merged into the first header.
+
+    llhttp refuses ``5, 5`` and repeated headers outright; h11 merges them exactly like this. So
+    when an engine refuses a block, the reader retries once with this canonical form (None: there
+    was nothing to merge). Conflicting or invalid values raise ProtocolError.
+    """
+    lines = block.split(b"\r\n")
+    seen: bytes | None = None
+    changed = False
+    out = [lines[0]]
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.lower() != b"content-length":
+            out.append(line)
+            continue
+        digits = _content_length_value([value], status)
+        if seen is None:
+            seen = digits
+            changed |= value.strip(b" \t") != digits
+            out.append(name + b": " + digits)
+        elif seen != digits:
+            raise ProtocolError("conflicting Content-Length", status)
+        else:
+            changed = True
+    return b"\r\n".join(out) if changed else None
+
+
+def _content_length_value(values: list[bytes], status: int) -> bytes:
+    elements = {e.strip(b" \t") for v in values for e in v.split(b",")}
+    if len(elements) != 1:
+        raise ProtocolError("conflicting Content-Length", status)
+    digits = elements.pop()
+    if _CONTENT_LENGTH.fullmatch(digits) is None:
+        raise ProtocolError(f"invalid Content-Length {digits[:32]!r}", status)
+    return digits
+
+
+def _tokens(values: list[bytes]) -> set[bytes] | tuple[bytes]:
+    if len(values) == 1 and b"," not in values[0]:
+        return (values[0].strip(b" \t").lower(),)
+    return {t.strip(b" \t").lower() for v in values for t in v.split(b",")}
+
+
+def _canonical(headers: Headers, name: bytes, value: bytes) -> Headers:
+    """``headers`` with a single ``name`` header (the first, its case kept) set to ``value``."""
+    out: Headers = []
+    done = False
+    for n, v in headers:
+        if n.lower() != name:
+            out.append((n, v))
+        elif not done:
+            out.append((n, value))
+            done = True
+    return out
+
+
+# --- Semantics -----------------------------------------------------------------------------------
+
+_FRAMING_NAMES = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
+)
+
+
+def _framing_fields(headers: Headers) -> dict[bytes, list[bytes]]:
+    """The values of the headers the rules look at, by lower-case name, in one pass."""
+    found: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _FRAMING_NAMES:
+            if lname in found:
+                found[lname].append(value)
+            else:
+                found[lname] = [value]
+    return found
+
+
+def _chunked(te: list[bytes], found: dict[bytes, list[bytes]], version: bytes, status: int) -> bool:
+    """Check Transfer-Encoding (exactly one ``chunked``); True if its value needs canonical case."""
+    if version != b"1.1":
+        raise ProtocolError("Transfer-Encoding in an HTTP/1.0 message", status)
+    if len(te) > 1 or te[0].lower() != b"chunked":
+        raise ProtocolError(f"unsupported Transfer-Encoding {b', '.join(te)[:64]!r}", status)
+    if b"content-length" in found:
+        raise ProtocolError("Transfer-Encoding with Content-Length", status)
+    return te[0] != b"chunked"
+
+
+def _keep_alive(connection: list[bytes] | None, version: bytes) -> bool:
+    if connection is None:
+        return version == b"1.1"
+    tokens = _tokens(connection)
+    if b"close" in tokens:
+        return False
+    return version == b"1.1" or b"keep-alive" in tokens
+
+
+def request_head(method: bytes, target: bytes, version: bytes, headers: Headers) -> RequestHead:
+    """Apply the request rules to tokenized fields and decide the framing. Raises ProtocolError(400)."""
+    found = _framing_fields(headers)
+    hosts = found.get(b"host")
+    if hosts is None:
+        if version == b"1.1":
+            raise ProtocolError("missing Host header")
+    elif len(hosts) > 1:
+        raise ProtocolError("more than one Host header")
+    elif _HOST.fullmatch(hosts[0]) is None:
+        raise ProtocolError(f"invalid Host {hosts[0][:64]!r}")
+    body, length = Framing.NONE, None
+    te = found.get(b"transfer-encoding")
+    if te is not None:
+        body = Framing.CHUNKED
+        if _chunked(te, found, version, 400):
+            headers = _canonical(headers, b"transfer-encoding", b"chunked")
+    elif b"content-length" in found:
+        body = Framing.LENGTH
+        length, headers = _length(found[b"content-length"], headers, 400)
+    connection = found.get(b"connection")
+    upgrade = None
+    if (
+        connection is not None
+        and b"upgrade" in found
+        and version == b"1.1"
+        and b"upgrade" in _tokens(connection)
+    ):
+        upgrade = found[b"upgrade"][0].split(b",")[0].strip(b" \t").lower() or None
+    expect = b"expect" in found and version == b"1.1"
+    if expect:
+        expect = any(v.lower() == b"100-continue" for v in found[b"expect"])
+    return RequestHead(
+        method, target, version, headers, body, length, _keep_alive(connection, version), upgrade, expect
+    )
+
+
+def response_head(
+    status: int, reason: bytes, version: bytes, headers: Headers, method: bytes
+) -> ResponseHead:
+    """Apply the response rules (for a request with ``method``) and decide the framing. Raises 502."""
+    found = _framing_fields(headers)
+    te = found.get(b"transfer-encoding")
+    chunked = te is not None
+    if te is not None and _chunked(te, found, version, 502):
+        headers = _canonical(headers, b"transfer-encoding", b"chunked")
+    length = None
+    if b"content-length" in found:
+        length, headers = _length(found[b"content-length"], headers, 502)
+    keep_alive = _keep_alive(found.get(b"connection"), version)
+    if status < 200 or status == 204:
+        body, length = Framing.NONE, None
+    elif method == b"HEAD" or status == 304:
+        body = Framing.NONE  # ``length``, if any, is the representation's: the writer passes it on
+    elif chunked:
+        body = Framing.CHUNKED
+    elif length is not None:
+        body = Framing.LENGTH
+    else:
+        body, keep_alive = Framing.CLOSE, False
+    return ResponseHead(status, reason, version, headers, body, length, keep_alive)
+
+
+def _length(values: list[bytes], headers: Headers, status: int) -> tuple[int, Headers]:
+    digits = _content_length_value(values, status)
+    if len(values) > 1 or values[0] != digits:
+        headers = _canonical(headers, b"content-length", digits)
+    return int(digits), headers
+
+
+# --- Bodies --------------------------------------------------------------------------------------
+# A body decoder consumes ``buf[pos:]``, appends Data (never empty) and, at the end, EndOfMessage to
+# ``events``, and returns the new position. ``done`` turns True with the EndOfMessage.
+
+
+class _Length:
+    __slots__ = ("done", "remaining")
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+        self.done = False
+
+    def feed(self, buf: bytes, pos: int, events: list[Event]) -> int:
+        n = min(self.remaining, len(buf) - pos)
+        if n:
+            events.append(Data(buf[pos : pos + n]))
+            self.remaining -= n
+        if not self.remaining:
+            events.append(EndOfMessage())
+            self.done = True
+        return pos + n
+
+
+class _UntilClose:
+    """A response body framed by the server closing the connection (``Framing.CLOSE``)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def feed(self, buf: bytes, pos: int, events: list[Event]) -> int:
+        if pos < len(buf):
+            events.append(Data(buf[pos:]))
+        return len(buf)
+
+
+class _ChunkState(enum.Enum):
+    SIZE = "size"  # expecting a chunk-size line
+    DATA = "data"  # inside chunk data
+    CRLF = "crlf"  # expecting the CRLF after chunk data
+    TRAILERS = "trailers"  # expecting the trailer section (possibly empty)
+
+
+class _Chunked:
+    """Strict chunked decoding: 1-15 hex digits, extensions parsed and dropped, CRLF everywhere."""
+
+    __slots__ = ("done", "limits", "remaining", "state", "status", "wait")
+
+    def __init__(self, limits: Limits, status: int) -> None:
+        self.limits = limits
+        self.status = status
+        self.state = _ChunkState.SIZE
+        self.remaining = 0
+        self.done = False
+        # The terminator whose absence stopped ``feed`` (lets the reader skip re-scanning).
+        self.wait = b""
+
+    def feed(self, buf: bytes, pos: int, events: list[Event]) -> int:
+        n = len(buf)
+        self.wait = b""
+        while pos < n:
+            state = self.state
+            if state is _ChunkState.DATA:
+                take = min(self.remaining, n - pos)
+                events.append(Data(buf[pos : pos + take]))
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.state = _ChunkState.CRLF
+            elif state is _ChunkState.SIZE:
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    self._incomplete(buf, pos, b"\r\n", self.limits.max_head)
+                    return pos
+                m = _CHUNK_LINE.fullmatch(buf, pos, end)
+                if m is None:
+                    raise ProtocolError(f"invalid chunk line {buf[pos:end][:64]!r}", self.status)
+                self.remaining = int(m.group(1), 16)
+                self.state = _ChunkState.DATA if self.remaining else _ChunkState.TRAILERS
+                pos = end + 2
+            elif state is _ChunkState.CRLF:
+                if not buf.startswith(b"\r\n"[: n - pos], pos):
+                    raise ProtocolError("chunk data not followed by CRLF", self.status)
+                if n - pos < 2:
+                    return pos
+                pos += 2
+                self.state = _ChunkState.SIZE
+            else:
+                return self._trailers(buf, pos, events)
+        return pos
+
+    def _trailers(self, buf: bytes, pos: int, events: list[Event]) -> int:
+        if buf.startswith(b"\r\n", pos):
+            end = pos + 2
+            trailers: Headers = []
+        else:
+            end = buf.find(b"\r\n\r\n", pos)
+            if end < 0:
+                self._incomplete(buf, pos, b"\r\n\r\n", self.limits.max_head)
+                return pos
+            end += 4
+            big = 431 if self.status == 400 else self.status
+            if end - pos > self.limits.max_head:
+                raise ProtocolError("trailer section too large", big)
+            if buf.count(b"\r\n", pos, end) - 1 > self.limits.max_headers:
+                raise ProtocolError("too many trailer fields", big)
+            trailers = parse_fields(buf[pos:end], 0, self.status)
+        events.append(EndOfMessage(trailers))
+        self.done = True
+        return end
+
+    def _incomplete(self, buf: bytes, pos: int, terminator: bytes, limit: int) -> None:
+        """Stop for more bytes, unless what is pending can already never become valid."""
+        if len(buf) - pos >= limit:
+            raise ProtocolError("chunk line or trailer section too large", self.status)
+        if buf.count(b"\n", pos) != buf.count(b"\r\n", pos):
+            raise ProtocolError("bare LF in chunked framing", self.status)
+        self.wait = terminator
+
+
+# --- Message loop --------------------------------------------------------------------------------
+
+
+class _Mode(enum.Enum):
+    HEAD = "head"  # expecting a head (a response parser: only once ``expect`` was called)
+    BODY = "body"  # inside a body; ``_body`` decodes it
+    HELD = "held"  # after an upgrade request or a 101: bytes are kept for ``detach``/``resume``
+    CLOSED = "closed"  # after a message that ends the connection, an error, or EOF: bytes ignored
+    DETACHED = "detached"  # ``detach`` was called; the parser is finished
+
+
+_Body = _Length | _Chunked | _UntilClose
+_REQUEST_HEAD = re.compile(_REQUEST_LINE.pattern + _FIELDS.pattern)
+_RESPONSE_HEAD = re.compile(_STATUS_LINE.pattern + _FIELDS.pattern)
+_H = frozenset(b"H")
+_NOTHING: frozenset[int] = frozenset()
+
+
+class _Reader:
+    """The loop both readers share. A subclass parses a head block and decides what follows it."""
+
+    __slots__ = ("_after", "_body", "_buf", "_error", "_first", "_limits", "_mode", "_short", "_wait")
+    _status = 400  # what every error answers, unless a rule says otherwise
+    _defer_errors = True
+
+    def __init__(self, limits: Limits, first: frozenset[int]) -> None:
+        self._limits = limits
+        self._mode = _Mode.HEAD
+        self._buf = bytearray()  # bytes received and not consumed (kept only between calls)
+        self._body: _Body | None = None
+        self._error: ProtocolError | None = None
+        self._wait = b""  # the terminator whose absence stopped the last run, if any
+        self._after = _Mode.HEAD  # the mode once the current message ends
+        self._first = first  # the bytes a head may start with (others go to ``_skip``)
+        # A block this short cannot hold more than ``max_headers`` lines (each takes 4 bytes or more).
+        self._short = 4 * (limits.max_headers + 2)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._mode.name} buffered={len(self._buf)}>"
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self._error is not None:
+            raise self._error
+        mode = self._mode
+        if mode is not _Mode.HEAD and mode is not _Mode.BODY:
+            if mode is _Mode.HELD:
+                self._buf += data
+            elif mode is _Mode.DETACHED:
+                raise RuntimeError("feed() after detach()")
+            return []
+        if self._buf:
+            old = len(self._buf)
+            self._buf += data
+            if self._still_waiting(old):
+                return []
+            buf = bytes(self._buf)
+            self._buf = bytearray()
+        else:
+            buf = data
+        events: list[Event] = []
+        try:
+            pos = self._run(buf, events)
+        except ProtocolError as exc:
+            self._error = exc
+            self._mode = _Mode.CLOSED
+            # Complete messages ahead of the error are returned; the error comes with the next call.
+            if self._defer_errors:
+                for i in range(len(events) - 1, -1, -1):
+                    if isinstance(events[i], EndOfMessage):
+                        return events[: i + 1]
+            raise
+        if pos < len(buf) and self._mode is not _Mode.CLOSED:
+            self._buf = bytearray(memoryview(buf)[pos:])
+        return events
+
+    def feed_eof(self) -> list[Event]:
+        if self._error is not None:
+            raise self._error
+        mode = self._mode
+        if mode is _Mode.BODY:
+            if isinstance(self._body, _UntilClose):
+                self._mode = _Mode.CLOSED
+                return [EndOfMessage()]
+            self._error = ProtocolError("connection closed in the middle of a body", self._status)
+            raise self._error
+        if mode is _Mode.HEAD:
+            self._mode = _Mode.CLOSED
+            if self._buf:
+                self._error = ProtocolError("connection closed in the middle of a head", self._status)
+                raise self._error
+        return []
+
+    def detach(self) -> bytes:
+        data = bytes(self._buf)
+        self._buf = bytearray()
+        self._mode = _Mode.DETACHED
+        return data
+
+    def _still_waiting(self, old: int) -> bool:
+        """Whether bytes appended at ``old`` leave the awaited terminator absent (and nothing wrong).
+
+        This spares re-scanning a pending head that trickles in a few bytes at a time.
+        """
+        wait, buf = self._wait, self._buf
+        if not wait or len(buf) >= self._limits.max_head:
+            return False
+        if buf.find(wait, max(old - len(wait) + 1, 0)) >= 0:
+            return False
+        return buf.count(b"\n", old) == buf.count(b"\r\n", max(old - 1, 0))
+
+    def _run(self, buf: bytes, events: list[Event]) -> int:
+        pos, n = 0, len(buf)
+        self._wait = b""
+        while True:
+            mode = self._mode
+            if mode is _Mode.HEAD:
+                if pos >= n:
+                    return pos
+                if buf[pos] not in self._first:
+                    start, pos = pos, self._skip(buf, pos)
+                    if pos == start:
+                        return pos
+                    continue
+                end = buf.find(b"\r\n\r\n", pos)
+                if end < 0 or end + 4 - pos > self._limits.max_head:
+                    self._incomplete(buf, pos, end)
+                    return pos
+                self._parse(buf[pos : end + 4], events)
+                pos = end + 4
+            elif mode is _Mode.BODY:
+                body = self._body
+                assert body is not None
+                pos = body.feed(buf, pos, events)
+                if not body.done:
+                    if isinstance(body, _Chunked):
+                        self._wait = body.wait
+                    return pos
+                self._mode = self._after
+                self._message_done()
+            else:
+                return pos
+
+    def _incomplete(self, buf: bytes, pos: int, end: int) -> None:
+        """No complete head at ``pos``: raise if it can never be one, else wait for more bytes."""
+        if end >= 0 or len(buf) - pos >= self._limits.max_head:
+            raise ProtocolError("head larger than limits.max_head", self._too_large(buf, pos))
+        if buf.count(b"\n", pos) != buf.count(b"\r\n", pos):
+            raise ProtocolError("bare LF in head", self._status)
+        self._wait = b"\r\n\r\n"
+
+    def _begin(self, head: RequestHead | ResponseHead, events: list[Event]) -> None:
+        """Emit ``head`` and set up its body."""
+        events.append(head)
+        body = head.body
+        if body is Framing.NONE:
+            events.append(EndOfMessage())
+            self._mode = self._after
+            self._message_done()
+            return
+        self._mode = _Mode.BODY
+        if body is Framing.LENGTH:
+            assert head.content_length is not None
+            self._body = _Length(head.content_length)
+        elif body is Framing.CHUNKED:
+            self._body = _Chunked(self._limits, self._status)
+        else:
+            self._body = _UntilClose()
+
+    def _check_lines(self, block: bytes) -> None:
+        if len(block) > self._short and block.count(b"\r\n") - 2 > self._limits.max_headers:
+            raise ProtocolError("too many header fields", 431 if self._status == 400 else self._status)
+
+    def _skip(self, buf: bytes, pos: int) -> int:
+        """A head cannot start at ``pos``: raise, or skip what may precede a head (new position)."""
+        raise NotImplementedError
+
+    def _too_large(self, buf: bytes, pos: int) -> int:
+        return self._status
+
+    def _parse(self, block: bytes, events: list[Event]) -> None:
+        """Parse the head ``block`` and ``_begin`` its message."""
+        raise NotImplementedError
+
+    def _message_done(self) -> None:
+        """The message whose head was parsed last has ended (its EndOfMessage is out)."""
+
+
+class RequestReader(_Reader):
+    """``proxy.h1.RequestParser`` over an engine's request tokenizer."""
+
+    __slots__ = ("_engine", "_skipped", "_tokenize")
+
+    def __init__(self, tokenize: RequestTokenizer, limits: Limits, engine: str) -> None:
+        super().__init__(limits, _TCHAR_BYTES)
+        self._tokenize = tokenize
+        self._engine = engine
+        self._skipped = 0  # bytes of empty lines skipped since the last request
+
+    def resume(self) -> list[Event]:
+        """The upgrade was declined: parse the held bytes (and later ones) as HTTP again."""
+        if self._mode is not _Mode.HELD:
+            raise RuntimeError(f"resume() while {self._mode.name}")
+        self._mode = self._after
+        held = bytes(self._buf)
+        self._buf = bytearray()
+        return self.feed(held)
+
+    def _skip(self, buf: bytes, pos: int) -> int:
+        if buf[pos] == 0x0D:  # an empty line before the request line, maybe
+            if pos + 1 == len(buf):
+                return pos
+            if buf[pos + 1] == 0x0A:
+                self._skipped += 2
+                if self._skipped <= self._limits.max_head:
+                    return pos + 2
+        raise ProtocolError("invalid request line")
+
+    def _too_large(self, buf: bytes, pos: int) -> int:
+        return 414 if buf.find(b"\r\n", pos, pos + self._limits.max_head) < 0 else 431
+
+    def _parse(self, block: bytes, events: list[Event]) -> None:
+        self._check_lines(block)
+        m = _REQUEST_HEAD.fullmatch(block)
+        if m is None:
+            line_end = block.find(b"\r\n")
+            scan_request_line(block, line_end)
+            scan_fields(block, line_end + 2, 400)
+            raise ProtocolError("invalid request head")  # not reached: one of the scans raised
+        method, target = m.group(1, 2)
+        if method not in KNOWN_METHODS:
+            raise ProtocolError(f"unknown method {method[:32]!r}", 501)
+        if target[0] != 0x2F or method == b"CONNECT":
+            check_target(method, target)
+        try:
+            fields = self._tokenize(block)
+        except ValueError as exc:
+            try:
+                fields = self._tokenize(_canonical_or_raise(block, exc, 400, self._engine))
+            except ValueError as again:
+                raise ProtocolError(f"{self._engine} refused the head: {again}") from again
+        head = request_head(*fields)
+        self._skipped = 0
+        if head.upgrade is not None:
+            self._after = _Mode.HELD
+        else:
+            self._after = _Mode.HEAD if head.keep_alive else _Mode.CLOSED
+        self._begin(head, events)
+
+
+class ResponseReader(_Reader):
+    """``proxy.h1.ResponseParser`` over an engine's response tokenizer."""
+
+    __slots__ = ("_engine", "_final", "_methods", "_tokenize")
+    _status = 502
+    _defer_errors = False
+
+    def __init__(self, tokenize: ResponseTokenizer, limits: Limits, engine: str) -> None:
+        super().__init__(limits, _NOTHING)
+        self._tokenize = tokenize
+        self._engine = engine
+        self._methods: deque[bytes] = deque()  # one per request whose final response is due
+        self._final = True
+
+    def expect(self, method: bytes) -> None:
+        self._methods.append(method)
+        self._first = _H
+
+    def _skip(self, buf: bytes, pos: int) -> int:
+        if not self._methods:
+            raise ProtocolError("response bytes without a request", 502)
+        raise ProtocolError("invalid status line", 502)
+
+    def _parse(self, block: bytes, events: list[Event]) -> None:
+        self._check_lines(block)
+        if _RESPONSE_HEAD.fullmatch(block) is None:
+            line_end = block.find(b"\r\n")
+            if _STATUS_LINE.fullmatch(block, 0, line_end + 2) is None:
+                raise ProtocolError(f"invalid status line {block[:line_end][:64]!r}", 502)
+            scan_fields(block, line_end + 2, 502)
+        method = self._methods[0]
+        try:
+            fields = self._tokenize(block, method)
+        except ValueError as exc:
+            try:
+                fields = self._tokenize(_canonical_or_raise(block, exc, 502, self._engine), method)
+            except ValueError as again:
+                raise ProtocolError(f"{self._engine} refused the head: {again}", 502) from again
+        head = response_head(*fields, method)
+        status = head.status
+        self._final = status >= 200 or status == 101
+        if status == 101:  # the parser stops: what follows is the tunnel's
+            events.append(head)
+            self._mode = _Mode.HELD
+            self._message_done()
+            return
+        self._after = _Mode.HEAD if head.keep_alive or not self._final else _Mode.CLOSED
+        self._begin(head, events)
+
+    def _message_done(self) -> None:
+        # Interim responses (1xx but 101) answer the same request as the final one that follows.
+        if self._final:
+            self._methods.popleft()
+            if not self._methods:
+                self._first = _NOTHING
+
+
+def _canonical_or_raise(block: bytes, exc: ValueError, status: int, engine: str) -> bytes:
+    """The block to retry an engine with after it refused ``block`` (see collapse_content_length)."""
+    canonical = collapse_content_length(block, status)
+    if canonical is None:
+        raise ProtocolError(f"{engine} refused the head: {exc}", status) from exc
+    return canonical
