@@ -1,0 +1,60 @@
+"""Command line: ``poolproxy`` / ``python -m proxy``, with HAProxy's flags.
+
+``-f FILE|DIR`` (repeatable), ``-c`` (check the configuration and exit 0/1), ``-d`` (foreground,
+debug: event lines on stderr), ``-p PIDFILE``, ``-v`` (version). Without ``-d`` the master still
+runs in the foreground (use systemd or a supervisor to daemonize; ``daemon`` in ``global`` is honoured
+by forking once). Exit codes: 0 success, 1 configuration or start-up error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from proxy import __version__
+from proxy.config import ConfigError, load
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="poolproxy", description="HTTP reverse proxy with shared server-side pooling")
+    p.add_argument("-f", dest="files", action="append", default=[], metavar="FILE|DIR", help="configuration")
+    p.add_argument("-c", dest="check", action="store_true", help="check the configuration and exit")
+    p.add_argument("-d", dest="debug", action="store_true", help="foreground, debug output")
+    p.add_argument("-D", dest="daemon", action="store_true", help="daemonize")
+    p.add_argument("-p", dest="pidfile", metavar="PIDFILE", help="write the master's pid here")
+    p.add_argument("-q", dest="quiet", action="store_true", help="quiet mode (with -c: print nothing)")
+    p.add_argument("-v", "--version", action="version", version=f"poolproxy version {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.files:
+        print("[ALERT] no configuration file given (use -f FILE|DIR)", file=sys.stderr)
+        return 1
+    try:
+        config = load(args.files)
+    except ConfigError as exc:
+        for msg in exc.messages:
+            print(msg, file=sys.stderr)
+        print("[ALERT] config: Fatal errors found in configuration.", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"[ALERT] config: cannot open configuration: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        if not args.quiet:
+            print("Configuration file is valid")
+        return 0
+    if (args.daemon or config.global_.daemon) and not args.debug:
+        if os.fork() > 0:
+            return 0
+        os.setsid()
+    from proxy.master import Master
+
+    return Master(config, pidfile=args.pidfile).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""The master process: binds the listeners, forks the workers, supervises them.
+
+No event loop runs here (DESIGN.md §2): a ``selectors`` loop waits on the signal wake-up pipe and the
+workers' control sockets. Signal handlers only enqueue the signal number; ``run()`` dispatches each to
+a ``handle_<name>`` method (gunicorn's arbiter shape):
+
+- SIGCHLD → reap; a worker that died while we are not stopping is respawned in the same slot
+  (immediately, or after a short back-off when that slot keeps dying right after its start);
+- SIGTERM / SIGINT → hard stop: SIGTERM to every worker, SIGKILL to those still alive after
+  ``HARD_STOP_GRACE``, exit;
+- SIGUSR1 → soft stop: SIGUSR1 to every worker (they finish in-flight requests), exit when all are
+  gone (SIGKILL after ``hard-stop-after``-like ``SOFT_STOP_LIMIT``).
+
+The master imports no HTTP code: the worker entry point is named as ``"module:function"`` and
+imported in the child after the fork.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from proxy.config.model import Config
+from proxy.listener import Listener, bind_all
+from proxy.log import alert, notice
+
+HARD_STOP_GRACE = 5.0
+SOFT_STOP_LIMIT = 60.0
+RESPAWN_FAST_FAIL = 1.0  # a worker dying sooner than this after its start counts as a fast failure
+RESPAWN_BACKOFF = 2.0  # delay before respawning a slot after 3 fast failures in a row
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    slot: int
+    pid: int = 0
+    started: float = 0.0
+    ready: bool = False
+    fast_failures: int = 0
+    respawn_at: float = 0.0
+    ctl: socket.socket | None = None
+    generation: int = 0
+
+
+@dataclass(slots=True)
+class MasterState:
+    stopping: str = ""  # "", "soft" or "hard"
+    stop_deadline: float = 0.0
+    signals: list[int] = field(default_factory=list)
+
+
+class Master:
+    def __init__(
+        self,
+        config: Config,
+        worker_entry: str = "proxy.worker:run",
+        nworkers: int | None = None,
+        pidfile: str | None = None,
+    ) -> None:
+        self.config = config
+        self.worker_entry = worker_entry
+        n = nworkers or config.global_.nbthread or len(os.sched_getaffinity(0))
+        self.workers = [WorkerRecord(slot=i) for i in range(n)]
+        self.pidfile = pidfile or config.global_.pidfile
+        self.listeners: list[Listener] = []
+        self.state = MasterState()
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe()
+
+    # -- signals --------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+
+        def enqueue(signum: int, _frame: object) -> None:
+            self.state.signals.append(signum)
+
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2):
+            signal.signal(sig, enqueue)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+
+    def _dispatch_signals(self) -> None:
+        handlers: dict[int, Callable[[], None]] = {
+            signal.SIGCHLD: self.handle_chld,
+            signal.SIGTERM: self.handle_term,
+            signal.SIGINT: self.handle_term,
+            signal.SIGUSR1: self.handle_usr1,
+            signal.SIGHUP: self.handle_hup,
+            signal.SIGUSR2: self.handle_hup,
+        }
+        while self.state.signals:
+            handlers[self.state.signals.pop(0)]()
+
+    def handle_chld(self) -> None:
+        self.reap()
+
+    def handle_term(self) -> None:
+        if self.state.stopping != "hard":
+            notice("hard-stopping workers")
+            self.state.stopping = "hard"
+            self.state.stop_deadline = time.monotonic() + HARD_STOP_GRACE
+            self._signal_workers(signal.SIGTERM)
+
+    def handle_usr1(self) -> None:
+        if not self.state.stopping:
+            notice("soft-stopping workers (finishing in-flight requests)")
+            self.state.stopping = "soft"
+            self.state.stop_deadline = time.monotonic() + SOFT_STOP_LIMIT
+            self._signal_workers(signal.SIGUSR1)
+            for lst in self.listeners:
+                lst.sock.close()
+
+    def handle_hup(self) -> None:
+        notice("reload is not implemented yet; ignoring the signal")
+
+    def _signal_workers(self, sig: int) -> None:
+        for w in self.workers:
+            if w.pid:
+                try:
+                    os.kill(w.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    # -- workers ------------------------------------------------------------------------------
+    def spawn(self, w: WorkerRecord) -> None:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ppid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2):
+                    signal.signal(sig, signal.SIG_DFL)
+                parent_sock.close()
+                for other in self.workers:
+                    if other.ctl is not None:
+                        other.ctl.close()
+                os.close(self.wake_r)
+                os.close(self.wake_w)
+                module, _, func = self.worker_entry.partition(":")
+                entry = getattr(importlib.import_module(module), func)
+                entry(w.slot, self.config, self.listeners, child_sock, ppid)
+                code = 0
+            except BaseException as exc:
+                alert(f"worker {w.slot} failed to start: {exc!r}")
+            finally:
+                os._exit(code)
+        child_sock.close()
+        if w.ctl is not None:
+            self._unregister(w.ctl)
+            w.ctl.close()
+        parent_sock.setblocking(False)
+        w.ctl = parent_sock
+        w.pid = pid
+        w.started = time.monotonic()
+        w.ready = False
+        w.generation += 1
+        self.selector.register(parent_sock, selectors.EVENT_READ, w)
+        notice(f"New worker ({pid}) forked in slot {w.slot}")
+
+    def _unregister(self, sock: socket.socket) -> None:
+        try:
+            self.selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for w in self.workers:
+                if w.pid == pid:
+                    self._worker_exited(w, status)
+                    break
+
+    def _worker_exited(self, w: WorkerRecord, status: int) -> None:
+        how = (
+            f"exit code {os.waitstatus_to_exitcode(status)}"
+            if os.WIFEXITED(status)
+            else f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+        )
+        w.pid = 0
+        if w.ctl is not None:
+            self._unregister(w.ctl)
+            w.ctl.close()
+            w.ctl = None
+        if self.state.stopping:
+            notice(f"Worker in slot {w.slot} exited ({how})")
+            return
+        alert(f"Current worker (slot {w.slot}) exited with {how}: respawning")
+        now = time.monotonic()
+        w.fast_failures = w.fast_failures + 1 if now - w.started < RESPAWN_FAST_FAIL else 0
+        w.respawn_at = now + (RESPAWN_BACKOFF if w.fast_failures >= 3 else 0.0)
+        if w.respawn_at <= now:
+            self.spawn(w)
+
+    def _read_ctl(self, w: WorkerRecord) -> None:
+        assert w.ctl is not None
+        try:
+            msg = w.ctl.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg = b""
+        if not msg:
+            self._unregister(w.ctl)
+            return
+        if msg.startswith(b"READY"):
+            w.ready = True
+            if all(x.ready for x in self.workers):
+                notice(f"Loading success: {len(self.workers)} workers ready.")
+
+    # -- main loop ----------------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            self.listeners = bind_all(self.config)
+        except Exception as exc:
+            alert(str(exc))
+            return 1
+        if self.pidfile:
+            with open(self.pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        self._install_signals()
+        notice(f"poolproxy master started, {len(self.workers)} workers, {len(self.listeners)} listeners")
+        for w in self.workers:
+            self.spawn(w)
+        try:
+            return self._loop()
+        finally:
+            if self.pidfile:
+                try:
+                    os.unlink(self.pidfile)
+                except OSError:
+                    pass
+
+    def _loop(self) -> int:
+        while True:
+            try:
+                events = self.selector.select(timeout=0.5)
+            except InterruptedError:
+                events = []
+            for key, _ in events:
+                if key.data is None:
+                    try:
+                        while os.read(self.wake_r, 512):
+                            pass
+                    except OSError as exc:
+                        if exc.errno != errno.EAGAIN:
+                            raise
+                else:
+                    self._read_ctl(key.data)
+            self._dispatch_signals()
+            now = time.monotonic()
+            if self.state.stopping:
+                alive = [w for w in self.workers if w.pid]
+                if not alive:
+                    notice("all workers exited; master exiting")
+                    return 0
+                if now > self.state.stop_deadline:
+                    for w in alive:
+                        try:
+                            os.kill(w.pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    self.state.stop_deadline = now + HARD_STOP_GRACE
+                continue
+            for w in self.workers:
+                if not w.pid and w.respawn_at and now >= w.respawn_at:
+                    self.spawn(w)

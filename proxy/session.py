@@ -1,0 +1,58 @@
+"""A client session: what one client connection carries from one request to the next.
+
+HAProxy's ``struct session`` holds the connections attached to it: private ones (``http-reuse
+never``, NTLM/Negotiate, ...) that no other client may use. A session keeps at most
+``MAX_SESSION_SRV_CONNS`` of them idle (HAProxy's ``max-session-srv-conns``, default 5); they are
+closed with the session. "First request" (SEMANTICS.md §1) is per client connection: it is true until
+one request on it has completed in keep-alive.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from proxy.pool import ConnKey
+    from proxy.server import ServerRuntime
+    from proxy.server_conn import ServerConn
+
+MAX_SESSION_SRV_CONNS = 5
+
+
+class Session:
+    __slots__ = ("client_ip", "client_port", "conns", "requests_done")
+
+    def __init__(self, client_ip: str, client_port: int) -> None:
+        self.client_ip = client_ip
+        self.client_port = client_port
+        self.requests_done = 0
+        self.conns: list[ServerConn] = []  # private idle connections attached to this session
+
+    @property
+    def first_request(self) -> bool:
+        return self.requests_done == 0
+
+    def take_conn(self, srv: ServerRuntime, key: ConnKey) -> ServerConn | None:
+        for i, conn in enumerate(self.conns):
+            if conn.server is srv and conn.key == key and conn.alive:
+                del self.conns[i]
+                return conn
+        return None
+
+    def attach_conn(self, conn: ServerConn) -> bool:
+        """Keep a private idle connection; False when the session already holds its maximum."""
+        if len(self.conns) >= MAX_SESSION_SRV_CONNS:
+            return False
+        conn.owner = self
+        self.conns.append(conn)
+        return True
+
+    def forget_conn(self, conn: ServerConn) -> None:
+        """Called when an attached connection closes."""
+        if conn in self.conns:
+            self.conns.remove(conn)
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        self.conns.clear()
