@@ -47,6 +47,9 @@ class ClientConn(asyncio.Protocol):
         "parser",
         "paused",
         "pause_reasons",
+        "processing",
+        "req_eom",
+        "resp_done",
         "session",
         "state",
         "stream",
@@ -70,6 +73,9 @@ class ClientConn(asyncio.Protocol):
         self.closing = False
         self.got_bytes = False
         self.half_closed = False
+        self.processing = False
+        self.req_eom = False
+        self.resp_done = False
         self.tunnel_stream: Stream | None = None
         self.last_io = 0.0
         self.t_wait_start = 0.0
@@ -82,8 +88,7 @@ class ClientConn(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.session = Session(str(peer[0]), int(peer[1]))
@@ -157,7 +162,22 @@ class ClientConn(asyncio.Protocol):
             stream.on_client_resume_writing()
 
     # -- request sequencing -------------------------------------------------------------------
+    # A stream stays current until both its response ended (``stream_done``) and its request's
+    # EndOfMessage was consumed here; only then may the next pipelined request start.
     def _process(self) -> None:
+        if self.processing:
+            return  # re-entered from a stream that ended synchronously: the outer loop goes on
+        self.processing = True
+        try:
+            self._drain_inbox()
+        finally:
+            self.processing = False
+        if self.stream is None and not self.inbox and self.parse_error is not None and not self.closing:
+            self._reject(self.parse_error)
+            return
+        self._set_pause(1, len(self.inbox) >= PIPELINE_MAX_EVENTS or (bool(self.inbox) and self.stream is not None))
+
+    def _drain_inbox(self) -> None:
         inbox = self.inbox
         while inbox and not self.closing:
             stream = self.stream
@@ -167,40 +187,46 @@ class ClientConn(asyncio.Protocol):
                     self._reject(ProtocolError("event out of order", 400))
                     return
                 self._start_stream(ev)
-            elif not stream.req_done:
+            elif not self.req_eom:
                 ev = inbox.popleft()
                 if isinstance(ev, Data):
                     stream.on_request_data(ev.data)
                 elif isinstance(ev, EndOfMessage):
+                    self.req_eom = True
                     stream.on_request_end(ev.trailers)
+                    if self.resp_done:
+                        self._next_request()
                 else:
                     self._reject(ProtocolError("event out of order", 400))
                     return
             else:
                 break  # a pipelined request waits for the current response
-        if self.stream is None and not inbox and self.parse_error is not None and not self.closing:
-            self._reject(self.parse_error)
-            return
-        self._set_pause(1, len(inbox) >= PIPELINE_MAX_EVENTS or (bool(inbox) and self.stream is not None))
 
     def _start_stream(self, head: RequestHead) -> None:
         self._disarm()
         stream = Stream(self, head, self.t_wait_start)
         self.stream = stream
+        self.req_eom = False
+        self.resp_done = False
         self.state.requests += 1
         self._arm(self.frontend.cfg.timeouts.client)
         stream.start()
 
     def stream_done(self, stream: Stream, keep_alive: bool) -> None:
         """Called by the stream when it ended; ``keep_alive`` says if the client may go on."""
-        if stream is not self.stream:
-            return
-        self.stream = None
-        if self.closing:
+        if stream is not self.stream or self.closing:
             return
         if not keep_alive or self.state.stopping or (self.half_closed and not self.inbox):
+            self.stream = None
             self.close()
             return
+        self.resp_done = True
+        if self.req_eom:
+            self._next_request()
+        # else: the request's end is still to be read (an early response); _drain_inbox finishes
+
+    def _next_request(self) -> None:
+        self.stream = None
         self.session.requests_done += 1
         self.got_bytes = bool(self.inbox)
         self.t_wait_start = self.last_io = time.monotonic()
