@@ -59,6 +59,8 @@ def _bind(host: str, port: int, frontend: str) -> socket.socket:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise BindError(f"Starting frontend {frontend}: cannot bind socket [{addr}:{port}]: {exc.strerror}") from exc
+        raise BindError(
+            f"Starting frontend {frontend}: cannot bind socket [{addr}:{port}]: {exc.strerror}"
+        ) from exc
     sock.set_inheritable(True)
     return sock

@@ -2,7 +2,8 @@
 
 The line reads like HAProxy's HTTP log format::
 
-    127.0.0.1:41234 [26/Nov/2026:10:00:00.123] fe be/s1 0/0/1/2/3 200 135 - - ---- 1/1/0/0/0 0/0 "GET / HTTP/1.1"
+    127.0.0.1:41234 [26/Nov/2026:10:00:00.123] fe be/s1 0/0/1/2/3 200 135 - - ---- \
+        1/1/0/0/0 0/0 "GET / HTTP/1.1"
 
 fields: client ip:port, accept date, frontend, backend/server, Tq/Tw/Tc/Tr/Ta (ms; -1 when the phase
 did not happen), status, bytes sent to the client, captured cookies (-), termination state (2
@@ -14,6 +15,7 @@ RFC 3164 header (facility local0, level info) for syslog targets.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -26,7 +28,8 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 def accept_date(ts: float) -> str:
     t = time.localtime(ts)
     ms = int((ts - int(ts)) * 1000)
-    return f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ms:03d}"
+    day = f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}"
+    return f"{day}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ms:03d}"
 
 
 @dataclass(slots=True)
@@ -56,7 +59,7 @@ def format_httplog(r: HttpLogRecord) -> str:
     return (
         f"{r.client} [{accept_date(r.accept_ts)}] {r.frontend} {r.backend}/{r.server} "
         f"{r.tq}/{r.tw}/{r.tc}/{r.tr}/{r.ta} {r.status} {r.bytes_out} - - {r.term:-<4} "
-        f"{r.actconn}/{r.feconn}/{r.beconn}/{r.srv_conn}/{r.retries} 0/0 \"{r.request_line}\""
+        f'{r.actconn}/{r.feconn}/{r.beconn}/{r.srv_conn}/{r.retries} 0/0 "{r.request_line}"'
     )
 
 
@@ -66,7 +69,7 @@ class LogSink:
     def __init__(self, targets: list[str], tag: str = "poolproxy") -> None:
         self.tag = tag
         self.raw: list[int] = []
-        self.dgram: list[tuple[socket.socket, object]] = []
+        self.dgram: list[tuple[socket.socket, str | tuple[str, int]]] = []
         for t in targets:
             if t in ("stdout", "stderr"):
                 self.raw.append(1 if t == "stdout" else 2)
@@ -86,15 +89,13 @@ class LogSink:
 
     def emit(self, line: str) -> None:
         for fd in self.raw:
-            try:
+            with contextlib.suppress(OSError):
                 os.write(fd, (line + "\n").encode())
-            except OSError:
-                pass
         if self.dgram:
             msg = f"<134>{time.strftime('%b %d %H:%M:%S')} {self.tag}[{os.getpid()}]: {line}".encode()
             for s, addr in self.dgram:
                 try:
-                    s.sendto(msg, addr)  # type: ignore[arg-type]
+                    s.sendto(msg, addr)
                 except OSError:
                     pass
 

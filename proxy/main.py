@@ -17,7 +17,9 @@ from proxy.config import ConfigError, load
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="poolproxy", description="HTTP reverse proxy with shared server-side pooling")
+    p = argparse.ArgumentParser(
+        prog="poolproxy", description="HTTP reverse proxy with shared server-side pooling"
+    )
     p.add_argument("-f", dest="files", action="append", default=[], metavar="FILE|DIR", help="configuration")
     p.add_argument("-c", dest="check", action="store_true", help="check the configuration and exit")
     p.add_argument("-d", dest="debug", action="store_true", help="foreground, debug output")

@@ -17,6 +17,7 @@ imported in the child after the fork.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import os
@@ -83,7 +84,14 @@ class Master:
         def enqueue(signum: int, _frame: object) -> None:
             self.state.signals.append(signum)
 
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2):
+        for sig in (
+            signal.SIGCHLD,
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGUSR1,
+            signal.SIGHUP,
+            signal.SIGUSR2,
+        ):
             signal.signal(sig, enqueue)
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
 
@@ -124,10 +132,8 @@ class Master:
     def _signal_workers(self, sig: int) -> None:
         for w in self.workers:
             if w.pid:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(w.pid, sig)
-                except ProcessLookupError:
-                    pass
 
     # -- workers ------------------------------------------------------------------------------
     def spawn(self, w: WorkerRecord) -> None:
@@ -168,10 +174,8 @@ class Master:
         notice(f"New worker ({pid}) forked in slot {w.slot}")
 
     def _unregister(self, sock: socket.socket) -> None:
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
 
     def reap(self) -> None:
         while True:
@@ -241,10 +245,8 @@ class Master:
             return self._loop()
         finally:
             if self.pidfile:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(self.pidfile)
-                except OSError:
-                    pass
 
     def _loop(self) -> int:
         while True:
@@ -271,10 +273,8 @@ class Master:
                     return 0
                 if now > self.state.stop_deadline:
                     for w in alive:
-                        try:
+                        with contextlib.suppress(ProcessLookupError):
                             os.kill(w.pid, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
                     self.state.stop_deadline = now + HARD_STOP_GRACE
                 continue
             for w in self.workers:

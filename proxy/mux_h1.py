@@ -45,8 +45,8 @@ class ClientConn(asyncio.Protocol):
         "loop",
         "parse_error",
         "parser",
-        "paused",
         "pause_reasons",
+        "paused",
         "processing",
         "req_eom",
         "resp_done",
@@ -175,7 +175,9 @@ class ClientConn(asyncio.Protocol):
         if self.stream is None and not self.inbox and self.parse_error is not None and not self.closing:
             self._reject(self.parse_error)
             return
-        self._set_pause(1, len(self.inbox) >= PIPELINE_MAX_EVENTS or (bool(self.inbox) and self.stream is not None))
+        self._set_pause(
+            1, len(self.inbox) >= PIPELINE_MAX_EVENTS or (bool(self.inbox) and self.stream is not None)
+        )
 
     def _drain_inbox(self) -> None:
         inbox = self.inbox

@@ -215,4 +215,6 @@ class ServerConn(asyncio.Protocol):
 
     @property
     def alive(self) -> bool:
-        return self.state is not State.CLOSED and self.transport is not None and not self.transport.is_closing()
+        return (
+            self.state is not State.CLOSED and self.transport is not None and not self.transport.is_closing()
+        )

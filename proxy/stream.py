@@ -144,7 +144,7 @@ class Stream:
         srv.counters.requests += 1
         self.key = backend.key_for(srv, client.session.client_ip)
         self._queue_request_head()
-        conn = backend.reuse(srv, self.key, client.session.first_request, client.session)  # type: ignore[arg-type]
+        conn = backend.reuse(srv, self.key, client.session.first_request, client.session)
         if conn is not None:
             self.reused = True
             self.t_connected = time.monotonic()
@@ -205,7 +205,7 @@ class Stream:
         for _ in range(attempts):
             try:
                 conn = await backend.connect(srv, self.key, self.client.session.client_ip)  # type: ignore[arg-type]
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 if self.done:
                     return
                 continue
@@ -244,7 +244,9 @@ class Stream:
             return
         idle = time.monotonic() - self.server_last_io
         if idle < timeout:
-            self.server_timer = asyncio.get_running_loop().call_later(timeout - idle, self._server_timeout, timeout)
+            self.server_timer = asyncio.get_running_loop().call_later(
+                timeout - idle, self._server_timeout, timeout
+            )
             return
         if self.resp_head is None:
             self.fail(504, "sH")
@@ -279,7 +281,9 @@ class Stream:
         if status < 200 and status != 101:
             self.interim = True
             if head.version == b"1.1":
-                client.write(writer.response_head(resp, body=Framing.NONE, content_length=None, keep_alive=True))
+                client.write(
+                    writer.response_head(resp, body=Framing.NONE, content_length=None, keep_alive=True)
+                )
             return
         if self.t_resp == 0.0:
             self.t_resp = time.monotonic()
@@ -334,7 +338,9 @@ class Stream:
             self.server_timer.cancel()
             self.server_timer = None
         self.client.write(
-            writer.response_head(resp, body=Framing.NONE, content_length=None, keep_alive=True, version=b"1.1")
+            writer.response_head(
+                resp, body=Framing.NONE, content_length=None, keep_alive=True, version=b"1.1"
+            )
         )
         leftover = conn.make_tunnel()
         if leftover:
@@ -426,7 +432,9 @@ class Stream:
         """Answer locally (``http-request return``); the client connection may stay alive."""
         keep = self.client_keep and self.req_done and self.client.keep_alive_allowed()
         self.client_keep = keep
-        self.client.write(writer.simple_response(status, body=body, content_type=content_type, keep_alive=keep))
+        self.client.write(
+            writer.simple_response(status, body=body, content_type=content_type, keep_alive=keep)
+        )
         self.bytes_out = len(body)
         self._end(log_status=status)
 
@@ -436,7 +444,9 @@ class Stream:
         self.client_keep = False
         self.server_keep = False
         body = writer.error_body(status)
-        self.client.write(writer.simple_response(status, body=body, content_type="text/html", keep_alive=False))
+        self.client.write(
+            writer.simple_response(status, body=body, content_type="text/html", keep_alive=False)
+        )
         self.bytes_out = len(body)
         self._end(log_status=status)
 

@@ -29,10 +29,16 @@ from proxy.frontend import Frontend
 from proxy.h1 import Limits
 from proxy.listener import Listener
 from proxy.log import HttpLogRecord, LogSink, format_httplog, notice
+from proxy.message import RequestHead
 from proxy.mux_h1 import ClientConn
 from proxy.stream import Stream
 
 PR_SET_PDEATHSIG = 1
+
+
+def request_line(head: RequestHead) -> str:
+    method = head.method.decode("latin-1")
+    return f"{method} {head.target.decode('latin-1')} HTTP/{head.version.decode('latin-1')}"
 
 
 def _ms(a: float, b: float) -> int:
@@ -100,9 +106,7 @@ class WorkerState:
                     beconn=sum(s.counters.used for s in backend.servers) if backend is not None else 0,
                     srv_conn=srv_conn,
                     retries=1 if stream.retried else 0,
-                    request_line=(
-                        f"{head.method.decode('latin-1')} {head.target.decode('latin-1')} HTTP/{head.version.decode()}"
-                    ),
+                    request_line=request_line(head),
                 )
             )
         )
@@ -118,7 +122,11 @@ class WorkerState:
                     frontend=client.frontend.name,
                     backend=client.frontend.name,
                     server="<NOSRV>",
-                    tq=-1, tw=-1, tc=-1, tr=-1, ta=0,
+                    tq=-1,
+                    tw=-1,
+                    tc=-1,
+                    tr=-1,
+                    ta=0,
                     status=status,
                     bytes_out=0,
                     term=term,

@@ -188,7 +188,8 @@ class LogTarget:
 class Global:
     nbthread: int = 0  # 0 = number of CPUs available to the process
     maxconn: int = 0  # 0 = no global limit
-    logs: list[str] = field(default_factory=list)  # raw ``log`` targets ("stderr", "stdout", "/dev/log", host:port)
+    # raw ``log`` targets ("stderr", "stdout", "/dev/log", host:port)
+    logs: list[str] = field(default_factory=list)
     log_targets: list[LogTarget] = field(default_factory=list)  # the ``log`` lines, parsed
     stats_sockets: list[str] = field(default_factory=list)  # raw ``stats socket`` lines, served later
     h1_engine: str = "llhttp"  # tune.h1-engine h11|llhttp
