@@ -68,7 +68,15 @@ class Backend:
         return None if idx is None else servers[idx]
 
     def key_for(self, srv: ServerRuntime, client_ip: str) -> ConnKey:
+        """The connection key: server and destination, plus the source with usesrc clientip."""
         cfg = srv.cfg
+        if not cfg.usesrc_clientip:
+            key = srv.static_key
+            if key is None:
+                key = srv.static_key = conn_key(
+                    server=f"{self.name}/{srv.name}", source=None, sni=None, destination=(cfg.host, cfg.port)
+                )
+            return key
         return conn_key(
             server=f"{self.name}/{srv.name}",
             source=client_ip if cfg.usesrc_clientip else None,
@@ -81,7 +89,7 @@ class Backend:
         """An idle connection this request may use, per SEMANTICS.md §1, or None (connect)."""
         conn = session.take_conn(srv, key)
         if conn is not None:
-            srv.counters.reuses += 1
+            srv.counters.reuses += 1  # private: not counted in used (HAProxy: no srv_use_conn)
             return conn
         if self.mode is ReuseMode.NEVER:
             return None
@@ -112,9 +120,10 @@ class Backend:
         """Open a new connection; raises OSError or TimeoutError (the caller answers 503)."""
         cfg = srv.cfg
         conn = ServerConn(srv, key, self.engine_name, self.limits)
-        conn.private = self.mode is ReuseMode.NEVER
+        private = conn.private = self.mode is ReuseMode.NEVER
         counters = srv.counters
-        counters.conn_used()
+        if not private:
+            counters.conn_used()
         counters.connects += 1
         conn.on_lost = self._on_lost
         sock = None
@@ -135,7 +144,8 @@ class Backend:
             await asyncio.wait_for(self.loop.sock_connect(sock, (cfg.host, cfg.port)), timeout)
             await self.loop.create_connection(lambda: conn, sock=sock)
         except BaseException:
-            counters.used -= 1
+            if not private:
+                counters.used -= 1
             counters.connect_errors += 1
             conn.on_lost = None
             if conn.transport is not None:
@@ -182,6 +192,12 @@ class Backend:
         pool.add(conn, kind)
         self._schedule_purge(srv)
 
+    def make_private(self, conn: ServerConn) -> None:
+        """The connection now belongs to its client session (NTLM/Negotiate): uncount it."""
+        if not conn.private:
+            conn.private = True
+            conn.server.counters.used -= 1
+
     def discard(self, conn: ServerConn) -> None:
         """Close a connection that must not be reused (error, close framing, tunnel end)."""
         conn.close()
@@ -191,7 +207,7 @@ class Backend:
         if conn.pooled is not None:
             srv.pool.remove(conn)
             self._unpool(conn)
-        else:
+        elif not conn.private:
             srv.counters.used -= 1
         owner = conn.owner
         if owner is not None:

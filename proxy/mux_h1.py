@@ -37,6 +37,7 @@ PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
 class ClientConn(asyncio.Protocol):
     __slots__ = (
         "closing",
+        "corked",
         "frontend",
         "got_bytes",
         "half_closed",
@@ -73,6 +74,7 @@ class ClientConn(asyncio.Protocol):
         self.closing = False
         self.got_bytes = False
         self.half_closed = False
+        self.corked: list[bytes] | None = None
         self.processing = False
         self.req_eom = False
         self.resp_done = False
@@ -259,9 +261,28 @@ class ClientConn(asyncio.Protocol):
 
     # -- output and flow control --------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        if not data:
+            return
+        corked = self.corked
+        if corked is not None:
+            corked.append(data)
+            return
         transport = self.transport
-        if transport is not None and data and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             transport.write(data)
+
+    def cork(self) -> None:
+        """Collect writes until ``uncork()``, which sends them as one."""
+        if self.corked is None:
+            self.corked = []
+
+    def uncork(self) -> None:
+        corked = self.corked
+        if corked is None:
+            return
+        self.corked = None
+        if corked:
+            self.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def pause_reading(self) -> None:
         self._set_pause(2, True)

@@ -9,10 +9,10 @@ Counters come in two scopes, like HAProxy's ``struct server``:
   does not change.
 - **per worker**: the ``IdlePool`` itself (this worker's idle and safe lists).
 
-Invariant kept by ``proxy.backend``: every open server connection of this worker is counted exactly
-once, in ``used`` while it carries a request or is being connected, in ``idle`` while it sits in the
-pool, in neither once closed. Private (session-attached) idle connections count as ``used``, as in
-HAProxy (they are not in the server's trees).
+Invariant kept by ``proxy.backend``: every open non-private server connection of this worker is
+counted exactly once, in ``used`` while it carries a request or is being connected, in ``idle``
+while it sits in the pool, in neither once closed. Private connections (``http-reuse never``,
+NTLM, ...) are counted in neither, as in HAProxy (``conn_set_private`` releases the used count).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from proxy.config.model import Server
 from proxy.pool import IdlePool
 
 if TYPE_CHECKING:
+    from proxy.pool import ConnKey
     from proxy.server_conn import ServerConn
 
 
@@ -43,15 +44,18 @@ class ServerCounters:
     purged: int = 0
 
     def conn_used(self) -> None:
-        self.used += 1
-        if self.used > self.max_used:
-            self.max_used = self.used
+        """A connection became used (created, or picked from an idle list): HAProxy's srv_use_conn."""
+        used = self.used = self.used + 1
+        if used > self.max_used:
+            self.max_used = used
+        if used > self.est_need:
+            self.est_need = used
 
 
 class ServerRuntime:
     """One configured server inside one worker."""
 
-    __slots__ = ("backend_name", "cfg", "counters", "index", "maint", "pool", "purge_handle")
+    __slots__ = ("backend_name", "cfg", "counters", "index", "maint", "pool", "purge_handle", "static_key")
 
     def __init__(self, backend_name: str, index: int, cfg: Server) -> None:
         self.backend_name = backend_name
@@ -61,6 +65,7 @@ class ServerRuntime:
         self.pool: IdlePool[ServerConn] = IdlePool(f"{backend_name}/{cfg.name}")
         self.maint = cfg.disabled
         self.purge_handle: object | None = None
+        self.static_key: ConnKey | None = None  # the key of every connection, without usesrc clientip
 
     @property
     def name(self) -> str:

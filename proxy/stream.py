@@ -256,23 +256,28 @@ class Stream:
     # -- response side (ServerPeer) -----------------------------------------------------------
     def on_server_events(self, events: list[Event]) -> None:
         self.server_last_io = time.monotonic()
-        for ev in events:
-            if self.done:
-                return
-            if isinstance(ev, Data):
-                if self.interim:
-                    continue
-                chunk = writer.data(self.client_framing, ev.data)
-                self.bytes_out += len(ev.data)
-                self.client.write(chunk)
-            elif isinstance(ev, ResponseHead):
-                self._on_response_head(ev)
-            elif isinstance(ev, EndOfMessage):
-                if self.interim:
-                    self.interim = False
-                    continue
-                self.client.write(writer.end(self.client_framing, ev.trailers))
-                self.finish()
+        client = self.client
+        client.cork()  # one write (one syscall) for everything these events produce
+        try:
+            for ev in events:
+                if self.done:
+                    return
+                if isinstance(ev, Data):
+                    if self.interim:
+                        continue
+                    self.bytes_out += len(ev.data)
+                    client.write(writer.data(self.client_framing, ev.data))
+                elif isinstance(ev, ResponseHead):
+                    self._on_response_head(ev)
+                elif isinstance(ev, EndOfMessage):
+                    if self.interim:
+                        self.interim = False
+                        continue
+                    client.write(writer.end(self.client_framing, ev.trailers))
+                    client.uncork()
+                    self.finish()
+        finally:
+            client.uncork()
 
     def _on_response_head(self, resp: ResponseHead) -> None:
         head = self.head
@@ -297,8 +302,8 @@ class Stream:
         if status in (401, 407) and self.conn is not None:
             auth = b"www-authenticate" if status == 401 else b"proxy-authenticate"
             for value in header_values(resp.headers, auth):
-                if value.split(b" ", 1)[0].lower() in _AUTH_PRIVATE:
-                    self.conn.private = True
+                if value.split(b" ", 1)[0].lower() in _AUTH_PRIVATE and self.backend is not None:
+                    self.backend.make_private(self.conn)
                     break
         framing = resp.body
         keep = self.client_keep and client.keep_alive_allowed()

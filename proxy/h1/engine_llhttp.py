@@ -20,6 +20,7 @@ from proxy.h1.strict import RequestReader, ResponseReader
 from proxy.message import Headers
 
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+_PAUSED_UPGRADE = "Pause on CONNECT/Upgrade"
 _Parser = httptools.HttpRequestParser | httptools.HttpResponseParser
 
 
@@ -61,7 +62,9 @@ class _Tokenizer:
         except httptools.HttpParserUpgrade:
             pass  # upgrade, CONNECT or 101: the head is complete and this parser done
         except httptools.HttpParserError as exc:
-            raise ValueError(str(exc)) from exc
+            # A 101 without ``Connection: upgrade`` pauses llhttp all the same, reported as an error.
+            if str(exc) != _PAUSED_UPGRADE:
+                raise ValueError(str(exc)) from exc
         if self.complete and parser.should_keep_alive():
             self.parser = parser
         if b" \r\n" in block or b"\t\r\n" in block:
@@ -89,8 +92,7 @@ class _ResponseTokenizer(_Tokenizer):
         if not isinstance(parser, httptools.HttpResponseParser):
             parser = httptools.HttpResponseParser(self)
         headers = self._feed(parser, block)
-        reason = self.text.rstrip(b" \t")
-        return parser.get_status_code(), reason, _VERSIONS[parser.get_http_version()], headers
+        return parser.get_status_code(), self.text, _VERSIONS[parser.get_http_version()], headers
 
 
 class LlhttpEngine:

@@ -144,21 +144,24 @@ def parse_fields(block: bytes, start: int, status: int) -> Headers:
     return _FIELD.findall(block, start)
 
 
-def collapse_content_length(block: bytes, status: int) -> bytes | None:
-    """``block`` with repeated identical Content-Length values merged into the first header.
+def canonical_head(block: bytes, status: int) -> bytes | None:
+    """``block`` with trailing OWS dropped from values and identical Content-Lengths merged.
 
-    llhttp refuses ``5, 5`` and repeated headers outright; h11 merges them exactly like this. So
-    when an engine refuses a block, the reader retries once with this canonical form (None: there
-    was nothing to merge). Conflicting or invalid values raise ProtocolError.
+    Both are legal and mean the same, but llhttp refuses ``5, 5``, repeated Content-Length headers
+    and ``Transfer-Encoding: chunked<HT>``, where h11 accepts them. So when an engine refuses a
+    block, the reader retries once with this form (None: it is the same block). Conflicting or
+    invalid Content-Length values raise ProtocolError.
     """
     lines = block.split(b"\r\n")
     seen: bytes | None = None
     changed = False
     out = [lines[0]]
-    for line in lines[1:]:
+    for line in lines[1:-2]:
         name, _, value = line.partition(b":")
         if name.lower() != b"content-length":
-            out.append(line)
+            stripped = value.rstrip(b" \t")
+            changed |= stripped != value
+            out.append(name + b":" + stripped)
             continue
         digits = _content_length_value([value], status)
         if seen is None:
@@ -169,7 +172,7 @@ def collapse_content_length(block: bytes, status: int) -> bytes | None:
             raise ProtocolError("conflicting Content-Length", status)
         else:
             changed = True
-    return b"\r\n".join(out) if changed else None
+    return b"\r\n".join([*out, b"", b""]) if changed else None
 
 
 def _content_length_value(values: list[bytes], status: int) -> bytes:
@@ -301,6 +304,7 @@ def response_head(
         body = Framing.LENGTH
     else:
         body, keep_alive = Framing.CLOSE, False
+    reason = reason.rstrip(b" \t")  # h11 keeps trailing whitespace, llhttp drops some
     return ResponseHead(status, reason, version, headers, body, length, keep_alive)
 
 
@@ -404,7 +408,11 @@ class _Chunked:
         return pos
 
     def _trailers(self, buf: bytes, pos: int, events: list[Event]) -> int:
-        if buf.startswith(b"\r\n", pos):
+        if buf[pos] == 0x0D:  # the empty line that ends the body, or nothing valid
+            if len(buf) - pos == 1:
+                return pos
+            if buf[pos + 1] != 0x0A:
+                raise ProtocolError("bare CR after the last chunk", self.status)
             end = pos + 2
             trailers: Headers = []
         else:
@@ -622,19 +630,20 @@ class _Reader:
 class RequestReader(_Reader):
     """``proxy.h1.RequestParser`` over an engine's request tokenizer."""
 
-    __slots__ = ("_engine", "_skipped", "_tokenize")
+    __slots__ = ("_declined", "_engine", "_skipped", "_tokenize")
 
     def __init__(self, tokenize: RequestTokenizer, limits: Limits, engine: str) -> None:
         super().__init__(limits, _TCHAR_BYTES)
         self._tokenize = tokenize
         self._engine = engine
         self._skipped = 0  # bytes of empty lines skipped since the last request
+        self._declined = _Mode.HEAD  # the mode ``resume`` returns to after an upgrade request
 
     def resume(self) -> list[Event]:
         """The upgrade was declined: parse the held bytes (and later ones) as HTTP again."""
         if self._mode is not _Mode.HELD:
             raise RuntimeError(f"resume() while {self._mode.name}")
-        self._mode = self._after
+        self._mode = self._declined
         held = bytes(self._buf)
         self._buf = bytearray()
         return self.feed(held)
@@ -674,10 +683,9 @@ class RequestReader(_Reader):
                 raise ProtocolError(f"{self._engine} refused the head: {again}") from again
         head = request_head(*fields)
         self._skipped = 0
+        self._after = _Mode.HEAD if head.keep_alive else _Mode.CLOSED
         if head.upgrade is not None:
-            self._after = _Mode.HELD
-        else:
-            self._after = _Mode.HEAD if head.keep_alive else _Mode.CLOSED
+            self._declined, self._after = self._after, _Mode.HELD
         self._begin(head, events)
 
 
@@ -739,8 +747,8 @@ class ResponseReader(_Reader):
 
 
 def _canonical_or_raise(block: bytes, exc: ValueError, status: int, engine: str) -> bytes:
-    """The block to retry an engine with after it refused ``block`` (see collapse_content_length)."""
-    canonical = collapse_content_length(block, status)
+    """The block to retry an engine with after it refused ``block`` (see ``canonical_head``)."""
+    canonical = canonical_head(block, status)
     if canonical is None:
         raise ProtocolError(f"{engine} refused the head: {exc}", status) from exc
     return canonical
