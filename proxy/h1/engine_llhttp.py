@@ -6,9 +6,7 @@ grammar scan, so it never has to stop at a message boundary (where httptools can
 upgrade handling reduces to ignoring ``HttpParserUpgrade`` once the head callbacks have run.
 
 Cost: one Python callback per header line, for the target or reason and for the message end; a
-parser is reused while heads have no body (a new one costs ~0.4 µs). llhttp keeps trailing
-whitespace in values, h11 does not; values are stripped only when the block has whitespace before
-a line end, which a scan in C tells.
+parser is reused while heads have no body (a new one costs ~0.4 µs).
 """
 
 from __future__ import annotations
@@ -46,7 +44,8 @@ class _Tokenizer:
     on_status = on_url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        # llhttp drops the OWS before a value but keeps the OWS after it.
+        self.headers.append((name, value.rstrip(b" \t")))
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -67,8 +66,6 @@ class _Tokenizer:
                 raise ValueError(str(exc)) from exc
         if self.complete and parser.should_keep_alive():
             self.parser = parser
-        if b" \r\n" in block or b"\t\r\n" in block:
-            return [(n, v.rstrip(b" \t")) for n, v in headers]
         return headers
 
 

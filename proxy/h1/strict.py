@@ -1,33 +1,35 @@
-"""The proxy's HTTP/1 rules, shared by every engine: head grammar, framing, bodies, message loop.
+"""The proxy's HTTP/1 rules, shared by both engines: head grammar, framing, bodies, message loop.
 
 Theory of operation. Bytes go into a ``RequestReader`` or ``ResponseReader``. The reader finds a
-complete head block (start line through the empty line, CRLF only), checks its size and line count,
-then runs the *grammar scan* below over the raw bytes: one regular expression for the header
-section and one for the start line. Only a block that passes is handed to the engine, whose sole
-job is to turn it into fields (method, target, version, headers). ``request_head``/``response_head``
-then apply the *semantic* rules (Host, Content-Length, Transfer-Encoding, Connection) and decide the
-framing; bodies are decoded here too (``_Length``, ``_Chunked``, ``_UntilClose``). So the engines
-never see a body, and everything that could make two engines disagree is decided in this module.
+complete head block (start line through the empty line, CRLF only) within ``limits.max_head``,
+counts its lines, and runs the *grammar scan* over the raw bytes (one regular expression). Only a
+block that passes goes to the engine, whose sole job is to turn it into fields (method, target,
+version, headers). ``request_head``/``response_head`` then apply the *semantic* rules (Host,
+Content-Length, Transfer-Encoding, Connection) and decide the framing; bodies are decoded here too
+(``_Length``, ``_Chunked``, ``_UntilClose``). The engines never see a body, and everything that
+could make two engines, or two ways of splitting the same bytes, disagree is decided here.
 
-Statuses. Anything that fails the scan, the engine or the rules is 400 for a request and 502 for a
-response, with these exceptions, all decided *before* the engine runs: a head over
-``limits.max_head`` is 431 (414 when even the request line does not fit); more than
-``limits.max_headers`` lines is 431; an unknown method (a valid token llhttp does not know) is 501;
-a well-formed ``CONNECT host:port`` is 405 (the proxy does not tunnel CONNECT).
+Statuses: 400 for a request, 502 for a response, except (all decided before the engine runs) a
+head over ``max_head`` (431; 414 when not even the request line fits), more than ``max_headers``
+header or trailer lines (431), an unknown method (501: a valid token that llhttp does not know)
+and a well-formed ``CONNECT host:port`` (405: the proxy does not tunnel CONNECT). A bare LF, seen
+as soon as it arrives, wins over every other verdict, so splitting never changes the answer.
 
-Choices where HAProxy or the RFCs leave room (the tables in ``tests/data/h1`` pin each one):
+Choices where HAProxy or the RFCs leave room (``tests/data/h1`` pins each one):
 
-- bare LF anywhere in a head, chunk line or trailer section, and obs-fold: rejected (no repair);
-- a field value may hold SP, HT, VCHAR and obs-text; OWS around it is not part of it, so
-  ``Transfer-Encoding:\\tchunked `` *is* ``chunked`` (the proxy re-serializes it anyway);
+- bare LF anywhere in a head, chunk line or trailer section, and obs-fold: rejected, never repaired;
+- a value may hold SP, HT, VCHAR and obs-text; OWS around it is not part of it, so
+  ``Transfer-Encoding:<HT>chunked<SP>`` is ``chunked`` (the proxy re-serializes it anyway);
 - Content-Length is 1*15DIGIT; a list or repeated headers collapse when every element is the same
   string (``5, 5``) and are rejected otherwise (``5, 05`` too, as h11 does);
-- Transfer-Encoding must be a single header whose value is ``chunked`` (any case); never with
-  Content-Length, never in an HTTP/1.0 message;
-- targets: origin-form; ``*`` for OPTIONS only; absolute-form for ``http``/``https`` only, without
+- Transfer-Encoding: one header, value ``chunked`` (any case); never with Content-Length, never in
+  an HTTP/1.0 message;
+- targets: origin-form; ``*`` for OPTIONS only; absolute-form for ``http``/``https`` without
   userinfo; authority-form for CONNECT only. ``#``, ``<``, ``>``, ``\\``, ``^``, backtick, ``{``,
   ``}``, ``|`` and bytes outside VCHAR are rejected;
-- empty lines (CRLF) before a request line are skipped (RFC 9112 §2.2), at most ``max_head`` bytes.
+- chunk sizes: 1-15 hex digits, no prefix, optional BWS before CRLF; extensions must be well formed
+  (token or quoted-string values) and are dropped;
+- empty lines before a request line are skipped (RFC 9112 §2.2), at most ``max_head`` bytes.
 """
 
 from __future__ import annotations
@@ -38,41 +40,34 @@ from collections import deque
 from collections.abc import Callable
 
 from proxy.h1 import Limits, ProtocolError
-from proxy.message import (
-    Data,
-    EndOfMessage,
-    Event,
-    Framing,
-    Headers,
-    RequestHead,
-    ResponseHead,
-)
+from proxy.message import Data, EndOfMessage, Event, Framing, Headers, RequestHead, ResponseHead
 
 # --- Grammar -------------------------------------------------------------------------------------
 
 _TCHAR = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]"
 # VCHAR minus the characters HAProxy refuses in a request target (fragment, and issue #2906's list).
 _TARGET_CHAR = rb"[!\"$-;=?-\[\]_a-z~]"
-_REQUEST_LINE = re.compile(rb"(" + _TCHAR + rb"+) (" + _TARGET_CHAR + rb"+) HTTP/1\.[01]\r\n")
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] [1-9][0-9][0-9](?: [\t \x21-\x7e\x80-\xff]*)?\r\n")
+_REQUEST_LINE = rb"(" + _TCHAR + rb"+) (" + _TARGET_CHAR + rb"+) HTTP/1\.[01]\r\n"
+_STATUS_LINE = rb"HTTP/1\.[01] [1-9][0-9][0-9](?: [\t \x21-\x7e\x80-\xff]*)?\r\n"
 # Header lines then the empty line. A value excludes CTLs other than HT, so CR, LF and NUL too.
-_FIELDS = re.compile(rb"(?:" + _TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*\r\n")
+_FIELDS = rb"(?:" + _TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*\r\n"
+_REQUEST_HEAD = re.compile(_REQUEST_LINE + _FIELDS)
+_RESPONSE_HEAD = re.compile(_STATUS_LINE + _FIELDS)
+_REQUEST_LINE_RE = re.compile(_REQUEST_LINE)
+_STATUS_LINE_RE = re.compile(_STATUS_LINE)
+_FIELDS_RE = re.compile(_FIELDS)
 _FIELD = re.compile(rb"(" + _TCHAR + rb"+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n")
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[-A-Za-z0-9._~!$&'()*+,;=%]*)(?::[0-9]*)?")
-_AUTHORITY = rb"(?:\[[0-9A-Fa-f:.]+\]|[-A-Za-z0-9._~!$&'()*+,;=%]+)"
+_IP_LITERAL = rb"\[[0-9A-Fa-f:.]+\]"
+_HOST = re.compile(rb"(?:" + _IP_LITERAL + rb"|[-A-Za-z0-9._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_AUTHORITY = rb"(?:" + _IP_LITERAL + rb"|[-A-Za-z0-9._~!$&'()*+,;=%]+)"
 _ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://" + _AUTHORITY + rb"(?::[0-9]*)?(?:[/?].*)?", re.S)
 _AUTHORITY_FORM = re.compile(_AUTHORITY + rb":[0-9]+")
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,15}")
 _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 _CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[ \t]*"
-    + _TCHAR
-    + rb"+(?:[ \t]*=[ \t]*(?:"
-    + _TCHAR
-    + rb"+|"
-    + _QUOTED
-    + rb"))?)*[ \t]*"
-)
+    rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[ \t]*" + _TCHAR + rb"+(?:[ \t]*=[ \t]*(?:" + _TCHAR + rb"+|"
+    + _QUOTED + rb"))?)*[ \t]*"
+)  # fmt: skip
 
 # The methods llhttp knows (it refuses any other token), so both engines accept the same set.
 KNOWN_METHODS = frozenset(
@@ -86,18 +81,6 @@ _TCHAR_BYTES = frozenset(b"-!#$%&'*+.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZab
 # the engine refuses the block.
 RequestTokenizer = Callable[[bytes], tuple[bytes, bytes, bytes, Headers]]
 ResponseTokenizer = Callable[[bytes, bytes], tuple[int, bytes, bytes, Headers]]
-
-
-def scan_request_line(block: bytes, end: int) -> tuple[bytes, bytes]:
-    """Check ``block[:end + 2]``, the request line; return (method, target). Raises ProtocolError."""
-    m = _REQUEST_LINE.fullmatch(block, 0, end + 2)
-    if m is None:
-        raise ProtocolError("invalid request line")
-    method, target = m.group(1), m.group(2)
-    if method not in KNOWN_METHODS:
-        raise ProtocolError(f"unknown method {method[:32]!r}", 501)
-    check_target(method, target)
-    return method, target
 
 
 def check_target(method: bytes, target: bytes) -> None:
@@ -118,39 +101,29 @@ def check_target(method: bytes, target: bytes) -> None:
         raise ProtocolError(f"invalid request target {target[:64]!r}")
 
 
-def scan_fields(block: bytes, start: int, status: int) -> None:
-    """Check the header (or trailer) section ``block[start:]``, ending with the empty line."""
-    if _FIELDS.fullmatch(block, start) is None:
-        raise ProtocolError(_explain_fields(block, start), status)
+def _bare_lf(buf: bytes, start: int, stop: int) -> bool:
+    return buf.count(b"\n", start, stop) != buf.count(b"\r\n", start, stop)
 
 
-def _explain_fields(block: bytes, start: int) -> str:
-    # Error path only: name the first bad line for the log.
+def _explain(block: bytes, start: int, status: int) -> ProtocolError:
+    """Error path only: what is wrong with the header (or trailer) lines of ``block[start:]``."""
+    if _bare_lf(block, 0, len(block)):
+        return ProtocolError("bare LF", status)
     for line in block[start:].split(b"\r\n"):
-        if not line:
-            break
-        if line[0] in b" \t":
-            return "obs-fold (line starting with whitespace)"
-        if _FIELDS.fullmatch(line + b"\r\n\r\n") is None:
-            if b"\n" in line or b"\r" in line:
-                return "bare CR or LF in header section"
-            return f"invalid header line {line[:64]!r}"
-    return "invalid header section"
-
-
-def parse_fields(block: bytes, start: int, status: int) -> Headers:
-    """Scan then split a trailer section (the engines only ever see heads)."""
-    scan_fields(block, start, status)
-    return _FIELD.findall(block, start)
+        if line[:1] in (b" ", b"\t"):
+            return ProtocolError("obs-fold (a line starting with whitespace)", status)
+        if line and _FIELDS_RE.fullmatch(line + b"\r\n\r\n") is None:
+            return ProtocolError(f"invalid header line {line[:64]!r}", status)
+    return ProtocolError("invalid header section", status)
 
 
 def canonical_head(block: bytes, status: int) -> bytes | None:
     """``block`` with trailing OWS dropped from values and identical Content-Lengths merged.
 
     Both are legal and mean the same, but llhttp refuses ``5, 5``, repeated Content-Length headers
-    and ``Transfer-Encoding: chunked<HT>``, where h11 accepts them. So when an engine refuses a
-    block, the reader retries once with this form (None: it is the same block). Conflicting or
-    invalid Content-Length values raise ProtocolError.
+    and ``Transfer-Encoding: chunked<HT>``, where h11 accepts them (merging Content-Length the same
+    way). So when an engine refuses a block, the reader retries once with this form (None: it is
+    the same block). Conflicting or invalid Content-Length values raise ProtocolError.
     """
     lines = block.split(b"\r\n")
     seen: bytes | None = None
@@ -175,40 +148,68 @@ def canonical_head(block: bytes, status: int) -> bytes | None:
     return b"\r\n".join([*out, b"", b""]) if changed else None
 
 
-def _content_length_value(values: list[bytes], status: int) -> bytes:
-    elements = {e.strip(b" \t") for v in values for e in v.split(b",")}
-    if len(elements) != 1:
-        raise ProtocolError("conflicting Content-Length", status)
-    digits = elements.pop()
-    if _CONTENT_LENGTH.fullmatch(digits) is None:
-        raise ProtocolError(f"invalid Content-Length {digits[:32]!r}", status)
-    return digits
-
-
-def _tokens(values: list[bytes]) -> set[bytes] | tuple[bytes]:
-    if len(values) == 1 and b"," not in values[0]:
-        return (values[0].strip(b" \t").lower(),)
-    return {t.strip(b" \t").lower() for v in values for t in v.split(b",")}
-
-
-def _canonical(headers: Headers, name: bytes, value: bytes) -> Headers:
-    """``headers`` with a single ``name`` header (the first, its case kept) set to ``value``."""
-    out: Headers = []
-    done = False
-    for n, v in headers:
-        if n.lower() != name:
-            out.append((n, v))
-        elif not done:
-            out.append((n, value))
-            done = True
-    return out
-
-
 # --- Semantics -----------------------------------------------------------------------------------
 
 _FRAMING_NAMES = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
 )
+
+
+def request_head(method: bytes, target: bytes, version: bytes, headers: Headers) -> RequestHead:
+    """Apply the request rules to tokenized fields and decide the framing. Raises ProtocolError(400)."""
+    found = _framing_fields(headers)
+    hosts = found.get(b"host")
+    if hosts is None:
+        if version == b"1.1":
+            raise ProtocolError("missing Host header")
+    elif len(hosts) > 1:
+        raise ProtocolError("more than one Host header")
+    elif _HOST.fullmatch(hosts[0]) is None:
+        raise ProtocolError(f"invalid Host {hosts[0][:64]!r}")
+    body, length = Framing.NONE, None
+    te = found.get(b"transfer-encoding")
+    if te is not None:
+        body = Framing.CHUNKED
+        if _chunked(te, found, version, 400):
+            headers = _canonical(headers, b"transfer-encoding", b"chunked")
+    elif b"content-length" in found:
+        body = Framing.LENGTH
+        length, headers = _length(found[b"content-length"], headers, 400)
+    connection = found.get(b"connection")
+    upgrade = None
+    if connection and b"upgrade" in found and version == b"1.1" and b"upgrade" in _tokens(connection):
+        upgrade = found[b"upgrade"][0].split(b",")[0].strip(b" \t").lower() or None
+    expect = b"expect" in found and version == b"1.1"
+    if expect:
+        expect = any(v.lower() == b"100-continue" for v in found[b"expect"])
+    keep_alive = _keep_alive(connection, version)
+    return RequestHead(method, target, version, headers, body, length, keep_alive, upgrade, expect)
+
+
+def response_head(
+    status: int, reason: bytes, version: bytes, headers: Headers, method: bytes
+) -> ResponseHead:
+    """Apply the response rules (for a request with ``method``) and decide the framing. Raises 502."""
+    found = _framing_fields(headers)
+    te = found.get(b"transfer-encoding")
+    if te is not None and _chunked(te, found, version, 502):
+        headers = _canonical(headers, b"transfer-encoding", b"chunked")
+    length = None
+    if b"content-length" in found:
+        length, headers = _length(found[b"content-length"], headers, 502)
+    keep_alive = _keep_alive(found.get(b"connection"), version)
+    if status < 200 or status == 204:
+        body, length = Framing.NONE, None
+    elif method == b"HEAD" or status == 304:
+        body = Framing.NONE  # ``length``, if any, is the representation's: the writer passes it on
+    elif te is not None:
+        body = Framing.CHUNKED
+    elif length is not None:
+        body = Framing.LENGTH
+    else:
+        body, keep_alive = Framing.CLOSE, False
+    reason = reason.rstrip(b" \t")  # h11 keeps trailing whitespace, llhttp drops some
+    return ResponseHead(status, reason, version, headers, body, length, keep_alive)
 
 
 def _framing_fields(headers: Headers) -> dict[bytes, list[bytes]]:
@@ -235,6 +236,42 @@ def _chunked(te: list[bytes], found: dict[bytes, list[bytes]], version: bytes, s
     return te[0] != b"chunked"
 
 
+def _length(values: list[bytes], headers: Headers, status: int) -> tuple[int, Headers]:
+    digits = _content_length_value(values, status)
+    if len(values) > 1 or values[0] != digits:
+        headers = _canonical(headers, b"content-length", digits)
+    return int(digits), headers
+
+
+def _content_length_value(values: list[bytes], status: int) -> bytes:
+    elements = {e.strip(b" \t") for v in values for e in v.split(b",")}
+    if len(elements) != 1:
+        raise ProtocolError("conflicting Content-Length", status)
+    digits = elements.pop()
+    if _CONTENT_LENGTH.fullmatch(digits) is None:
+        raise ProtocolError(f"invalid Content-Length {digits[:32]!r}", status)
+    return digits
+
+
+def _canonical(headers: Headers, name: bytes, value: bytes) -> Headers:
+    """``headers`` with a single ``name`` header (the first, its case kept) set to ``value``."""
+    out: Headers = []
+    done = False
+    for n, v in headers:
+        if n.lower() != name:
+            out.append((n, v))
+        elif not done:
+            out.append((n, value))
+            done = True
+    return out
+
+
+def _tokens(values: list[bytes]) -> set[bytes] | tuple[bytes]:
+    if len(values) == 1 and b"," not in values[0]:
+        return (values[0].strip(b" \t").lower(),)
+    return {t.strip(b" \t").lower() for v in values for t in v.split(b",")}
+
+
 def _keep_alive(connection: list[bytes] | None, version: bytes) -> bool:
     if connection is None:
         return version == b"1.1"
@@ -244,88 +281,19 @@ def _keep_alive(connection: list[bytes] | None, version: bytes) -> bool:
     return version == b"1.1" or b"keep-alive" in tokens
 
 
-def request_head(method: bytes, target: bytes, version: bytes, headers: Headers) -> RequestHead:
-    """Apply the request rules to tokenized fields and decide the framing. Raises ProtocolError(400)."""
-    found = _framing_fields(headers)
-    hosts = found.get(b"host")
-    if hosts is None:
-        if version == b"1.1":
-            raise ProtocolError("missing Host header")
-    elif len(hosts) > 1:
-        raise ProtocolError("more than one Host header")
-    elif _HOST.fullmatch(hosts[0]) is None:
-        raise ProtocolError(f"invalid Host {hosts[0][:64]!r}")
-    body, length = Framing.NONE, None
-    te = found.get(b"transfer-encoding")
-    if te is not None:
-        body = Framing.CHUNKED
-        if _chunked(te, found, version, 400):
-            headers = _canonical(headers, b"transfer-encoding", b"chunked")
-    elif b"content-length" in found:
-        body = Framing.LENGTH
-        length, headers = _length(found[b"content-length"], headers, 400)
-    connection = found.get(b"connection")
-    upgrade = None
-    if (
-        connection is not None
-        and b"upgrade" in found
-        and version == b"1.1"
-        and b"upgrade" in _tokens(connection)
-    ):
-        upgrade = found[b"upgrade"][0].split(b",")[0].strip(b" \t").lower() or None
-    expect = b"expect" in found and version == b"1.1"
-    if expect:
-        expect = any(v.lower() == b"100-continue" for v in found[b"expect"])
-    return RequestHead(
-        method, target, version, headers, body, length, _keep_alive(connection, version), upgrade, expect
-    )
-
-
-def response_head(
-    status: int, reason: bytes, version: bytes, headers: Headers, method: bytes
-) -> ResponseHead:
-    """Apply the response rules (for a request with ``method``) and decide the framing. Raises 502."""
-    found = _framing_fields(headers)
-    te = found.get(b"transfer-encoding")
-    chunked = te is not None
-    if te is not None and _chunked(te, found, version, 502):
-        headers = _canonical(headers, b"transfer-encoding", b"chunked")
-    length = None
-    if b"content-length" in found:
-        length, headers = _length(found[b"content-length"], headers, 502)
-    keep_alive = _keep_alive(found.get(b"connection"), version)
-    if status < 200 or status == 204:
-        body, length = Framing.NONE, None
-    elif method == b"HEAD" or status == 304:
-        body = Framing.NONE  # ``length``, if any, is the representation's: the writer passes it on
-    elif chunked:
-        body = Framing.CHUNKED
-    elif length is not None:
-        body = Framing.LENGTH
-    else:
-        body, keep_alive = Framing.CLOSE, False
-    reason = reason.rstrip(b" \t")  # h11 keeps trailing whitespace, llhttp drops some
-    return ResponseHead(status, reason, version, headers, body, length, keep_alive)
-
-
-def _length(values: list[bytes], headers: Headers, status: int) -> tuple[int, Headers]:
-    digits = _content_length_value(values, status)
-    if len(values) > 1 or values[0] != digits:
-        headers = _canonical(headers, b"content-length", digits)
-    return int(digits), headers
-
-
 # --- Bodies --------------------------------------------------------------------------------------
-# A body decoder consumes ``buf[pos:]``, appends Data (never empty) and, at the end, EndOfMessage to
-# ``events``, and returns the new position. ``done`` turns True with the EndOfMessage.
+# A decoder consumes ``buf[pos:]``, appends Data (never empty) and at the end EndOfMessage to
+# ``events``, and returns the new position; ``done`` turns True with the EndOfMessage. ``wait`` is
+# the terminator whose absence stopped it, if any (the reader skips re-scanning until it comes).
 
 
 class _Length:
-    __slots__ = ("done", "remaining")
+    __slots__ = ("done", "remaining", "wait")
 
     def __init__(self, length: int) -> None:
         self.remaining = length
         self.done = False
+        self.wait = b""
 
     def feed(self, buf: bytes, pos: int, events: list[Event]) -> int:
         n = min(self.remaining, len(buf) - pos)
@@ -339,12 +307,13 @@ class _Length:
 
 
 class _UntilClose:
-    """A response body framed by the server closing the connection (``Framing.CLOSE``)."""
+    """A response body that the server ends by closing the connection (``Framing.CLOSE``)."""
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "wait")
 
     def __init__(self) -> None:
         self.done = False
+        self.wait = b""
 
     def feed(self, buf: bytes, pos: int, events: list[Event]) -> int:
         if pos < len(buf):
@@ -352,7 +321,7 @@ class _UntilClose:
         return len(buf)
 
 
-class _ChunkState(enum.Enum):
+class _Chunk(enum.Enum):
     SIZE = "size"  # expecting a chunk-size line
     DATA = "data"  # inside chunk data
     CRLF = "crlf"  # expecting the CRLF after chunk data
@@ -360,17 +329,16 @@ class _ChunkState(enum.Enum):
 
 
 class _Chunked:
-    """Strict chunked decoding: 1-15 hex digits, extensions parsed and dropped, CRLF everywhere."""
+    """Strict chunked decoding. A line longer than ``max_head`` is an error."""
 
     __slots__ = ("done", "limits", "remaining", "state", "status", "wait")
 
     def __init__(self, limits: Limits, status: int) -> None:
         self.limits = limits
         self.status = status
-        self.state = _ChunkState.SIZE
+        self.state = _Chunk.SIZE
         self.remaining = 0
         self.done = False
-        # The terminator whose absence stopped ``feed`` (lets the reader skip re-scanning).
         self.wait = b""
 
     def feed(self, buf: bytes, pos: int, events: list[Event]) -> int:
@@ -378,36 +346,37 @@ class _Chunked:
         self.wait = b""
         while pos < n:
             state = self.state
-            if state is _ChunkState.DATA:
+            if state is _Chunk.DATA:
                 take = min(self.remaining, n - pos)
                 events.append(Data(buf[pos : pos + take]))
                 pos += take
                 self.remaining -= take
                 if not self.remaining:
-                    self.state = _ChunkState.CRLF
-            elif state is _ChunkState.SIZE:
-                end = buf.find(b"\r\n", pos)
+                    self.state = _Chunk.CRLF
+            elif state is _Chunk.SIZE:
+                end = buf.find(b"\r\n", pos, pos + self.limits.max_head)
                 if end < 0:
-                    self._incomplete(buf, pos, b"\r\n", self.limits.max_head)
+                    self._pending(buf, pos, b"\r\n", self.status)
                     return pos
                 m = _CHUNK_LINE.fullmatch(buf, pos, end)
                 if m is None:
                     raise ProtocolError(f"invalid chunk line {buf[pos:end][:64]!r}", self.status)
                 self.remaining = int(m.group(1), 16)
-                self.state = _ChunkState.DATA if self.remaining else _ChunkState.TRAILERS
+                self.state = _Chunk.DATA if self.remaining else _Chunk.TRAILERS
                 pos = end + 2
-            elif state is _ChunkState.CRLF:
+            elif state is _Chunk.CRLF:
                 if not buf.startswith(b"\r\n"[: n - pos], pos):
                     raise ProtocolError("chunk data not followed by CRLF", self.status)
                 if n - pos < 2:
                     return pos
                 pos += 2
-                self.state = _ChunkState.SIZE
+                self.state = _Chunk.SIZE
             else:
                 return self._trailers(buf, pos, events)
         return pos
 
     def _trailers(self, buf: bytes, pos: int, events: list[Event]) -> int:
+        too_large = 431 if self.status == 400 else self.status
         if buf[pos] == 0x0D:  # the empty line that ends the body, or nothing valid
             if len(buf) - pos == 1:
                 return pos
@@ -416,27 +385,28 @@ class _Chunked:
             end = pos + 2
             trailers: Headers = []
         else:
-            end = buf.find(b"\r\n\r\n", pos)
+            end = buf.find(b"\r\n\r\n", pos, pos + self.limits.max_head)
             if end < 0:
-                self._incomplete(buf, pos, b"\r\n\r\n", self.limits.max_head)
+                self._pending(buf, pos, b"\r\n\r\n", too_large)
                 return pos
             end += 4
-            big = 431 if self.status == 400 else self.status
-            if end - pos > self.limits.max_head:
-                raise ProtocolError("trailer section too large", big)
             if buf.count(b"\r\n", pos, end) - 1 > self.limits.max_headers:
-                raise ProtocolError("too many trailer fields", big)
-            trailers = parse_fields(buf[pos:end], 0, self.status)
+                if _bare_lf(buf, pos, end):
+                    raise ProtocolError("bare LF in trailers", self.status)
+                raise ProtocolError("too many trailer fields", too_large)
+            if _FIELDS_RE.fullmatch(buf, pos, end) is None:
+                raise _explain(buf[pos:end], 0, self.status)
+            trailers = _FIELD.findall(buf, pos, end)
         events.append(EndOfMessage(trailers))
         self.done = True
         return end
 
-    def _incomplete(self, buf: bytes, pos: int, terminator: bytes, limit: int) -> None:
-        """Stop for more bytes, unless what is pending can already never become valid."""
-        if len(buf) - pos >= limit:
-            raise ProtocolError("chunk line or trailer section too large", self.status)
-        if buf.count(b"\n", pos) != buf.count(b"\r\n", pos):
+    def _pending(self, buf: bytes, pos: int, terminator: bytes, too_large: int) -> None:
+        """No terminator within ``max_head``: raise if there never will be a valid one, else wait."""
+        if _bare_lf(buf, pos, pos + self.limits.max_head):
             raise ProtocolError("bare LF in chunked framing", self.status)
+        if len(buf) - pos >= self.limits.max_head:
+            raise ProtocolError("chunk line or trailer section too large", too_large)
         self.wait = terminator
 
 
@@ -451,9 +421,6 @@ class _Mode(enum.Enum):
     DETACHED = "detached"  # ``detach`` was called; the parser is finished
 
 
-_Body = _Length | _Chunked | _UntilClose
-_REQUEST_HEAD = re.compile(_REQUEST_LINE.pattern + _FIELDS.pattern)
-_RESPONSE_HEAD = re.compile(_STATUS_LINE.pattern + _FIELDS.pattern)
 _H = frozenset(b"H")
 _NOTHING: frozenset[int] = frozenset()
 
@@ -469,7 +436,7 @@ class _Reader:
         self._limits = limits
         self._mode = _Mode.HEAD
         self._buf = bytearray()  # bytes received and not consumed (kept only between calls)
-        self._body: _Body | None = None
+        self._body: _Length | _Chunked | _UntilClose | None = None
         self._error: ProtocolError | None = None
         self._wait = b""  # the terminator whose absence stopped the last run, if any
         self._after = _Mode.HEAD  # the mode once the current message ends
@@ -520,8 +487,8 @@ class _Reader:
             raise self._error
         mode = self._mode
         if mode is _Mode.BODY:
+            self._mode = _Mode.CLOSED
             if isinstance(self._body, _UntilClose):
-                self._mode = _Mode.CLOSED
                 return [EndOfMessage()]
             self._error = ProtocolError("connection closed in the middle of a body", self._status)
             raise self._error
@@ -563,9 +530,14 @@ class _Reader:
                     if pos == start:
                         return pos
                     continue
-                end = buf.find(b"\r\n\r\n", pos)
-                if end < 0 or end + 4 - pos > self._limits.max_head:
-                    self._incomplete(buf, pos, end)
+                max_head = self._limits.max_head
+                end = buf.find(b"\r\n\r\n", pos, pos + max_head)
+                if end < 0:
+                    if _bare_lf(buf, pos, pos + max_head):
+                        raise ProtocolError("bare LF in head", self._status)
+                    if n - pos >= max_head:
+                        raise ProtocolError("head larger than limits.max_head", self._too_large(buf, pos))
+                    self._wait = b"\r\n\r\n"
                     return pos
                 self._parse(buf[pos : end + 4], events)
                 pos = end + 4
@@ -574,21 +546,12 @@ class _Reader:
                 assert body is not None
                 pos = body.feed(buf, pos, events)
                 if not body.done:
-                    if isinstance(body, _Chunked):
-                        self._wait = body.wait
+                    self._wait = body.wait
                     return pos
                 self._mode = self._after
                 self._message_done()
             else:
                 return pos
-
-    def _incomplete(self, buf: bytes, pos: int, end: int) -> None:
-        """No complete head at ``pos``: raise if it can never be one, else wait for more bytes."""
-        if end >= 0 or len(buf) - pos >= self._limits.max_head:
-            raise ProtocolError("head larger than limits.max_head", self._too_large(buf, pos))
-        if buf.count(b"\n", pos) != buf.count(b"\r\n", pos):
-            raise ProtocolError("bare LF in head", self._status)
-        self._wait = b"\r\n\r\n"
 
     def _begin(self, head: RequestHead | ResponseHead, events: list[Event]) -> None:
         """Emit ``head`` and set up its body."""
@@ -610,6 +573,8 @@ class _Reader:
 
     def _check_lines(self, block: bytes) -> None:
         if len(block) > self._short and block.count(b"\r\n") - 2 > self._limits.max_headers:
+            if _bare_lf(block, 0, len(block)):
+                raise ProtocolError("bare LF in head", self._status)
             raise ProtocolError("too many header fields", 431 if self._status == 400 else self._status)
 
     def _skip(self, buf: bytes, pos: int) -> int:
@@ -665,15 +630,18 @@ class RequestReader(_Reader):
         self._check_lines(block)
         m = _REQUEST_HEAD.fullmatch(block)
         if m is None:
-            line_end = block.find(b"\r\n")
-            scan_request_line(block, line_end)
-            scan_fields(block, line_end + 2, 400)
-            raise ProtocolError("invalid request head")  # not reached: one of the scans raised
+            if _bare_lf(block, 0, len(block)):
+                raise ProtocolError("bare LF in head")
+            m = _REQUEST_LINE_RE.match(block)
+            if m is None:
+                raise ProtocolError("invalid request line")
         method, target = m.group(1, 2)
         if method not in KNOWN_METHODS:
             raise ProtocolError(f"unknown method {method[:32]!r}", 501)
         if target[0] != 0x2F or method == b"CONNECT":
             check_target(method, target)
+        if m.end() != len(block):
+            raise _explain(block, m.end(), 400)
         try:
             fields = self._tokenize(block)
         except ValueError as exc:
@@ -715,10 +683,12 @@ class ResponseReader(_Reader):
     def _parse(self, block: bytes, events: list[Event]) -> None:
         self._check_lines(block)
         if _RESPONSE_HEAD.fullmatch(block) is None:
-            line_end = block.find(b"\r\n")
-            if _STATUS_LINE.fullmatch(block, 0, line_end + 2) is None:
-                raise ProtocolError(f"invalid status line {block[:line_end][:64]!r}", 502)
-            scan_fields(block, line_end + 2, 502)
+            if _bare_lf(block, 0, len(block)):
+                raise ProtocolError("bare LF in head", 502)
+            m = _STATUS_LINE_RE.match(block)
+            if m is None:
+                raise ProtocolError(f"invalid status line {block[:64]!r}", 502)
+            raise _explain(block, m.end(), 502)
         method = self._methods[0]
         try:
             fields = self._tokenize(block, method)
