@@ -113,7 +113,7 @@ def test_response_head_rechunks_and_closes() -> None:
 def test_response_head_http10_client() -> None:
     head = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     out = writer.response_head(head, body=Framing.LENGTH, content_length=0, keep_alive=True, version=b"1.0")
-    assert out == b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+    assert out == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
     with pytest.raises(ValueError):
         writer.response_head(head, body=Framing.CHUNKED, content_length=None, keep_alive=True, version=b"1.0")
 

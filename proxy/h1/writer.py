@@ -160,16 +160,18 @@ def response_head(
     version: bytes = b"1.1",
     add: Fields = (),
 ) -> bytes:
-    """The status line and headers to send to a client speaking HTTP/``version``.
+    """The status line and headers to send to a client that spoke HTTP/``version``.
+
+    The status line always says HTTP/1.1 (RFC 9110 §2.5: the highest version we conform to); the
+    client's ``version`` decides the rest: a kept-alive HTTP/1.0 client gets
+    ``Connection: keep-alive``, and cannot be sent chunks (ValueError).
 
     ``body`` NONE with a ``content_length`` writes that Content-Length (a HEAD or 304 response
     describing the representation); 1xx and 204 never carry framing headers.
     """
     status = head.status
     parts = [
-        b"HTTP/",
-        version,
-        b" ",
+        b"HTTP/1.1 ",
         _STATUS_BYTES.get(status) or b"%d" % status,
         b" ",
         head.reason or reason(status),
