@@ -58,6 +58,7 @@ class ClientConn(asyncio.Protocol):
         "timer",
         "transport",
         "tunnel_stream",
+        "upgrade_held",
     )
 
     def __init__(self, frontend: Frontend, state: WorkerState) -> None:
@@ -79,6 +80,7 @@ class ClientConn(asyncio.Protocol):
         self.req_eom = False
         self.resp_done = False
         self.tunnel_stream: Stream | None = None
+        self.upgrade_held = False
         self.last_io = 0.0
         self.t_wait_start = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -174,6 +176,11 @@ class ClientConn(asyncio.Protocol):
             self._drain_inbox()
         finally:
             self.processing = False
+        if self.stream is None and not self.inbox and self.parse_error is None and not self.closing:
+            try:
+                self.parser.feed(b"")  # an error found after complete requests surfaces now
+            except ProtocolError as exc:
+                self.parse_error = exc
         if self.stream is None and not self.inbox and self.parse_error is not None and not self.closing:
             self._reject(self.parse_error)
             return
@@ -208,6 +215,10 @@ class ClientConn(asyncio.Protocol):
 
     def _start_stream(self, head: RequestHead) -> None:
         self._disarm()
+        if head.upgrade is not None:
+            # The parser holds every later byte until we know whether this becomes a tunnel.
+            self.upgrade_held = True
+            self._set_pause(4, True)
         stream = Stream(self, head, self.t_wait_start)
         self.stream = stream
         self.req_eom = False
@@ -231,6 +242,13 @@ class ClientConn(asyncio.Protocol):
 
     def _next_request(self) -> None:
         self.stream = None
+        if self.upgrade_held:  # the upgrade did not happen: parse what the parser held as HTTP
+            self.upgrade_held = False
+            self._set_pause(4, False)
+            try:
+                self.inbox.extend(self.parser.resume())
+            except ProtocolError as exc:
+                self.parse_error = exc
         self.session.requests_done += 1
         self.got_bytes = bool(self.inbox)
         self.t_wait_start = self.last_io = time.monotonic()
@@ -256,7 +274,9 @@ class ClientConn(asyncio.Protocol):
         self.stream = None
         self._disarm()
         self.inbox.clear()
+        self.upgrade_held = False
         self._set_pause(1, False)
+        self._set_pause(4, False)
         return self.parser.detach()
 
     # -- output and flow control --------------------------------------------------------------

@@ -327,7 +327,7 @@ class Stream:
                 body=framing,
                 content_length=resp.content_length,
                 keep_alive=keep,
-                version=b"1.1",
+                version=head.version,
             )
         )
         if head.method == b"HEAD" or framing is Framing.NONE:
