@@ -1,0 +1,888 @@
+"""The shared-memory table: server-wide counters and per-worker cells, one segment per generation.
+
+Theory of operation
+-------------------
+The master creates the table before it forks (``ShmTable.create``): one ``posix_ipc`` segment named
+``/poolproxy.<master_pid>.<generation>``, mapped with ``mmap``. Forked workers **keep using the
+inherited object**: the mapping is ``MAP_SHARED`` and lives at the same address in the child, and both
+atomics backends stay valid across ``fork`` (the C view points into that mapping; the fallback's named
+semaphore is shared too). No re-attach after fork. Unrelated processes (``tools.shmdump``, a runtime
+API helper) use ``ShmTable.attach(name)``, which checks magic, layout version, sizes and the atomics
+backend; every word is a signed little-endian int64 at an 8-aligned offset, accessed through
+``proxy.atomics``.
+
+A server **row** holds the server-wide numbers that decisions read (``served`` for maxconn,
+``cur_conns`` for strict-maxconn, ``idle``/``used`` for keep-on-release, ...). A **cell** per (server,
+worker) holds that worker's share of each *gauge*. The invariant, for each gauge::
+
+    row.served    == sum(cell.served + cell.incoming)      row.idle      == sum(cell.idle)
+    row.cur_conns == sum(cell.conns)                       row.safe      == sum(cell.safe)
+    row.used      == sum(cell.used)                        row.queue_len == sum(cell.queued)
+
+Gauges move only through *paired* operations (``ServerCell`` methods: row first, then the worker's
+own cell). Where a limit must hold, the row moves by compare-exchange (``served`` never exceeds
+maxconn, ``cur_conns`` a strict limit, ``queue_len`` maxqueue). After reaping a worker, the master
+calls ``reconcile_worker(slot)`` (before respawning the slot; mark every reaped slot DEAD first when
+several died), which subtracts the dead cells from the rows with ``fetch_add`` of the negated values,
+so live workers keep updating the rows meanwhile.
+
+A worker killed *between* the row half and the cell half of a paired operation would leave the row
+off by one forever (a leaked maxconn slot, with maxconn 1, is a dead server). So every paired
+operation brackets itself with the cell's ``seq`` word: odd while in flight, even otherwise (only the
+owner writes it). If the dead worker's ``seq`` is odd for a server, ``reconcile_worker`` takes a
+consistent snapshot of that server's row and cells -- every other cell's ``seq`` even (or its worker
+marked DEAD) and unchanged across the read -- and corrects the row to the sum of the other cells.
+Under constant load on one server a snapshot may not settle within ``timeout``: the report then says
+``exact=False``. The fallback backend has its own weakness: a process killed while holding the
+semaphore blocks everyone (see ``proxy.atomics``).
+
+Slot hand-off (DESIGN.md §5): ``ServerCell.give_slot(to_slot)`` moves a held slot from the giver's
+``served`` to the receiver's ``incoming`` (the row is unchanged); the receiver ``claim_incoming()`` to
+use it. A receiver that finds ``incoming > 0`` and nobody waiting (its waiter left, or the slot was
+given to its dead predecessor) claims and releases it.
+
+Layout (LAYOUT_VERSION 1)
+-------------------------
+::
+
+    offset                       size               content
+    0                            256                header: 32 words
+    workers_off = 256            nworkers * 64      worker records (8 words)
+    rows_off                     nservers * 256     server rows (32 words: 4 cache lines)
+    cells_off                    nservers*nworkers  cells (16 words: 2 cache lines), server-major:
+                                   * 128              cell(i, slot) = cells_off + (i*nworkers + slot)*128
+    names_off                    names_len          UTF-8 JSON: one object per server (names, address)
+
+    header word: 0 magic ("POOLPRXY")   1 version   2 header_size   3 total_size   4 nworkers
+                 5 nservers   6 worker_size   7 row_size   8 cell_size   9 workers_off   10 rows_off
+                 11 cells_off   12 names_off   13 names_len   14 backend (atomics: c=1, fallback=2)
+                 15 generation   16 master_pid   17 created_ns (CLOCK_REALTIME)   18..31 zero
+    worker:      0 pid   1 incarnation   2 state (WorkerState)   3 heartbeat (CLOCK_MONOTONIC ns)
+                 4 started (CLOCK_MONOTONIC ns)   5..7 zero
+    row:         0 served   1 cur_conns   2 used   3 idle   4 safe   5 queue_len   6 next_ticket
+                 7 max_used | 8 max_served   9 max_cur_conns   10 max_queue   11 est_need
+                 12 admin_state (AdminState)   13 oper_state (OperState)   14 weight   15 zero |
+                 16 connects   17 connect_errors   18 reuses   19 requests   20 purged
+                 21 takeovers_asked   22 takeovers_given   23 takeovers_failed |
+                 24 queue_timeouts   25 queue_full   26..31 zero
+    cell:        0 seq   1 idle   2 safe   3 used   4 served   5 incoming   6 conns   7 queued |
+                 8 oldest_ticket (0 = no waiter)   9 takeovers_given   10 takeovers_taken   11..15 zero
+
+The magic is written last at creation. Any change to this diagram bumps LAYOUT_VERSION.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import mmap
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final, Self, overload
+
+import posix_ipc
+
+from proxy import atomics
+from proxy.atomics import Atomics, lock_name_for, unlink_lock
+from proxy.config.model import Config
+
+LAYOUT_VERSION: Final = 1
+MAGIC: Final = int.from_bytes(b"POOLPRXY", "little")
+HEADER_SIZE: Final = 256
+WORKER_SIZE: Final = 64
+ROW_SIZE: Final = 256
+CELL_SIZE: Final = 128
+SHM_DIR: Final = "/dev/shm"
+BACKEND_IDS: Final = {"c": 1, "fallback": 2}
+
+# header words, in order (the header is 32 words; the rest are zero)
+HEADER_KEYS: Final = (
+    "magic", "version", "header_size", "total_size", "nworkers", "nservers", "worker_size", "row_size",
+    "cell_size", "workers_off", "rows_off", "cells_off", "names_off", "names_len", "backend", "generation",
+    "master_pid", "created_ns",
+)  # fmt: skip
+_HEADER = struct.Struct("<32q")
+
+# worker record offsets
+W_PID, W_INCARNATION, W_STATE, W_HEARTBEAT, W_STARTED = 0, 8, 16, 24, 32
+
+# row offsets
+R_SERVED, R_CUR_CONNS, R_USED, R_IDLE, R_SAFE, R_QUEUE_LEN, R_NEXT_TICKET, R_MAX_USED = range(0, 64, 8)
+R_MAX_SERVED, R_MAX_CUR_CONNS, R_MAX_QUEUE, R_EST_NEED, R_ADMIN_STATE, R_OPER_STATE, R_WEIGHT = range(
+    64, 120, 8
+)
+(R_CONNECTS, R_CONNECT_ERRORS, R_REUSES, R_REQUESTS, R_PURGED, R_TAKEOVERS_ASKED, R_TAKEOVERS_GIVEN,
+ R_TAKEOVERS_FAILED, R_QUEUE_TIMEOUTS, R_QUEUE_FULL) = range(128, 208, 8)  # fmt: skip
+
+# cell offsets
+C_SEQ, C_IDLE, C_SAFE, C_USED, C_SERVED, C_INCOMING, C_CONNS, C_QUEUED = range(0, 64, 8)
+C_OLDEST_TICKET, C_TAKEOVERS_GIVEN, C_TAKEOVERS_TAKEN = range(64, 88, 8)
+
+# Each gauge: its name, the row word, and the cell words whose sum over the workers it equals.
+GAUGES: Final[tuple[tuple[str, int, tuple[int, ...]], ...]] = (
+    ("served", R_SERVED, (C_SERVED, C_INCOMING)),
+    ("conns", R_CUR_CONNS, (C_CONNS,)),
+    ("used", R_USED, (C_USED,)),
+    ("idle", R_IDLE, (C_IDLE,)),
+    ("safe", R_SAFE, (C_SAFE,)),
+    ("queued", R_QUEUE_LEN, (C_QUEUED,)),
+)
+
+
+class WorkerState(enum.IntEnum):
+    FREE = 0  # never used in this generation
+    STARTING = 1
+    RUNNING = 2
+    STOPPING = 3
+    DEAD = 4  # reaped by the master; its cells are frozen (reconcile_worker sets it)
+
+
+class OperState(enum.IntEnum):
+    """HAProxy's ``srv_op_state``."""
+
+    STOPPED = 0
+    STARTING = 1
+    RUNNING = 2
+    STOPPING = 3
+
+
+class AdminState(enum.IntFlag):
+    """HAProxy's ``srv_admin_state`` bits (``disabled`` in the config is CMAINT)."""
+
+    READY = 0
+    FMAINT = 0x01
+    IMAINT = 0x02
+    CMAINT = 0x04
+    FDRAIN = 0x08
+    IDRAIN = 0x10
+    RMAINT = 0x20
+    HMAINT = 0x40
+
+
+class ShmLayoutError(ValueError):
+    """The segment is not a table this code can use: wrong magic, version, sizes or atomics backend."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the table records about a server besides its counters (the names region)."""
+
+    index: int
+    backend: str
+    name: str
+    host: str
+    port: int
+    bkid: int  # 1-based position of the backend in the config
+    svid: int  # 1-based position of the server in its backend
+    maxconn: int
+    maxqueue: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    slot: int
+    pid: int
+    incarnation: int
+    state: WorkerState
+    heartbeat_ns: int
+    started_ns: int
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    """What ``reconcile_worker`` took back from a dead worker's cells (totals over its servers)."""
+
+    slot: int
+    pid: int
+    inflight: bool = False  # it died inside a paired operation (settled from a snapshot)
+    exact: bool = True  # False: that operation could not be settled in time (see the module doc)
+    reclaimed: dict[str, int] = field(default_factory=lambda: {g[0]: 0 for g in GAUGES})
+    per_server: dict[int, dict[str, int]] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        r = self.reclaimed
+        text = (
+            f"slot {self.slot} (pid {self.pid}): released {r['served']} slots, {r['queued']} queued,"
+            f" {r['conns']} conns ({r['used']} used, {r['idle']} idle, {r['safe']} safe)"
+        )
+        return text if self.exact else text + " [inexact: an in-flight update could not be settled]"
+
+
+# ---- views --------------------------------------------------------------------------------------
+
+
+class _View:
+    __slots__ = ("_a", "_base")
+
+    def __init__(self, a: Atomics, base: int) -> None:
+        self._a = a
+        self._base = base
+
+
+class _Word:
+    """A field of a row or cell: ``view.served`` is one atomic load."""
+
+    __slots__ = ("off",)
+
+    def __init__(self, off: int) -> None:
+        self.off = off
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> _Word: ...
+    @overload
+    def __get__(self, obj: _View, owner: type[Any]) -> int: ...
+    def __get__(self, obj: _View | None, owner: type[Any]) -> _Word | int:
+        if obj is None:
+            return self
+        return obj._a.load(obj._base + self.off)
+
+
+class ServerRow(_View):
+    """The server-wide row of server ``index``. Properties load; gauges are never written here
+    (use ``ServerCell``), only counters, peaks and states."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, a: Atomics, base: int, index: int) -> None:
+        super().__init__(a, base)
+        self.index = index
+
+    # One read-only property per word, in layout order (ROW_FIELDS below lists them by name).
+    served, cur_conns, used, idle, safe, queue_len, next_ticket, max_used = map(_Word, range(0, 64, 8))
+    max_served, max_cur_conns, max_queue, est_need, admin_state, oper_state, weight = map(
+        _Word, range(64, 120, 8)
+    )
+    connects, connect_errors, reuses, requests, purged = map(_Word, range(128, 168, 8))
+    takeovers_asked, takeovers_given, takeovers_failed, queue_timeouts, queue_full = map(
+        _Word, range(168, 208, 8)
+    )
+
+    def load(self, off: int) -> int:
+        return self._a.load(self._base + off)
+
+    def store(self, off: int, value: int) -> None:
+        """For states, weight and the purge's ``est_need``/``max_used``; never for a gauge."""
+        self._a.store(self._base + off, value)
+
+    def add(self, off: int, delta: int = 1) -> int:
+        """``fetch_add`` on a counter (``R_CONNECTS``, ``R_REQUESTS``, ...); returns the previous value."""
+        return self._a.fetch_add(self._base + off, delta)
+
+    def take_ticket(self) -> int:
+        """The next queue ticket: 1, 2, 3, ... (global order across workers; 0 means none)."""
+        return self._a.fetch_add(self._base + R_NEXT_TICKET, 1)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ServerRow {self.index} served={self.served} conns={self.cur_conns} used={self.used}"
+            f" idle={self.idle} safe={self.safe} queue={self.queue_len}>"
+        )
+
+
+class ServerCell(_View):
+    """Server ``index`` as seen by worker ``slot``: its cell, with the paired operations.
+
+    Contract: only the worker of ``slot`` calls these on its own cell. (``give_slot`` also adds to
+    the receiver's ``incoming``, the one word with two writers, both using atomic read-modify-write.)
+    Every paired operation is: seq odd, row, cell, seq even. C_SEQ is 0: the cell's base is its seq.
+    """
+
+    __slots__ = ("_peers", "_row", "index", "row", "slot")
+
+    def __init__(self, a: Atomics, row: ServerRow, base: int, slot: int, peers: int) -> None:
+        super().__init__(a, base)
+        self.row = row
+        self.index = row.index
+        self.slot = slot
+        self._row = row._base
+        self._peers = peers  # the cell of (index, slot 0)
+
+    seq, idle, safe, used, served, incoming, conns, queued = map(_Word, range(0, 64, 8))
+    oldest_ticket, takeovers_given, takeovers_taken = map(_Word, range(64, 88, 8))
+
+    def _bounded_take(self, row_off: int, cell_off: int, limit: int, peak_off: int) -> bool:
+        """+1 on a row gauge unless it is at ``limit`` (0 = unlimited: fetch_add), by compare-exchange
+        so it never overshoots; then +1 on the cell; then the row's peak (fetch_max)."""
+        a, cell, off = self._a, self._base, self._row + row_off
+        if limit <= 0:
+            a.fetch_add(cell, 1)
+            n = a.fetch_add(off, 1) + 1
+        else:
+            cur = a.load(off)
+            if cur >= limit:  # refused without touching seq: the common case of a full server
+                return False
+            a.fetch_add(cell, 1)
+            while not a.compare_exchange(off, cur, cur + 1):
+                cur = a.load(off)
+                if cur >= limit:
+                    a.fetch_add(cell, 1)
+                    return False
+            n = cur + 1
+        a.fetch_add(cell + cell_off, 1)
+        a.fetch_add(cell, 1)
+        a.fetch_max(self._row + peak_off, n)
+        return True
+
+    def _pair_add(self, row_off: int, cell_off: int, delta: int) -> int:
+        a, cell = self._a, self._base
+        a.fetch_add(cell, 1)
+        prev = a.fetch_add(self._row + row_off, delta)
+        a.fetch_add(cell + cell_off, delta)
+        a.fetch_add(cell, 1)
+        return prev
+
+    def try_take_slot(self, maxconn: int) -> bool:
+        """A maxconn slot: never above maxconn (0 = unlimited: always). Keeps ``max_served``."""
+        return self._bounded_take(R_SERVED, C_SERVED, maxconn, R_MAX_SERVED)
+
+    def release_slot(self) -> None:
+        """Give back a held slot (the caller first offers it to the oldest waiter: ``give_slot``)."""
+        self._pair_add(R_SERVED, C_SERVED, -1)
+
+    def give_slot(self, to_slot: int) -> None:
+        """Hand a held slot to worker ``to_slot`` (its ``incoming``); ``served`` stays counted."""
+        a, cell = self._a, self._base
+        a.fetch_add(cell, 1)
+        a.fetch_add(cell + C_SERVED, -1)
+        a.fetch_add(self._peers + to_slot * CELL_SIZE + C_INCOMING, 1)
+        a.fetch_add(cell, 1)
+
+    def claim_incoming(self) -> bool:
+        """Turn one slot handed to this worker into a held one; False if none was handed."""
+        a, cell = self._a, self._base
+        off = cell + C_INCOMING
+        cur = a.load(off)
+        if cur <= 0:
+            return False
+        a.fetch_add(cell, 1)
+        while not a.compare_exchange(off, cur, cur - 1):
+            cur = a.load(off)
+            if cur <= 0:
+                a.fetch_add(cell, 1)
+                return False
+        a.fetch_add(cell + C_SERVED, 1)
+        a.fetch_add(cell, 1)
+        return True
+
+    def try_open_conn(self, limit: int) -> bool:
+        """Count a connection about to be opened unless ``cur_conns`` is at ``limit`` (strict-maxconn;
+        0 = unlimited). Keeps ``max_cur_conns``, the peak the ``maxconn + nbthread - 1`` case shows."""
+        return self._bounded_take(R_CUR_CONNS, C_CONNS, limit, R_MAX_CUR_CONNS)
+
+    def conn_closed(self) -> None:
+        self._pair_add(R_CUR_CONNS, C_CONNS, -1)
+
+    def used_add(self, delta: int) -> None:
+        """Connections carrying a request (or connecting); keeps ``max_used`` (fetch_max)."""
+        prev = self._pair_add(R_USED, C_USED, delta)
+        if delta > 0:
+            self._a.fetch_max(self._row + R_MAX_USED, prev + delta)
+
+    def idle_add(self, delta: int, safe: bool = False) -> None:
+        """Idle connections; ``safe`` moves the safe subset too (``idle`` counts both kinds)."""
+        a, cell, row = self._a, self._base, self._row
+        a.fetch_add(cell, 1)
+        a.fetch_add(row + R_IDLE, delta)
+        a.fetch_add(cell + C_IDLE, delta)
+        if safe:
+            a.fetch_add(row + R_SAFE, delta)
+            a.fetch_add(cell + C_SAFE, delta)
+        a.fetch_add(cell, 1)
+
+    def idle_to_used(self, safe: bool) -> None:
+        """Reuse of a pooled connection: ``idle_add(-1, safe)`` + ``used_add(1)`` in one bracket."""
+        a, cell, row = self._a, self._base, self._row
+        a.fetch_add(cell, 1)
+        a.fetch_add(row + R_IDLE, -1)
+        a.fetch_add(cell + C_IDLE, -1)
+        if safe:
+            a.fetch_add(row + R_SAFE, -1)
+            a.fetch_add(cell + C_SAFE, -1)
+        n = a.fetch_add(row + R_USED, 1) + 1
+        a.fetch_add(cell + C_USED, 1)
+        a.fetch_add(cell, 1)
+        a.fetch_max(row + R_MAX_USED, n)
+
+    def used_to_idle(self, safe: bool) -> None:
+        """A released connection is kept: ``used_add(-1)`` + ``idle_add(1, safe)`` in one bracket."""
+        a, cell, row = self._a, self._base, self._row
+        a.fetch_add(cell, 1)
+        a.fetch_add(row + R_USED, -1)
+        a.fetch_add(cell + C_USED, -1)
+        a.fetch_add(row + R_IDLE, 1)
+        a.fetch_add(cell + C_IDLE, 1)
+        if safe:
+            a.fetch_add(row + R_SAFE, 1)
+            a.fetch_add(cell + C_SAFE, 1)
+        a.fetch_add(cell, 1)
+
+    def try_queue(self, maxqueue: int) -> bool:
+        """Count a waiter of this worker unless ``queue_len`` is at ``maxqueue`` (0 = unlimited)."""
+        return self._bounded_take(R_QUEUE_LEN, C_QUEUED, maxqueue, R_MAX_QUEUE)
+
+    def dequeued(self) -> None:
+        """A waiter of this worker left the queue (served, timed out or aborted)."""
+        self._pair_add(R_QUEUE_LEN, C_QUEUED, -1)
+
+    def publish_oldest(self, ticket: int) -> None:
+        """This worker's oldest waiting ticket for the server (0 = none), for ``oldest_waiter``."""
+        self._a.store(self._base + C_OLDEST_TICKET, ticket)
+
+    def takeover_given(self) -> None:
+        self._a.fetch_add(self._base + C_TAKEOVERS_GIVEN, 1)
+        self._a.fetch_add(self._row + R_TAKEOVERS_GIVEN, 1)
+
+    def takeover_taken(self) -> None:
+        self._a.fetch_add(self._base + C_TAKEOVERS_TAKEN, 1)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ServerCell {self.index}/{self.slot} idle={self.idle} safe={self.safe} used={self.used}"
+            f" served={self.served} conns={self.conns} queued={self.queued}>"
+        )
+
+
+def _fields(cls: type) -> dict[str, int]:
+    return {k: v.off for k, v in vars(cls).items() if isinstance(v, _Word)}
+
+
+ROW_FIELDS: Final = _fields(ServerRow)
+CELL_FIELDS: Final = _fields(ServerCell)
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+
+def segment_name(master_pid: int, generation: int) -> str:
+    return f"/poolproxy.{master_pid}.{generation}"
+
+
+def layout_sizes(nworkers: int, nservers: int, names_len: int) -> dict[str, int]:
+    """Every offset and size of the layout, from the counts (the one place they are computed)."""
+    rows_off = HEADER_SIZE + nworkers * WORKER_SIZE
+    cells_off = rows_off + nservers * ROW_SIZE
+    names_off = cells_off + nservers * nworkers * CELL_SIZE
+    total_size = names_off + (names_len + 7) // 8 * 8
+    return dict(workers_off=HEADER_SIZE, rows_off=rows_off, cells_off=cells_off, names_off=names_off,
+                total_size=total_size)  # fmt: skip
+
+
+class ShmTable:
+    """One generation's table. Create it in the master (``create``), inherit it across ``fork``,
+    ``attach`` it by name elsewhere. See the module docstring."""
+
+    def __init__(self, name: str, mm: mmap.mmap, words: Atomics, header: dict[str, int]) -> None:
+        self.name = name
+        self.atomics = words
+        self.header = header
+        self.servers = _read_names(name, mm, header)
+        self.nworkers = header["nworkers"]
+        self.nservers = header["nservers"]
+        self.generation = header["generation"]
+        self.master_pid = header["master_pid"]
+        self.backend = backend_name(header)
+        self._mm = mm
+        self._workers_off = header["workers_off"]
+        self._cells_off = header["cells_off"]
+        self._index = {(s.backend, s.name): s.index for s in self.servers}
+        self._rows = [ServerRow(words, header["rows_off"] + i * ROW_SIZE, i) for i in range(self.nservers)]
+        self._cells: list[ServerCell | None] = [None] * (self.nservers * self.nworkers)
+        self._closed = False
+
+    # -- life cycle ------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, config: Config, nworkers: int, *, generation: int = 1, name: str | None = None,
+        backend: str | None = None,
+    ) -> ShmTable:  # fmt: skip
+        """Create and initialise the segment (the master, before forking). Servers are numbered in
+        config order (backends, then their servers). ``FileExistsError`` if the name or the
+        fallback's lock exists: run ``cleanup_stale`` first."""
+        backend = atomics.BACKEND if backend is None else backend
+        if nworkers < 1 or backend not in BACKEND_IDS:
+            raise ValueError(f"need nworkers >= 1 (got {nworkers}) and a known backend (got {backend!r})")
+        name = segment_name(os.getpid(), generation) if name is None else name
+        servers = [
+            (bk, s, bkid, svid)
+            for bkid, (bk, px) in enumerate(config.backends.items(), 1)
+            for svid, s in enumerate(px.servers, 1)
+        ]
+        names = json.dumps(
+            [[bk, s.name, s.host, s.port, bkid, svid, s.maxconn, s.maxqueue] for bk, s, bkid, svid in servers]
+        ).encode()
+        sizes = layout_sizes(nworkers, len(servers), len(names))
+        header = dict(magic=MAGIC, version=LAYOUT_VERSION, header_size=HEADER_SIZE,
+                      nworkers=nworkers, nservers=len(servers),
+                      worker_size=WORKER_SIZE, row_size=ROW_SIZE, cell_size=CELL_SIZE, **sizes,
+                      names_len=len(names), backend=BACKEND_IDS[backend], generation=generation,
+                      master_pid=os.getpid(), created_ns=time.time_ns())  # fmt: skip
+        header = {k: header[k] for k in HEADER_KEYS}  # in layout order
+        try:
+            seg = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=sizes["total_size"])
+        except posix_ipc.ExistentialError as e:
+            raise FileExistsError(f"shared memory {name} already exists (stale? cleanup_stale)") from e
+        mm = None
+        try:
+            mm = mmap.mmap(seg.fd, sizes["total_size"])
+            words = atomics.attach(mm, lock_name_for(name), create=True, backend=backend)
+        except BaseException:
+            if mm is not None:
+                mm.close()
+            posix_ipc.unlink_shared_memory(name)
+            raise
+        finally:
+            seg.close_fd()
+        mm[sizes["names_off"] : sizes["names_off"] + len(names)] = names
+        for k, key in enumerate(HEADER_KEYS[1:], 1):
+            words.store(8 * k, header[key])
+        table = cls(name, mm, words, header)
+        for k, (_, cfg, _, _) in enumerate(servers):
+            row = table._rows[k]
+            row.store(R_NEXT_TICKET, 1)
+            row.store(R_WEIGHT, cfg.weight)
+            row.store(R_ADMIN_STATE, AdminState.CMAINT if cfg.disabled else AdminState.READY)
+            row.store(R_OPER_STATE, OperState.STOPPED if cfg.disabled else OperState.RUNNING)
+        words.store(0, MAGIC)  # last: the table is complete
+        return table
+
+    @classmethod
+    def attach(cls, name: str, *, backend: str | None = None) -> ShmTable:
+        """Map an existing table by name (not needed after fork). ``FileNotFoundError``, or
+        ``ShmLayoutError`` on any mismatch; ``backend`` defaults to ``proxy.atomics.BACKEND``."""
+        mm = _map(name, writable=True)
+        try:
+            header = _check_header(name, mm)
+            mine = atomics.BACKEND if backend is None else backend
+            if BACKEND_IDS.get(mine) != header["backend"]:
+                raise ShmLayoutError(
+                    f"{name}: created with the {backend_name(header)!r} atomics backend, this process"
+                    f" uses {mine!r} (mixing them breaks atomicity; set POOLPROXY_ATOMICS)"
+                )
+            return cls(name, mm, atomics.attach(mm, lock_name_for(name), backend=mine), header)
+        except BaseException:
+            mm.close()
+            raise
+
+    def close(self) -> None:
+        """Unmap (this process only). Idempotent; views used afterwards raise ``ValueError``."""
+        if not self._closed:
+            self._closed = True
+            self.atomics.close()
+            self._mm.close()
+
+    def unlink(self) -> None:
+        """Remove the segment's name and the fallback's lock (the creator, when the generation
+        ends). Mappings already made stay valid. Idempotent."""
+        try:
+            posix_ipc.unlink_shared_memory(self.name)
+        except posix_ipc.ExistentialError:
+            pass
+        unlink_lock(lock_name_for(self.name))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<ShmTable {self.name} gen={self.generation} workers={self.nworkers} servers={self.nservers}"
+            f" backend={self.backend}{' closed' if self._closed else ''}>"
+        )
+
+    # -- access ----------------------------------------------------------------------------------
+    def server_index(self, backend: str, server: str) -> int:
+        try:
+            return self._index[backend, server]
+        except KeyError:
+            raise KeyError(f"no server {backend}/{server} in {self.name}") from None
+
+    def row(self, i: int) -> ServerRow:
+        if not 0 <= i < self.nservers:
+            raise IndexError(f"server index {i} out of range (0..{self.nservers - 1})")
+        return self._rows[i]
+
+    def cell(self, i: int, slot: int) -> ServerCell:
+        """The (server, worker) view; cached, so a worker may keep it for its hot path."""
+        if not (0 <= i < self.nservers and 0 <= slot < self.nworkers):
+            raise IndexError(
+                f"cell ({i}, {slot}) out of range ({self.nservers} servers, {self.nworkers} workers)"
+            )
+        k = i * self.nworkers + slot
+        c = self._cells[k]
+        if c is None:
+            peers = self._cells_off + i * self.nworkers * CELL_SIZE
+            c = self._cells[k] = ServerCell(
+                self.atomics, self._rows[i], peers + slot * CELL_SIZE, slot, peers
+            )
+        return c
+
+    # The operations by index, for callers that do not keep a ServerCell (one extra call each).
+    def try_take_slot(self, i: int, slot: int, maxconn: int) -> bool:
+        return self.cell(i, slot).try_take_slot(maxconn)
+
+    def release_slot(self, i: int, slot: int) -> None:
+        self.cell(i, slot).release_slot()
+
+    def try_open_conn(self, i: int, slot: int, limit: int) -> bool:
+        return self.cell(i, slot).try_open_conn(limit)
+
+    def conn_closed(self, i: int, slot: int) -> None:
+        self.cell(i, slot).conn_closed()
+
+    def idle_add(self, i: int, slot: int, delta: int, safe: bool = False) -> None:
+        self.cell(i, slot).idle_add(delta, safe)
+
+    def used_add(self, i: int, slot: int, delta: int) -> None:
+        self.cell(i, slot).used_add(delta)
+
+    def take_ticket(self, i: int) -> int:
+        return self.row(i).take_ticket()
+
+    def oldest_waiter(self, i: int) -> tuple[int, int] | None:
+        """``(slot, ticket)`` of the oldest published waiter for server ``i`` across workers, or None."""
+        a = self.atomics
+        base = self._cells_off + i * self.nworkers * CELL_SIZE + C_OLDEST_TICKET
+        best: tuple[int, int] | None = None
+        for slot in range(self.nworkers):
+            t = a.load(base + slot * CELL_SIZE)
+            if t and (best is None or t < best[1]):
+                best = (slot, t)
+        return best
+
+    # -- workers ---------------------------------------------------------------------------------
+    def _wrec(self, slot: int) -> int:
+        if not 0 <= slot < self.nworkers:
+            raise IndexError(f"worker slot {slot} out of range (0..{self.nworkers - 1})")
+        return self._workers_off + slot * WORKER_SIZE
+
+    def register_worker(self, slot: int, pid: int, incarnation: int) -> None:
+        """A (re)spawned worker in ``slot`` (the master after fork, or the worker itself)."""
+        a, off, now = self.atomics, self._wrec(slot), time.monotonic_ns()
+        a.store(off + W_PID, pid)
+        a.store(off + W_INCARNATION, incarnation)
+        a.store(off + W_STARTED, now)
+        a.store(off + W_HEARTBEAT, now)
+        a.store(off + W_STATE, WorkerState.STARTING)
+
+    def set_worker_state(self, slot: int, state: WorkerState) -> None:
+        self.atomics.store(self._wrec(slot) + W_STATE, state)
+
+    def heartbeat(self, slot: int) -> None:
+        self.atomics.store(self._wrec(slot) + W_HEARTBEAT, time.monotonic_ns())
+
+    def worker(self, slot: int) -> WorkerInfo:
+        a, off = self.atomics, self._wrec(slot)
+        return WorkerInfo(
+            slot, a.load(off + W_PID), a.load(off + W_INCARNATION), WorkerState(a.load(off + W_STATE)),
+            a.load(off + W_HEARTBEAT), a.load(off + W_STARTED),
+        )  # fmt: skip
+
+    # -- reconciliation --------------------------------------------------------------------------
+    def reconcile_worker(self, slot: int, *, timeout: float = 0.1) -> ReconcileReport:
+        """The master, after reaping the worker of ``slot``: remove its cells from the rows (slots,
+        connections, idle/used counts, queue entries) and zero them, so that each row equals the sum of
+        the other cells. Safe while the other workers run. Marks the slot DEAD."""
+        a = self.atomics
+        self.set_worker_state(slot, WorkerState.DEAD)
+        report = ReconcileReport(slot, self.worker(slot).pid)
+        deadline = time.monotonic() + timeout
+        for i in range(self.nservers):
+            cell = self.cell(i, slot)._base
+            row = self._rows[i]._base
+            drift = [0] * len(GAUGES)
+            if a.load(cell + C_SEQ) & 1:  # it died inside a paired operation on this server
+                report.inflight = True
+                settled = self._settle(i, slot, deadline)
+                report.exact = report.exact and settled is not None
+                drift = settled or drift
+            got: dict[str, int] = {}
+            for (gname, roff, coffs), d in zip(GAUGES, drift, strict=True):
+                v = sum(a.exchange(cell + c, 0) for c in coffs)
+                if v + d:
+                    a.fetch_add(row + roff, -(v + d))
+                if v:
+                    got[gname] = v
+                    report.reclaimed[gname] += v
+            for off in (C_OLDEST_TICKET, C_TAKEOVERS_GIVEN, C_TAKEOVERS_TAKEN, C_SEQ):
+                a.store(cell + off, 0)
+            if got:
+                report.per_server[i] = got
+        return report
+
+    def _settle(self, i: int, dead: int, deadline: float) -> list[int] | None:
+        """Per gauge, ``row - sum(all cells)`` of server ``i`` from a consistent snapshot: what the dead
+        worker's unfinished operation left in the row. None if no snapshot settled by ``deadline``."""
+        a = self.atomics
+        base = self._cells_off + i * self.nworkers * CELL_SIZE
+        others = [s for s in range(self.nworkers) if s != dead]
+        row = self._rows[i]._base
+        while True:
+            frozen = [a.load(self._wrec(s) + W_STATE) == WorkerState.DEAD for s in others]
+            v1 = [a.load(base + s * CELL_SIZE + C_SEQ) for s in others]
+            if all(v % 2 == 0 or f for v, f in zip(v1, frozen, strict=True)):
+                rows = [a.load(row + roff) for _, roff, _ in GAUGES]
+                sums = [
+                    sum(a.load(base + s * CELL_SIZE + c) for s in range(self.nworkers) for c in coffs)
+                    for _, _, coffs in GAUGES
+                ]
+                if v1 == [a.load(base + s * CELL_SIZE + C_SEQ) for s in others]:
+                    return [r - s for r, s in zip(rows, sums, strict=True)]
+            if time.monotonic() > deadline:
+                return None
+            os.sched_yield()
+
+    # -- observation -----------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data (JSON-able): header, workers, servers with their row fields and cells. Each
+        word is read atomically; the whole is not a consistent cut (counters converge)."""
+        a = self.atomics
+        workers = []
+        for slot in range(self.nworkers):
+            w = self.worker(slot)
+            workers.append({
+                "slot": slot, "pid": w.pid, "incarnation": w.incarnation, "state": w.state.name,
+                "heartbeat_ns": w.heartbeat_ns, "started_ns": w.started_ns,
+            })  # fmt: skip
+        servers = []
+        for s in self.servers:
+            rbase = self._rows[s.index]._base
+            entry: dict[str, Any] = {
+                "index": s.index, "backend": s.backend, "server": s.name, "host": s.host, "port": s.port,
+                "bkid": s.bkid, "svid": s.svid, "maxconn": s.maxconn, "maxqueue": s.maxqueue,
+            }  # fmt: skip
+            entry.update({k: a.load(rbase + off) for k, off in ROW_FIELDS.items()})
+            entry["cells"] = [
+                {k: a.load(self.cell(s.index, slot)._base + off) for k, off in CELL_FIELDS.items()}
+                for slot in range(self.nworkers)
+            ]
+            servers.append(entry)
+        header = dict(self.header, name=self.name, backend_name=self.backend)
+        return {"header": header, "workers": workers, "servers": servers}
+
+
+def _map(name: str, *, writable: bool) -> mmap.mmap:
+    try:
+        seg = posix_ipc.SharedMemory(name, read_only=not writable)
+    except posix_ipc.ExistentialError as e:
+        raise FileNotFoundError(f"no shared memory named {name}") from e
+    try:
+        if seg.size < HEADER_SIZE:
+            raise ShmLayoutError(f"{name}: {seg.size} bytes, too small for a poolproxy table")
+        return mmap.mmap(seg.fd, seg.size, prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
+    finally:
+        seg.close_fd()
+
+
+def _check_header(name: str, mm: mmap.mmap) -> dict[str, int]:
+    h = dict(zip(HEADER_KEYS, _HEADER.unpack_from(mm, 0), strict=False))
+    if h["magic"] != MAGIC:
+        raise ShmLayoutError(f"{name}: not a poolproxy table (bad magic), or still being created")
+    if h["version"] != LAYOUT_VERSION:
+        raise ShmLayoutError(f"{name}: layout version {h['version']}, this code reads {LAYOUT_VERSION}")
+    if h["nworkers"] < 1 or h["nservers"] < 0 or h["names_len"] < 0:
+        raise ShmLayoutError(f"{name}: bad counts nworkers={h['nworkers']} nservers={h['nservers']}")
+    want = dict(header_size=HEADER_SIZE, worker_size=WORKER_SIZE, row_size=ROW_SIZE, cell_size=CELL_SIZE)
+    want.update(layout_sizes(h["nworkers"], h["nservers"], h["names_len"]))
+    for k, v in want.items():
+        if h[k] != v:
+            raise ShmLayoutError(f"{name}: header {k}={h[k]}, expected {v} for this layout")
+    if len(mm) != h["total_size"]:
+        raise ShmLayoutError(f"{name}: segment is {len(mm)} bytes, header says {h['total_size']}")
+    if h["backend"] not in BACKEND_IDS.values():
+        raise ShmLayoutError(f"{name}: unknown atomics backend id {h['backend']}")
+    return h
+
+
+def _read_names(name: str, mm: mmap.mmap, h: dict[str, int]) -> list[ServerInfo]:
+    raw = json.loads(bytes(mm[h["names_off"] : h["names_off"] + h["names_len"]]))
+    servers = [ServerInfo(i, *entry) for i, entry in enumerate(raw)]
+    if len(servers) != h["nservers"]:
+        raise ShmLayoutError(f"{name}: {len(servers)} server names for {h['nservers']} rows")
+    return servers
+
+
+def read_header(name: str) -> dict[str, int]:
+    """The checked header of a table, without attaching atomics (to pick the backend, to list)."""
+    with _map(name, writable=False) as mm:
+        return _check_header(name, mm)
+
+
+def backend_name(header: dict[str, int]) -> str:
+    return next((k for k, v in BACKEND_IDS.items() if v == header["backend"]), "?")
+
+
+# ---- stale segments -----------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _start_time_ns(pid: int) -> int | None:
+    """When ``pid`` started (CLOCK_REALTIME ns, to a second), from /proc; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return (btime * 10**9) + ticks * 10**9 // os.sysconf("SC_CLK_TCK")
+
+
+def _stale(pid: int, name: str | None) -> bool:
+    if not _pid_alive(pid):
+        return True
+    if name is None:
+        return False
+    try:  # the pid may have been reused: a live process younger than the segment did not create it
+        created = read_header(name)["created_ns"]
+    except (OSError, ValueError):
+        return False
+    started = _start_time_ns(pid)
+    return started is not None and started > created + 2 * 10**9
+
+
+def cleanup_stale(prefix: str = "/poolproxy.") -> list[str]:
+    """Remove segments ``<prefix><pid>.<generation>`` and their fallback locks whose master pid is
+    dead (or was reused by a younger process). Returns the names removed."""
+    stem = prefix.lstrip("/")
+    found: dict[str, list[bool]] = {}  # segment name -> [segment exists, lock exists]
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    for entry in entries:
+        is_sem = entry.startswith("sem.")
+        rest = entry[4:] if is_sem else entry
+        if not rest.startswith(stem):
+            continue
+        parts = rest[len(stem) :].split(".")
+        if len(parts) != (3 if is_sem else 2) or not (parts[0].isdigit() and parts[1].isdigit()):
+            continue
+        if is_sem and parts[2] != "lock":
+            continue
+        found.setdefault("/" + stem + ".".join(parts[:2]), [False, False])[is_sem] = True
+    removed: list[str] = []
+    for seg, (has_seg, has_sem) in sorted(found.items()):
+        if not _stale(int(seg[len(stem) + 1 :].split(".")[0]), seg if has_seg else None):
+            continue
+        if has_seg:
+            try:
+                posix_ipc.unlink_shared_memory(seg)
+                removed.append(seg)
+            except posix_ipc.ExistentialError:
+                pass
+        if has_sem and unlink_lock(lock_name_for(seg)):
+            removed.append(lock_name_for(seg))
+    return removed
