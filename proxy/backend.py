@@ -1,21 +1,27 @@
 """A backend inside one worker: server choice, getting a server connection, and giving it back.
 
 This is the thin I/O layer that carries out the pure decisions of ``proxy.pool`` (which list to take
-from, keep or close on release, how many to purge) and ``proxy.balance`` (which server):
+from, keep or close on release, whom to steal from, this worker's share of a purge) and
+``proxy.balance`` (which server), over the server-wide numbers of the shared table:
 
-- ``reuse()`` looks for a connection in the order of SEMANTICS.md §1: the client session's own
-  (private) connections, then this worker's idle lists in ``reuse_order(mode, first)``. (Issue 3 adds
-  stealing from other workers between the idle lists and a new connect.)
-- ``connect()`` opens a new connection (``timeout connect``, ``source``/``usesrc clientip``).
-- ``release()`` applies the keep-on-release rule (``should_keep``) once a response ended cleanly.
-- Accounting: a connection counts in ``used`` from the connect attempt until it enters the pool
-  or closes, and in ``idle`` while pooled. ``ServerConn.on_lost`` (fired once, from
-  ``connection_lost``) is the single place where a closed connection is uncounted.
+- ``reuse()``: the client session's own (private) connections, then this worker's idle lists in
+  ``reuse_order(mode, first)`` (SEMANTICS.md §1);
+- ``steal()``: if nothing fits here and ``may_steal(idle_total, pool-low-conn)``, ask another worker
+  for an idle connection of the same key (``proxy.takeover``), victims in rotating order;
+- ``connect()``: open a new connection (``timeout connect``, ``source``/``usesrc clientip``); with
+  ``strict-maxconn`` only when the server-wide connection count stays within ``maxconn``, else an
+  idle connection somewhere is stolen or closed first;
+- ``release()``: the keep-on-release rule (``should_keep``) once a response ended cleanly.
+
+Accounting: see ``proxy.server`` (``ServerConn.acct``, ``opened``). ``ServerConn.on_lost`` — fired
+once, from ``connection_lost`` — is the single place where a closed connection is uncounted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -27,32 +33,81 @@ from proxy.pool import (
     ListKind,
     conn_key,
     kind_after_release,
-    purge_plan,
+    may_steal,
     reuse_order,
     should_keep,
+    steal_order,
     worker_share,
 )
-from proxy.server import ServerRuntime
+from proxy.server import ACCT_IDLE, ACCT_NONE, ACCT_PRIVATE, ACCT_USED, ServerRuntime
 from proxy.server_conn import ServerConn, State
+from proxy.shm import R_CONNECT_ERRORS, R_CONNECTS, R_PURGED, R_REUSES, R_TAKEOVERS_ASKED, R_TAKEOVERS_FAILED
 
 if TYPE_CHECKING:
     from proxy.session import Session
+    from proxy.takeover import Channel, Handed
 
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
+TAKEOVER_DEADLINE = 0.005  # seconds a thief waits for a victim before connecting itself
+STRICT_WAIT = 0.002  # strict-maxconn: pause between two tries to find room for a connection
+
+# The order of lists a thief asks for travels as one byte.
+ORDERS: tuple[tuple[ListKind, ...], ...] = (
+    (ListKind.IDLE, ListKind.SAFE),
+    (ListKind.SAFE,),
+    (ListKind.SAFE, ListKind.IDLE),
+)
+
+
+def key_id(key: ConnKey) -> int:
+    """A stable 63-bit identity of a connection key, the same in every worker."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class WorkerLink:
+    """What a backend needs from its worker: identity, the channel and the key registry."""
+
+    def __init__(self, slot: int, nworkers: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.slot = slot
+        self.nworkers = nworkers
+        self.loop = loop
+        self.channel: Channel | None = None
+        self.keys: dict[int, ConnKey] = {}  # key_id -> key, for the keys of this worker's connections
 
 
 class Backend:
-    __slots__ = ("balancer", "cfg", "engine_name", "limits", "loop", "mode", "name", "servers")
+    __slots__ = (
+        "balancer",
+        "cfg",
+        "engine_name",
+        "limits",
+        "link",
+        "loop",
+        "mode",
+        "name",
+        "next_victim",
+        "servers",
+    )
 
-    def __init__(self, cfg: Proxy, engine_name: str, limits: Limits, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        cfg: Proxy,
+        servers: list[ServerRuntime],
+        engine_name: str,
+        limits: Limits,
+        link: WorkerLink,
+    ) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.mode = cfg.http_reuse
         self.engine_name = engine_name
         self.limits = limits
-        self.loop = loop
-        self.servers = [ServerRuntime(cfg.name, i, s) for i, s in enumerate(cfg.servers)]
+        self.link = link
+        self.loop = link.loop
+        self.servers = servers
         self.balancer = make_balancer(cfg.balance, cfg.servers)
+        self.next_victim = 0
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} servers={len(self.servers)} reuse={self.mode.value}>"
@@ -63,7 +118,7 @@ class Backend:
         idx = self.balancer.pick(
             client_ip=client_ip,
             usable=lambda i: servers[i].usable,
-            load=lambda i: servers[i].counters.used,
+            load=lambda i: servers[i].row.served,
         )
         return None if idx is None else servers[idx]
 
@@ -73,58 +128,148 @@ class Backend:
         if not cfg.usesrc_clientip:
             key = srv.static_key
             if key is None:
-                key = srv.static_key = conn_key(
-                    server=f"{self.name}/{srv.name}", source=None, sni=None, destination=(cfg.host, cfg.port)
+                key = srv.static_key = self._register(
+                    conn_key(server=f"{self.name}/{srv.name}", destination=(cfg.host, cfg.port))
                 )
             return key
-        return conn_key(
-            server=f"{self.name}/{srv.name}",
-            source=client_ip if cfg.usesrc_clientip else None,
-            sni=None,
-            destination=(cfg.host, cfg.port),
+        return self._register(
+            conn_key(server=f"{self.name}/{srv.name}", source=client_ip, destination=(cfg.host, cfg.port))
         )
+
+    def _register(self, key: ConnKey) -> ConnKey:
+        keys = self.link.keys
+        kid = key_id(key)
+        if kid not in keys:
+            keys[kid] = key
+        return key
 
     # -- getting a connection ---------------------------------------------------------------
     def reuse(self, srv: ServerRuntime, key: ConnKey, first: bool, session: Session) -> ServerConn | None:
-        """An idle connection this request may use, per SEMANTICS.md §1, or None (connect)."""
+        """An idle connection of this worker this request may use (SEMANTICS.md §1), or None."""
         conn = session.take_conn(srv, key)
         if conn is not None:
-            srv.counters.reuses += 1  # private: not counted in used (HAProxy: no srv_use_conn)
+            srv.row.add(R_REUSES)
             return conn
         if self.mode is ReuseMode.NEVER:
             return None
         order = reuse_order(self.mode, first)
         if not order:
             return None
-        conn = srv.pool.take(key, order)
-        while conn is not None and not conn.alive:
-            # Died while idle but its connection_lost has not run yet: forget it and look again.
-            self._unpool(conn)
-            conn = srv.pool.take(key, order)
+        while True:
+            got = srv.pool.take_with_kind(key, order)
+            if got is None:
+                return None
+            conn, kind = got
+            conn.pooled = None
+            srv.idle_reused(kind is ListKind.SAFE)
+            conn.acct = ACCT_USED
+            if conn.alive:
+                srv.row.add(R_REUSES)
+                return conn
+            conn.close()  # died while idle, its connection_lost not run yet: uncounted as used there
+
+    def may_steal(self, srv: ServerRuntime, first: bool) -> bool:
+        if self.mode is ReuseMode.NEVER or self.link.channel is None or self.link.nworkers < 2:
+            return False
+        if not reuse_order(self.mode, first):
+            return False
+        idle_total = srv.row.idle
+        return idle_total > len(srv.pool) and may_steal(idle_total, srv.cfg.pool_low_conn)
+
+    async def steal(self, srv: ServerRuntime, key: ConnKey, first: bool) -> ServerConn | None:
+        """Ask one other worker for an idle connection of this key; None if it has none in time."""
+        channel = self.link.channel
+        assert channel is not None
+        order = reuse_order(self.mode, first)
+        safe_only = order == (ListKind.SAFE,)
+        usable = [self._peer_usable(srv, slot, safe_only) for slot in range(self.link.nworkers)]
+        victims = steal_order(self.link.slot, self.link.nworkers, self.next_victim, usable)
+        if not victims:
+            return None
+        victim = victims[0]
+        self.next_victim = (victim + 1) % self.link.nworkers
+        srv.row.add(R_TAKEOVERS_ASKED)
+        handed = await channel.ask(victim, srv.index, key_id(key), ORDERS.index(order), TAKEOVER_DEADLINE)
+        if handed is None:
+            srv.row.add(R_TAKEOVERS_FAILED)
+            return None
+        conn = await self._adopt(srv, key, handed)
         if conn is None:
             return None
-        self._unpool(conn)
-        srv.counters.conn_used()
-        srv.counters.reuses += 1
+        srv.cell.takeover_taken()
+        srv.conn_used()
+        conn.acct = ACCT_USED
+        srv.row.add(R_REUSES)
         return conn
 
-    def _unpool(self, conn: ServerConn) -> None:
-        c = conn.server.counters
-        if conn.pooled is ListKind.SAFE:
-            c.safe -= 1
-        if conn.pooled is not None:
-            c.idle -= 1
-        conn.pooled = None
+    def _peer_usable(self, srv: ServerRuntime, slot: int, safe_only: bool) -> int:
+        if slot == self.link.slot:
+            return 0
+        peer = srv.peers[slot]
+        return peer.safe if safe_only else peer.idle
+
+    async def _adopt(self, srv: ServerRuntime, key: ConnKey, handed: Handed) -> ServerConn | None:
+        """Wrap a descriptor received from another worker into a connection of ours."""
+        try:
+            sock = socket.socket(fileno=handed.fd)
+        except OSError:
+            os.close(handed.fd)
+            return None
+        conn = ServerConn(srv, key, self.engine_name, self.limits)
+        conn.requests = handed.reqs
+        conn.on_lost = self._on_lost
+        srv.cell.try_open_conn(0)  # moves to our share of cur_conns (the victim released its own)
+        conn.opened = True
+        try:
+            sock.setblocking(False)
+            await self.loop.create_connection(lambda: conn, sock=sock)
+        except OSError:
+            srv.cell.conn_closed()
+            conn.opened = False
+            conn.on_lost = None
+            sock.close()
+            return None
+        conn.state = State.IDLE
+        return conn
+
+    def adopt_late(self, srv: ServerRuntime, handed: Handed) -> None:
+        """A connection handed over after the thief gave up waiting: pool it as our own idle one."""
+        key = srv.static_key
+        if key is None or srv.cfg.usesrc_clientip:
+            os.close(handed.fd)  # we cannot tell its key here: do not guess
+            return
+
+        async def adopt() -> None:
+            conn = await self._adopt(srv, key, handed)
+            if conn is None:
+                return
+            kind = ListKind.SAFE if handed.kind else ListKind.IDLE
+            srv.cell.idle_add(1, kind is ListKind.SAFE)
+            conn.acct = ACCT_IDLE
+            conn.pooled = kind
+            conn.idle_since = self.loop.time()
+            srv.pool.add(conn, kind)
+
+        self.loop.create_task(adopt())
 
     async def connect(self, srv: ServerRuntime, key: ConnKey, client_ip: str) -> ServerConn:
         """Open a new connection; raises OSError or TimeoutError (the caller answers 503)."""
         cfg = srv.cfg
+        timeout = self.cfg.timeouts.connect or 5.0
+        deadline = self.loop.time() + timeout
+        if cfg.strict_maxconn and cfg.maxconn > 0:
+            await self._room_for_one(srv, deadline)
+        else:
+            srv.cell.try_open_conn(0)
         conn = ServerConn(srv, key, self.engine_name, self.limits)
+        conn.opened = True
         private = conn.private = self.mode is ReuseMode.NEVER
-        counters = srv.counters
-        if not private:
-            counters.conn_used()
-        counters.connects += 1
+        if private:
+            conn.acct = ACCT_PRIVATE
+        else:
+            srv.conn_used()
+            conn.acct = ACCT_USED
+        srv.row.add(R_CONNECTS)
         conn.on_lost = self._on_lost
         sock = None
         try:
@@ -138,23 +283,42 @@ class Backend:
                         sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
                     except OSError:
                         pass  # not root or no TPROXY: works for local client addresses only
-                host, _, port = source.rpartition(":") if source.count(":") == 1 else (source, "", "0")
-                sock.bind((host, int(port or 0)))
-            timeout = self.cfg.timeouts.connect or 5.0
-            await asyncio.wait_for(self.loop.sock_connect(sock, (cfg.host, cfg.port)), timeout)
+                sock.bind(_source_addr(source))
+            left = max(0.001, deadline - self.loop.time())
+            await asyncio.wait_for(self.loop.sock_connect(sock, (cfg.host, cfg.port)), left)
             await self.loop.create_connection(lambda: conn, sock=sock)
         except BaseException:
-            if not private:
-                counters.used -= 1
-            counters.connect_errors += 1
+            srv.row.add(R_CONNECT_ERRORS)
             conn.on_lost = None
             if conn.transport is not None:
                 conn.transport.abort()
             elif sock is not None:
                 sock.close()
+            self._uncount(conn)
             raise
         conn.state = State.IDLE  # connected, not yet attached
         return conn
+
+    async def _room_for_one(self, srv: ServerRuntime, deadline: float) -> None:
+        """strict-maxconn: count one more connection only within maxconn, making room first.
+
+        Room is made by closing an idle connection: one of ours at once, else by asking the worker
+        that holds one (KILL). Raises TimeoutError when no room appears before ``deadline``."""
+        from proxy.takeover import KILL, Message
+
+        cell, maxconn = srv.cell, srv.cfg.maxconn
+        while not cell.try_open_conn(maxconn):
+            if srv.pool:
+                victim = srv.pool.oldest(1)[0]
+                self._drop_idle(victim)
+            elif srv.row.idle > 0 and self.link.channel is not None:
+                for slot in range(self.link.nworkers):
+                    if slot != self.link.slot and srv.peers[slot].idle > 0:
+                        self.link.channel.send(slot, Message(KILL, server=srv.index))
+                        break
+            if self.loop.time() >= deadline:
+                raise TimeoutError("strict-maxconn: no room for a new connection")
+            await asyncio.sleep(STRICT_WAIT)
 
     # -- giving it back -----------------------------------------------------------------------
     def release(self, conn: ServerConn, session: Session) -> None:
@@ -165,83 +329,138 @@ class Backend:
             if not session.attach_conn(conn):
                 conn.close()
             return
-        c = srv.counters
         kind = kind_after_release(conn.requests)
         pool = srv.pool
+        row = srv.row
+        idle_total = row.idle
         keep = should_keep(
             private=False,
             purge_delay=srv.cfg.pool_purge_delay,
             server_usable=srv.usable,
             mode=self.mode,
             pool_max_conn=srv.cfg.pool_max_conn,
-            idle_total=c.idle,
+            idle_total=idle_total,
             worker_has_idle_of_kind=pool.holds_for(kind),
-            used=c.used,
-            idle=c.idle,
-            est_need=c.est_need,
+            used=row.used,
+            idle=idle_total,
+            est_need=row.est_need,
             pool_low_conn=srv.cfg.pool_low_conn,
         )
         if not keep:
             conn.close()
             return
-        c.used -= 1
-        c.idle += 1
-        if kind is ListKind.SAFE:
-            c.safe += 1
+        safe = kind is ListKind.SAFE
+        srv.cell.used_to_idle(safe)
+        if srv.cfg.pool_max_conn >= 0 and row.idle > srv.cfg.pool_max_conn:
+            # Lost the race for the last place (HAProxy re-checks after its atomic increment).
+            srv.cell.idle_add(-1, safe)
+            srv.cell.used_add(1)
+            conn.close()
+            return
+        conn.acct = ACCT_IDLE
         conn.pooled = kind
         pool.add(conn, kind)
-        self._schedule_purge(srv)
 
     def make_private(self, conn: ServerConn) -> None:
         """The connection now belongs to its client session (NTLM/Negotiate): uncount it."""
         if not conn.private:
             conn.private = True
-            conn.server.counters.used -= 1
+            if conn.acct == ACCT_USED:
+                conn.server.cell.used_add(-1)
+                conn.acct = ACCT_PRIVATE
 
     def discard(self, conn: ServerConn) -> None:
         """Close a connection that must not be reused (error, close framing, tunnel end)."""
         conn.close()
 
-    def _on_lost(self, conn: ServerConn) -> None:
+    def _uncount(self, conn: ServerConn) -> None:
         srv = conn.server
+        acct = conn.acct
+        conn.acct = ACCT_NONE
+        if acct == ACCT_USED:
+            srv.cell.used_add(-1)
+        elif acct == ACCT_IDLE:
+            srv.cell.idle_add(-1, conn.pooled is ListKind.SAFE)
+        conn.pooled = None
+        if conn.opened:
+            conn.opened = False
+            srv.cell.conn_closed()
+
+    def _on_lost(self, conn: ServerConn) -> None:
         if conn.pooled is not None:
-            srv.pool.remove(conn)
-            self._unpool(conn)
-        elif not conn.private:
-            srv.counters.used -= 1
+            conn.server.pool.remove(conn)
+        self._uncount(conn)
         owner = conn.owner
         if owner is not None:
             owner.forget_conn(conn)  # type: ignore[attr-defined]
 
-    # -- purge --------------------------------------------------------------------------------
-    def _schedule_purge(self, srv: ServerRuntime) -> None:
-        if srv.purge_handle is None and srv.cfg.pool_purge_delay > 0:
-            srv.purge_handle = self.loop.call_later(srv.cfg.pool_purge_delay, self._purge, srv)
-
-    def _purge(self, srv: ServerRuntime) -> None:
-        """Every pool-purge-delay: close half the excess idle connections, oldest first (§3)."""
-        srv.purge_handle = None
-        c = srv.counters
-        plan = purge_plan(used=c.used, idle=c.idle, max_used=c.max_used, est_need=c.est_need)
-        c.est_need = plan.est_need
-        c.max_used = plan.max_used
-        if plan.to_close > 0:
-            share = worker_share(plan.to_close, len(srv.pool), c.idle)
-            for conn in srv.pool.oldest(share):
-                c.purged += 1
-                self._drop_idle(conn)
-        if c.idle > 0 or c.used > 0:
-            self._schedule_purge(srv)
-
     def _drop_idle(self, conn: ServerConn) -> None:
         """Take a pooled connection out of the pool and the counts now, then close it."""
         conn.server.pool.remove(conn)
-        self._unpool(conn)
         conn.on_lost = None
+        self._uncount(conn)
         conn.close()
+
+    # -- the other side of a takeover, purge and kill (driven by the worker's channel) ---------
+    def give_idle(
+        self, srv: ServerRuntime, key: ConnKey, order: tuple[ListKind, ...]
+    ) -> tuple[int, int, int] | None:
+        """Detach one idle connection of ``key`` for another worker: (dup'd fd, requests, kind).
+
+        The connection leaves our pool, our loop and our counts *before* the descriptor is sent;
+        our copy is closed without shutdown(), so the thief's copy stays connected."""
+        got = srv.pool.pop_any_with_kind(order, key)
+        while got is not None and not got[0].alive:
+            conn = got[0]
+            conn.pooled = got[1]
+            conn.close()  # its connection_lost uncounts it (pooled set, pool already left)
+            got = srv.pool.pop_any_with_kind(order, key)
+        if got is None:
+            return None
+        conn, kind = got
+        transport = conn.transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        try:
+            transport.pause_reading()
+            fd = os.dup(sock.fileno())
+        except (OSError, AttributeError):
+            conn.pooled = kind
+            conn.close()
+            return None
+        conn.pooled = kind
+        conn.on_lost = None
+        self._uncount(conn)
+        conn.state = State.CLOSED
+        conn.peer = None
+        transport.abort()  # closes our descriptor only: the duplicate keeps the socket open
+        srv.cell.takeover_given()
+        return fd, conn.requests, 1 if kind is ListKind.SAFE else 0
+
+    def purge(self, srv: ServerRuntime, to_close: int, idle_total: int) -> None:
+        """This worker's share of a purge the master decided (oldest connections first)."""
+        share = worker_share(to_close, len(srv.pool), idle_total)
+        for conn in srv.pool.oldest(share):
+            srv.row.add(R_PURGED)
+            self._drop_idle(conn)
+
+    def kill_idle(self, srv: ServerRuntime) -> None:
+        if srv.pool:
+            self._drop_idle(srv.pool.oldest(1)[0])
 
     def close_idle(self) -> None:
         """Soft stop: close every idle connection of this worker."""
         for srv in self.servers:
             for conn in srv.pool.oldest(len(srv.pool)):
                 self._drop_idle(conn)
+
+
+def _source_addr(source: str) -> tuple[str, int]:
+    """``addr``, ``addr:port`` or ``[v6]:port`` → a bind address."""
+    if source.startswith("["):
+        host, _, port = source[1:].partition("]")
+        return host, int(port.lstrip(":") or 0)
+    if source.count(":") == 1:
+        host, _, port = source.partition(":")
+        return host, int(port or 0)
+    return source, 0

@@ -11,6 +11,14 @@ a ``handle_<name>`` method (gunicorn's arbiter shape):
 - SIGUSR1 → soft stop: SIGUSR1 to every worker (they finish in-flight requests), exit when all are
   gone (SIGKILL after ``hard-stop-after``-like ``SOFT_STOP_LIMIT``).
 
+The master owns the shared-memory table (``proxy.shm``): it removes the segments of dead earlier
+runs, creates this generation's before forking, and unlinks it on exit. When it reaps a worker it
+marks the slot DEAD and reconciles its cells (idle, used, maxconn slots, queue) *before* the
+respawn, so the server-wide numbers equal the sum of the live workers' cells again. It also plans
+the purge of idle connections (SEMANTICS.md §3), once per ``pool-purge-delay`` per server, from the
+server-wide numbers, and sends each worker holding idle connections a PURGE datagram; every worker
+closes its own share.
+
 The master imports no HTTP code: the worker entry point is named as ``"module:function"`` and
 imported in the child after the fork.
 """
@@ -31,6 +39,9 @@ from dataclasses import dataclass, field
 from proxy.config.model import Config
 from proxy.listener import Listener, bind_all
 from proxy.log import alert, notice
+from proxy.pool_policy import purge_plan
+from proxy.shm import R_EST_NEED, R_MAX_USED, ShmTable, WorkerState, cleanup_stale
+from proxy.takeover import PURGE, Message, notify
 
 HARD_STOP_GRACE = 5.0
 SOFT_STOP_LIMIT = 60.0
@@ -74,6 +85,8 @@ class Master:
         self.state = MasterState()
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
+        self.table: ShmTable | None = None
+        self.next_purge: dict[int, float] = {}  # server index -> monotonic time of its next purge
 
     # -- signals --------------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -154,13 +167,16 @@ class Master:
                 os.close(self.wake_w)
                 module, _, func = self.worker_entry.partition(":")
                 entry = getattr(importlib.import_module(module), func)
-                entry(w.slot, self.config, self.listeners, child_sock, ppid)
+                entry(w.slot, self.config, self.listeners, child_sock, ppid, self.table)
                 code = 0
             except BaseException as exc:
                 alert(f"worker {w.slot} failed to start: {exc!r}")
             finally:
                 os._exit(code)
         child_sock.close()
+        if self.table is not None:
+            self.table.register_worker(w.slot, pid, w.generation + 1)
+            self.table.set_worker_state(w.slot, WorkerState.STARTING)
         if w.ctl is not None:
             self._unregister(w.ctl)
             w.ctl.close()
@@ -197,6 +213,11 @@ class Master:
             else f"signal {signal.Signals(os.WTERMSIG(status)).name}"
         )
         w.pid = 0
+        if self.table is not None:
+            self.table.set_worker_state(w.slot, WorkerState.DEAD)
+            report = self.table.reconcile_worker(w.slot)
+            if any(report.reclaimed.values()):
+                notice(f"reconciled the shared table after worker {w.slot}: {report}")
         if w.ctl is not None:
             self._unregister(w.ctl)
             w.ctl.close()
@@ -224,6 +245,8 @@ class Master:
             return
         if msg.startswith(b"READY"):
             w.ready = True
+            if self.table is not None:
+                self.table.set_worker_state(w.slot, WorkerState.RUNNING)
             if all(x.ready for x in self.workers):
                 notice(f"Loading success: {len(self.workers)} workers ready.")
 
@@ -233,6 +256,13 @@ class Master:
             self.listeners = bind_all(self.config)
         except Exception as exc:
             alert(str(exc))
+            return 1
+        for stale in cleanup_stale():
+            notice(f"removed stale shared memory {stale}")
+        try:
+            self.table = ShmTable.create(self.config, len(self.workers))
+        except Exception as exc:
+            alert(f"cannot create the shared-memory table: {exc}")
             return 1
         if self.pidfile:
             with open(self.pidfile, "w") as f:
@@ -244,6 +274,8 @@ class Master:
         try:
             return self._loop()
         finally:
+            self.table.close()
+            self.table.unlink()
             if self.pidfile:
                 with contextlib.suppress(OSError):
                     os.unlink(self.pidfile)
@@ -280,3 +312,41 @@ class Master:
             for w in self.workers:
                 if not w.pid and w.respawn_at and now >= w.respawn_at:
                     self.spawn(w)
+            self._purge(now)
+
+    # -- purge planning -------------------------------------------------------------------------
+    def _purge(self, now: float) -> None:
+        """Every pool-purge-delay per server: halve the excess idle connections (SEMANTICS §3)."""
+        table = self.table
+        if table is None:
+            return
+        for info in table.servers:
+            i = info.index
+            delay = self._purge_delay(info.backend, info.name)
+            if delay <= 0:
+                continue
+            due = self.next_purge.setdefault(i, now + delay)
+            if now < due:
+                continue
+            self.next_purge[i] = now + delay
+            row = table.row(i)
+            idle = row.idle
+            if idle <= 0:
+                continue  # HAProxy leaves the estimates alone when nothing is idle
+            plan = purge_plan(used=row.used, idle=idle, max_used=row.max_used, est_need=row.est_need)
+            row.store(R_EST_NEED, plan.est_need)
+            row.store(R_MAX_USED, plan.max_used)
+            if plan.to_close <= 0:
+                continue
+            for slot in range(table.nworkers):
+                if table.cell(i, slot).idle > 0:
+                    notify(table.name, slot, Message(PURGE, server=i, n=plan.to_close, idle=idle))
+
+    def _purge_delay(self, backend: str, server: str) -> float:
+        be = self.config.backends.get(backend)
+        if be is None:
+            return 0.0
+        for s in be.servers:
+            if s.name == server:
+                return s.pool_purge_delay
+        return 0.0

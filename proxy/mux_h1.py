@@ -49,6 +49,7 @@ class ClientConn(asyncio.Protocol):
         "pause_reasons",
         "paused",
         "processing",
+        "queues",
         "req_eom",
         "resp_done",
         "session",
@@ -59,6 +60,7 @@ class ClientConn(asyncio.Protocol):
         "transport",
         "tunnel_stream",
         "upgrade_held",
+        "write_paused",
     )
 
     def __init__(self, frontend: Frontend, state: WorkerState) -> None:
@@ -81,6 +83,8 @@ class ClientConn(asyncio.Protocol):
         self.resp_done = False
         self.tunnel_stream: Stream | None = None
         self.upgrade_held = False
+        self.write_paused = False
+        self.queues = state.queues
         self.last_io = 0.0
         self.t_wait_start = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -155,11 +159,13 @@ class ClientConn(asyncio.Protocol):
         self.state.client_closed(self)
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         stream = self.stream or self.tunnel_stream
         if stream is not None:
             stream.on_client_pause_writing()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         self.last_io = time.monotonic()
         stream = self.stream or self.tunnel_stream
         if stream is not None:
@@ -181,9 +187,17 @@ class ClientConn(asyncio.Protocol):
                 self.parser.feed(b"")  # an error found after complete requests surfaces now
             except ProtocolError as exc:
                 self.parse_error = exc
-        if self.stream is None and not self.inbox and self.parse_error is not None and not self.closing:
-            self._reject(self.parse_error)
-            return
+        if self.parse_error is not None and not self.inbox and not self.closing:
+            stream = self.stream
+            if stream is None:
+                self._reject(self.parse_error)
+                return
+            if not self.req_eom:  # the body being forwarded is invalid: this request fails
+                if stream.resp_head is None:
+                    stream.fail(self.parse_error.status, "PR")
+                else:
+                    stream.abort("PD")
+                return
         self._set_pause(
             1, len(self.inbox) >= PIPELINE_MAX_EVENTS or (bool(self.inbox) and self.stream is not None)
         )
@@ -204,6 +218,8 @@ class ClientConn(asyncio.Protocol):
                     stream.on_request_data(ev.data)
                 elif isinstance(ev, EndOfMessage):
                     self.req_eom = True
+                    if self.upgrade_held:
+                        self._set_pause(4, True)
                     stream.on_request_end(ev.trailers)
                     if self.resp_done:
                         self._next_request()
@@ -215,10 +231,9 @@ class ClientConn(asyncio.Protocol):
 
     def _start_stream(self, head: RequestHead) -> None:
         self._disarm()
-        if head.upgrade is not None:
-            # The parser holds every later byte until we know whether this becomes a tunnel.
-            self.upgrade_held = True
-            self._set_pause(4, True)
+        # After an upgrade request's end, the parser holds every later byte until we know whether
+        # this becomes a tunnel; reading pauses then (see _drain_inbox).
+        self.upgrade_held = head.upgrade is not None
         stream = Stream(self, head, self.t_wait_start)
         self.stream = stream
         self.req_eom = False
@@ -229,6 +244,10 @@ class ClientConn(asyncio.Protocol):
 
     def stream_done(self, stream: Stream, keep_alive: bool) -> None:
         """Called by the stream when it ended; ``keep_alive`` says if the client may go on."""
+        if stream is self.tunnel_stream:
+            self.tunnel_stream = None
+            self.close()
+            return
         if stream is not self.stream or self.closing:
             return
         if not keep_alive or self.state.stopping or (self.half_closed and not self.inbox):
@@ -264,7 +283,7 @@ class ClientConn(asyncio.Protocol):
         if self.transport is not None and not self.closing:
             body = writer.error_body(status)
             self.write(writer.simple_response(status, body=body, content_type="text/html", keep_alive=False))
-            self.state.log_error(self, status, "PR", str(exc))
+            self.state.log_error(self, status, "cR" if status == 408 else "PR", str(exc))
         self.close()
 
     # -- tunnel -------------------------------------------------------------------------------
@@ -327,6 +346,7 @@ class ClientConn(asyncio.Protocol):
         """Close after flushing what was written."""
         if self.closing:
             return
+        self.uncork()
         self.closing = True
         self._disarm()
         if self.transport is not None:
@@ -377,7 +397,10 @@ class ClientConn(asyncio.Protocol):
                 return
             self._reject(ProtocolError("timeout waiting for the request head", 408))
             return
-        left = self.last_io + timeout - now
+        last = self.last_io
+        if not self.write_paused:  # the client reads what we send: the server's pace is not its fault
+            last = max(last, stream.server_last_io)
+        left = last + timeout - now
         if left > 0 or stream.tunnel:
             self._arm(max(left, 0.001) if left > 0 else timeout)
             return

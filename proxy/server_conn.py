@@ -25,7 +25,7 @@ from proxy.h1 import Limits, ProtocolError, engine
 from proxy.message import Event
 
 if TYPE_CHECKING:
-    from proxy.pool import ConnKey
+    from proxy.pool import ConnKey, ListKind
     from proxy.server import ServerRuntime
 
 
@@ -53,12 +53,14 @@ _next_id = 0
 
 class ServerConn(asyncio.Protocol):
     __slots__ = (
+        "acct",
         "connected_at",
         "got_response_bytes",
         "id",
         "idle_since",
         "key",
         "on_lost",
+        "opened",
         "owner",
         "parser",
         "peer",
@@ -88,7 +90,9 @@ class ServerConn(asyncio.Protocol):
         self.owner: object | None = None  # the client session a private connection belongs to
         self.got_response_bytes = False
         self.write_paused = False
-        self.pooled: object | None = None  # the ListKind it sits in, while in this worker's pool
+        self.pooled: ListKind | None = None  # the list it sits in, while in this worker's pool
+        self.acct = 0  # proxy.server.ACCT_*: what the shared counters count it as
+        self.opened = False  # counted in the server's cur_conns
         # Called once from connection_lost, whatever the state: the owner's accounting hook.
         self.on_lost: Callable[[ServerConn], None] | None = None
 
@@ -181,6 +185,9 @@ class ServerConn(asyncio.Protocol):
         self.state = State.IDLE
         self.requests += 1
         self.idle_since = time.monotonic()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()  # an idle connection must notice the server closing it
 
     def make_tunnel(self) -> bytes:
         """Switch to a raw relay after a 101; returns the bytes that followed the 101 head."""

@@ -270,6 +270,10 @@ class ServerRow(_View):
         """``fetch_add`` on a counter (``R_CONNECTS``, ``R_REQUESTS``, ...); returns the previous value."""
         return self._a.fetch_add(self._base + off, delta)
 
+    def raise_to(self, off: int, value: int) -> None:
+        """``fetch_max`` on a peak or estimate (``R_EST_NEED``): never lowers it."""
+        self._a.fetch_max(self._base + off, value)
+
     def take_ticket(self) -> int:
         """The next queue ticket: 1, 2, 3, ... (global order across workers; 0 means none)."""
         return self._a.fetch_add(self._base + R_NEXT_TICKET, 1)

@@ -38,15 +38,19 @@ from proxy.message import (
     ResponseHead,
     header_values,
 )
+from proxy.queue import Outcome
 from proxy.server_conn import ServerConn
+from proxy.shm import R_REQUESTS
 
 if TYPE_CHECKING:
     from proxy.backend import Backend
     from proxy.mux_h1 import ClientConn
+    from proxy.pool import ConnKey
     from proxy.server import ServerRuntime
 
 REPLAY_MAX = 16384  # a request is replayable on a new connection if it is complete and this small
 _AUTH_PRIVATE = (b"ntlm", b"negotiate")
+_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 
 class Stream:
@@ -59,11 +63,13 @@ class Stream:
         "conn",
         "connect_task",
         "done",
+        "has_slot",
         "head",
         "interim",
         "key",
         "pending",
         "replay",
+        "replay_len",
         "req_done",
         "resp_head",
         "retried",
@@ -74,11 +80,14 @@ class Stream:
         "server_timer",
         "t_connected",
         "t_head",
+        "t_queued",
         "t_resp",
         "t_start",
         "term",
         "tunnel",
     )
+
+    key: ConnKey  # set once a server is chosen
 
     def __init__(self, client: ClientConn, head: RequestHead, t_start: float) -> None:
         self.client = client
@@ -89,11 +98,15 @@ class Stream:
         self.t_resp = 0.0
         self.backend: Backend | None = None
         self.server: ServerRuntime | None = None
-        self.key: object = None
         self.conn: ServerConn | None = None
         self.connect_task: asyncio.Task[None] | None = None
         self.pending: list[bytes] = []  # serialized request bytes waiting for a connection
-        self.replay: list[bytes] | None = []  # copy of what was sent, while replayable
+        # A copy of what was sent while the request may be replayed on a new connection: only
+        # idempotent methods (RFC 9110 §9.2.2), and only when retries are allowed.
+        self.replay: list[bytes] | None = [] if head.method in _IDEMPOTENT else None
+        self.replay_len = 0
+        self.has_slot = False
+        self.t_queued = 0.0
         self.req_done = head.body is Framing.NONE
         self.resp_head: ResponseHead | None = None
         self.interim = False
@@ -141,16 +154,19 @@ class Stream:
             self.fail(503, "SC")
             return
         self.server = srv
-        srv.counters.requests += 1
+        srv.row.add(R_REQUESTS)
         self.key = backend.key_for(srv, client.session.client_ip)
         self._queue_request_head()
-        conn = backend.reuse(srv, self.key, client.session.first_request, client.session)
-        if conn is not None:
-            self.reused = True
-            self.t_connected = time.monotonic()
-            self._attach(conn)
-        else:
-            self.connect_task = asyncio.get_running_loop().create_task(self._connect())
+        if client.queues.try_take(srv):
+            self.has_slot = True
+            self.t_queued = self.t_head
+            conn = backend.reuse(srv, self.key, client.session.first_request, client.session)
+            if conn is not None:
+                self.reused = True
+                self.t_connected = time.monotonic()
+                self._attach(conn)
+                return
+        self.connect_task = asyncio.get_running_loop().create_task(self._acquire())
 
     def _queue_request_head(self) -> None:
         head = self.head
@@ -160,8 +176,12 @@ class Stream:
         if fe_cfg.forwardfor or be_cfg.forwardfor:
             name = (fe_cfg.forwardfor_header if fe_cfg.forwardfor else be_cfg.forwardfor_header).encode()
             add.append((name, self.client.session.client_ip.encode()))
-        if "keep-alive" not in (fe_cfg.http_conn_mode, be_cfg.http_conn_mode) and not head.upgrade:
+        if (
+            fe_cfg.http_conn_mode != "keep-alive" or be_cfg.http_conn_mode != "keep-alive"
+        ) and not head.upgrade:
             self.server_keep = False
+        if be_cfg.http_conn_mode == "httpclose":
+            self.client_keep = False
         data = writer.request_head(
             head,
             body=head.body,
@@ -174,7 +194,8 @@ class Stream:
     def _send(self, data: bytes) -> None:
         replay = self.replay
         if replay is not None:
-            if sum(map(len, replay)) + len(data) <= REPLAY_MAX:
+            self.replay_len += len(data)
+            if self.replay_len <= REPLAY_MAX:
                 replay.append(data)
             else:
                 self.replay = None
@@ -197,6 +218,42 @@ class Stream:
         if tail:
             self._send(tail)
 
+    async def _acquire(self) -> None:
+        """The slow path, the one task a request may need: wait for a maxconn slot, then find a
+        connection (own pool, another worker's, or a new one)."""
+        backend = self.backend
+        srv = self.server
+        assert backend is not None and srv is not None
+        session = self.client.session
+        if not self.has_slot:
+            timeout = backend.cfg.timeouts.queue or backend.cfg.timeouts.connect or 5.0
+            outcome = await self.client.queues.wait(srv, timeout)
+            if outcome is not Outcome.GRANTED:
+                self.connect_task = None
+                self.fail(503, "sQ" if outcome is Outcome.TIMEOUT else "SQ")
+                return
+            self.has_slot = True
+            self.t_queued = time.monotonic()
+            conn = backend.reuse(srv, self.key, session.first_request, session)
+            if conn is not None:
+                self.connect_task = None
+                self.reused = True
+                self.t_connected = time.monotonic()
+                self._attach(conn)
+                return
+        if backend.may_steal(srv, session.first_request):
+            conn = await backend.steal(srv, self.key, session.first_request)
+            if conn is not None:
+                if self.done:
+                    backend.discard(conn)
+                    return
+                self.connect_task = None
+                self.reused = True
+                self.t_connected = time.monotonic()
+                self._attach(conn)
+                return
+        await self._connect()
+
     async def _connect(self) -> None:
         backend = self.backend
         srv = self.server
@@ -204,7 +261,7 @@ class Stream:
         attempts = max(0, backend.cfg.retries) + 1
         for _ in range(attempts):
             try:
-                conn = await backend.connect(srv, self.key, self.client.session.client_ip)  # type: ignore[arg-type]
+                conn = await backend.connect(srv, self.key, self.client.session.client_ip)
             except (TimeoutError, OSError):
                 if self.done:
                     return
@@ -212,6 +269,8 @@ class Stream:
             if self.done:  # the client went away meanwhile
                 backend.discard(conn)
                 return
+            if not conn.alive:  # the server closed it before we could use it
+                continue
             self.t_connected = time.monotonic()
             self.connect_task = None
             self._attach(conn)
@@ -228,6 +287,11 @@ class Stream:
             self.pending.clear()
         if conn.write_paused:
             self.client.pause_reading()
+        if self.client.write_paused:
+            conn.pause_reading()
+        if self.server_timer is not None:
+            self.server_timer.cancel()
+            self.server_timer = None
         self._arm_server_timer()
 
     # -- server timeout -----------------------------------------------------------------------
@@ -242,7 +306,10 @@ class Stream:
         self.server_timer = None
         if self.done or self.tunnel:
             return
-        idle = time.monotonic() - self.server_last_io
+        last = self.server_last_io
+        if not self.req_done:  # an upload still moving keeps the server side alive too
+            last = max(last, self.client.last_io)
+        idle = time.monotonic() - last
         if idle < timeout:
             self.server_timer = asyncio.get_running_loop().call_later(
                 timeout - idle, self._server_timeout, timeout
@@ -383,7 +450,8 @@ class Stream:
             self.abort("SD")
             return
         if conn is not None and not conn.got_response_bytes and self.reused:
-            if self.replay is not None and self.req_done and not self.retried:
+            retries = self.backend.cfg.retries if self.backend is not None else 0
+            if self.replay is not None and self.req_done and not self.retried and retries > 0:
                 self._retry()
                 return
             # Not replayable: close silently so that the client may retry (HAProxy's behaviour).
@@ -396,6 +464,10 @@ class Stream:
 
     def _retry(self) -> None:
         """Send the request again on a new connection (a reused one died before answering)."""
+        if self.server_timer is not None:
+            self.server_timer.cancel()
+            self.server_timer = None
+        self.client.resume_reading()
         self.retried = True
         self.reused = False
         assert self.replay is not None
@@ -482,14 +554,26 @@ class Stream:
         conn = self.conn
         self.conn = None
         client = self.client
+        client.resume_reading()  # whatever this stream paused on the client side ends with it
         if conn is not None:
             backend = self.backend
             assert backend is not None
-            if self.server_keep and self.req_done and not self.tunnel and conn.alive:
+            if (
+                self.server_keep
+                and self.req_done
+                and not self.tunnel
+                and conn.alive
+                and not conn.write_paused
+            ):
                 backend.release(conn, client.session)
             elif self.tunnel:
                 conn.close_soon()
             else:
                 backend.discard(conn)
+        if self.has_slot:
+            self.has_slot = False
+            srv = self.server
+            assert srv is not None
+            client.queues.release(srv)
         client.log_stream(self, log_status)
         client.stream_done(self, self.client_keep)

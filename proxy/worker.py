@@ -23,7 +23,7 @@ import socket
 import time
 from typing import NoReturn
 
-from proxy.backend import Backend
+from proxy.backend import ORDERS, Backend, WorkerLink
 from proxy.config.model import Config
 from proxy.frontend import Frontend
 from proxy.h1 import Limits
@@ -31,9 +31,14 @@ from proxy.listener import Listener
 from proxy.log import HttpLogRecord, LogSink, format_httplog, notice
 from proxy.message import RequestHead
 from proxy.mux_h1 import ClientConn
+from proxy.queue import Queues
+from proxy.server import ServerRuntime
+from proxy.shm import ShmTable
 from proxy.stream import Stream
+from proxy.takeover import Channel, Handed, Message
 
 PR_SET_PDEATHSIG = 1
+HEARTBEAT_INTERVAL = 1.0
 
 
 def request_line(head: RequestHead) -> str:
@@ -46,17 +51,33 @@ def _ms(a: float, b: float) -> int:
 
 
 class WorkerState:
-    """Everything one worker owns; the protocols reach the rest of the worker through it."""
+    """Everything one worker owns; the protocols reach the rest of the worker through it.
 
-    def __init__(self, slot: int, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+    It is also the ``takeover.Victim`` of this worker's channel: other workers' requests for idle
+    connections, slot hand-offs, kills and purge shares arrive here and go to the backend owning
+    the server."""
+
+    def __init__(self, slot: int, config: Config, loop: asyncio.AbstractEventLoop, table: ShmTable) -> None:
         self.slot = slot
         self.config = config
         self.loop = loop
+        self.table = table
         g = config.global_
         limits = Limits(max_head=g.bufsize, max_headers=g.maxhdr)
-        self.backends = {
-            name: Backend(cfg, g.h1_engine, limits, loop) for name, cfg in config.backends.items()
-        }
+        self.link = WorkerLink(slot, table.nworkers, loop)
+        self.channel: Channel | None = None
+        self.queues = Queues(table, slot, loop, self._send)
+        self.by_index: dict[int, tuple[Backend, ServerRuntime]] = {}
+        self.backends: dict[str, Backend] = {}
+        for name, cfg in config.backends.items():
+            servers = []
+            for s in cfg.servers:
+                i = table.server_index(name, s.name)
+                cells = [table.cell(i, w) for w in range(table.nworkers)]
+                servers.append(ServerRuntime(name, i, s, cells, slot))
+            backend = self.backends[name] = Backend(cfg, servers, g.h1_engine, limits, self.link)
+            for srv in servers:
+                self.by_index[srv.index] = (backend, srv)
         self.frontends = {
             name: Frontend(cfg, self.backends, g.h1_engine, limits) for name, cfg in config.frontends.items()
         }
@@ -84,7 +105,7 @@ class WorkerState:
         head = stream.head
         backend = stream.backend
         server = stream.server
-        srv_conn = server.counters.used if server is not None else 0
+        srv_conn = server.row.served if server is not None else 0
         self.log.emit(
             format_httplog(
                 HttpLogRecord(
@@ -94,7 +115,7 @@ class WorkerState:
                     backend=backend.name if backend is not None else client.frontend.name,
                     server=server.name if server is not None else "<NOSRV>",
                     tq=_ms(t0, stream.t_head),
-                    tw=0 if server is not None else -1,
+                    tw=_ms(stream.t_head, stream.t_queued),
                     tc=_ms(stream.t_head, stream.t_connected),
                     tr=_ms(stream.t_connected, stream.t_resp),
                     ta=_ms(t0, now),
@@ -103,7 +124,7 @@ class WorkerState:
                     term=stream.term,
                     actconn=len(self.clients),
                     feconn=len(self.clients),
-                    beconn=sum(s.counters.used for s in backend.servers) if backend is not None else 0,
+                    beconn=sum(s.row.served for s in backend.servers) if backend is not None else 0,
                     srv_conn=srv_conn,
                     retries=1 if stream.retried else 0,
                     request_line=request_line(head),
@@ -140,6 +161,45 @@ class WorkerState:
             )
         )
 
+    # -- takeover.Victim: what other workers and the master ask of us ---------------------------
+    def _send(self, slot: int, msg: Message) -> bool:
+        return self.channel.send(slot, msg) if self.channel is not None else False
+
+    def give_idle(self, server: int, key: int, order: int) -> tuple[int, int, int] | None:
+        found = self.by_index.get(server)
+        ckey = self.link.keys.get(key)
+        if found is None or ckey is None or not 0 <= order < len(ORDERS):
+            return None
+        backend, srv = found
+        return backend.give_idle(srv, ckey, ORDERS[order])
+
+    def slot_granted(self, server: int) -> None:
+        found = self.by_index.get(server)
+        if found is not None:
+            self.queues.granted(found[1])
+
+    def kill_idle(self, server: int) -> None:
+        found = self.by_index.get(server)
+        if found is not None:
+            found[0].kill_idle(found[1])
+
+    def purge(self, server: int, to_close: int, idle_total: int) -> None:
+        found = self.by_index.get(server)
+        if found is not None:
+            found[0].purge(found[1], to_close, idle_total)
+
+    def adopt_late(self, handed: Handed) -> None:
+        found = self.by_index.get(handed.server)
+        if found is None:
+            os.close(handed.fd)
+            return
+        found[0].adopt_late(found[1], handed)
+
+    def heartbeat(self) -> None:
+        self.table.heartbeat(self.slot)
+        if not self.stopping:
+            self.loop.call_later(HEARTBEAT_INTERVAL, self.heartbeat)
+
     # -- stopping -----------------------------------------------------------------------------
     def soft_stop(self) -> None:
         if self.stopping:
@@ -173,7 +233,9 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, ppid: int, state: WorkerState
     loop.call_later(1.0, _watch_parent, loop, ppid, state)
 
 
-def run(slot: int, config: Config, listeners: list[Listener], ctl: socket.socket, ppid: int) -> NoReturn:
+def run(
+    slot: int, config: Config, listeners: list[Listener], ctl: socket.socket, ppid: int, table: ShmTable
+) -> NoReturn:
     """The worker's main: never returns (the process exits)."""
     import uvloop  # imported after the fork, only in workers
 
@@ -183,11 +245,13 @@ def run(slot: int, config: Config, listeners: list[Listener], ctl: socket.socket
     _set_pdeathsig()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    state = WorkerState(slot, config, loop)
+    state = WorkerState(slot, config, loop, table)
     loop.add_signal_handler(signal.SIGTERM, state.hard_stop)
     loop.add_signal_handler(signal.SIGUSR1, state.soft_stop)
     code = 0
     try:
+        state.channel = state.link.channel = Channel(loop, table.name, slot, state)
+        state.heartbeat()
         for lst in listeners:
             frontend = state.frontends[lst.frontend]
 
