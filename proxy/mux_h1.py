@@ -132,8 +132,8 @@ class ClientConn(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.tunnel_stream is not None:
-            self.tunnel_stream.on_client_closed()
-            return None
+            self.tunnel_stream.tunnel_client_eof()  # half-close: forwarded, keep relaying the other way
+            return True
         try:
             self.inbox.extend(self.parser.feed_eof())
         except ProtocolError:
@@ -341,6 +341,12 @@ class ClientConn(asyncio.Protocol):
         elif not reasons and self.paused:
             self.paused = False
             transport.resume_reading()
+
+    def write_eof(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            self.uncork()
+            transport.write_eof()
 
     def close(self) -> None:
         """Close after flushing what was written."""

@@ -44,6 +44,7 @@ class ServerPeer(Protocol):
     def on_server_error(self, exc: ProtocolError) -> None: ...
     def on_server_closed(self) -> None: ...
     def on_tunnel_data(self, data: bytes) -> None: ...
+    def on_tunnel_eof(self) -> None: ...
     def on_server_pause_writing(self) -> None: ...
     def on_server_resume_writing(self) -> None: ...
 
@@ -145,7 +146,8 @@ class ServerConn(asyncio.Protocol):
                 self.peer.on_server_events(events)
                 return None
         if self.state is State.TUNNEL and self.peer is not None:
-            self.peer.on_server_closed()
+            self.peer.on_tunnel_eof()  # half-close: forwarded, the other direction goes on
+            return True
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -205,6 +207,11 @@ class ServerConn(asyncio.Protocol):
     def resume_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def write_eof(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
 
     def close_soon(self) -> None:
         """Close after flushing what is already written (end of a tunnel)."""

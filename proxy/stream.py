@@ -85,6 +85,7 @@ class Stream:
         "t_start",
         "term",
         "tunnel",
+        "tunnel_eofs",
     )
 
     key: ConnKey  # set once a server is chosen
@@ -116,6 +117,7 @@ class Stream:
         self.retried = False
         self.reused = False
         self.tunnel = False
+        self.tunnel_eofs = 0  # bit 1: the client half-closed, bit 2: the server did
         self.done = False
         self.bytes_out = 0
         self.term = "--"
@@ -428,6 +430,20 @@ class Stream:
     def tunnel_from_client(self, data: bytes) -> None:
         if self.conn is not None:
             self.conn.write(data)
+
+    def tunnel_client_eof(self) -> None:
+        """The client half-closed the tunnel: pass the FIN on; the tunnel ends when both did."""
+        self.tunnel_eofs |= 1
+        if self.conn is not None:
+            self.conn.write_eof()
+        if self.tunnel_eofs == 3:
+            self.finish()
+
+    def on_tunnel_eof(self) -> None:
+        self.tunnel_eofs |= 2
+        self.client.write_eof()
+        if self.tunnel_eofs == 3:
+            self.finish()
 
     def on_server_error(self, exc: ProtocolError) -> None:
         self.server_keep = False
