@@ -216,7 +216,7 @@ class Master:
         if self.table is not None:
             self.table.set_worker_state(w.slot, WorkerState.DEAD)
             report = self.table.reconcile_worker(w.slot)
-            if any(report.reclaimed.values()):
+            if any(report.reclaimed.values()) and not self.state.stopping:
                 notice(f"reconciled the shared table after worker {w.slot}: {report}")
         if w.ctl is not None:
             self._unregister(w.ctl)
