@@ -85,6 +85,11 @@ def origin() -> Iterator[harness.Origin]:
         yield started
 
 
+# What a worker or the master writes when an exception escaped a callback (asyncio's default handler,
+# an uncaught error).
+UNHANDLED = ("Traceback (most recent call last)", "Exception in callback", "exception was never retrieved")
+
+
 @pytest.fixture
 def make_proxy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[harness.MakeProxy]:
     proxies: list[harness.Proxy] = []
@@ -101,3 +106,10 @@ def make_proxy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[harne
         proxy.kill()
         if failed:
             print(f"---- logs of proxy {proxy.cfg_path} ----\n{proxy.logs()}")
+    if not failed:
+        # An exception that escaped a callback fails the test even when every client got its
+        # answer (STYLE.md habit 10).
+        for proxy in proxies:
+            logs = proxy.logs()
+            if any(marker in logs for marker in UNHANDLED):
+                pytest.fail(f"unhandled exception in the logs of {proxy.cfg_path}:\n{logs[-4000:]}")

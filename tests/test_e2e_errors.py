@@ -13,34 +13,11 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from harness import KeepAliveClient, MakeProxy, Origin, Proxy, free_port, http_get, raw_exchange, wait_for
 
 pytestmark = pytest.mark.e2e
-
-# What a worker or the master writes when an exception escaped a callback (asyncio's default handler, an
-# uncaught error): a test fails on it even when every client got its answer (STYLE.md habit 10).
-UNHANDLED = ("Traceback (most recent call last)", "Exception in callback", "exception was never retrieved")
-
-
-@pytest.fixture
-def make_proxy(make_proxy: MakeProxy) -> Iterator[MakeProxy]:
-    """conftest's ``make_proxy``; at teardown, no proxy it started may have logged an unhandled exception."""
-    started: list[Proxy] = []
-
-    def make(config: str, **kwargs: Any) -> Proxy:
-        proxy = make_proxy(config, **kwargs)
-        started.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in started:
-        logs = proxy.logs()
-        if any(marker in logs for marker in UNHANDLED):
-            pytest.fail(f"unhandled exception in the logs of {proxy.cfg_path}:\n{logs[-4000:]}")
 
 
 def config(
