@@ -186,12 +186,22 @@ class Backend:
         victims = steal_order(self.link.slot, self.link.nworkers, self.next_victim, usable)
         if not victims:
             return None
-        victim = victims[0]
-        self.next_victim = (victim + 1) % self.link.nworkers
-        srv.row.add(R_TAKEOVERS_ASKED)
-        handed = await channel.ask(victim, srv.index, key_id(key), ORDERS.index(order), TAKEOVER_DEADLINE)
-        if handed is None:
+        self.next_victim = (victims[0] + 1) % self.link.nworkers
+        # Victims in turn (SEMANTICS §3: one with nothing to give or too slow is skipped), all within
+        # one deadline: stealing must not cost more than a connect would.
+        deadline = self.loop.time() + TAKEOVER_DEADLINE
+        kid, order_code = key_id(key), ORDERS.index(order)
+        handed = None
+        for victim in victims:
+            left = deadline - self.loop.time()
+            if left <= 0:
+                break
+            srv.row.add(R_TAKEOVERS_ASKED)
+            handed = await channel.ask(victim, srv.index, kid, order_code, left)
+            if handed is not None:
+                break
             srv.row.add(R_TAKEOVERS_FAILED)
+        if handed is None:
             return None
         conn = await self._adopt(srv, key, handed)
         if conn is None:
@@ -218,8 +228,7 @@ class Backend:
         conn = ServerConn(srv, key, self.engine_name, self.limits)
         conn.requests = handed.reqs
         conn.on_lost = self._on_lost
-        srv.cell.try_open_conn(0)  # moves to our share of cur_conns (the victim released its own)
-        conn.opened = True
+        conn.opened = True  # the victim moved its share of cur_conns to our cell (give_conn)
         try:
             sock.setblocking(False)
             await self.loop.create_connection(lambda: conn, sock=sock)
@@ -237,6 +246,7 @@ class Backend:
         key = srv.static_key
         if key is None or srv.cfg.usesrc_clientip:
             os.close(handed.fd)  # we cannot tell its key here: do not guess
+            srv.cell.conn_closed()  # the victim moved its count to us
             return
 
         async def adopt() -> None:
@@ -349,13 +359,8 @@ class Backend:
         if not keep:
             conn.close()
             return
-        safe = kind is ListKind.SAFE
-        srv.cell.used_to_idle(safe)
-        if srv.cfg.pool_max_conn >= 0 and row.idle > srv.cfg.pool_max_conn:
-            # Lost the race for the last place (HAProxy re-checks after its atomic increment).
-            srv.cell.idle_add(-1, safe)
-            srv.cell.used_add(1)
-            conn.close()
+        if not srv.cell.try_used_to_idle(kind is ListKind.SAFE, srv.cfg.pool_max_conn):
+            conn.close()  # another worker took the last place under pool-max-conn meanwhile
             return
         conn.acct = ACCT_IDLE
         conn.pooled = kind
@@ -430,12 +435,21 @@ class Backend:
             return None
         conn.pooled = kind
         conn.on_lost = None
+        conn.opened = False  # its share of cur_conns stays until handed_over() moves or drops it
         self._uncount(conn)
         conn.state = State.CLOSED
         conn.peer = None
         transport.abort()  # closes our descriptor only: the duplicate keeps the socket open
         srv.cell.takeover_given()
         return fd, conn.requests, 1 if kind is ListKind.SAFE else 0
+
+    def handed_over(self, srv: ServerRuntime, thief: int, sent: bool) -> None:
+        """After ``give_idle``: the connection's share of cur_conns goes to the thief, or, if the
+        datagram could not be sent (the descriptor is then closed), the connection is gone."""
+        if sent:
+            srv.cell.give_conn(thief)
+        else:
+            srv.cell.conn_closed()
 
     def purge(self, srv: ServerRuntime, to_close: int, idle_total: int) -> None:
         """This worker's share of a purge the master decided (oldest connections first)."""

@@ -378,6 +378,15 @@ class ServerCell(_View):
     def conn_closed(self) -> None:
         self._pair_add(R_CUR_CONNS, C_CONNS, -1)
 
+    def give_conn(self, to_slot: int) -> None:
+        """An open connection moves to worker ``to_slot`` (a takeover): its share of ``cur_conns``
+        moves with it and the row is unchanged, so a strict limit never sees a hole to slip in."""
+        a, cell = self._a, self._base
+        a.fetch_add(cell, 1)
+        a.fetch_add(cell + C_CONNS, -1)
+        a.fetch_add(self._peers + to_slot * CELL_SIZE + C_CONNS, 1)
+        a.fetch_add(cell, 1)
+
     def used_add(self, delta: int) -> None:
         """Connections carrying a request (or connecting); keeps ``max_used`` (fetch_max)."""
         prev = self._pair_add(R_USED, C_USED, delta)
@@ -408,6 +417,32 @@ class ServerCell(_View):
         a.fetch_add(cell + C_USED, 1)
         a.fetch_add(cell, 1)
         a.fetch_max(row + R_MAX_USED, n)
+
+    def try_used_to_idle(self, safe: bool, limit: int) -> bool:
+        """``used_to_idle`` unless the server-wide ``idle`` is at ``limit`` (pool-max-conn; < 0 =
+        unlimited): the row's ``idle`` moves by compare-exchange, so it never overshoots."""
+        if limit < 0:
+            self.used_to_idle(safe)
+            return True
+        a, cell, row = self._a, self._base, self._row
+        off = row + R_IDLE
+        cur = a.load(off)
+        if cur >= limit:
+            return False
+        a.fetch_add(cell, 1)
+        while not a.compare_exchange(off, cur, cur + 1):
+            cur = a.load(off)
+            if cur >= limit:
+                a.fetch_add(cell, 1)
+                return False
+        a.fetch_add(cell + C_IDLE, 1)
+        a.fetch_add(row + R_USED, -1)
+        a.fetch_add(cell + C_USED, -1)
+        if safe:
+            a.fetch_add(row + R_SAFE, 1)
+            a.fetch_add(cell + C_SAFE, 1)
+        a.fetch_add(cell, 1)
+        return True
 
     def used_to_idle(self, safe: bool) -> None:
         """A released connection is kept: ``used_add(-1)`` + ``idle_add(1, safe)`` in one bracket."""

@@ -343,7 +343,8 @@ class Stream:
                         self.interim = False
                         continue
                     client.write(writer.end(self.client_framing, ev.trailers))
-                    client.uncork()
+                    # The server connection goes back to the pool *before* the client sees the end
+                    # of the response (uncork below): its next request can find it there.
                     self.finish()
         finally:
             client.uncork()

@@ -93,6 +93,9 @@ class Victim(Protocol):
         """Detach an idle connection and return ``(dup'd fd, reqs, kind)``; None if nothing fits.
         The worker closes its own copy once the channel has sent the duplicate."""
 
+    def handed_over(self, server: int, thief: int, sent: bool) -> None:
+        """After give_idle: whether the descriptor left for ``thief`` (the connection is its now)."""
+
     def slot_granted(self, server: int) -> None: ...
     def kill_idle(self, server: int) -> None: ...
     def purge(self, server: int, to_close: int, idle_total: int) -> None: ...
@@ -214,11 +217,16 @@ class Channel:
             self._send(thief, Message(NONE, seq=msg.seq))
             return
         fd, reqs, kind = got
+        sent = False
         try:
-            if self._send(thief, Message(GIVE, seq=msg.seq, server=msg.server, reqs=reqs, order=kind), fd=fd):
+            sent = self._send(
+                thief, Message(GIVE, seq=msg.seq, server=msg.server, reqs=reqs, order=kind), fd=fd
+            )
+            if sent:
                 self.given += 1
         finally:
             os.close(fd)  # the duplicate travels in the datagram; our copy goes now
+            self.worker.handed_over(msg.server, thief, sent)
 
 
 def _fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:

@@ -173,6 +173,11 @@ class WorkerState:
         backend, srv = found
         return backend.give_idle(srv, ckey, ORDERS[order])
 
+    def handed_over(self, server: int, thief: int, sent: bool) -> None:
+        found = self.by_index.get(server)
+        if found is not None:
+            found[0].handed_over(found[1], thief, sent)
+
     def slot_granted(self, server: int) -> None:
         found = self.by_index.get(server)
         if found is not None:

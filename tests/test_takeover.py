@@ -29,6 +29,9 @@ class FakeWorker:
         sock.close()  # our copy goes; the duplicate travels
         return fd, 7, 1
 
+    def handed_over(self, server: int, thief: int, sent: bool) -> None:
+        self.events.append(("handed", thief if sent else -1))
+
     def slot_granted(self, server: int) -> None:
         self.events.append(("slot", server))
 
@@ -72,6 +75,7 @@ def test_steal_passes_a_working_socket() -> None:
             assert await b.ask(0, server=3, key=11, order=0, deadline=2.0) is None
             assert loop.time() - t0 < 1.0
             assert (a.given, b.asked, b.failed) == (1, 2, 1)
+            assert victim.events == [("handed", 1)]
         finally:
             a.close()
             b.close()
