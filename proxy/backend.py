@@ -74,6 +74,7 @@ class WorkerLink:
         self.loop = loop
         self.channel: Channel | None = None
         self.keys: dict[int, ConnKey] = {}  # key_id -> key, for the keys of this worker's connections
+        self.shared = True  # tune.idle-pool.shared: may this worker steal from the others
 
 
 class Backend:
@@ -169,7 +170,7 @@ class Backend:
             conn.close()  # died while idle, its connection_lost not run yet: uncounted as used there
 
     def may_steal(self, srv: ServerRuntime, first: bool) -> bool:
-        if self.mode is ReuseMode.NEVER or self.link.channel is None or self.link.nworkers < 2:
+        if self.mode is ReuseMode.NEVER or not self.link.shared or self.link.nworkers < 2:
             return False
         if not reuse_order(self.mode, first):
             return False
@@ -267,8 +268,12 @@ class Backend:
         cfg = srv.cfg
         timeout = self.cfg.timeouts.connect or 5.0
         deadline = self.loop.time() + timeout
-        if cfg.strict_maxconn and cfg.maxconn > 0:
-            await self._room_for_one(srv, deadline)
+        if cfg.maxconn > 0:
+            # strict-maxconn: never above maxconn. Otherwise never above HAProxy's documented worst
+            # case, maxconn + nbthread - 1 (SEMANTICS §4): without this cap a worker carrying
+            # requests could also keep its one idle connection, one more than that bound.
+            limit = cfg.maxconn if cfg.strict_maxconn else cfg.maxconn + self.link.nworkers - 1
+            await self._room_for_one(srv, deadline, limit)
         else:
             srv.cell.try_open_conn(0)
         conn = ServerConn(srv, key, self.engine_name, self.limits)
@@ -309,15 +314,15 @@ class Backend:
         conn.state = State.IDLE  # connected, not yet attached
         return conn
 
-    async def _room_for_one(self, srv: ServerRuntime, deadline: float) -> None:
-        """strict-maxconn: count one more connection only within maxconn, making room first.
+    async def _room_for_one(self, srv: ServerRuntime, deadline: float, limit: int) -> None:
+        """Count one more connection only within ``limit``, making room first.
 
         Room is made by closing an idle connection: one of ours at once, else by asking the worker
         that holds one (KILL). Raises TimeoutError when no room appears before ``deadline``."""
         from proxy.takeover import KILL, Message
 
-        cell, maxconn = srv.cell, srv.cfg.maxconn
-        while not cell.try_open_conn(maxconn):
+        cell = srv.cell
+        while not cell.try_open_conn(limit):
             if srv.pool:
                 victim = srv.pool.oldest(1)[0]
                 self._drop_idle(victim)
@@ -327,7 +332,7 @@ class Backend:
                         self.link.channel.send(slot, Message(KILL, server=srv.index))
                         break
             if self.loop.time() >= deadline:
-                raise TimeoutError("strict-maxconn: no room for a new connection")
+                raise TimeoutError(f"no room for a new connection within {limit}")
             await asyncio.sleep(STRICT_WAIT)
 
     # -- giving it back -----------------------------------------------------------------------

@@ -220,8 +220,15 @@ class ServerConn(asyncio.Protocol):
             self.transport.close()
 
     def close(self) -> None:
-        """Close now (abort: nothing of ours is pending that the server should still get)."""
+        """Close now (abort: nothing of ours is pending that the server should still get).
+
+        The owner's accounting hook runs here, synchronously: the descriptor is closed by
+        ``abort()`` at once, so the shared counters must not go on counting the connection until
+        the loop gets round to ``connection_lost``."""
         self.peer = None
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost(self)
         if self.transport is not None:
             self.transport.abort()
         elif self.state is not State.CLOSED:

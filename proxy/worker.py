@@ -65,6 +65,7 @@ class WorkerState:
         g = config.global_
         limits = Limits(max_head=g.bufsize, max_headers=g.maxhdr)
         self.link = WorkerLink(slot, table.nworkers, loop)
+        self.link.shared = g.idle_pool_shared
         self.channel: Channel | None = None
         self.queues = Queues(table, slot, loop, self._send)
         self.by_index: dict[int, tuple[Backend, ServerRuntime]] = {}

@@ -75,11 +75,14 @@ def make_proxy(make_proxy: MakeProxy) -> Iterator[MakeProxy]:
             pytest.fail(f"unhandled exception in the logs of {proxy.cfg_path}:\n{logs[-4000:]}")
 
 
-def config(port: int, origin_port: int, *, server: str = "", backend: str = "", reuse: str = "always") -> str:
+def config(
+    port: int, origin_port: int, *, server: str = "", backend: str = "", reuse: str = "always", glob: str = ""
+) -> str:
     """One frontend on `port`, one backend `be` with one server `s1` (the origin), nbthread 4."""
     return f"""\
 global
     nbthread {NBTHREAD}
+    {glob}
 
 defaults
     mode http
@@ -522,9 +525,9 @@ def test_purge_halves_the_idle_excess_each_period(start: Start, origin: Origin) 
 # ---- (e) the maxconn + nbthread - 1 edge case, and strict-maxconn --------------------------------------
 
 
-@pytest.mark.parametrize("strict", [False, True], ids=["loose", "strict"])
+@pytest.mark.parametrize("variant", ["loose", "nosteal", "strict"])
 @pytest.mark.parametrize("maxconn", [1, 2])
-def test_spikes_peak_connections(start: Start, origin: Origin, maxconn: int, strict: bool) -> None:
+def test_spikes_peak_connections(start: Start, origin: Origin, maxconn: int, variant: str) -> None:
     # A very fast origin, a tiny maxconn, 20 spikes of 32 simultaneous one-shot requests: at most
     # maxconn requests are active, yet every worker not carrying them may keep its one idle connection,
     # so the server-side connections may reach maxconn + nbthread - 1 -- never more. strict-maxconn
@@ -534,8 +537,13 @@ def test_spikes_peak_connections(start: Start, origin: Origin, maxconn: int, str
     # beside it, and the one it closes is still open when the next opens): the same spikes through
     # Debian's HAProxy 2.6 peak at 5-6 for maxconn 1 and 7-8 for maxconn 2, poolproxy alike. Through
     # HAProxy in `always` mode they peak at 2 and 3: the edge case itself.
-    server = f"maxconn {maxconn}" + (" strict-maxconn" if strict else "")
-    setup = start(server=server, backend="timeout queue 30s")
+    # "nosteal" (tune.idle-pool.shared off) turns stealing off: each worker then serves from its own
+    # idle connection and the edge case shows in full. (pool-low-conn would not do: it is also slack in
+    # the keep-on-release rule, so a high value lets every worker keep every connection.)
+    strict = variant == "strict"
+    server = f"maxconn {maxconn}" + {"loose": "", "nosteal": "", "strict": " strict-maxconn"}[variant]
+    glob = "tune.idle-pool.shared off" if variant == "nosteal" else ""
+    setup = start(server=server, backend="timeout queue 30s", glob=glob)
     peaks = []
     for _ in range(20):
         settled(setup.shm)
@@ -546,7 +554,7 @@ def test_spikes_peak_connections(start: Start, origin: Origin, maxconn: int, str
     srv = settled(setup.shm)
     bound = maxconn if strict else maxconn + NBTHREAD - 1
     print(
-        f"\n[{server}] per-spike peak server connections (bound {bound}): {histogram(peaks)};"
+        f"\n[{variant} {server}] per-spike peak server connections (bound {bound}): {histogram(peaks)};"
         f" shm max_served={srv['max_served']} max_cur_conns={srv['max_cur_conns']}"
         f" connects={srv['connects']} takeovers={srv['takeovers_given']} max_queue={srv['max_queue']}"
     )
@@ -555,6 +563,8 @@ def test_spikes_peak_connections(start: Start, origin: Origin, maxconn: int, str
     assert srv["max_cur_conns"] <= bound
     assert max(peaks) <= bound, histogram(peaks)
     assert origin.stats()["max_active"] <= maxconn
+    if variant == "nosteal":
+        assert max(peaks) > maxconn, histogram(peaks)  # the edge case is reproduced, not only bounded
 
 
 # ---- (f) the shared queue: maxconn, FIFO, timeout queue, maxqueue ----------------------------------------

@@ -102,6 +102,13 @@ def _h1_engine(st: SectionState, d: Directive) -> None:
     st.global_.h1_engine = d.args[0]
 
 
+def _idle_pool_shared(st: SectionState, d: Directive) -> None:
+    d.expect(1, "on|off")
+    if d.args[0] not in ("on", "off"):
+        raise d.fail(f"expects 'on' or 'off', not '{d.args[0]}'")
+    st.global_.idle_pool_shared = d.args[0] == "on"
+
+
 def _bufsize(st: SectionState, d: Directive) -> None:
     d.expect(1, "<size>")
     try:
@@ -139,6 +146,9 @@ KEYWORDS: list[Keyword] = [
     Keyword("tune.h1-engine", GLOBAL, "h11|llhttp",
             "HTTP/1 parser: llhttp (fast, through httptools) or h11 (reference).",
             _h1_engine, default="llhttp"),
+    Keyword("tune.idle-pool.shared", GLOBAL, "on|off",
+            "Whether a worker may take idle server connections from other workers (stealing).",
+            _idle_pool_shared, default="on"),
     Keyword("tune.bufsize", GLOBAL, "<size>",
             "Largest request or response head accepted (431 / 502 beyond); k, m suffixes allowed.",
             _bufsize, default="16384"),
@@ -185,5 +195,4 @@ KEYWORDS += [
     unsupported("lua-load", "not supported", GLOBAL),
     unsupported("tune.ssl.default-dh-param", _TLS, GLOBAL),
     unsupported("tune.maxrewrite", "not supported", GLOBAL),
-    unsupported("tune.idle-pool.shared", "not supported: idle connections are always shared", GLOBAL),
 ]

@@ -193,6 +193,7 @@ class Global:
     log_targets: list[LogTarget] = field(default_factory=list)  # the ``log`` lines, parsed
     stats_sockets: list[str] = field(default_factory=list)  # raw ``stats socket`` lines, served later
     h1_engine: str = "llhttp"  # tune.h1-engine h11|llhttp
+    idle_pool_shared: bool = True  # tune.idle-pool.shared: workers may steal idle connections
     bufsize: int = 16384  # tune.bufsize: the largest request/response head accepted (431 / 502 beyond)
     maxhdr: int = 101  # tune.http.maxhdr: the most header lines accepted
     daemon: bool = False
