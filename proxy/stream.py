@@ -581,6 +581,7 @@ class Stream:
                 and not self.tunnel
                 and conn.alive
                 and not conn.write_paused
+                and not conn.parser.poisoned  # bytes came after the response: never reuse it
             ):
                 backend.release(conn, client.session)
             elif self.tunnel:

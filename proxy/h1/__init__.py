@@ -80,6 +80,9 @@ class RequestParser(Protocol):
 
 
 class ResponseParser(Protocol):
+    # True once bytes arrived after the last expected response: the connection must not be reused.
+    poisoned: bool
+
     def expect(self, method: bytes) -> None: ...
 
     def feed(self, data: bytes) -> list[Event]: ...

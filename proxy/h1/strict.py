@@ -660,7 +660,7 @@ class RequestReader(_Reader):
 class ResponseReader(_Reader):
     """``proxy.h1.ResponseParser`` over an engine's response tokenizer."""
 
-    __slots__ = ("_engine", "_final", "_methods", "_tokenize")
+    __slots__ = ("_engine", "_final", "_methods", "_tokenize", "poisoned")
     _status = 502
     _defer_errors = False
 
@@ -670,6 +670,9 @@ class ResponseReader(_Reader):
         self._engine = engine
         self._methods: deque[bytes] = deque()  # one per request whose final response is due
         self._final = True
+        # Bytes came after the last expected response (a server out of sync): the responses
+        # already complete stand, the rest is ignored, and the connection must never be reused.
+        self.poisoned = False
 
     def expect(self, method: bytes) -> None:
         self._methods.append(method)
@@ -677,7 +680,9 @@ class ResponseReader(_Reader):
 
     def _skip(self, buf: bytes, pos: int) -> int:
         if not self._methods:
-            raise ProtocolError("response bytes without a request", 502)
+            self.poisoned = True
+            self._mode = _Mode.CLOSED
+            return len(buf)
         raise ProtocolError("invalid status line", 502)
 
     def _parse(self, block: bytes, events: list[Event]) -> None:
