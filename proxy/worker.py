@@ -202,7 +202,13 @@ class WorkerState:
         found[0].adopt_late(found[1], handed)
 
     def heartbeat(self) -> None:
+        """Every second: tell the master we live, and claim any maxconn slot handed to this slot
+        whose SLOT datagram never arrived (sent while the slot was being respawned): passed on to
+        a waiter, or given back, so a slot is never stranded."""
         self.table.heartbeat(self.slot)
+        for _backend, srv in self.by_index.values():
+            if srv.cell.incoming > 0:
+                self.queues.granted(srv)
         if not self.stopping:
             self.loop.call_later(HEARTBEAT_INTERVAL, self.heartbeat)
 
