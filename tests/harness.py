@@ -542,3 +542,43 @@ def _complete_response(buf: bytes) -> bool:
     if re.search(rb"(?im)^transfer-encoding:.*chunked", head):
         return body.endswith(b"0\r\n\r\n")
     return True
+
+
+def proxy_config(
+    port: int,
+    origin_port: int,
+    *,
+    nbthread: int = 1,
+    reuse: str | None = None,
+    glob: str = "",
+    defaults: str = "",
+    backend: str = "",
+    server: str = "",
+    servers: str = "",
+) -> str:
+    """The e2e tests' standard configuration: one frontend on ``port`` routing to backend ``be``, whose
+    one server ``s1`` is the origin (``server`` adds parameters to its line; ``servers`` replaces it).
+    """
+    reuse_line = f"http-reuse {reuse}" if reuse else ""
+    servers = servers or f"server s1 127.0.0.1:{origin_port} {server}"
+    return f"""\
+global
+    nbthread {nbthread}
+    {glob}
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    {reuse_line}
+    {defaults}
+
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+
+backend be
+    {backend}
+    {servers}
+"""

@@ -15,7 +15,17 @@ import json
 import socket
 
 import pytest
-from harness import KeepAliveClient, MakeProxy, Origin, Proxy, free_port, http_get, raw_exchange, wait_for
+from harness import (
+    KeepAliveClient,
+    MakeProxy,
+    Origin,
+    Proxy,
+    free_port,
+    http_get,
+    proxy_config,
+    raw_exchange,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -29,26 +39,7 @@ def config(
     defaults: str = "",
     servers: str = "",
 ) -> str:
-    servers = servers or f"server s1 127.0.0.1:{origin_port}"
-    return f"""\
-global
-    nbthread {nbthread}
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    http-reuse {reuse}
-    {defaults}
-
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-
-backend be
-    {servers}
-"""
+    return proxy_config(port, origin_port, nbthread=nbthread, reuse=reuse, defaults=defaults, servers=servers)
 
 
 def start(make_proxy: MakeProxy, origin: Origin, *, nbthread: int = 1, **kw: str) -> tuple[int, Proxy]:

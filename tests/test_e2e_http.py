@@ -29,6 +29,7 @@ from harness import (
     Proxy,
     free_port,
     http_get,
+    proxy_config,
     raw_exchange,
     rss_kib,
 )
@@ -44,24 +45,7 @@ PATTERN = bytes(range(256)) * (MIB // 256 + 1)
 
 
 def config(port: int, origin_port: int, *, nbthread: int = 1, defaults: str = "") -> str:
-    return f"""\
-global
-    nbthread {nbthread}
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    {defaults}
-
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-
-backend be
-    server s1 127.0.0.1:{origin_port}
-"""
+    return proxy_config(port, origin_port, nbthread=nbthread, defaults=defaults)
 
 
 def start(make_proxy: MakeProxy, origin: Origin, *, defaults: str = "") -> int:

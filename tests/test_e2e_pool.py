@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from harness import KeepAliveClient, MakeProxy, Origin, Proxy, free_port, wait_for
+from harness import KeepAliveClient, MakeProxy, Origin, Proxy, free_port, proxy_config, wait_for
 
 from proxy.shm import ShmTable, backend_name, read_header
 from tools.shmdump import find_newest
@@ -79,26 +79,9 @@ def config(
     port: int, origin_port: int, *, server: str = "", backend: str = "", reuse: str = "always", glob: str = ""
 ) -> str:
     """One frontend on `port`, one backend `be` with one server `s1` (the origin), nbthread 4."""
-    return f"""\
-global
-    nbthread {NBTHREAD}
-    {glob}
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    http-reuse {reuse}
-
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-
-backend be
-    {backend}
-    server s1 127.0.0.1:{origin_port} {server}
-"""
+    return proxy_config(
+        port, origin_port, nbthread=NBTHREAD, reuse=reuse, glob=glob, backend=backend, server=server
+    )
 
 
 class Shm:

@@ -21,7 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from harness import REPO_ROOT, MakeProxy, Origin, Proxy, free_port, group_members, http_get, wait_for
+from harness import (
+    REPO_ROOT,
+    MakeProxy,
+    Origin,
+    Proxy,
+    free_port,
+    group_members,
+    http_get,
+    proxy_config,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -31,23 +41,7 @@ SHIPPED_PORTS = (8080, 8081, 8082)
 
 
 def config(port: int, origin_port: int, *, nbthread: int) -> str:
-    return f"""\
-global
-    nbthread {nbthread}
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-
-backend be
-    server s1 127.0.0.1:{origin_port}
-"""
+    return proxy_config(port, origin_port, nbthread=nbthread)
 
 
 def start(make_proxy: MakeProxy, origin: Origin, nbthread: int) -> tuple[int, Proxy]:

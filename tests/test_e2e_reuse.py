@@ -18,7 +18,7 @@ import json
 import socket
 
 import pytest
-from harness import KeepAliveClient, MakeProxy, Origin, Response, free_port, http_get, wait_for
+from harness import KeepAliveClient, MakeProxy, Origin, Response, free_port, http_get, proxy_config, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,25 +36,7 @@ def config(
     defaults: str = "",
 ) -> str:
     """One frontend on `port`, one backend with one server (the origin) in `reuse` mode."""
-    return f"""\
-global
-    nbthread {nbthread}
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    http-reuse {reuse}
-    {defaults}
-
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-
-backend be
-    server s1 127.0.0.1:{origin_port} {server}
-"""
+    return proxy_config(port, origin_port, nbthread=nbthread, reuse=reuse, server=server, defaults=defaults)
 
 
 def start(make_proxy: MakeProxy, origin: Origin, reuse: str, *, nbthread: int = 1, **kw: str) -> int:
