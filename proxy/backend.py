@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.balance import make_balancer
@@ -75,6 +76,9 @@ class WorkerLink:
         self.channel: Channel | None = None
         self.keys: dict[int, ConnKey] = {}  # key_id -> key, for the keys of this worker's connections
         self.shared = True  # tune.idle-pool.shared: may this worker steal from the others
+        self.late: Callable[[Handed], None] | None = None  # where a connection for another server goes
+        self.stopping = False  # soft stop: nothing is pooled any more
+        self.tasks: set[asyncio.Task[None]] = set()  # background adoptions, referenced until done
 
 
 class Backend:
@@ -204,6 +208,10 @@ class Backend:
             srv.row.add(R_TAKEOVERS_FAILED)
         if handed is None:
             return None
+        if handed.server != srv.index:  # a late answer to an older ask: the worker pools it
+            if self.link.late is not None:
+                self.link.late(handed)
+            return None
         conn = await self._adopt(srv, key, handed)
         if conn is None:
             return None
@@ -233,11 +241,18 @@ class Backend:
         try:
             sock.setblocking(False)
             await self.loop.create_connection(lambda: conn, sock=sock)
-        except OSError:
-            srv.cell.conn_closed()
-            conn.opened = False
+        except BaseException as exc:  # OSError, or the stream gave up (cancelled) meanwhile
             conn.on_lost = None
+            if conn.transport is not None:
+                conn.transport.abort()
             sock.close()
+            conn.opened = False
+            srv.cell.conn_closed()
+            if isinstance(exc, OSError):
+                return None
+            raise
+        if not conn.alive:  # the server spoke or closed before we resumed: close() uncounted it
+            conn.close()
             return None
         conn.state = State.IDLE
         return conn
@@ -245,7 +260,7 @@ class Backend:
     def adopt_late(self, srv: ServerRuntime, handed: Handed) -> None:
         """A connection handed over after the thief gave up waiting: pool it as our own idle one."""
         key = srv.static_key
-        if key is None or srv.cfg.usesrc_clientip:
+        if key is None or srv.cfg.usesrc_clientip or self.link.stopping:
             os.close(handed.fd)  # we cannot tell its key here: do not guess
             srv.cell.conn_closed()  # the victim moved its count to us
             return
@@ -261,14 +276,16 @@ class Backend:
             conn.idle_since = self.loop.time()
             srv.pool.add(conn, kind)
 
-        self.loop.create_task(adopt())
+        task = self.loop.create_task(adopt())
+        self.link.tasks.add(task)
+        task.add_done_callback(self.link.tasks.discard)
 
     async def connect(self, srv: ServerRuntime, key: ConnKey, client_ip: str) -> ServerConn:
         """Open a new connection; raises OSError or TimeoutError (the caller answers 503)."""
         cfg = srv.cfg
         timeout = self.cfg.timeouts.connect or 5.0
         deadline = self.loop.time() + timeout
-        if cfg.maxconn > 0:
+        if cfg.maxconn > 0 and (cfg.strict_maxconn or self.mode is not ReuseMode.NEVER):
             # strict-maxconn: never above maxconn. Otherwise never above HAProxy's documented worst
             # case, maxconn + nbthread - 1 (SEMANTICS §4): without this cap a worker carrying
             # requests could also keep its one idle connection, one more than that bound.
@@ -322,14 +339,16 @@ class Backend:
         from proxy.takeover import KILL, Message
 
         cell = srv.cell
+        killed: set[int] = set()  # one KILL per victim and request: never a flood of closes
         while not cell.try_open_conn(limit):
             if srv.pool:
-                victim = srv.pool.oldest(1)[0]
-                self._drop_idle(victim)
-            elif srv.row.idle > 0 and self.link.channel is not None:
+                self._drop_idle(srv.pool.oldest(1)[0])
+                continue  # the room is ours to take at once
+            if srv.row.idle > 0 and self.link.channel is not None:
                 for slot in range(self.link.nworkers):
-                    if slot != self.link.slot and srv.peers[slot].idle > 0:
+                    if slot != self.link.slot and slot not in killed and srv.peers[slot].idle > 0:
                         self.link.channel.send(slot, Message(KILL, server=srv.index))
+                        killed.add(slot)
                         break
             if self.loop.time() >= deadline:
                 raise TimeoutError(f"no room for a new connection within {limit}")
@@ -340,6 +359,9 @@ class Backend:
         """The response ended cleanly in keep-alive: keep the connection or close it."""
         conn.make_idle()
         srv = conn.server
+        if self.link.stopping:
+            conn.close()
+            return
         if conn.private:
             if not session.attach_conn(conn):
                 conn.close()

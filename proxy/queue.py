@@ -145,6 +145,10 @@ class Queues:
                     srv.cell.release_slot()
                     return
             else:
+                peer = srv.peers[oldest[0]]
+                if peer.incoming >= peer.queued:  # it already has a slot on the way per waiter
+                    srv.cell.release_slot()
+                    return
                 srv.cell.give_slot(oldest[0])
                 self.send(oldest[0], Message(SLOT, server=srv.index))
 

@@ -53,6 +53,6 @@ class Session:
             self.conns.remove(conn)
 
     def close(self) -> None:
-        for conn in self.conns:
+        conns, self.conns = self.conns, []  # close() calls forget_conn: never iterate the list itself
+        for conn in conns:
             conn.close()
-        self.conns.clear()

@@ -732,6 +732,7 @@ class ShmTable:
         for i in range(self.nservers):
             cell = self.cell(i, slot)._base
             row = self._rows[i]._base
+            a.store(cell + C_OLDEST_TICKET, 0)  # first: no releaser may hand this slot a seat any more
             drift = [0] * len(GAUGES)
             if a.load(cell + C_SEQ) & 1:  # it died inside a paired operation on this server
                 report.inflight = True

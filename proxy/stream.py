@@ -230,6 +230,10 @@ class Stream:
         if not self.has_slot:
             timeout = backend.cfg.timeouts.queue or backend.cfg.timeouts.connect or 5.0
             outcome = await self.client.queues.wait(srv, timeout)
+            if self.done:  # the client left; on 3.11 wait_for may have swallowed _end's cancel
+                if outcome is Outcome.GRANTED:
+                    self.client.queues.release(srv)
+                return
             if outcome is not Outcome.GRANTED:
                 self.connect_task = None
                 self.fail(503, "sQ" if outcome is Outcome.TIMEOUT else "SQ")

@@ -66,6 +66,7 @@ class WorkerState:
         limits = Limits(max_head=g.bufsize, max_headers=g.maxhdr)
         self.link = WorkerLink(slot, table.nworkers, loop)
         self.link.shared = g.idle_pool_shared
+        self.link.late = self.adopt_late
         self.channel: Channel | None = None
         self.queues = Queues(table, slot, loop, self._send)
         self.by_index: dict[int, tuple[Backend, ServerRuntime]] = {}
@@ -217,6 +218,7 @@ class WorkerState:
         if self.stopping:
             return
         self.stopping = True
+        self.link.stopping = True
         for srv in self.servers:
             srv.close()
         for backend in self.backends.values():

@@ -127,3 +127,27 @@ def test_aborted_waiter_leaks_nothing(table: ShmTable) -> None:
         assert q1.try_take(s1)
 
     asyncio.run(main())
+
+
+def test_offer_never_sends_a_worker_more_slots_than_waiters(table: ShmTable) -> None:
+    """Regression guard (review of the shared pool, bug 6): when slots free up without a hand-off
+    (a dead worker's, reconciled), offer() used to move every free slot to the one waiting worker."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        (q0, q1), (s0, s1) = make_workers(table, loop, maxconn=3)
+        for _ in range(3):
+            assert q0.try_take(s0)
+        waiter = asyncio.create_task(q1.wait(s1, 5.0))
+        await asyncio.sleep(0)
+        assert table.row(0).queue_len == 1
+        for _ in range(3):
+            s0.cell.release_slot()  # freed without a hand-off
+        q0.offer(s0)
+        # Before worker 1 even reads its datagrams: one slot on the way for its one waiter.
+        assert (table.cell(0, 1).incoming, table.row(0).served) == (1, 1)
+        assert await waiter is Outcome.GRANTED
+        q1.release(s1)
+        assert table.row(0).served == 0
+
+    asyncio.run(main())
