@@ -314,20 +314,31 @@ class ServerCell(_View):
             a.fetch_add(cell, 1)
             n = a.fetch_add(off, 1) + 1
         else:
-            cur = a.load(off)
-            if cur >= limit:  # refused without touching seq: the common case of a full server
+            got = self._open_below(off, limit)
+            if got is None:
                 return False
-            a.fetch_add(cell, 1)
-            while not a.compare_exchange(off, cur, cur + 1):
-                cur = a.load(off)
-                if cur >= limit:
-                    a.fetch_add(cell, 1)
-                    return False
-            n = cur + 1
+            n = got
         a.fetch_add(cell + cell_off, 1)
         a.fetch_add(cell, 1)
         a.fetch_max(self._row + peak_off, n)
         return True
+
+    def _open_below(self, off: int, limit: int) -> int | None:
+        """+1 on the row word at ``off`` by compare-exchange unless it is at ``limit``. On success
+        the cell's bracket is left open (seq odd: the caller finishes the paired operation and
+        closes it) and the new value is returned; on refusal the bracket is closed (or was never
+        opened) and None is returned."""
+        a, cell = self._a, self._base
+        cur = a.load(off)
+        if cur >= limit:  # refused without touching seq: the common case of a full server
+            return None
+        a.fetch_add(cell, 1)
+        while not a.compare_exchange(off, cur, cur + 1):
+            cur = a.load(off)
+            if cur >= limit:
+                a.fetch_add(cell, 1)
+                return None
+        return cur + 1
 
     def _pair_add(self, row_off: int, cell_off: int, delta: int) -> int:
         a, cell = self._a, self._base
@@ -425,16 +436,8 @@ class ServerCell(_View):
             self.used_to_idle(safe)
             return True
         a, cell, row = self._a, self._base, self._row
-        off = row + R_IDLE
-        cur = a.load(off)
-        if cur >= limit:
+        if self._open_below(row + R_IDLE, limit) is None:
             return False
-        a.fetch_add(cell, 1)
-        while not a.compare_exchange(off, cur, cur + 1):
-            cur = a.load(off)
-            if cur >= limit:
-                a.fetch_add(cell, 1)
-                return False
         a.fetch_add(cell + C_IDLE, 1)
         a.fetch_add(row + R_USED, -1)
         a.fetch_add(cell + C_USED, -1)
