@@ -109,8 +109,3 @@ def notice(msg: str) -> None:
 def alert(msg: str) -> None:
     sys.stderr.write(f"[ALERT]    ({os.getpid()}) : {msg}\n")
     sys.stderr.flush()
-
-
-def warning(msg: str) -> None:
-    sys.stderr.write(f"[WARNING]  ({os.getpid()}) : {msg}\n")
-    sys.stderr.flush()

@@ -28,43 +28,11 @@ from collections.abc import Iterator, Sequence
 from itertools import islice
 from typing import Generic, Protocol, TypeVar
 
-from proxy.pool_policy import (
-    ConnKey,
-    ListKind,
-    PurgePlan,
-    conn_key,
-    kind_after_release,
-    may_steal,
-    next_takeover,
-    oldest_waiter,
-    purge_plan,
-    reuse_order,
-    server_conn_key,
-    should_keep,
-    steal_order,
-    worker_holds_for,
-    worker_share,
-)
+from proxy import pool_policy
+from proxy.pool_policy import *  # noqa: F403  (this module is the policy's public face too)
+from proxy.pool_policy import ConnKey, ListKind
 
-__all__ = [
-    "ConnKey",
-    "IdlePool",
-    "ListKind",
-    "PooledConn",
-    "PurgePlan",
-    "conn_key",
-    "kind_after_release",
-    "may_steal",
-    "next_takeover",
-    "oldest_waiter",
-    "purge_plan",
-    "reuse_order",
-    "server_conn_key",
-    "should_keep",
-    "steal_order",
-    "worker_holds_for",
-    "worker_share",
-]
+__all__ = [*pool_policy.__all__, "IdlePool", "PooledConn"]
 
 
 class PooledConn(Protocol):

@@ -55,7 +55,6 @@ _next_id = 0
 class ServerConn(asyncio.Protocol):
     __slots__ = (
         "acct",
-        "connected_at",
         "got_response_bytes",
         "id",
         "idle_since",
@@ -86,7 +85,6 @@ class ServerConn(asyncio.Protocol):
         self.peer: ServerPeer | None = None
         self.requests = 0  # requests completed on this connection
         self.idle_since = 0.0
-        self.connected_at = 0.0
         self.private = False
         self.owner: object | None = None  # the client session a private connection belongs to
         self.got_response_bytes = False
@@ -106,7 +104,6 @@ class ServerConn(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
-        self.connected_at = time.monotonic()
 
     def data_received(self, data: bytes) -> None:
         state = self.state

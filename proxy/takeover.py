@@ -32,7 +32,6 @@ import asyncio
 import os
 import socket
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -249,6 +248,3 @@ def _slot_of(addr: object, base: str) -> int | None:
         return int(addr[len(prefix) :])
     except ValueError:
         return None
-
-
-OnLateFd = Callable[[Handed], None]
