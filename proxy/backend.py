@@ -1,84 +1,82 @@
-"""A backend inside one worker: server choice, getting a server connection, and giving it back.
+"""A backend inside one worker: server choice, and the one place that gets a server connection.
 
-This is the thin I/O layer that carries out the pure decisions of ``proxy.pool`` (which list to take
-from, keep or close on release, whom to steal from, this worker's share of a purge) and
-``proxy.balance`` (which server), over the server-wide numbers of the shared table:
+``Backend.acquire`` carries out, step by step, the plan that the pure policy returns
+(``proxy.pool_policy.acquire_plan``): take a ``maxconn`` slot (or wait in the queue shared by all
+workers, ``proxy.queue``), then the client session's own connection, then this worker's idle lists in
+the reuse mode's order, then other workers' idle connections (victims in ``steal_order``, asked over
+``proxy.takeover``), then a new connection (``retries`` + 1 attempts). ``acquire_now`` is the same
+plan's synchronous prefix — the hot path of a keep-alive request creates no task.
 
-- ``reuse()``: the client session's own (private) connections, then this worker's idle lists in
-  ``reuse_order(mode, first)`` (SEMANTICS.md §1);
-- ``steal()``: if nothing fits here and ``may_steal(idle_total, pool-low-conn)``, ask another worker
-  for an idle connection of the same key (``proxy.takeover``), victims in rotating order;
-- ``connect()``: open a new connection (``timeout connect``, ``source``/``usesrc clientip``); with
-  ``strict-maxconn`` only when the server-wide connection count stays within ``maxconn``, else an
-  idle connection somewhere is stolen or closed first;
-- ``release()``: the keep-on-release rule (``should_keep``) once a response ended cleanly.
+When the exchange ends, ``finish`` gives everything back: the connection is kept (``should_keep``,
+the keep-on-release rule over the server-wide numbers) or closed, and the slot is released (to the
+oldest waiter across workers). Accounting moves go through ``ServerRuntime.move`` only.
 
-Accounting: see ``proxy.server`` (``ServerConn.acct``, ``opened``). ``ServerConn.on_lost`` — fired
-once, from ``connection_lost`` — is the single place where a closed connection is uncounted.
+Failures to acquire raise ``AcquireError`` carrying what to answer (HAProxy's statuses and
+termination states): queue full 503 ``SQ``, queue timeout 503 ``sQ``, no connection 503 ``SC``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import socket
-from collections.abc import Callable
+import time
 from typing import TYPE_CHECKING
 
 from proxy.balance import make_balancer
 from proxy.config.model import Proxy, ReuseMode
+from proxy.donor import ORDERS, WorkerLink, adopt, key_id
 from proxy.h1 import Limits
 from proxy.pool import (
+    AcquirePlan,
     ConnKey,
     ListKind,
-    conn_key,
+    acquire_plan,
     kind_after_release,
-    may_steal,
-    reuse_order,
+    server_conn_key,
     should_keep,
     steal_order,
-    worker_share,
 )
-from proxy.server import ACCT_IDLE, ACCT_NONE, ACCT_PRIVATE, ACCT_USED, ServerRuntime
-from proxy.server_conn import ServerConn, State
-from proxy.shm import R_CONNECT_ERRORS, R_CONNECTS, R_PURGED, R_REUSES, R_TAKEOVERS_ASKED, R_TAKEOVERS_FAILED
+from proxy.queue import Outcome
+from proxy.server import Acct, ServerRuntime
+from proxy.server_conn import ServerConn, adopt_socket
+from proxy.shm import R_CONNECT_ERRORS, R_CONNECTS, R_REUSES, R_TAKEOVERS_ASKED, R_TAKEOVERS_FAILED
+from proxy.takeover import KILL, Message
 
 if TYPE_CHECKING:
     from proxy.session import Session
-    from proxy.takeover import Channel, Handed
+    from proxy.takeover import Handed
 
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 TAKEOVER_DEADLINE = 0.005  # seconds a thief waits for a victim before connecting itself
-STRICT_WAIT = 0.002  # strict-maxconn: pause between two tries to find room for a connection
-
-# The order of lists a thief asks for travels as one byte.
-ORDERS: tuple[tuple[ListKind, ...], ...] = (
-    (ListKind.IDLE, ListKind.SAFE),
-    (ListKind.SAFE,),
-    (ListKind.SAFE, ListKind.IDLE),
-)
+STRICT_WAIT = 0.002  # connection cap: pause between two tries to find room for a connection
 
 
-def key_id(key: ConnKey) -> int:
-    """A stable 63-bit identity of a connection key, the same in every worker."""
-    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+class AcquireError(Exception):
+    """No connection for this request: answer ``status`` with termination state ``term``."""
+
+    def __init__(self, status: int, term: str) -> None:
+        super().__init__(f"{status} {term}")
+        self.status = status
+        self.term = term
 
 
-class WorkerLink:
-    """What a backend needs from its worker: identity, the channel and the key registry."""
+class Acquisition:
+    """One request's dealings with a backend: its server, key, slot, and how it got a connection."""
 
-    def __init__(self, slot: int, nworkers: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.slot = slot
-        self.nworkers = nworkers
-        self.loop = loop
-        self.channel: Channel | None = None
-        self.keys: dict[int, ConnKey] = {}  # key_id -> key, for the keys of this worker's connections
-        self.shared = True  # tune.idle-pool.shared: may this worker steal from the others
-        self.late: Callable[[Handed], None] | None = None  # where a connection for another server goes
-        self.stopping = False  # soft stop: nothing is pooled any more
-        self.tasks: set[asyncio.Task[None]] = set()  # background adoptions, referenced until done
+    __slots__ = ("first", "has_slot", "key", "reused", "server", "session", "t_connected", "t_queued")
+
+    def __init__(self, server: ServerRuntime, key: ConnKey, session: Session) -> None:
+        self.server = server
+        self.key = key
+        self.session = session
+        self.first = session.first_request
+        self.has_slot = False
+        self.reused = False  # the connection had served a request before (a replay may be needed)
+        self.t_queued = 0.0  # when the slot was obtained
+        self.t_connected = 0.0  # when the connection was obtained
+
+    def __repr__(self) -> str:
+        return f"<Acquisition {self.server.backend_name}/{self.server.name} slot={self.has_slot}>"
 
 
 class Backend:
@@ -128,74 +126,110 @@ class Backend:
         return None if idx is None else servers[idx]
 
     def key_for(self, srv: ServerRuntime, client_ip: str) -> ConnKey:
-        """The connection key: server and destination, plus the source with usesrc clientip."""
-        cfg = srv.cfg
-        if not cfg.usesrc_clientip:
-            key = srv.static_key
-            if key is None:
-                key = srv.static_key = self._register(
-                    conn_key(server=f"{self.name}/{srv.name}", destination=(cfg.host, cfg.port))
-                )
-            return key
-        return self._register(
-            conn_key(server=f"{self.name}/{srv.name}", source=client_ip, destination=(cfg.host, cfg.port))
-        )
-
-    def _register(self, key: ConnKey) -> ConnKey:
-        keys = self.link.keys
-        kid = key_id(key)
-        if kid not in keys:
-            keys[kid] = key
+        """The connection key (``server_conn_key``); computed once per server unless it depends on
+        the client (``usesrc clientip``)."""
+        if srv.cfg.usesrc_clientip:
+            return self.link.register(server_conn_key(self.name, srv.cfg, client_ip=client_ip))
+        key = srv.static_key
+        if key is None:
+            key = srv.static_key = self.link.register(server_conn_key(self.name, srv.cfg))
         return key
 
-    # -- getting a connection ---------------------------------------------------------------
-    def reuse(self, srv: ServerRuntime, key: ConnKey, first: bool, session: Session) -> ServerConn | None:
-        """An idle connection of this worker this request may use (SEMANTICS.md §1), or None."""
-        conn = session.take_conn(srv, key)
-        if conn is not None:
-            srv.row.add(R_REUSES)
-            return conn
-        if self.mode is ReuseMode.NEVER:
-            return None
-        order = reuse_order(self.mode, first)
-        if not order:
-            return None
-        while True:
-            got = srv.pool.take_with_kind(key, order)
-            if got is None:
+    def acquisition(self, srv: ServerRuntime, session: Session) -> Acquisition:
+        return Acquisition(srv, self.key_for(srv, session.client_ip), session)
+
+    # -- acquiring ----------------------------------------------------------------------------
+    def acquire_now(self, acq: Acquisition) -> ServerConn | None:
+        """The plan's synchronous prefix: a free slot, then the session's or this worker's own
+        connection. None when the rest needs waiting (``acquire``)."""
+        if not acq.has_slot:
+            if not self.link.queues.try_take(acq.server):
                 return None
-            conn, kind = got
-            conn.pooled = None
-            srv.idle_reused(kind is ListKind.SAFE)
-            conn.acct = ACCT_USED
-            if conn.alive:
-                srv.row.add(R_REUSES)
+            acq.has_slot = True
+            acq.t_queued = time.monotonic()
+        return self._local(acq, self._plan(acq).lists)
+
+    async def acquire(self, acq: Acquisition, *, fresh: bool = False) -> ServerConn:
+        """The whole plan (after ``acquire_now`` found nothing, or ``fresh`` for a replay).
+
+        Raises ``AcquireError``. On return or on an exception, ``acq.has_slot`` says whether a slot
+        is held, which ``finish`` (or ``abandon``) gives back."""
+        srv = acq.server
+        if not acq.has_slot:
+            timeout = self.cfg.timeouts.queue or self.cfg.timeouts.connect or 5.0
+            outcome = await self.link.queues.wait(srv, timeout)
+            if outcome is not Outcome.GRANTED:
+                raise AcquireError(503, "sQ" if outcome is Outcome.TIMEOUT else "SQ")
+            acq.has_slot = True
+            acq.t_queued = time.monotonic()
+            if not fresh:
+                conn = self._local(acq, self._plan(acq).lists)
+                if conn is not None:
+                    return conn
+        plan = self._plan(acq, fresh)
+        if plan.steal:
+            conn = await self._steal(acq, plan.lists)
+            if conn is not None:
                 return conn
-            conn.close()  # died while idle, its connection_lost not run yet: uncounted as used there
+        for _ in range(plan.connects):
+            try:
+                conn = await self._connect(acq)
+            except (TimeoutError, OSError):
+                continue
+            if conn.alive:  # the server may have closed it before we could use it
+                acq.reused = False
+                acq.t_connected = time.monotonic()
+                return conn
+        raise AcquireError(503, "SC")
 
-    def may_steal(self, srv: ServerRuntime, first: bool) -> bool:
-        if self.mode is ReuseMode.NEVER or not self.link.shared or self.link.nworkers < 2:
-            return False
-        if not reuse_order(self.mode, first):
-            return False
-        idle_total = srv.row.idle
-        return idle_total > len(srv.pool) and may_steal(idle_total, srv.cfg.pool_low_conn)
+    def _plan(self, acq: Acquisition, fresh: bool = False) -> AcquirePlan:
+        srv = acq.server
+        link = self.link
+        return acquire_plan(
+            self.mode,
+            acq.first,
+            retries=self.cfg.retries,
+            fresh=fresh,
+            stealing=link.shared and link.nworkers > 1,
+            idle_total=srv.row.idle,
+            local_idle=len(srv.pool),
+            pool_low_conn=srv.cfg.pool_low_conn,
+        )
 
-    async def steal(self, srv: ServerRuntime, key: ConnKey, first: bool) -> ServerConn | None:
-        """Ask one other worker for an idle connection of this key; None if it has none in time."""
-        channel = self.link.channel
-        assert channel is not None
-        order = reuse_order(self.mode, first)
-        safe_only = order == (ListKind.SAFE,)
-        usable = [self._peer_usable(srv, slot, safe_only) for slot in range(self.link.nworkers)]
-        victims = steal_order(self.link.slot, self.link.nworkers, self.next_victim, usable)
+    def _local(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
+        """The client session's own connection, then this worker's lists in ``lists`` order."""
+        srv = acq.server
+        conn = acq.session.take_conn(srv, acq.key)
+        if conn is None and lists:
+            conn = srv.take_idle(acq.key, lists)
+        if conn is None:
+            return None
+        srv.row.add(R_REUSES)
+        acq.reused = True
+        acq.t_connected = time.monotonic()
+        return conn
+
+    # -- stealing (the thief's side; the victim's is proxy.takeover.Donor) --------------------
+    async def _steal(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
+        """Ask other workers, in turn and within one deadline, for an idle connection of our key."""
+        srv = acq.server
+        link = self.link
+        channel = link.channel
+        if channel is None:
+            return None
+        safe_only = lists == (ListKind.SAFE,)
+        usable = [
+            0 if slot == link.slot else (peer.safe if safe_only else peer.idle)
+            for slot, peer in enumerate(srv.peers)
+        ]
+        victims = steal_order(link.slot, link.nworkers, self.next_victim, usable)
         if not victims:
             return None
-        self.next_victim = (victims[0] + 1) % self.link.nworkers
+        self.next_victim = (victims[0] + 1) % link.nworkers
         # Victims in turn (SEMANTICS §3: one with nothing to give or too slow is skipped), all within
         # one deadline: stealing must not cost more than a connect would.
         deadline = self.loop.time() + TAKEOVER_DEADLINE
-        kid, order_code = key_id(key), ORDERS.index(order)
+        kid, order_code = key_id(acq.key), ORDERS.index(lists)
         handed = None
         for victim in victims:
             left = deadline - self.loop.time()
@@ -209,103 +243,44 @@ class Backend:
         if handed is None:
             return None
         if handed.server != srv.index:  # a late answer to an older ask: the worker pools it
-            if self.link.late is not None:
-                self.link.late(handed)
+            if link.late is not None:
+                link.late(handed)
             return None
-        conn = await self._adopt(srv, key, handed)
+        conn = await self._adopt(srv, acq.key, handed)
         if conn is None:
             return None
         srv.cell.takeover_taken()
-        srv.conn_used()
-        conn.acct = ACCT_USED
+        srv.move(conn, Acct.USED)
         srv.row.add(R_REUSES)
+        acq.reused = True
+        acq.t_connected = time.monotonic()
         return conn
-
-    def _peer_usable(self, srv: ServerRuntime, slot: int, safe_only: bool) -> int:
-        if slot == self.link.slot:
-            return 0
-        peer = srv.peers[slot]
-        return peer.safe if safe_only else peer.idle
 
     async def _adopt(self, srv: ServerRuntime, key: ConnKey, handed: Handed) -> ServerConn | None:
-        """Wrap a descriptor received from another worker into a connection of ours."""
-        try:
-            sock = socket.socket(fileno=handed.fd)
-        except OSError:
-            os.close(handed.fd)
-            return None
-        conn = ServerConn(srv, key, self.engine_name, self.limits)
-        conn.requests = handed.reqs
-        conn.on_lost = self._on_lost
-        conn.opened = True  # the victim moved its share of cur_conns to our cell (give_conn)
-        try:
-            sock.setblocking(False)
-            await self.loop.create_connection(lambda: conn, sock=sock)
-        except BaseException as exc:  # OSError, or the stream gave up (cancelled) meanwhile
-            conn.on_lost = None
-            if conn.transport is not None:
-                conn.transport.abort()
-            sock.close()
-            conn.opened = False
-            srv.cell.conn_closed()
-            if isinstance(exc, OSError):
-                return None
-            raise
-        if not conn.alive:  # the server spoke or closed before we resumed: close() uncounted it
-            conn.close()
-            return None
-        conn.state = State.IDLE
-        return conn
+        return await adopt(self.loop, ServerConn(srv, key, self.engine_name, self.limits), handed)
 
-    def adopt_late(self, srv: ServerRuntime, handed: Handed) -> None:
-        """A connection handed over after the thief gave up waiting: pool it as our own idle one."""
-        key = srv.static_key
-        if key is None or srv.cfg.usesrc_clientip or self.link.stopping:
-            os.close(handed.fd)  # we cannot tell its key here: do not guess
-            srv.cell.conn_closed()  # the victim moved its count to us
-            return
-
-        async def adopt() -> None:
-            conn = await self._adopt(srv, key, handed)
-            if conn is None:
-                return
-            kind = ListKind.SAFE if handed.kind else ListKind.IDLE
-            srv.cell.idle_add(1, kind is ListKind.SAFE)
-            conn.acct = ACCT_IDLE
-            conn.pooled = kind
-            conn.idle_since = self.loop.time()
-            srv.pool.add(conn, kind)
-
-        task = self.loop.create_task(adopt())
-        self.link.tasks.add(task)
-        task.add_done_callback(self.link.tasks.discard)
-
-    async def connect(self, srv: ServerRuntime, key: ConnKey, client_ip: str) -> ServerConn:
-        """Open a new connection; raises OSError or TimeoutError (the caller answers 503)."""
+    # -- connecting ---------------------------------------------------------------------------
+    async def _connect(self, acq: Acquisition) -> ServerConn:
+        """Open a new connection; raises OSError or TimeoutError."""
+        srv = acq.server
         cfg = srv.cfg
         timeout = self.cfg.timeouts.connect or 5.0
         deadline = self.loop.time() + timeout
+        conn = ServerConn(srv, acq.key, self.engine_name, self.limits)
         if cfg.maxconn > 0 and (cfg.strict_maxconn or self.mode is not ReuseMode.NEVER):
             # strict-maxconn: never above maxconn. Otherwise never above HAProxy's documented worst
             # case, maxconn + nbthread - 1 (SEMANTICS §4): without this cap a worker carrying
             # requests could also keep its one idle connection, one more than that bound.
             limit = cfg.maxconn if cfg.strict_maxconn else cfg.maxconn + self.link.nworkers - 1
-            await self._room_for_one(srv, deadline, limit)
+            await self._room_for_one(srv, conn, deadline, limit)
         else:
-            srv.cell.try_open_conn(0)
-        conn = ServerConn(srv, key, self.engine_name, self.limits)
-        conn.opened = True
-        private = conn.private = self.mode is ReuseMode.NEVER
-        if private:
-            conn.acct = ACCT_PRIVATE
-        else:
-            srv.conn_used()
-            conn.acct = ACCT_USED
+            srv.move(conn, Acct.COUNTED, 0)
+        srv.move(conn, Acct.PRIVATE if self.mode is ReuseMode.NEVER else Acct.USED)
         srv.row.add(R_CONNECTS)
-        conn.on_lost = self._on_lost
+        conn.on_lost = srv.lost
         sock = None
         try:
-            source = client_ip if cfg.usesrc_clientip else cfg.source
+            source = acq.session.client_ip if cfg.usesrc_clientip else cfg.source
             family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setblocking(False)
@@ -318,44 +293,49 @@ class Backend:
                 sock.bind(_source_addr(source))
             left = max(0.001, deadline - self.loop.time())
             await asyncio.wait_for(self.loop.sock_connect(sock, (cfg.host, cfg.port)), left)
-            await self.loop.create_connection(lambda: conn, sock=sock)
+            await adopt_socket(self.loop, conn, sock)
         except BaseException:
             srv.row.add(R_CONNECT_ERRORS)
-            conn.on_lost = None
-            if conn.transport is not None:
-                conn.transport.abort()
-            elif sock is not None:
+            if conn.transport is None and sock is not None:
                 sock.close()
-            self._uncount(conn)
+            conn.close()  # runs the hook: uncounted
             raise
-        conn.state = State.IDLE  # connected, not yet attached
         return conn
 
-    async def _room_for_one(self, srv: ServerRuntime, deadline: float, limit: int) -> None:
-        """Count one more connection only within ``limit``, making room first.
+    async def _room_for_one(self, srv: ServerRuntime, conn: ServerConn, deadline: float, limit: int) -> None:
+        """Count ``conn`` as opened only within ``limit``, making room first.
 
         Room is made by closing an idle connection: one of ours at once, else by asking the worker
         that holds one (KILL). Raises TimeoutError when no room appears before ``deadline``."""
-        from proxy.takeover import KILL, Message
-
-        cell = srv.cell
         killed: set[int] = set()  # one KILL per victim and request: never a flood of closes
-        while not cell.try_open_conn(limit):
+        link = self.link
+        while not srv.move(conn, Acct.COUNTED, limit):
             if srv.pool:
-                self._drop_idle(srv.pool.oldest(1)[0])
+                srv.drop_idle(srv.pool.oldest(1)[0])
                 continue  # the room is ours to take at once
-            if srv.row.idle > 0 and self.link.channel is not None:
-                for slot in range(self.link.nworkers):
-                    if slot != self.link.slot and slot not in killed and srv.peers[slot].idle > 0:
-                        self.link.channel.send(slot, Message(KILL, server=srv.index))
+            if srv.row.idle > 0 and link.channel is not None:
+                for slot in range(link.nworkers):
+                    if slot != link.slot and slot not in killed and srv.peers[slot].idle > 0:
+                        link.channel.send(slot, Message(KILL, server=srv.index))
                         killed.add(slot)
                         break
             if self.loop.time() >= deadline:
                 raise TimeoutError(f"no room for a new connection within {limit}")
             await asyncio.sleep(STRICT_WAIT)
 
-    # -- giving it back -----------------------------------------------------------------------
-    def release(self, conn: ServerConn, session: Session) -> None:
+    # -- giving back ----------------------------------------------------------------------------
+    def finish(self, acq: Acquisition, conn: ServerConn | None, reusable: bool) -> None:
+        """The exchange ended: keep or close its connection, and release its slot."""
+        if conn is not None:
+            if reusable:
+                self._release(conn, acq.session)
+            else:
+                conn.close()
+        if acq.has_slot:
+            acq.has_slot = False
+            self.link.queues.release(acq.server)
+
+    def _release(self, conn: ServerConn, session: Session) -> None:
         """The response ended cleanly in keep-alive: keep the connection or close it."""
         conn.make_idle()
         srv = conn.server
@@ -383,117 +363,16 @@ class Backend:
             est_need=row.est_need,
             pool_low_conn=srv.cfg.pool_low_conn,
         )
-        if not keep:
+        # The move is bounded by pool-max-conn: another worker may have taken the last place.
+        if not keep or not srv.move(conn, srv.pooled_state(kind), srv.cfg.pool_max_conn):
             conn.close()
             return
-        if not srv.cell.try_used_to_idle(kind is ListKind.SAFE, srv.cfg.pool_max_conn):
-            conn.close()  # another worker took the last place under pool-max-conn meanwhile
-            return
-        conn.acct = ACCT_IDLE
-        conn.pooled = kind
         pool.add(conn, kind)
 
     def make_private(self, conn: ServerConn) -> None:
         """The connection now belongs to its client session (NTLM/Negotiate): uncount it."""
-        if not conn.private:
-            conn.private = True
-            if conn.acct == ACCT_USED:
-                conn.server.cell.used_add(-1)
-                conn.acct = ACCT_PRIVATE
-
-    def discard(self, conn: ServerConn) -> None:
-        """Close a connection that must not be reused (error, close framing, tunnel end)."""
-        conn.close()
-
-    def _uncount(self, conn: ServerConn) -> None:
-        srv = conn.server
-        acct = conn.acct
-        conn.acct = ACCT_NONE
-        if acct == ACCT_USED:
-            srv.cell.used_add(-1)
-        elif acct == ACCT_IDLE:
-            srv.cell.idle_add(-1, conn.pooled is ListKind.SAFE)
-        conn.pooled = None
-        if conn.opened:
-            conn.opened = False
-            srv.cell.conn_closed()
-
-    def _on_lost(self, conn: ServerConn) -> None:
-        if conn.pooled is not None:
-            conn.server.pool.remove(conn)
-        self._uncount(conn)
-        owner = conn.owner
-        if owner is not None:
-            owner.forget_conn(conn)  # type: ignore[attr-defined]
-
-    def _drop_idle(self, conn: ServerConn) -> None:
-        """Take a pooled connection out of the pool and the counts now, then close it."""
-        conn.server.pool.remove(conn)
-        conn.on_lost = None
-        self._uncount(conn)
-        conn.close()
-
-    # -- the other side of a takeover, purge and kill (driven by the worker's channel) ---------
-    def give_idle(
-        self, srv: ServerRuntime, key: ConnKey, order: tuple[ListKind, ...]
-    ) -> tuple[int, int, int] | None:
-        """Detach one idle connection of ``key`` for another worker: (dup'd fd, requests, kind).
-
-        The connection leaves our pool, our loop and our counts *before* the descriptor is sent;
-        our copy is closed without shutdown(), so the thief's copy stays connected."""
-        got = srv.pool.pop_any_with_kind(order, key)
-        while got is not None and not got[0].alive:
-            conn = got[0]
-            conn.pooled = got[1]
-            conn.close()  # its connection_lost uncounts it (pooled set, pool already left)
-            got = srv.pool.pop_any_with_kind(order, key)
-        if got is None:
-            return None
-        conn, kind = got
-        transport = conn.transport
-        assert transport is not None
-        sock = transport.get_extra_info("socket")
-        try:
-            transport.pause_reading()
-            fd = os.dup(sock.fileno())
-        except (OSError, AttributeError):
-            conn.pooled = kind
-            conn.close()
-            return None
-        conn.pooled = kind
-        conn.on_lost = None
-        conn.opened = False  # its share of cur_conns stays until handed_over() moves or drops it
-        self._uncount(conn)
-        conn.state = State.CLOSED
-        conn.peer = None
-        transport.abort()  # closes our descriptor only: the duplicate keeps the socket open
-        srv.cell.takeover_given()
-        return fd, conn.requests, 1 if kind is ListKind.SAFE else 0
-
-    def handed_over(self, srv: ServerRuntime, thief: int, sent: bool) -> None:
-        """After ``give_idle``: the connection's share of cur_conns goes to the thief, or, if the
-        datagram could not be sent (the descriptor is then closed), the connection is gone."""
-        if sent:
-            srv.cell.give_conn(thief)
-        else:
-            srv.cell.conn_closed()
-
-    def purge(self, srv: ServerRuntime, to_close: int, idle_total: int) -> None:
-        """This worker's share of a purge the master decided (oldest connections first)."""
-        share = worker_share(to_close, len(srv.pool), idle_total)
-        for conn in srv.pool.oldest(share):
-            srv.row.add(R_PURGED)
-            self._drop_idle(conn)
-
-    def kill_idle(self, srv: ServerRuntime) -> None:
-        if srv.pool:
-            self._drop_idle(srv.pool.oldest(1)[0])
-
-    def close_idle(self) -> None:
-        """Soft stop: close every idle connection of this worker."""
-        for srv in self.servers:
-            for conn in srv.pool.oldest(len(srv.pool)):
-                self._drop_idle(conn)
+        if conn.acct is Acct.USED:
+            conn.server.move(conn, Acct.PRIVATE)
 
 
 def _source_addr(source: str) -> tuple[str, int]:

@@ -1,6 +1,6 @@
 """A frontend inside one worker: the rules applied to each request before a server is chosen.
 
-Order, as HAProxy evaluates them: the frontend's ``http-request return`` rules, then ``use_backend``
+``route`` applies them in HAProxy's order: the frontend's ``http-request return`` rules, then ``use_backend``
 rules in order (first match wins), else ``default_backend``; then the chosen backend's own
 ``http-request return`` rules (a ``listen`` section is its own backend). ACLs are evaluated by
 ``proxy.acl`` on a ``RequestCtx`` built once per request.
@@ -43,8 +43,19 @@ class Frontend:
     def __repr__(self) -> str:
         return f"<Frontend {self.name} binds={len(self.cfg.binds)}>"
 
-    def local_return(self, ctx: RequestCtx) -> HttpReturn | None:
-        return first_return(self.cfg, ctx)
+    def route(self, head: RequestHead, client_ip: str) -> tuple[HttpReturn | None, Backend | None]:
+        """Where a request goes: a local answer (``http-request return``, the frontend's then the
+        chosen backend's), or a backend (None for both: no backend matched, answer 503)."""
+        ctx = request_ctx(head, client_ip)
+        ret = first_return(self.cfg, ctx)
+        if ret is not None:
+            return ret, None
+        backend = self.choose_backend(ctx)
+        if backend is not None and backend.cfg is not self.cfg:
+            ret = first_return(backend.cfg, ctx)
+            if ret is not None:
+                return ret, None
+        return None, backend
 
     def choose_backend(self, ctx: RequestCtx) -> Backend | None:
         for backend, cond in self.rules:

@@ -1,8 +1,13 @@
 """The client side of HTTP/1.1: one ``ClientConn`` (an ``asyncio.Protocol``) per client connection.
 
-It parses requests, runs them one at a time through a ``Stream`` (pipelined requests wait, in order,
-with reading paused), writes what the stream produces, and applies the client-side timeouts:
+The mux owns the HTTP/1 wire. It parses requests and runs them one at a time through a stream (opened
+by its environment, ``proxy.sides.ClientEnv``; pipelined requests wait, in order, with reading
+paused), and it is the stream's ``proxy.sides.ClientSide``: it serialises what the stream sends back
+with HTTP/1's framing rules — a body delimited by close is re-framed as chunked for an HTTP/1.1 client
+(so the connection can stay alive), a chunked one is delimited by close for an HTTP/1.0 client, 1xx
+interim responses go to HTTP/1.1 clients only, HEAD responses carry no body.
 
+Client-side timeouts:
 - ``timeout http-request``: the whole request head must arrive within it (408, ``cR``);
 - ``timeout http-keep-alive`` (falls back to http-request): the wait for the next request after a
   response; on expiry the connection closes silently;
@@ -10,36 +15,62 @@ with reading paused), writes what the stream produces, and applies the client-si
 Timers are lazy: a deadline is re-armed only when it fires early, so the hot path only stores a
 timestamp.
 
-A request the parser rejects gets its status (400/413/431/501, ``PR``) once every earlier pipelined
-response has been written, and the connection closes. Nothing in here raises out of a callback:
-a malformed request never takes the worker down.
+``Phase`` is the connection's state machine (``_PHASES`` lists the legal moves). A request the parser
+rejects gets its status (400/413/431/501, ``PR``) once every earlier pipelined response has been
+written, and the connection closes. Nothing in here raises out of a callback: a malformed request
+never takes the worker down.
+
+Flow control. Reading pauses for any of three reasons (``_Pause``): too many parsed events waiting
+(pipelining), the current stream cannot forward the request body now (``pause_request``), or an
+upgrade request whose outcome is not known yet. The transport is paused while any reason holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections import deque
 from typing import TYPE_CHECKING
 
 from proxy.h1 import ProtocolError, engine, writer
-from proxy.message import Data, EndOfMessage, Event, RequestHead
+from proxy.message import Data, EndOfMessage, Event, Framing, RequestHead, ResponseHead
 from proxy.session import Session
-from proxy.stream import Stream
 
 if TYPE_CHECKING:
-    from proxy.frontend import Frontend
-    from proxy.worker import WorkerState
+    from proxy.message import Headers
+    from proxy.sides import ClientEnv, StreamHandle
 
 PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
 
 
+class Phase(enum.Enum):
+    IDLE = "idle"  # between requests: no byte of the next one yet (keep-alive wait)
+    HEAD = "head"  # bytes of a request head arrived, no complete head yet (http-request timeout)
+    STREAM = "stream"  # a stream runs the current request
+    TUNNEL = "tunnel"  # after a 101: raw bytes both ways
+    CLOSED = "closed"  # closing or closed: nothing more is read or started
+
+
+_PHASES: dict[Phase, frozenset[Phase]] = {
+    Phase.IDLE: frozenset({Phase.HEAD, Phase.STREAM, Phase.CLOSED}),
+    Phase.HEAD: frozenset({Phase.STREAM, Phase.CLOSED}),
+    Phase.STREAM: frozenset({Phase.IDLE, Phase.HEAD, Phase.TUNNEL, Phase.CLOSED}),
+    Phase.TUNNEL: frozenset({Phase.CLOSED}),
+    Phase.CLOSED: frozenset(),
+}
+
+
+class _Pause(enum.IntFlag):
+    PIPELINE = 1  # parsed events wait for the current stream
+    BODY = 2  # the stream cannot forward the request body now
+    UPGRADE = 4  # bytes after an upgrade request may be the tunnel's
+
+
 class ClientConn(asyncio.Protocol):
     __slots__ = (
-        "closing",
         "corked",
-        "frontend",
-        "got_bytes",
+        "env",
         "half_closed",
         "inbox",
         "last_io",
@@ -48,43 +79,41 @@ class ClientConn(asyncio.Protocol):
         "parser",
         "pause_reasons",
         "paused",
+        "phase",
         "processing",
-        "queues",
         "req_eom",
         "resp_done",
+        "resp_framing",
         "session",
-        "state",
         "stream",
+        "stream_head",
         "t_wait_start",
         "timer",
         "transport",
-        "tunnel_stream",
         "upgrade_held",
         "write_paused",
     )
 
-    def __init__(self, frontend: Frontend, state: WorkerState) -> None:
-        self.frontend = frontend
-        self.state = state
-        self.parser = engine(frontend.engine_name).request_parser(frontend.limits)
+    def __init__(self, env: ClientEnv) -> None:
+        self.env = env
+        self.parser = engine(env.engine_name).request_parser(env.limits)
         self.transport: asyncio.Transport | None = None
         self.session = Session("", 0)
-        self.stream: Stream | None = None
+        self.phase = Phase.IDLE
+        self.stream: StreamHandle | None = None  # the current request's, or the tunnel's
+        self.stream_head: RequestHead | None = None
         self.inbox: deque[Event] = deque()
         self.parse_error: ProtocolError | None = None
-        self.pause_reasons = 0  # bit 1: pipeline full, bit 2: server side full
+        self.pause_reasons = _Pause(0)
         self.paused = False
-        self.closing = False
-        self.got_bytes = False
-        self.half_closed = False
+        self.half_closed = False  # the client sent its FIN: answer what is in flight, then close
         self.corked: list[bytes] | None = None
         self.processing = False
-        self.req_eom = False
-        self.resp_done = False
-        self.tunnel_stream: Stream | None = None
+        self.req_eom = False  # the current request's end was read
+        self.resp_done = False  # the current response ended (the stream is done)
+        self.resp_framing = Framing.NONE  # how the current response body is framed to the client
         self.upgrade_held = False
         self.write_paused = False
-        self.queues = state.queues
         self.last_io = 0.0
         self.t_wait_start = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -92,7 +121,25 @@ class ClientConn(asyncio.Protocol):
 
     def __repr__(self) -> str:
         s = self.session
-        return f"<ClientConn {s.client_ip}:{s.client_port} fe={self.frontend.name} reqs={s.requests_done}>"
+        return (
+            f"<ClientConn {s.client_ip}:{s.client_port} fe={self.env.cfg.name} {self.phase.name}"
+            f" reqs={s.requests_done}>"
+        )
+
+    def _to(self, phase: Phase) -> None:
+        if phase is not self.phase:
+            if phase not in _PHASES[self.phase]:
+                raise RuntimeError(f"{self!r}: {self.phase.name} -> {phase.name}")
+            self.phase = phase
+
+    @property
+    def closing(self) -> bool:
+        return self.phase is Phase.CLOSED
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight: no stream, no parsed request waiting (soft stop may close it)."""
+        return self.stream is None and not self.inbox
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,22 +149,23 @@ class ClientConn(asyncio.Protocol):
             self.session = Session(str(peer[0]), int(peer[1]))
         else:
             self.session = Session("unix", 0)
-        self.state.client_opened(self)
+        self.env.client_opened(self)
         self.t_wait_start = self.last_io = time.monotonic()
         self._arm(self._head_timeout())
 
     def data_received(self, data: bytes) -> None:
         self.last_io = time.monotonic()
-        if self.tunnel_stream is not None:
-            self.tunnel_stream.tunnel_from_client(data)
+        phase = self.phase
+        if phase is Phase.TUNNEL:
+            if self.stream is not None:
+                self.stream.tunnel_from_client(data)
             return
-        if self.parse_error is not None or self.closing:
+        if self.parse_error is not None or phase is Phase.CLOSED:
             return
-        if not self.got_bytes:
-            self.got_bytes = True
-            if self.stream is None and not self.inbox:
-                # The first byte of a request: from now on, the head timeout applies.
-                self.t_wait_start = self.last_io
+        if phase is Phase.IDLE:
+            # The first byte of a request: from now on, the head timeout applies.
+            self._to(Phase.HEAD)
+            self.t_wait_start = self.last_io
         try:
             events = self.parser.feed(data)
         except ProtocolError as exc:
@@ -131,15 +179,14 @@ class ClientConn(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool | None:
-        if self.tunnel_stream is not None:
-            self.tunnel_stream.tunnel_client_eof()  # half-close: forwarded, keep relaying the other way
+        if self.phase is Phase.TUNNEL:
+            if self.stream is not None:
+                self.stream.tunnel_client_eof()  # half-close: forwarded, keep relaying the other way
             return True
         try:
             self.inbox.extend(self.parser.feed_eof())
-        except ProtocolError:
-            return None  # truncated request: the client is gone, nothing to answer
         except Exception:
-            return None
+            return None  # truncated request (or an engine failure): the client is gone
         self._process()
         if self.stream is not None or self.inbox:
             # Half-closed with requests in flight: answer them, then close.
@@ -148,28 +195,25 @@ class ClientConn(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
+        self.phase = Phase.CLOSED
         self._disarm()
-        stream = self.stream or self.tunnel_stream
+        stream = self.stream
         self.stream = None
-        self.tunnel_stream = None
         if stream is not None:
             stream.on_client_closed()
         self.session.close()
-        self.state.client_closed(self)
+        self.env.client_closed(self)
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        stream = self.stream or self.tunnel_stream
-        if stream is not None:
-            stream.on_client_pause_writing()
+        if self.stream is not None:
+            self.stream.on_client_writable(False)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self.last_io = time.monotonic()
-        stream = self.stream or self.tunnel_stream
-        if stream is not None:
-            stream.on_client_resume_writing()
+        if self.stream is not None:
+            self.stream.on_client_writable(True)
 
     # -- request sequencing -------------------------------------------------------------------
     # A stream stays current until both its response ended (``stream_done``) and its request's
@@ -182,29 +226,28 @@ class ClientConn(asyncio.Protocol):
             self._drain_inbox()
         finally:
             self.processing = False
-        if self.stream is None and not self.inbox and self.parse_error is None and not self.closing:
+        closing = self.phase is Phase.CLOSED
+        if self.stream is None and not self.inbox and self.parse_error is None and not closing:
             try:
                 self.parser.feed(b"")  # an error found after complete requests surfaces now
             except ProtocolError as exc:
                 self.parse_error = exc
-        if self.parse_error is not None and not self.inbox and not self.closing:
+        if self.parse_error is not None and not self.inbox and not closing:
             stream = self.stream
             if stream is None:
                 self._reject(self.parse_error)
                 return
             if not self.req_eom:  # the body being forwarded is invalid: this request fails
-                if stream.resp_head is None:
-                    stream.fail(self.parse_error.status, "PR")
-                else:
-                    stream.abort("PD")
+                stream.on_request_error(self.parse_error.status)
                 return
+        inbox = self.inbox
         self._set_pause(
-            1, len(self.inbox) >= PIPELINE_MAX_EVENTS or (bool(self.inbox) and self.stream is not None)
+            _Pause.PIPELINE, len(inbox) >= PIPELINE_MAX_EVENTS or (bool(inbox) and self.stream is not None)
         )
 
     def _drain_inbox(self) -> None:
         inbox = self.inbox
-        while inbox and not self.closing:
+        while inbox and self.phase is not Phase.CLOSED:
             stream = self.stream
             if stream is None:
                 ev = inbox.popleft()
@@ -219,7 +262,7 @@ class ClientConn(asyncio.Protocol):
                 elif isinstance(ev, EndOfMessage):
                     self.req_eom = True
                     if self.upgrade_held:
-                        self._set_pause(4, True)
+                        self._set_pause(_Pause.UPGRADE, True)
                     stream.on_request_end(ev.trailers)
                     if self.resp_done:
                         self._next_request()
@@ -231,26 +274,27 @@ class ClientConn(asyncio.Protocol):
 
     def _start_stream(self, head: RequestHead) -> None:
         self._disarm()
+        self._to(Phase.STREAM)
         # After an upgrade request's end, the parser holds every later byte until we know whether
         # this becomes a tunnel; reading pauses then (see _drain_inbox).
         self.upgrade_held = head.upgrade is not None
-        stream = Stream(self, head, self.t_wait_start)
-        self.stream = stream
         self.req_eom = False
         self.resp_done = False
-        self.state.requests += 1
-        self._arm(self.frontend.cfg.timeouts.client)
+        self.resp_framing = Framing.NONE
+        self.stream_head = head
+        stream = self.stream = self.env.open_stream(self, head, self.t_wait_start)
+        self._arm(self.env.cfg.timeouts.client)
         stream.start()
 
-    def stream_done(self, stream: Stream, keep_alive: bool) -> None:
+    def stream_done(self, stream: StreamHandle, keep_alive: bool) -> None:
         """Called by the stream when it ended; ``keep_alive`` says if the client may go on."""
-        if stream is self.tunnel_stream:
-            self.tunnel_stream = None
+        if stream is not self.stream or self.phase is Phase.CLOSED:
+            return
+        if self.phase is Phase.TUNNEL:
+            self.stream = None
             self.close()
             return
-        if stream is not self.stream or self.closing:
-            return
-        if not keep_alive or self.state.stopping or (self.half_closed and not self.inbox):
+        if not keep_alive or self.env.stopping or (self.half_closed and not self.inbox):
             self.stream = None
             self.close()
             return
@@ -261,44 +305,119 @@ class ClientConn(asyncio.Protocol):
 
     def _next_request(self) -> None:
         self.stream = None
+        self.stream_head = None
         if self.upgrade_held:  # the upgrade did not happen: parse what the parser held as HTTP
             self.upgrade_held = False
-            self._set_pause(4, False)
+            self._set_pause(_Pause.UPGRADE, False)
             try:
                 self.inbox.extend(self.parser.resume())
             except ProtocolError as exc:
                 self.parse_error = exc
         self.session.requests_done += 1
-        self.got_bytes = bool(self.inbox)
+        self._to(Phase.HEAD if self.inbox else Phase.IDLE)
         self.t_wait_start = self.last_io = time.monotonic()
         self._disarm()
         self._arm(self._wait_timeout())
         self._process()
 
     def keep_alive_allowed(self) -> bool:
-        return self.frontend.cfg.http_conn_mode != "httpclose" and not self.state.stopping
+        return self.env.cfg.http_conn_mode != "httpclose" and not self.env.stopping
 
     def _reject(self, exc: ProtocolError) -> None:
         status = exc.status
-        if self.transport is not None and not self.closing:
+        if self.transport is not None and self.phase is not Phase.CLOSED:
             body = writer.error_body(status)
             self.write(writer.simple_response(status, body=body, content_type="text/html", keep_alive=False))
-            self.state.log_error(self, status, "cR" if status == 408 else "PR", str(exc))
+            self.env.log_error(self, status, "cR" if status == 408 else "PR")
         self.close()
 
-    # -- tunnel -------------------------------------------------------------------------------
-    def start_tunnel(self, stream: Stream) -> bytes:
-        """The stream became a tunnel: raw bytes from now on. Returns bytes already received."""
-        self.tunnel_stream = stream
-        self.stream = None
+    # -- ClientSide: what the current stream sends back -----------------------------------------
+    def send_interim(self, resp: ResponseHead) -> None:
+        head = self.stream_head
+        if head is not None and head.version == b"1.1":  # an HTTP/1.0 client knows no 1xx
+            self.write(writer.response_head(resp, body=Framing.NONE, content_length=None, keep_alive=True))
+
+    def send_response_head(self, resp: ResponseHead, *, keep_alive: bool, request_done: bool) -> bool:
+        head = self.stream_head
+        assert head is not None
+        version = head.version
+        keep = keep_alive and request_done and self.keep_alive_allowed()
+        framing = resp.body
+        if framing is Framing.CLOSE:
+            if version == b"1.1" and head.method != b"HEAD":
+                framing = Framing.CHUNKED  # re-frame so the client connection can stay alive
+            else:
+                keep = False
+        elif framing is Framing.CHUNKED and version == b"1.0":
+            framing = Framing.CLOSE  # an HTTP/1.0 client cannot read chunks: delimit by close
+            keep = False
+        try:
+            data = writer.response_head(
+                resp, body=framing, content_length=resp.content_length, keep_alive=keep, version=version
+            )
+        except ProtocolError:  # the server's head cannot be written safely: answer 502 instead
+            self.send_error(502)
+            self.resp_framing = Framing.NONE
+            return False
+        self.write(data)
+        self.resp_framing = Framing.NONE if head.method == b"HEAD" else framing
+        return keep
+
+    def send_data(self, data: bytes) -> None:
+        framing = self.resp_framing
+        if framing is not Framing.NONE:
+            self.write(writer.data(framing, data))
+
+    def send_end(self, trailers: Headers) -> None:
+        framing = self.resp_framing
+        if framing is not Framing.NONE:
+            try:
+                self.write(writer.end(framing, trailers))
+            except ProtocolError:
+                self.write(writer.end(framing))  # unsafe trailers are dropped, the body still ends
+
+    def send_local(self, status: int, body: bytes, content_type: str | None, *, keep_alive: bool) -> bool:
+        keep = keep_alive and self.keep_alive_allowed()
+        head = self.stream_head
+        version = head.version if head is not None else b"1.1"
+        self.write(
+            writer.simple_response(
+                status, body=body, content_type=content_type, keep_alive=keep, version=version
+            )
+        )
+        return keep
+
+    def send_error(self, status: int) -> int:
+        body = writer.error_body(status)
+        self.write(writer.simple_response(status, body=body, content_type="text/html", keep_alive=False))
+        return len(body)
+
+    def pause_request(self) -> None:
+        self._set_pause(_Pause.BODY, True)
+
+    def resume_request(self) -> None:
+        self._set_pause(_Pause.BODY, False)
+
+    # -- tunnel ---------------------------------------------------------------------------------
+    def start_tunnel(self, stream: StreamHandle, resp: ResponseHead) -> bytes:
+        self.write(writer.response_head(resp, body=Framing.NONE, content_length=None, keep_alive=True))
+        self._to(Phase.TUNNEL)
         self._disarm()
         self.inbox.clear()
         self.upgrade_held = False
-        self._set_pause(1, False)
-        self._set_pause(4, False)
+        self._set_pause(_Pause.PIPELINE | _Pause.UPGRADE | _Pause.BODY, False)
         return self.parser.detach()
 
-    # -- output and flow control --------------------------------------------------------------
+    def tunnel_send(self, data: bytes) -> None:
+        self.write(data)
+
+    def tunnel_send_eof(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            self.uncork()
+            transport.write_eof()
+
+    # -- output and flow control ----------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if not data:
             return
@@ -311,7 +430,6 @@ class ClientConn(asyncio.Protocol):
             transport.write(data)
 
     def cork(self) -> None:
-        """Collect writes until ``uncork()``, which sends them as one."""
         if self.corked is None:
             self.corked = []
 
@@ -323,14 +441,8 @@ class ClientConn(asyncio.Protocol):
         if corked:
             self.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
-    def pause_reading(self) -> None:
-        self._set_pause(2, True)
-
-    def resume_reading(self) -> None:
-        self._set_pause(2, False)
-
-    def _set_pause(self, bit: int, on: bool) -> None:
-        reasons = (self.pause_reasons | bit) if on else (self.pause_reasons & ~bit)
+    def _set_pause(self, reason: _Pause, on: bool) -> None:
+        reasons = (self.pause_reasons | reason) if on else (self.pause_reasons & ~reason)
         self.pause_reasons = reasons
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -342,38 +454,29 @@ class ClientConn(asyncio.Protocol):
             self.paused = False
             transport.resume_reading()
 
-    def write_eof(self) -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing() and transport.can_write_eof():
-            self.uncork()
-            transport.write_eof()
-
     def close(self) -> None:
         """Close after flushing what was written."""
-        if self.closing:
+        if self.phase is Phase.CLOSED:
             return
         self.uncork()
-        self.closing = True
+        self._to(Phase.CLOSED)
         self._disarm()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
-        self.closing = True
+        self.phase = Phase.CLOSED
         self._disarm()
         if self.transport is not None:
             self.transport.abort()
 
-    def log_stream(self, stream: Stream, status: int) -> None:
-        self.state.log_stream(self, stream, status)
-
-    # -- timeouts -----------------------------------------------------------------------------
+    # -- timeouts -------------------------------------------------------------------------------
     def _head_timeout(self) -> float | None:
-        t = self.frontend.cfg.timeouts
+        t = self.env.cfg.timeouts
         return t.http_request or t.client
 
     def _wait_timeout(self) -> float | None:
-        t = self.frontend.cfg.timeouts
+        t = self.env.cfg.timeouts
         return t.http_keep_alive or t.http_request or t.client
 
     def _arm(self, timeout: float | None) -> None:
@@ -387,13 +490,14 @@ class ClientConn(asyncio.Protocol):
 
     def _on_timer(self, timeout: float) -> None:
         self.timer = None
-        if self.closing:
+        phase = self.phase
+        if phase is Phase.CLOSED or phase is Phase.TUNNEL:
             return
         now = time.monotonic()
         stream = self.stream
         if stream is None:
             # Waiting for a request head: measured from its first byte (or the previous response).
-            if not self.got_bytes and self.session.requests_done > 0:
+            if phase is Phase.IDLE and self.session.requests_done > 0:
                 self.close()  # keep-alive wait expired: close silently
                 return
             head_timeout = self._head_timeout() or timeout
@@ -407,11 +511,11 @@ class ClientConn(asyncio.Protocol):
         if not self.write_paused:  # the client reads what we send: the server's pace is not its fault
             last = max(last, stream.server_last_io)
         left = last + timeout - now
-        if left > 0 or stream.tunnel:
-            self._arm(max(left, 0.001) if left > 0 else timeout)
+        if left > 0:
+            self._arm(max(left, 0.001))
             return
-        if stream.req_done and stream.resp_head is None:
+        if stream.waiting_for_server:
             # Waiting for the server: that is the server timeout's business, not the client's.
             self._arm(timeout)
             return
-        stream.abort("cD")
+        stream.on_client_timeout()

@@ -155,8 +155,8 @@ class IdlePool(Generic[C]):
     def holds_for(self, kind: ListKind) -> bool:
         """``worker_holds_for`` on this pool: pass it as ``should_keep(worker_has_idle_of_kind=...)``
         when releasing a connection of ``kind``."""
-        return bool(self._by_kind[ListKind.SAFE]) or (
-            kind is ListKind.IDLE and bool(self._by_kind[ListKind.IDLE])
+        return pool_policy.worker_holds_for(
+            kind, worker_idle=len(self._by_kind[ListKind.IDLE]), worker_safe=len(self._by_kind[ListKind.SAFE])
         )
 
     def oldest(self, n: int) -> list[C]:

@@ -24,6 +24,9 @@ Theory of operation:
 3. **Purge** (``purge_plan``, ``worker_share``): every ``pool-purge-delay``, close half the excess of
    established connections over the need estimate, oldest first, each worker its proportional share + 1.
 4. **Queue hand-off** (``oldest_waiter``): a freed maxconn slot goes to the oldest ticket of all workers.
+5. **Acquire** (``acquire_plan``): the whole "get a server connection" decision for one request, once
+   it holds its maxconn slot — which lists of this worker to search, whether to steal, how many
+   connection attempts — that ``proxy.backend.Backend.acquire`` carries out step by step.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from dataclasses import dataclass
 from proxy.config.model import ReuseMode, Server
 
 __all__ = [
+    "AcquirePlan",
     "ConnKey",
     "ListKind",
     "PurgePlan",
+    "acquire_plan",
     "conn_key",
     "kind_after_release",
     "may_steal",
@@ -370,3 +375,55 @@ def oldest_waiter(tickets: Sequence[int | None]) -> int | None:
         if ticket is not None and (best is None or ticket < best):
             best, best_slot = ticket, slot
     return best_slot
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. Acquiring a connection: the plan a backend carries out (DESIGN.md §6)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AcquirePlan:
+    """How one request that holds its maxconn slot gets a server connection, step by step.
+
+    1. the client session's own (private) connection of the same key, always first;
+    2. this worker's idle lists, in ``lists`` order (``reuse_order``);
+    3. if ``steal``: the other workers' idle connections, victims in ``steal_order``;
+    4. a new connection, up to ``connects`` attempts (1 + ``retries``).
+    """
+
+    lists: tuple[ListKind, ...]
+    steal: bool
+    connects: int
+
+
+def acquire_plan(
+    mode: ReuseMode,
+    first_request: bool,
+    *,
+    retries: int,
+    fresh: bool = False,
+    stealing: bool = True,
+    idle_total: int = 0,
+    local_idle: int = 0,
+    pool_low_conn: int = 0,
+) -> AcquirePlan:
+    """The plan for one request (see ``AcquirePlan``).
+
+    ``fresh``: only a new connection will do (a replay after a reused connection died: HAProxy
+    retries on a new one). ``stealing``: this worker may take other workers' connections at all
+    (several workers, ``tune.idle-pool.shared on``). ``idle_total``: the server-wide idle count;
+    ``local_idle``: this worker's. Stealing is only planned when others hold something
+    (``idle_total > local_idle``) and ``may_steal`` allows it; never for ``http-reuse never`` or a
+    request whose mode allows no idle list."""
+    connects = max(0, retries) + 1
+    if fresh:
+        return AcquirePlan((), False, connects)
+    lists = reuse_order(mode, first_request)
+    steal = (
+        stealing
+        and bool(lists)
+        and idle_total > local_idle
+        and may_steal(idle_total, pool_low_conn)
+    )
+    return AcquirePlan(lists, steal, connects)

@@ -1,5 +1,5 @@
-"""A server as one worker sees it: configuration, this worker's idle pool and local queue, and its
-row and cell in the shared-memory table.
+"""A server as one worker sees it: configuration, this worker's idle pool and local queue, its row and
+cell in the shared-memory table — and the accounting of every connection to it.
 
 The numbers that decisions read are **server-wide** and live in shm (``ServerRow``: ``used``,
 ``idle``, ``safe``, ``served``, ``cur_conns``, ``est_need``, ...); this worker moves them only through
@@ -7,35 +7,161 @@ its own ``ServerCell`` (paired row+cell operations, see ``proxy.shm``), so the m
 table when a worker dies. What stays private to the worker is the pool itself (``IdlePool``) and the
 local list of requests waiting for a ``maxconn`` slot (``waiters``).
 
-Accounting of one connection (``ServerConn.acct``), the invariant ``proxy.backend`` keeps:
+Accounting. What the shared counters count a connection as is one ``Acct`` state, kept in the
+connection's ``acct`` field but written **only** by ``ServerRuntime.move`` (nobody else assigns it).
+Every legal move is one row of ``TRANSITIONS`` with the counter operation it performs; any other
+move raises ``IllegalTransition``. HAProxy's ``srv_use_conn``/``srv_release_conn`` are the moves
+into and out of ``USED``.
 
-====================  =========================================================
-``ACCT_USED``         counted in ``used`` (connecting, or carrying a request)
-``ACCT_IDLE``         counted in ``idle`` (and ``safe`` when in the safe list)
-``ACCT_PRIVATE``      counted in neither (HAProxy: ``conn_set_private``)
-``ACCT_NONE``         closed, or never opened
-====================  =========================================================
+==========  ===============================================  ==================================
+state       counted in                                       when
+==========  ===============================================  ==================================
+NONE        nothing                                          not opened yet, closed, handed away
+COUNTED     ``cur_conns``                                    connecting / adopted, before use;
+                                                             leaving for another worker
+PRIVATE     ``cur_conns``                                    owned by one client session
+USED        ``cur_conns`` + ``used``                         carrying a request
+IDLE        ``cur_conns`` + ``idle``                         pooled, unsafe list
+SAFE        ``cur_conns`` + ``idle`` + ``safe``              pooled, safe list
+==========  ===============================================  ==================================
 
-Every opened connection is also counted once in ``cur_conns`` (``opened``), until it closes or is
-handed to another worker.
+Two moves can be refused by the shared numbers and return False (the connection keeps its state):
+``NONE → COUNTED`` past a connection limit (``maxconn + nbthread - 1``, ``strict-maxconn``) and
+``USED → IDLE/SAFE`` past ``pool-max-conn``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model import Server
-from proxy.pool import IdlePool
+from proxy.pool import ConnKey, IdlePool, ListKind
 from proxy.shm import R_EST_NEED, ServerCell, ServerRow
 
 if TYPE_CHECKING:
-    from proxy.pool import ConnKey
+    import asyncio
+
     from proxy.server_conn import ServerConn
 
-ACCT_NONE, ACCT_USED, ACCT_IDLE, ACCT_PRIVATE = range(4)
+
+class Acct(enum.IntEnum):
+    NONE = 0
+    COUNTED = 1
+    PRIVATE = 2
+    USED = 3
+    IDLE = 4
+    SAFE = 5
+
+
+class IllegalTransition(RuntimeError):
+    """A connection was moved between two accounting states that no rule links."""
+
+
+class Accounted(Protocol):
+    acct: Acct
+
+
+# A move's counter operation: (server runtime, argument) -> done. The argument is the limit of a
+# bounded move (0 / -1 = unlimited), or the thief's slot of a hand-over; ignored otherwise.
+_Op = Callable[["ServerRuntime", int], bool]
+
+
+def _nothing(srv: ServerRuntime, arg: int) -> bool:
+    return True
+
+
+def _open(srv: ServerRuntime, limit: int) -> bool:
+    return srv.cell.try_open_conn(limit)
+
+
+def _close(srv: ServerRuntime, arg: int) -> bool:
+    srv.cell.conn_closed()
+    return True
+
+
+def _hand_over(srv: ServerRuntime, thief: int) -> bool:
+    srv.cell.give_conn(thief)  # the share of cur_conns moves cell to cell, the row never dips
+    return True
+
+
+def _use(srv: ServerRuntime, arg: int) -> bool:
+    srv.cell.used_add(1)
+    srv.row.raise_to(R_EST_NEED, srv.row.used)
+    return True
+
+
+def _unuse(srv: ServerRuntime, arg: int) -> bool:
+    srv.cell.used_add(-1)
+    return True
+
+
+def _unuse_close(srv: ServerRuntime, arg: int) -> bool:
+    srv.cell.used_add(-1)
+    srv.cell.conn_closed()
+    return True
+
+
+def _park(safe: bool) -> _Op:
+    def op(srv: ServerRuntime, limit: int) -> bool:
+        return srv.cell.try_used_to_idle(safe, limit)
+
+    return op
+
+
+def _adopt_idle(safe: bool) -> _Op:
+    def op(srv: ServerRuntime, arg: int) -> bool:
+        srv.cell.idle_add(1, safe)
+        return True
+
+    return op
+
+
+def _reuse(safe: bool) -> _Op:
+    def op(srv: ServerRuntime, arg: int) -> bool:
+        srv.cell.idle_to_used(safe)
+        srv.row.raise_to(R_EST_NEED, srv.row.used)
+        return True
+
+    return op
+
+
+def _unidle(safe: bool, close: bool) -> _Op:
+    def op(srv: ServerRuntime, arg: int) -> bool:
+        srv.cell.idle_add(-1, safe)
+        if close:
+            srv.cell.conn_closed()
+        return True
+
+    return op
+
+
+N, C, P, U, I, S = Acct.NONE, Acct.COUNTED, Acct.PRIVATE, Acct.USED, Acct.IDLE, Acct.SAFE  # noqa: E741
+
+# (from, to) -> counter operation. The table *is* the accounting rule: read it, not the callers.
+TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
+    (N, C): _open,  # bounded: a connection about to be opened (or counted on adoption)
+    (C, U): _use,  # its first request
+    (C, P): _nothing,  # born private (http-reuse never)
+    (C, I): _adopt_idle(False),  # adopted late from another worker: straight into our pool
+    (C, S): _adopt_idle(True),
+    (C, N): _close,  # closed before use, or connect failed
+    (U, I): _park(False),  # bounded by pool-max-conn: released and kept
+    (U, S): _park(True),
+    (U, P): _unuse,  # became private (NTLM/Negotiate): counted in neither used nor idle
+    (U, N): _unuse_close,
+    (I, U): _reuse(False),
+    (S, U): _reuse(True),
+    (I, C): _unidle(False, close=False),  # leaving for another worker: cur_conns moves separately
+    (S, C): _unidle(True, close=False),
+    (I, N): _unidle(False, close=True),
+    (S, N): _unidle(True, close=True),
+    (P, N): _close,
+}
+del N, C, P, U, I, S
 
 
 @dataclass(slots=True)
@@ -84,17 +210,77 @@ class ServerRuntime:
     def usable(self) -> bool:
         return not self.maint
 
-    # -- connection accounting (HAProxy's srv_use_conn / srv_release_conn) ----------------------
-    def conn_used(self) -> None:
-        """A new connection is about to be used: ``used`` +1, and ``est_need`` follows it."""
-        cell = self.cell
-        cell.used_add(1)
-        self.row.raise_to(R_EST_NEED, self.row.used)
+    # -- accounting ---------------------------------------------------------------------------
+    def move(self, conn: Accounted, to: Acct, arg: int = 0) -> bool:
+        """Move ``conn`` to accounting state ``to``, performing the table's counter operation.
 
-    def idle_reused(self, safe: bool) -> None:
-        cell = self.cell
-        cell.idle_to_used(safe)
-        self.row.raise_to(R_EST_NEED, self.row.used)
+        Returns False when a bounded move is refused (the state is unchanged); raises
+        ``IllegalTransition`` for a move the table does not have."""
+        frm = conn.acct
+        if frm is to:
+            return True
+        op = TRANSITIONS.get((frm, to))
+        if op is None:
+            raise IllegalTransition(f"{conn!r}: {frm.name} -> {to.name}")
+        if not op(self, arg):
+            return False
+        conn.acct = to
+        return True
+
+    def uncount(self, conn: Accounted) -> None:
+        """Whatever it was counted as, count it no more (it is closed or closing)."""
+        if conn.acct is not Acct.NONE:
+            self.move(conn, Acct.NONE)
+
+    def hand_over(self, conn: Accounted, thief: int) -> None:
+        """``COUNTED → NONE`` for a connection another worker now owns: its share of
+        ``cur_conns`` goes to the thief's cell instead of being dropped."""
+        if conn.acct is not Acct.COUNTED:
+            raise IllegalTransition(f"{conn!r}: hand over from {conn.acct.name}")
+        _hand_over(self, thief)
+        conn.acct = Acct.NONE
+
+    def adopt(self, conn: Accounted) -> None:
+        """``NONE → COUNTED`` without counting: a connection received from another worker, whose
+        share of ``cur_conns`` the victim already moved to our cell (the mirror of ``hand_over``)."""
+        if conn.acct is not Acct.NONE:
+            raise IllegalTransition(f"{conn!r}: adopt from {conn.acct.name}")
+        conn.acct = Acct.COUNTED
+
+    @staticmethod
+    def pooled_state(kind: ListKind) -> Acct:
+        return Acct.SAFE if kind is ListKind.SAFE else Acct.IDLE
+
+    # -- connections closing ------------------------------------------------------------------
+    def lost(self, conn: ServerConn) -> None:
+        """Every connection's ``on_lost`` hook: it closed (or is closing), wherever it was. Take it
+        out of this worker's pool or its client session, and count it no more."""
+        if conn.acct is Acct.IDLE or conn.acct is Acct.SAFE:
+            self.pool.remove(conn)
+        self.uncount(conn)
+        owner = conn.owner
+        if owner is not None:
+            conn.owner = None
+            owner.forget_conn(conn)  # type: ignore[attr-defined]
+
+    def drop_idle(self, conn: ServerConn) -> None:
+        """Close a pooled connection now (purge, kill, maintenance, soft stop)."""
+        conn.on_lost = None
+        self.lost(conn)
+        conn.close()
+
+    def take_idle(self, key: ConnKey, order: tuple[ListKind, ...]) -> ServerConn | None:
+        """A live pooled connection of ``key`` from this worker's lists in ``order``, now counted
+        as USED; dead ones met on the way are closed. None when none fits."""
+        pool = self.pool
+        while True:
+            conn = pool.take(key, order)
+            if conn is None:
+                return None
+            if conn.alive:
+                self.move(conn, Acct.USED)
+                return conn
+            conn.close()  # died while idle, before its connection_lost ran: the hook uncounts it
 
     def __repr__(self) -> str:
         r = self.row

@@ -1,32 +1,39 @@
-"""A connection to a server (HTTP/1.1), as an ``asyncio.Protocol``.
+"""A connection to a server speaking HTTP/1.1, as an ``asyncio.Protocol`` (the server-side mux).
 
-Life cycle (``State``): CONNECTING → ACTIVE (a stream is attached: request out, response in) →
-IDLE (in this worker's pool, or attached to a client session when private) → ACTIVE … → CLOSED.
-TUNNEL is terminal: after a 101 the bytes are relayed raw both ways and the connection is never
-pooled. A connection is only ever reused after a response that ended cleanly in keep-alive with
+It owns the wire in both directions: it serialises the request a stream hands it (``send_head``,
+``send_data``, ``send_end``, framed as the request head says) and parses the response into neutral
+events for the attached stream (``proxy.sides.ServerPeer``). It knows nothing of routing, pools or
+counters: ``acct`` is written only by ``proxy.server.ServerRuntime.move``, and ``on_lost`` is the
+owner's hook, fired exactly once when the connection closes (synchronously from ``close()``, or from
+``connection_lost`` when the peer closed it).
+
+Life cycle (``State``): CONNECTING → IDLE (connected, not attached) → ACTIVE (a stream is attached:
+request out, response in) → IDLE (in a pool, or attached to a client session when private) → ACTIVE
+… → CLOSED. TUNNEL is terminal: after a 101 the bytes are relayed raw both ways and the connection is
+never pooled. A connection is only ever reused after a response that ended cleanly in keep-alive with
 nothing left over (the parser saw the exact end of the message).
 
-While IDLE, any byte or EOF from the server means the connection is unusable: it is closed and
-removed from wherever it sits (``on_idle_close`` callback), never handed to a request.
-
-The attached stream receives parser events and transport conditions through the ``ServerPeer``
-protocol; this class knows nothing of routing or pools.
+While IDLE, any byte or EOF from the server means the connection is unusable: it is closed (and its
+owner's hook takes it out of wherever it sits), never handed to a request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from proxy.h1 import Limits, ProtocolError, engine
-from proxy.message import Event
+from proxy.h1 import Limits, ProtocolError, engine, writer
+from proxy.message import Framing, Headers, RequestHead
+from proxy.server import Acct
 
 if TYPE_CHECKING:
-    from proxy.pool import ConnKey, ListKind
+    from proxy.pool import ConnKey
     from proxy.server import ServerRuntime
+    from proxy.sides import ServerPeer
 
 
 class State(enum.Enum):
@@ -35,18 +42,6 @@ class State(enum.Enum):
     IDLE = "idle"
     TUNNEL = "tunnel"
     CLOSED = "closed"
-
-
-class ServerPeer(Protocol):
-    """What a ``ServerConn`` tells the stream attached to it."""
-
-    def on_server_events(self, events: list[Event]) -> None: ...
-    def on_server_error(self, exc: ProtocolError) -> None: ...
-    def on_server_closed(self) -> None: ...
-    def on_tunnel_data(self, data: bytes) -> None: ...
-    def on_tunnel_eof(self) -> None: ...
-    def on_server_pause_writing(self) -> None: ...
-    def on_server_resume_writing(self) -> None: ...
 
 
 _next_id = 0
@@ -60,12 +55,10 @@ class ServerConn(asyncio.Protocol):
         "idle_since",
         "key",
         "on_lost",
-        "opened",
         "owner",
         "parser",
         "peer",
-        "pooled",
-        "private",
+        "req_framing",
         "requests",
         "server",
         "state",
@@ -85,21 +78,23 @@ class ServerConn(asyncio.Protocol):
         self.peer: ServerPeer | None = None
         self.requests = 0  # requests completed on this connection
         self.idle_since = 0.0
-        self.private = False
         self.owner: object | None = None  # the client session a private connection belongs to
         self.got_response_bytes = False
         self.write_paused = False
-        self.pooled: ListKind | None = None  # the list it sits in, while in this worker's pool
-        self.acct = 0  # proxy.server.ACCT_*: what the shared counters count it as
-        self.opened = False  # counted in the server's cur_conns
-        # Called once from connection_lost, whatever the state: the owner's accounting hook.
+        self.req_framing = Framing.NONE  # how the body of the request being sent is framed
+        self.acct = Acct.NONE  # written by ServerRuntime.move only
+        # Called once when the connection closes, whatever the state: the owner's accounting hook.
         self.on_lost: Callable[[ServerConn], None] | None = None
 
     def __repr__(self) -> str:
         return (
             f"<ServerConn #{self.id} {self.server.backend_name}/{self.server.name}"
-            f" {self.state.value} reqs={self.requests}{' private' if self.private else ''}>"
+            f" {self.state.value} reqs={self.requests} acct={self.acct.name}>"
         )
+
+    @property
+    def private(self) -> bool:
+        return self.acct is Acct.PRIVATE
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -161,14 +156,14 @@ class ServerConn(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         if self.peer is not None:
-            self.peer.on_server_pause_writing()
+            self.peer.on_server_writable(False)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.peer is not None:
-            self.peer.on_server_resume_writing()
+            self.peer.on_server_writable(True)
 
-    # -- used by the stream and the pool ----------------------------------------------------
+    # -- the request, from the attached stream ------------------------------------------------
     def attach(self, peer: ServerPeer, method: bytes) -> None:
         """Start a request on this connection; its response will be parsed for ``method``."""
         self.peer = peer
@@ -178,8 +173,28 @@ class ServerConn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.resume_reading()
 
+    def send_head(self, head: RequestHead, *, keep_alive: bool, add: Headers) -> None:
+        """Serialise the request head (its body keeps the framing the client used)."""
+        self.req_framing = head.body
+        self._write(
+            writer.request_head(
+                head, body=head.body, content_length=head.content_length, keep_alive=keep_alive, add=add
+            )
+        )
+
+    def send_data(self, data: bytes) -> None:
+        self._write(writer.data(self.req_framing, data))
+
+    def send_end(self, trailers: Headers) -> None:
+        self._write(writer.end(self.req_framing, trailers))
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and data:
+            self.transport.write(data)
+
+    # -- after the response -------------------------------------------------------------------
     def make_idle(self) -> None:
-        """The response ended cleanly; park the connection (caller puts it in a pool/session)."""
+        """The response ended cleanly; park the connection (the caller puts it in a pool/session)."""
         self.peer = None
         self.state = State.IDLE
         self.requests += 1
@@ -188,14 +203,18 @@ class ServerConn(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.resume_reading()  # an idle connection must notice the server closing it
 
+    @property
+    def reusable(self) -> bool:
+        """Whether the exchange that just ended left the connection fit for another request."""
+        return self.alive and not self.write_paused and not self.parser.poisoned
+
     def make_tunnel(self) -> bytes:
         """Switch to a raw relay after a 101; returns the bytes that followed the 101 head."""
         self.state = State.TUNNEL
         return self.parser.detach()
 
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and data:
-            self.transport.write(data)
+    def tunnel_send(self, data: bytes) -> None:
+        self._write(data)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -219,9 +238,9 @@ class ServerConn(asyncio.Protocol):
     def close(self) -> None:
         """Close now (abort: nothing of ours is pending that the server should still get).
 
-        The owner's accounting hook runs here, synchronously: the descriptor is closed by
-        ``abort()`` at once, so the shared counters must not go on counting the connection until
-        the loop gets round to ``connection_lost``."""
+        The owner's hook runs here, synchronously: the descriptor is closed by ``abort()`` at once,
+        so the shared counters must not go on counting the connection until the loop gets round to
+        ``connection_lost``."""
         self.peer = None
         on_lost, self.on_lost = self.on_lost, None
         if on_lost is not None:
@@ -231,8 +250,38 @@ class ServerConn(asyncio.Protocol):
         elif self.state is not State.CLOSED:
             self.state = State.CLOSED
 
+    def detach_socket(self) -> int:
+        """Stop using the connection without closing the socket: returns a duplicate of its
+        descriptor (for another worker) and drops ours. No hook runs; the caller accounts."""
+        transport = self.transport
+        if transport is None:
+            raise OSError("not connected")
+        sock = transport.get_extra_info("socket")
+        transport.pause_reading()
+        fd = socket.dup(sock.fileno())
+        self.on_lost = None
+        self.peer = None
+        self.state = State.CLOSED
+        transport.abort()  # closes our descriptor only: the duplicate keeps the socket open
+        return fd
+
     @property
     def alive(self) -> bool:
         return (
             self.state is not State.CLOSED and self.transport is not None and not self.transport.is_closing()
         )
+
+
+async def adopt_socket(loop: asyncio.AbstractEventLoop, conn: ServerConn, sock: socket.socket) -> None:
+    """Wrap a connected socket (a new connection, or one received from another worker) into
+    ``conn``'s transport. On failure the socket is closed and the exception propagates."""
+    try:
+        sock.setblocking(False)
+        await loop.create_connection(lambda: conn, sock=sock)
+    except BaseException:
+        if conn.transport is not None:
+            conn.transport.abort()
+        else:
+            sock.close()
+        raise
+    conn.state = State.IDLE  # connected, not yet attached

@@ -87,6 +87,7 @@ import posix_ipc
 from proxy import atomics
 from proxy.atomics import Atomics, lock_name_for, unlink_lock
 from proxy.config.model import Config
+from proxy.pool_policy import oldest_waiter
 
 LAYOUT_VERSION: Final = 1
 MAGIC: Final = int.from_bytes(b"POOLPRXY", "little")
@@ -688,12 +689,13 @@ class ShmTable:
         """``(slot, ticket)`` of the oldest published waiter for server ``i`` across workers, or None."""
         a = self.atomics
         base = self._cells_off + i * self.nworkers * CELL_SIZE + C_OLDEST_TICKET
-        best: tuple[int, int] | None = None
-        for slot in range(self.nworkers):
-            t = a.load(base + slot * CELL_SIZE)
-            if t and (best is None or t < best[1]):
-                best = (slot, t)
-        return best
+        tickets = [a.load(base + slot * CELL_SIZE) or None for slot in range(self.nworkers)]
+        slot = oldest_waiter(tickets)
+        if slot is None:
+            return None
+        ticket = tickets[slot]
+        assert ticket is not None
+        return slot, ticket
 
     # -- workers ---------------------------------------------------------------------------------
     def _wrec(self, slot: int) -> int:

@@ -1,124 +1,141 @@
-"""A stream: one request and its response, from the client connection to a server and back.
+"""A stream: one request and its response, from a client mux to a server connection and back.
 
-Theory of operation. The client connection (``proxy.mux_h1.ClientConn``) creates a ``Stream`` for
-each request head and feeds it the request body events; the stream decides where the request goes
-(``Frontend``/``Backend``), gets a server connection (``Backend.reuse`` synchronously, or a connect
-task — the only task a request may create), serializes the request for the server as soon as the
-connection is there (bytes produced earlier wait in ``pending``), and relays the response events
-back. Bodies stream with backpressure: a peer whose transport buffer is full pauses reading on the
-other side until it drains.
+Theory of operation. A client mux (``proxy.mux_h1`` now, ``proxy.mux_h2`` next) opens a ``Stream``
+per request head through its environment (``proxy.env.StreamEnv``) and feeds it the request body and
+end; the stream knows no protocol — it sees neutral heads, data, trailers and ends (``proxy.message``)
+and speaks to the client through ``proxy.sides.ClientSide`` and to the server connection through its
+``send_*`` methods, receiving its response as ``proxy.sides.ServerPeer``.
 
-When it ends, the stream hands the server connection back (``Backend.release``) only if both messages
-ended exactly, in keep-alive, with nothing pending; otherwise it closes it. It then tells the client
-connection whether the client side may stay alive, and logs one line.
+1. ``start``: rules and routing (``Frontend``), server choice, then ``Backend.acquire_now`` — a free
+   slot and an idle connection of this worker attach at once (no task); otherwise one task runs
+   ``Backend.acquire`` (queue, steal, connect).
+2. The request head and body go to the connection once it is attached. **Bodies are bounded**: while
+   no connection is attached, at most ``env.bufsize`` bytes of body wait here, then the client mux
+   stops reading; once attached, the client is paused whenever the server connection cannot take
+   more (its transport buffer is full), and the same holds the other way for the response.
+3. The response events are relayed to the client side, which frames them for its protocol.
+4. At the end, ``Backend.finish`` keeps or closes the connection (reused only if both messages ended
+   exactly, in keep-alive) and releases the slot; the client side learns whether it may go on, and
+   the environment logs one line.
+
+``Phase`` is the stream's state machine (``_PHASES`` lists the legal moves; an illegal one raises).
 
 Failures are answered like HAProxy (status, termination state):
-- no backend / no usable server → 503 ``SC``; connect failure after ``retries`` → 503 ``SC``;
+- no backend / no usable server → 503 ``SC``; queue full 503 ``SQ``; queue timeout 503 ``sQ``;
+  connect failure after ``retries`` → 503 ``SC``;
 - server timeout before the response head → 504 ``sH``; invalid response → 502 ``PH``;
 - server closed before any response byte → 502 ``SH``, except on a *reused* connection, where a
-  replayable request (complete, small) is sent once more on a new connection, and otherwise the
-  client connection is closed silently so that the client may retry (SEMANTICS.md §1);
+  replayable request (idempotent, complete, small) is sent once more on a new connection, and
+  otherwise the client connection is closed silently so that the client may retry (SEMANTICS.md §1);
 - after the response head was sent, any failure aborts the client connection (the body is cut).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from typing import TYPE_CHECKING
 
-from proxy.frontend import first_return, request_ctx
-from proxy.h1 import ProtocolError, writer
-from proxy.message import (
-    Data,
-    EndOfMessage,
-    Event,
-    Framing,
-    RequestHead,
-    ResponseHead,
-    header_values,
-)
-from proxy.queue import Outcome
-from proxy.server_conn import ServerConn
+from proxy.backend import AcquireError
+from proxy.message import Data, EndOfMessage, Event, Framing, ResponseHead, header_values
 from proxy.shm import R_REQUESTS
 
 if TYPE_CHECKING:
-    from proxy.backend import Backend
-    from proxy.mux_h1 import ClientConn
-    from proxy.pool import ConnKey
+    from proxy.backend import Acquisition, Backend
+    from proxy.env import StreamEnv
+    from proxy.h1 import ProtocolError
+    from proxy.message import Headers, RequestHead
     from proxy.server import ServerRuntime
+    from proxy.server_conn import ServerConn
+    from proxy.sides import ClientSide
 
 REPLAY_MAX = 16384  # a request is replayable on a new connection if it is complete and this small
 _AUTH_PRIVATE = (b"ntlm", b"negotiate")
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 
+class Phase(enum.Enum):
+    NEW = "new"  # created: rules, routing, server choice
+    CONNECTING = "connecting"  # waiting for a slot or a connection (the acquire task runs)
+    EXCHANGE = "exchange"  # a server connection is attached: request out, response in
+    TUNNEL = "tunnel"  # after a 101: raw bytes both ways
+    DONE = "done"  # ended; every later event is ignored
+
+
+_PHASES: dict[Phase, frozenset[Phase]] = {
+    Phase.NEW: frozenset({Phase.CONNECTING, Phase.EXCHANGE, Phase.DONE}),
+    Phase.CONNECTING: frozenset({Phase.EXCHANGE, Phase.DONE}),
+    Phase.EXCHANGE: frozenset({Phase.CONNECTING, Phase.TUNNEL, Phase.DONE}),  # CONNECTING: a replay
+    Phase.TUNNEL: frozenset({Phase.DONE}),
+    Phase.DONE: frozenset(),
+}
+
+
+class IllegalPhase(RuntimeError):
+    """A stream was moved between two phases that ``_PHASES`` does not link."""
+
+
 class Stream:
     __slots__ = (
+        "acq",
         "backend",
+        "body_paused",
         "bytes_out",
-        "client",
-        "client_framing",
         "client_keep",
         "conn",
-        "connect_task",
-        "done",
-        "has_slot",
+        "env",
         "head",
         "interim",
-        "key",
         "pending",
+        "pending_len",
+        "phase",
         "replay",
         "replay_len",
         "req_done",
+        "req_trailers",
         "resp_head",
         "retried",
-        "reused",
-        "server",
         "server_keep",
         "server_last_io",
         "server_timer",
-        "t_connected",
+        "side",
         "t_head",
-        "t_queued",
         "t_resp",
         "t_start",
+        "task",
         "term",
-        "tunnel",
         "tunnel_eofs",
     )
 
-    key: ConnKey  # set once a server is chosen
-
-    def __init__(self, client: ClientConn, head: RequestHead, t_start: float) -> None:
-        self.client = client
+    def __init__(self, side: ClientSide, env: StreamEnv, head: RequestHead, t_start: float) -> None:
+        self.side = side
+        self.env = env
         self.head = head
+        self.phase = Phase.NEW
         self.t_start = t_start
         self.t_head = time.monotonic()
-        self.t_connected = 0.0
         self.t_resp = 0.0
         self.backend: Backend | None = None
-        self.server: ServerRuntime | None = None
+        self.acq: Acquisition | None = None
         self.conn: ServerConn | None = None
-        self.connect_task: asyncio.Task[None] | None = None
-        self.pending: list[bytes] = []  # serialized request bytes waiting for a connection
-        # A copy of what was sent while the request may be replayed on a new connection: only
-        # idempotent methods (RFC 9110 §9.2.2), and only when retries are allowed.
-        self.replay: list[bytes] | None = [] if head.method in _IDEMPOTENT else None
-        self.replay_len = 0
-        self.has_slot = False
-        self.t_queued = 0.0
+        self.task: asyncio.Task[None] | None = None
+        # Request body bytes not yet sent (no connection yet), and the end once read.
+        self.pending: list[bytes] = []
+        self.pending_len = 0
         self.req_done = head.body is Framing.NONE
+        self.req_trailers: Headers | None = [] if self.req_done else None  # the end, until sent
+        self.body_paused = False  # this stream paused the client's request body
+        # A copy of what was sent on a *reused* connection while the request may be replayed on a
+        # new one: idempotent methods only (RFC 9110 §9.2.2), only when retries are allowed.
+        self.replay: list[bytes] | None = None
+        self.replay_len = 0
         self.resp_head: ResponseHead | None = None
         self.interim = False
-        self.client_framing = Framing.NONE
         self.client_keep = head.keep_alive
         self.server_keep = True
         self.retried = False
-        self.reused = False
-        self.tunnel = False
         self.tunnel_eofs = 0  # bit 1: the client half-closed, bit 2: the server did
-        self.done = False
         self.bytes_out = 0
         self.term = "--"
         self.server_timer: asyncio.TimerHandle | None = None
@@ -126,195 +143,190 @@ class Stream:
 
     def __repr__(self) -> str:
         h = self.head
-        return f"<Stream {h.method.decode()} {h.target[:40].decode('latin-1')} conn={self.conn!r}>"
+        return (
+            f"<Stream {h.method.decode()} {h.target[:40].decode('latin-1')} {self.phase.name}"
+            f" conn={self.conn!r}>"
+        )
 
-    # -- request side -------------------------------------------------------------------------
+    def _to(self, phase: Phase) -> None:
+        if phase not in _PHASES[self.phase]:
+            raise IllegalPhase(f"{self!r}: {self.phase.name} -> {phase.name}")
+        self.phase = phase
+
+    # -- StreamHandle: what the client mux reads ------------------------------------------------
+    @property
+    def tunnel(self) -> bool:
+        return self.phase is Phase.TUNNEL
+
+    @property
+    def waiting_for_server(self) -> bool:
+        return self.req_done and self.resp_head is None
+
+    @property
+    def response_started(self) -> bool:
+        return self.resp_head is not None
+
+    # -- request side ---------------------------------------------------------------------------
     def start(self) -> None:
-        client = self.client
-        fe = client.frontend
+        env = self.env
+        fe = env.frontend
         head = self.head
         if head.upgrade == b"h2c":  # never tunnel an h2c upgrade: serve the request as HTTP/1.1
             head.upgrade = None
-        ctx = request_ctx(head, client.session.client_ip)
-        ret = fe.local_return(ctx)
-        backend = None
-        if ret is None:
-            backend = fe.choose_backend(ctx)
-            if backend is None:
-                self.fail(503, "SC")
-                return
-            if backend.cfg is not fe.cfg:
-                ret = first_return(backend.cfg, ctx)
+        session = self.side.session
+        ret, backend = fe.route(head, session.client_ip)
         if ret is not None:
             self.term = "PR"
             self.local_response(ret.status, ret.body, ret.content_type)
             return
-        assert backend is not None
+        if backend is None:
+            self.fail(503, "SC")
+            return
         self.backend = backend
-        srv = backend.pick_server(client.session.client_ip)
+        srv = backend.pick_server(session.client_ip)
         if srv is None:
             self.fail(503, "SC")
             return
-        self.server = srv
         srv.row.add(R_REQUESTS)
-        self.key = backend.key_for(srv, client.session.client_ip)
-        self._queue_request_head()
-        if client.queues.try_take(srv):
-            self.has_slot = True
-            self.t_queued = self.t_head
-            conn = backend.reuse(srv, self.key, client.session.first_request, client.session)
-            if conn is not None:
-                self.reused = True
-                self.t_connected = time.monotonic()
-                self._attach(conn)
-                return
-        self.connect_task = asyncio.get_running_loop().create_task(self._acquire())
+        self._decide_keep_alive(backend)
+        acq = self.acq = backend.acquisition(srv, session)
+        conn = backend.acquire_now(acq)
+        if conn is not None:
+            self._attach(conn)
+            return
+        self._to(Phase.CONNECTING)
+        self.task = asyncio.get_running_loop().create_task(self._acquire())
 
-    def _queue_request_head(self) -> None:
-        head = self.head
-        fe_cfg = self.client.frontend.cfg
-        be_cfg = self.backend.cfg if self.backend is not None else fe_cfg
-        add: list[tuple[bytes, bytes]] = []
-        if fe_cfg.forwardfor or be_cfg.forwardfor:
-            name = (fe_cfg.forwardfor_header if fe_cfg.forwardfor else be_cfg.forwardfor_header).encode()
-            add.append((name, self.client.session.client_ip.encode()))
+    def _decide_keep_alive(self, backend: Backend) -> None:
+        fe_cfg = self.env.frontend.cfg
+        be_cfg = backend.cfg
         if (
             fe_cfg.http_conn_mode != "keep-alive" or be_cfg.http_conn_mode != "keep-alive"
-        ) and not head.upgrade:
+        ) and not self.head.upgrade:
             self.server_keep = False
         if be_cfg.http_conn_mode == "httpclose":
             self.client_keep = False
-        data = writer.request_head(
-            head,
-            body=head.body,
-            content_length=head.content_length,
-            keep_alive=self.server_keep,
-            add=add,
-        )
-        self._send(data)
 
-    def _send(self, data: bytes) -> None:
-        replay = self.replay
-        if replay is not None:
-            self.replay_len += len(data)
-            if self.replay_len <= REPLAY_MAX:
-                replay.append(data)
-            else:
-                self.replay = None
-        conn = self.conn
-        if conn is None:
-            self.pending.append(data)
-        else:
-            conn.write(data)
-
-    def on_request_data(self, data: bytes) -> None:
-        if self.done or self.tunnel:
+    async def _acquire(self, fresh: bool = False) -> None:
+        """The slow path, the one task a request may need (queue, steal, connect)."""
+        backend, acq = self.backend, self.acq
+        assert backend is not None and acq is not None
+        try:
+            conn = await backend.acquire(acq, fresh=fresh)
+        except AcquireError as exc:
+            self.task = None
+            if self.phase is not Phase.DONE:
+                self.fail(exc.status, exc.term)
+            elif acq.has_slot:
+                backend.finish(acq, None, False)
             return
-        self._send(writer.data(self.head.body, data))
-
-    def on_request_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        self.req_done = True
-        if self.done:
+        self.task = None
+        if self.phase is Phase.DONE:  # the client left; on 3.11 wait_for may have swallowed _end's cancel
+            backend.finish(acq, conn, False)
             return
-        tail = writer.end(self.head.body, trailers)
-        if tail:
-            self._send(tail)
-
-    async def _acquire(self) -> None:
-        """The slow path, the one task a request may need: wait for a maxconn slot, then find a
-        connection (own pool, another worker's, or a new one)."""
-        backend = self.backend
-        srv = self.server
-        assert backend is not None and srv is not None
-        session = self.client.session
-        if not self.has_slot:
-            timeout = backend.cfg.timeouts.queue or backend.cfg.timeouts.connect or 5.0
-            outcome = await self.client.queues.wait(srv, timeout)
-            if self.done:  # the client left; on 3.11 wait_for may have swallowed _end's cancel
-                if outcome is Outcome.GRANTED:
-                    self.client.queues.release(srv)
-                return
-            if outcome is not Outcome.GRANTED:
-                self.connect_task = None
-                self.fail(503, "sQ" if outcome is Outcome.TIMEOUT else "SQ")
-                return
-            self.has_slot = True
-            self.t_queued = time.monotonic()
-            conn = backend.reuse(srv, self.key, session.first_request, session)
-            if conn is not None:
-                self.connect_task = None
-                self.reused = True
-                self.t_connected = time.monotonic()
-                self._attach(conn)
-                return
-        if backend.may_steal(srv, session.first_request):
-            conn = await backend.steal(srv, self.key, session.first_request)
-            if conn is not None:
-                if self.done:
-                    backend.discard(conn)
-                    return
-                self.connect_task = None
-                self.reused = True
-                self.t_connected = time.monotonic()
-                self._attach(conn)
-                return
-        await self._connect()
-
-    async def _connect(self) -> None:
-        backend = self.backend
-        srv = self.server
-        assert backend is not None and srv is not None
-        attempts = max(0, backend.cfg.retries) + 1
-        for _ in range(attempts):
-            try:
-                conn = await backend.connect(srv, self.key, self.client.session.client_ip)
-            except (TimeoutError, OSError):
-                if self.done:
-                    return
-                continue
-            if self.done:  # the client went away meanwhile
-                backend.discard(conn)
-                return
-            if not conn.alive:  # the server closed it before we could use it
-                continue
-            self.t_connected = time.monotonic()
-            self.connect_task = None
-            self._attach(conn)
-            return
-        self.connect_task = None
-        if not self.done:
-            self.fail(503, "SC")
+        self._attach(conn)
 
     def _attach(self, conn: ServerConn) -> None:
+        acq = self.acq
+        assert acq is not None
+        self._to(Phase.EXCHANGE)
         self.conn = conn
         conn.attach(self, self.head.method)
-        if self.pending:
-            conn.write(b"".join(self.pending))
-            self.pending.clear()
-        if conn.write_paused:
-            self.client.pause_reading()
-        if self.client.write_paused:
+        keep_replay = (
+            acq.reused
+            and not self.retried
+            and self.head.method in _IDEMPOTENT
+            and self.backend is not None
+            and self.backend.cfg.retries > 0
+        )
+        self.replay = list(self.pending) if keep_replay else None
+        self.replay_len = self.pending_len
+        conn.send_head(self.head, keep_alive=self.server_keep, add=self._added_headers())
+        for chunk in self.pending:
+            conn.send_data(chunk)
+        self.pending = []  # a new list: after a replay, ``pending`` was the replay copy itself
+        self.pending_len = 0
+        if self.req_trailers is not None and self.req_done:
+            conn.send_end(self.req_trailers)
+        self._request_flow()
+        if self.side.write_paused:
             conn.pause_reading()
+        self._arm_server_timer()
+
+    def _added_headers(self) -> Headers:
+        fe_cfg = self.env.frontend.cfg
+        be_cfg = self.backend.cfg if self.backend is not None else fe_cfg
+        if fe_cfg.forwardfor or be_cfg.forwardfor:
+            name = (fe_cfg.forwardfor_header if fe_cfg.forwardfor else be_cfg.forwardfor_header).encode()
+            return [(name, self.side.session.client_ip.encode())]
+        return []
+
+    def on_request_data(self, data: bytes) -> None:
+        phase = self.phase
+        if phase is Phase.DONE or phase is Phase.TUNNEL:
+            return
+        conn = self.conn
+        if conn is not None:
+            conn.send_data(data)
+            replay = self.replay
+            if replay is not None:
+                self.replay_len += len(data)
+                if self.replay_len <= REPLAY_MAX:
+                    replay.append(data)
+                else:
+                    self.replay = None
+            return
+        self.pending.append(data)
+        self.pending_len += len(data)
+        if self.pending_len >= self.env.bufsize and not self.body_paused:
+            self._request_flow()
+
+    def on_request_end(self, trailers: Headers) -> None:
+        self.req_done = True
+        if self.phase is Phase.DONE:
+            return
+        self.req_trailers = trailers
+        if self.conn is not None:
+            self.conn.send_end(trailers)
+
+    def on_request_error(self, status: int) -> None:
+        if self.phase is Phase.DONE:
+            return
+        if self.resp_head is None:
+            self.fail(status, "PR")
+        else:
+            self.abort("PD")
+
+    def _request_flow(self) -> None:
+        """Pause the client's request body while it cannot go anywhere: no connection and a full
+        buffer here, or a server connection that takes no more. Resume when that ends."""
+        conn = self.conn
+        pause = self.pending_len >= self.env.bufsize if conn is None else conn.write_paused
+        if pause != self.body_paused:
+            self.body_paused = pause
+            if pause:
+                self.side.pause_request()
+            else:
+                self.side.resume_request()
+
+    # -- server timeout -------------------------------------------------------------------------
+    def _arm_server_timer(self) -> None:
         if self.server_timer is not None:
             self.server_timer.cancel()
             self.server_timer = None
-        self._arm_server_timer()
-
-    # -- server timeout -----------------------------------------------------------------------
-    def _arm_server_timer(self) -> None:
         backend = self.backend
         timeout = backend.cfg.timeouts.server if backend is not None else None
+        self.server_last_io = time.monotonic()
         if timeout:
-            self.server_last_io = time.monotonic()
             self.server_timer = asyncio.get_running_loop().call_later(timeout, self._server_timeout, timeout)
 
     def _server_timeout(self, timeout: float) -> None:
         self.server_timer = None
-        if self.done or self.tunnel:
+        if self.phase is not Phase.EXCHANGE:
             return
         last = self.server_last_io
         if not self.req_done:  # an upload still moving keeps the server side alive too
-            last = max(last, self.client.last_io)
+            last = max(last, self.side.last_io)
         idle = time.monotonic() - last
         if idle < timeout:
             self.server_timer = asyncio.get_running_loop().call_later(
@@ -326,115 +338,84 @@ class Stream:
         else:
             self.abort("sD")
 
-    # -- response side (ServerPeer) -----------------------------------------------------------
+    # -- response side (ServerPeer) -------------------------------------------------------------
     def on_server_events(self, events: list[Event]) -> None:
         self.server_last_io = time.monotonic()
-        client = self.client
-        client.cork()  # one write (one syscall) for everything these events produce
+        side = self.side
+        side.cork()  # one write (one syscall) for everything these events produce
         try:
             for ev in events:
-                if self.done:
+                if self.phase is not Phase.EXCHANGE:
                     return
                 if isinstance(ev, Data):
-                    if self.interim:
-                        continue
-                    self.bytes_out += len(ev.data)
-                    client.write(writer.data(self.client_framing, ev.data))
+                    if not self.interim:
+                        self.bytes_out += len(ev.data)
+                        side.send_data(ev.data)
                 elif isinstance(ev, ResponseHead):
                     self._on_response_head(ev)
                 elif isinstance(ev, EndOfMessage):
                     if self.interim:
                         self.interim = False
                         continue
-                    client.write(writer.end(self.client_framing, ev.trailers))
+                    side.send_end(ev.trailers)
                     # The server connection goes back to the pool *before* the client sees the end
                     # of the response (uncork below): its next request can find it there.
                     self.finish()
         finally:
-            client.uncork()
+            side.uncork()
 
     def _on_response_head(self, resp: ResponseHead) -> None:
-        head = self.head
-        client = self.client
         status = resp.status
         if status < 200 and status != 101:
             self.interim = True
-            if head.version == b"1.1":
-                client.write(
-                    writer.response_head(resp, body=Framing.NONE, content_length=None, keep_alive=True)
-                )
+            self.side.send_interim(resp)
             return
         if self.t_resp == 0.0:
             self.t_resp = time.monotonic()
         self.resp_head = resp
         if status == 101:
-            if not head.upgrade:
+            if not self.head.upgrade:
                 self.fail(502, "PH")
                 return
             self._start_tunnel(resp)
             return
-        if status in (401, 407) and self.conn is not None:
+        conn = self.conn
+        if status in (401, 407) and conn is not None and self.backend is not None:
             auth = b"www-authenticate" if status == 401 else b"proxy-authenticate"
             for value in header_values(resp.headers, auth):
-                if value.split(b" ", 1)[0].lower() in _AUTH_PRIVATE and self.backend is not None:
-                    self.backend.make_private(self.conn)
+                if value.split(b" ", 1)[0].lower() in _AUTH_PRIVATE:
+                    self.backend.make_private(conn)
                     break
-        framing = resp.body
-        keep = self.client_keep and client.keep_alive_allowed()
-        if framing is Framing.CLOSE:
-            if head.version == b"1.1" and head.method != b"HEAD":
-                framing = Framing.CHUNKED  # re-frame so the client connection can stay alive
-            else:
-                keep = False
-        elif framing is Framing.CHUNKED and head.version == b"1.0":
-            framing = Framing.CLOSE  # an HTTP/1.0 client cannot read chunks: delimit by close
-            keep = False
-        if not self.req_done:
-            keep = False  # an early response: the rest of the request body cannot be resynced
-        self.client_keep = keep
-        self.client_framing = framing
         if not resp.keep_alive or resp.body is Framing.CLOSE:
             self.server_keep = False
-        client.write(
-            writer.response_head(
-                resp,
-                body=framing,
-                content_length=resp.content_length,
-                keep_alive=keep,
-                version=head.version,
-            )
+        self.client_keep = self.side.send_response_head(
+            resp, keep_alive=self.client_keep, request_done=self.req_done
         )
-        if head.method == b"HEAD" or framing is Framing.NONE:
-            self.client_framing = Framing.NONE
 
     def _start_tunnel(self, resp: ResponseHead) -> None:
         conn = self.conn
         assert conn is not None
-        self.tunnel = True
+        self._to(Phase.TUNNEL)
         self.server_keep = False
         self.client_keep = False
         if self.server_timer is not None:
             self.server_timer.cancel()
             self.server_timer = None
-        self.client.write(
-            writer.response_head(
-                resp, body=Framing.NONE, content_length=None, keep_alive=True, version=b"1.1"
-            )
-        )
         leftover = conn.make_tunnel()
+        early = self.side.start_tunnel(self, resp)
         if leftover:
-            self.client.write(leftover)
-        early = self.client.start_tunnel(self)
+            self.bytes_out += len(leftover)
+            self.side.tunnel_send(leftover)
         if early:
-            conn.write(early)
+            conn.tunnel_send(early)
 
     def on_tunnel_data(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        self.client.write(data)
+        self.side.tunnel_send(data)
 
     def tunnel_from_client(self, data: bytes) -> None:
         if self.conn is not None:
-            self.conn.write(data)
+            self.conn.tunnel_send(data)
 
     def tunnel_client_eof(self) -> None:
         """The client half-closed the tunnel: pass the FIN on; the tunnel ends when both did."""
@@ -446,7 +427,7 @@ class Stream:
 
     def on_tunnel_eof(self) -> None:
         self.tunnel_eofs |= 2
-        self.client.write_eof()
+        self.side.tunnel_send_eof()
         if self.tunnel_eofs == 3:
             self.finish()
 
@@ -462,24 +443,25 @@ class Stream:
         conn = self.conn
         self.conn = None
         self.server_keep = False
-        if self.done:
+        phase = self.phase
+        if phase is Phase.DONE:
             return
-        if self.tunnel:
+        if phase is Phase.TUNNEL:
             self.finish()
             return
         if self.resp_head is not None:
             self.abort("SD")
             return
-        if conn is not None and not conn.got_response_bytes and self.reused:
-            retries = self.backend.cfg.retries if self.backend is not None else 0
-            if self.replay is not None and self.req_done and not self.retried and retries > 0:
+        acq = self.acq
+        if conn is not None and not conn.got_response_bytes and acq is not None and acq.reused:
+            if self.replay is not None and self.req_done:
                 self._retry()
                 return
             # Not replayable: close silently so that the client may retry (HAProxy's behaviour).
             self.term = "SH"
             self.client_keep = False
             self._end(log_status=-1)
-            self.client.abort()
+            self.side.abort()
             return
         self.fail(502, "SH")
 
@@ -488,33 +470,37 @@ class Stream:
         if self.server_timer is not None:
             self.server_timer.cancel()
             self.server_timer = None
-        self.client.resume_reading()
-        self.retried = True
-        self.reused = False
         assert self.replay is not None
-        self.pending = list(self.replay)
-        self.connect_task = asyncio.get_running_loop().create_task(self._connect())
+        self.retried = True
+        self.pending = self.replay
+        self.pending_len = self.replay_len
+        self.replay = None
+        self._to(Phase.CONNECTING)
+        self._request_flow()  # no connection now, and the replay is small: never a reason to pause
+        self.task = asyncio.get_running_loop().create_task(self._acquire(fresh=True))
 
-    def on_server_pause_writing(self) -> None:
-        self.client.pause_reading()
+    def on_server_writable(self, writable: bool) -> None:
+        self._request_flow()
 
-    def on_server_resume_writing(self) -> None:
-        self.client.resume_reading()
+    # -- client conditions ----------------------------------------------------------------------
+    def on_client_writable(self, writable: bool) -> None:
+        conn = self.conn
+        if conn is not None:
+            if writable:
+                conn.resume_reading()
+            else:
+                conn.pause_reading()
 
-    # -- client transport conditions ----------------------------------------------------------
-    def on_client_pause_writing(self) -> None:
-        if self.conn is not None:
-            self.conn.pause_reading()
-
-    def on_client_resume_writing(self) -> None:
-        if self.conn is not None:
-            self.conn.resume_reading()
+    def on_client_timeout(self) -> None:
+        if self.phase is not Phase.DONE:
+            self.abort("cD")
 
     def on_client_closed(self) -> None:
         """The client went away: drop everything (the server connection is not reusable)."""
-        if self.done:
+        phase = self.phase
+        if phase is Phase.DONE:
             return
-        if self.tunnel:
+        if phase is Phase.TUNNEL:
             conn = self.conn
             self.conn = None
             if conn is not None:
@@ -525,13 +511,11 @@ class Stream:
         self.server_keep = False
         self._end(log_status=-1)
 
-    # -- endings ------------------------------------------------------------------------------
+    # -- endings --------------------------------------------------------------------------------
     def local_response(self, status: int, body: bytes, content_type: str | None) -> None:
         """Answer locally (``http-request return``); the client connection may stay alive."""
-        keep = self.client_keep and self.req_done and self.client.keep_alive_allowed()
-        self.client_keep = keep
-        self.client.write(
-            writer.simple_response(status, body=body, content_type=content_type, keep_alive=keep)
+        self.client_keep = self.side.send_local(
+            status, body, content_type, keep_alive=self.client_keep and self.req_done
         )
         self.bytes_out = len(body)
         self._end(log_status=status)
@@ -541,11 +525,7 @@ class Stream:
         self.term = term
         self.client_keep = False
         self.server_keep = False
-        body = writer.error_body(status)
-        self.client.write(
-            writer.simple_response(status, body=body, content_type="text/html", keep_alive=False)
-        )
-        self.bytes_out = len(body)
+        self.bytes_out = self.side.send_error(status)
         self._end(log_status=status)
 
     def abort(self, term: str) -> None:
@@ -555,7 +535,7 @@ class Stream:
         self.server_keep = False
         status = self.resp_head.status if self.resp_head is not None else -1
         self._end(log_status=status)
-        self.client.abort()
+        self.side.abort()
 
     def finish(self) -> None:
         """The response ended cleanly (or a tunnel ended)."""
@@ -563,39 +543,35 @@ class Stream:
         self._end(log_status=status)
 
     def _end(self, log_status: int) -> None:
-        if self.done:
+        if self.phase is Phase.DONE:
             return
-        self.done = True
+        tunnel = self.phase is Phase.TUNNEL
+        self._to(Phase.DONE)
         if self.server_timer is not None:
             self.server_timer.cancel()
             self.server_timer = None
-        if self.connect_task is not None:
-            self.connect_task.cancel()
-            self.connect_task = None
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
         conn = self.conn
         self.conn = None
-        client = self.client
-        client.resume_reading()  # whatever this stream paused on the client side ends with it
-        if conn is not None:
-            backend = self.backend
-            assert backend is not None
-            if (
-                self.server_keep
-                and self.req_done
-                and not self.tunnel
-                and conn.alive
-                and not conn.write_paused
-                and not conn.parser.poisoned  # bytes came after the response: never reuse it
-            ):
-                backend.release(conn, client.session)
-            elif self.tunnel:
-                conn.close_soon()
-            else:
-                backend.discard(conn)
-        if self.has_slot:
-            self.has_slot = False
-            srv = self.server
-            assert srv is not None
-            client.queues.release(srv)
-        client.log_stream(self, log_status)
-        client.stream_done(self, self.client_keep)
+        self.pending = []
+        self.replay = None
+        if self.body_paused:  # whatever this stream paused on the client side ends with it
+            self.body_paused = False
+            self.side.resume_request()
+        if tunnel and conn is not None:
+            conn.close_soon()
+            conn = None
+        backend, acq = self.backend, self.acq
+        if backend is not None and acq is not None:
+            reusable = conn is not None and self.server_keep and self.req_done and conn.reusable
+            backend.finish(acq, conn, reusable)
+        elif conn is not None:
+            conn.close()
+        self.env.log_stream(self, log_status)
+        self.side.stream_done(self, self.client_keep)
+
+    @property
+    def server(self) -> ServerRuntime | None:
+        return self.acq.server if self.acq is not None else None

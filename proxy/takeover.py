@@ -248,3 +248,4 @@ def _slot_of(addr: object, base: str) -> int | None:
         return int(addr[len(prefix) :])
     except ValueError:
         return None
+

@@ -20,42 +20,29 @@ import ctypes
 import os
 import signal
 import socket
-import time
 from typing import NoReturn
 
-from proxy.backend import ORDERS, Backend, WorkerLink
+from proxy.backend import Backend
 from proxy.config.model import Config
+from proxy.donor import Donor, WorkerLink
+from proxy.env import StreamEnv
 from proxy.frontend import Frontend
 from proxy.h1 import Limits
 from proxy.listener import Listener
-from proxy.log import HttpLogRecord, LogSink, format_httplog, notice
-from proxy.message import RequestHead
+from proxy.log import LogSink, notice
 from proxy.mux_h1 import ClientConn
 from proxy.queue import Queues
 from proxy.server import ServerRuntime
 from proxy.shm import ShmTable
-from proxy.stream import Stream
-from proxy.takeover import Channel, Handed, Message
+from proxy.takeover import Channel, Message
 
 PR_SET_PDEATHSIG = 1
 HEARTBEAT_INTERVAL = 1.0
 
 
-def request_line(head: RequestHead) -> str:
-    method = head.method.decode("latin-1")
-    return f"{method} {head.target.decode('latin-1')} HTTP/{head.version.decode('latin-1')}"
-
-
-def _ms(a: float, b: float) -> int:
-    return -1 if a <= 0.0 or b <= 0.0 else max(0, int((b - a) * 1000))
-
-
 class WorkerState:
-    """Everything one worker owns; the protocols reach the rest of the worker through it.
-
-    It is also the ``takeover.Victim`` of this worker's channel: other workers' requests for idle
-    connections, slot hand-offs, kills and purge shares arrive here and go to the backend owning
-    the server."""
+    """Everything one worker owns: backends with their servers, one stream environment per
+    frontend, the takeover channel and its donor, the client registry, stopping."""
 
     def __init__(self, slot: int, config: Config, loop: asyncio.AbstractEventLoop, table: ShmTable) -> None:
         self.slot = slot
@@ -66,10 +53,9 @@ class WorkerState:
         limits = Limits(max_head=g.bufsize, max_headers=g.maxhdr)
         self.link = WorkerLink(slot, table.nworkers, loop)
         self.link.shared = g.idle_pool_shared
-        self.link.late = self.adopt_late
         self.channel: Channel | None = None
-        self.queues = Queues(table, slot, loop, self._send)
-        self.by_index: dict[int, tuple[Backend, ServerRuntime]] = {}
+        self.queues = self.link.queues = Queues(table, slot, loop, self._send)
+        self.by_index: dict[int, ServerRuntime] = {}
         self.backends: dict[str, Backend] = {}
         for name, cfg in config.backends.items():
             servers = []
@@ -77,137 +63,48 @@ class WorkerState:
                 i = table.server_index(name, s.name)
                 cells = [table.cell(i, w) for w in range(table.nworkers)]
                 servers.append(ServerRuntime(name, i, s, cells, slot))
-            backend = self.backends[name] = Backend(cfg, servers, g.h1_engine, limits, self.link)
+            self.backends[name] = Backend(cfg, servers, g.h1_engine, limits, self.link)
             for srv in servers:
-                self.by_index[srv.index] = (backend, srv)
-        self.frontends = {
-            name: Frontend(cfg, self.backends, g.h1_engine, limits) for name, cfg in config.frontends.items()
-        }
+                self.by_index[srv.index] = srv
+        self.donor = Donor(self.link, self.by_index, g.h1_engine, limits, self.queues.granted)
+        self.link.late = self.donor.adopt_late
         self.clients: set[ClientConn] = set()
-        self.servers: list[asyncio.AbstractServer] = []
         self.stopping = False
-        self.requests = 0
         self.log = LogSink(g.logs)
+        self.envs = {
+            name: StreamEnv(Frontend(cfg, self.backends, g.h1_engine, limits), self, self.log, g.h1_engine,
+                            limits, g.bufsize)
+            for name, cfg in config.frontends.items()
+        }  # fmt: skip
+        self.servers: list[asyncio.AbstractServer] = []
 
-    # -- bookkeeping called by client connections ---------------------------------------------
-    def client_opened(self, client: ClientConn) -> None:
+    @property
+    def requests(self) -> int:
+        return sum(env.requests for env in self.envs.values())
+
+    # -- the client registry (proxy.env.Clients) ------------------------------------------------
+    def client_opened(self, client: object) -> None:
+        assert isinstance(client, ClientConn)
         self.clients.add(client)
 
-    def client_closed(self, client: ClientConn) -> None:
+    def client_closed(self, client: object) -> None:
+        assert isinstance(client, ClientConn)
         self.clients.discard(client)
         if self.stopping and not self.clients:
             self.loop.stop()
 
-    def log_stream(self, client: ClientConn, stream: Stream, status: int) -> None:
-        if not self.log.enabled:
-            return
-        now = time.monotonic()
-        wall = time.time()
-        t0 = stream.t_start
-        head = stream.head
-        backend = stream.backend
-        server = stream.server
-        srv_conn = server.row.served if server is not None else 0
-        self.log.emit(
-            format_httplog(
-                HttpLogRecord(
-                    client=f"{client.session.client_ip}:{client.session.client_port}",
-                    accept_ts=wall - (now - t0),
-                    frontend=client.frontend.name,
-                    backend=backend.name if backend is not None else client.frontend.name,
-                    server=server.name if server is not None else "<NOSRV>",
-                    tq=_ms(t0, stream.t_head),
-                    tw=_ms(stream.t_head, stream.t_queued),
-                    tc=_ms(stream.t_head, stream.t_connected),
-                    tr=_ms(stream.t_connected, stream.t_resp),
-                    ta=_ms(t0, now),
-                    status=status,
-                    bytes_out=stream.bytes_out,
-                    term=stream.term,
-                    actconn=len(self.clients),
-                    feconn=len(self.clients),
-                    beconn=sum(s.row.served for s in backend.servers) if backend is not None else 0,
-                    srv_conn=srv_conn,
-                    retries=1 if stream.retried else 0,
-                    request_line=request_line(head),
-                )
-            )
-        )
+    def client_count(self) -> int:
+        return len(self.clients)
 
-    def log_error(self, client: ClientConn, status: int, term: str, reason: str) -> None:
-        if not self.log.enabled:
-            return
-        self.log.emit(
-            format_httplog(
-                HttpLogRecord(
-                    client=f"{client.session.client_ip}:{client.session.client_port}",
-                    accept_ts=time.time(),
-                    frontend=client.frontend.name,
-                    backend=client.frontend.name,
-                    server="<NOSRV>",
-                    tq=-1,
-                    tw=-1,
-                    tc=-1,
-                    tr=-1,
-                    ta=0,
-                    status=status,
-                    bytes_out=0,
-                    term=term,
-                    actconn=len(self.clients),
-                    feconn=len(self.clients),
-                    beconn=0,
-                    srv_conn=0,
-                    retries=0,
-                    request_line="<BADREQ>",
-                )
-            )
-        )
-
-    # -- takeover.Victim: what other workers and the master ask of us ---------------------------
     def _send(self, slot: int, msg: Message) -> bool:
         return self.channel.send(slot, msg) if self.channel is not None else False
-
-    def give_idle(self, server: int, key: int, order: int) -> tuple[int, int, int] | None:
-        found = self.by_index.get(server)
-        ckey = self.link.keys.get(key)
-        if found is None or ckey is None or not 0 <= order < len(ORDERS):
-            return None
-        backend, srv = found
-        return backend.give_idle(srv, ckey, ORDERS[order])
-
-    def handed_over(self, server: int, thief: int, sent: bool) -> None:
-        found = self.by_index.get(server)
-        if found is not None:
-            found[0].handed_over(found[1], thief, sent)
-
-    def slot_granted(self, server: int) -> None:
-        found = self.by_index.get(server)
-        if found is not None:
-            self.queues.granted(found[1])
-
-    def kill_idle(self, server: int) -> None:
-        found = self.by_index.get(server)
-        if found is not None:
-            found[0].kill_idle(found[1])
-
-    def purge(self, server: int, to_close: int, idle_total: int) -> None:
-        found = self.by_index.get(server)
-        if found is not None:
-            found[0].purge(found[1], to_close, idle_total)
-
-    def adopt_late(self, handed: Handed) -> None:
-        found = self.by_index.get(handed.server)
-        if found is None:
-            os.close(handed.fd)
-            return
-        found[0].adopt_late(found[1], handed)
 
     def heartbeat(self) -> None:
         """Every second: tell the master we live, and claim any maxconn slot handed to this slot
         whose SLOT datagram never arrived (sent while the slot was being respawned): passed on to
         a waiter, or given back, so a slot is never stranded."""
         self.table.heartbeat(self.slot)
-        for _backend, srv in self.by_index.values():
+        for srv in self.by_index.values():
             if srv.cell.incoming > 0:
                 self.queues.granted(srv)
         if not self.stopping:
@@ -221,10 +118,9 @@ class WorkerState:
         self.link.stopping = True
         for srv in self.servers:
             srv.close()
-        for backend in self.backends.values():
-            backend.close_idle()
+        self.donor.close_idle()
         for client in list(self.clients):
-            if client.stream is None and client.tunnel_stream is None and not client.inbox:
+            if client.idle:
                 client.close()
         if not self.clients:
             self.loop.stop()
@@ -264,13 +160,13 @@ def run(
     loop.add_signal_handler(signal.SIGUSR1, state.soft_stop)
     code = 0
     try:
-        state.channel = state.link.channel = Channel(loop, table.name, slot, state)
+        state.channel = state.link.channel = Channel(loop, table.name, slot, state.donor)
         state.heartbeat()
         for lst in listeners:
-            frontend = state.frontends[lst.frontend]
+            env = state.envs[lst.frontend]
 
-            def factory(fe: Frontend = frontend) -> ClientConn:
-                return ClientConn(fe, state)
+            def factory(env: StreamEnv = env) -> ClientConn:
+                return ClientConn(env)
 
             server = loop.run_until_complete(loop.create_server(factory, sock=lst.sock, backlog=1024))
             state.servers.append(server)

@@ -1,0 +1,155 @@
+"""A stream's environment: what a stream and its client mux get from the worker, explicitly.
+
+One ``StreamEnv`` per frontend per worker. It implements ``proxy.sides.ClientEnv`` for the client
+muxes of that frontend's listeners (settings, a stream per request head, the client registry) and is
+the stream's only way to the rest of the worker: routing (``frontend``), the body buffer limit
+(``bufsize``), logging (``log_stream``/``log_error``), soft stop. A stream never reaches the worker
+through its client connection.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from proxy.log import HttpLogRecord, LogSink, format_httplog
+from proxy.stream import Stream
+
+if TYPE_CHECKING:
+    from proxy.config.model import Proxy
+    from proxy.frontend import Frontend
+    from proxy.h1 import Limits
+    from proxy.message import RequestHead
+    from proxy.sides import ClientSide
+
+
+class Clients(Protocol):
+    """The worker's registry of client connections (soft stop waits for it to empty)."""
+
+    stopping: bool
+
+    def client_opened(self, side: object) -> None: ...
+
+    def client_closed(self, side: object) -> None: ...
+
+    def client_count(self) -> int: ...
+
+
+def request_line(head: RequestHead) -> str:
+    method = head.method.decode("latin-1")
+    return f"{method} {head.target.decode('latin-1')} HTTP/{head.version.decode('latin-1')}"
+
+
+def _ms(a: float, b: float) -> int:
+    return -1 if a <= 0.0 or b <= 0.0 else max(0, int((b - a) * 1000))
+
+
+class StreamEnv:
+    __slots__ = ("bufsize", "clients", "engine_name", "frontend", "limits", "log", "requests")
+
+    def __init__(
+        self,
+        frontend: Frontend,
+        clients: Clients,
+        log: LogSink,
+        engine_name: str,
+        limits: Limits,
+        bufsize: int,
+    ) -> None:
+        self.frontend = frontend
+        self.clients = clients
+        self.log = log
+        self.engine_name = engine_name
+        self.limits = limits
+        self.bufsize = bufsize  # request body bytes a stream holds while it has no connection
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"<StreamEnv fe={self.frontend.name} requests={self.requests}>"
+
+    # -- ClientEnv ------------------------------------------------------------------------------
+    @property
+    def cfg(self) -> Proxy:
+        return self.frontend.cfg
+
+    @property
+    def stopping(self) -> bool:
+        return self.clients.stopping
+
+    def open_stream(self, side: ClientSide, head: RequestHead, t_start: float) -> Stream:
+        self.requests += 1
+        return Stream(side, self, head, t_start)
+
+    def client_opened(self, side: object) -> None:
+        self.clients.client_opened(side)
+
+    def client_closed(self, side: object) -> None:
+        self.clients.client_closed(side)
+
+    # -- logging --------------------------------------------------------------------------------
+    def log_stream(self, stream: Stream, status: int) -> None:
+        if not self.log.enabled:
+            return
+        now = time.monotonic()
+        t0 = stream.t_start
+        backend = stream.backend
+        acq = stream.acq
+        server = acq.server if acq is not None else None
+        session = stream.side.session
+        nclients = self.clients.client_count()
+        self.log.emit(
+            format_httplog(
+                HttpLogRecord(
+                    client=f"{session.client_ip}:{session.client_port}",
+                    accept_ts=time.time() - (now - t0),
+                    frontend=self.frontend.name,
+                    backend=backend.name if backend is not None else self.frontend.name,
+                    server=server.name if server is not None else "<NOSRV>",
+                    tq=_ms(t0, stream.t_head),
+                    tw=_ms(stream.t_head, acq.t_queued) if acq is not None else -1,
+                    tc=_ms(stream.t_head, acq.t_connected) if acq is not None else -1,
+                    tr=_ms(acq.t_connected, stream.t_resp) if acq is not None else -1,
+                    ta=_ms(t0, now),
+                    status=status,
+                    bytes_out=stream.bytes_out,
+                    term=stream.term,
+                    actconn=nclients,
+                    feconn=nclients,
+                    beconn=sum(s.row.served for s in backend.servers) if backend is not None else 0,
+                    srv_conn=server.row.served if server is not None else 0,
+                    retries=1 if stream.retried else 0,
+                    request_line=request_line(stream.head),
+                )
+            )
+        )
+
+    def log_error(self, side: ClientSide, status: int, term: str) -> None:
+        if not self.log.enabled:
+            return
+        session = side.session
+        nclients = self.clients.client_count()
+        self.log.emit(
+            format_httplog(
+                HttpLogRecord(
+                    client=f"{session.client_ip}:{session.client_port}",
+                    accept_ts=time.time(),
+                    frontend=self.frontend.name,
+                    backend=self.frontend.name,
+                    server="<NOSRV>",
+                    tq=-1,
+                    tw=-1,
+                    tc=-1,
+                    tr=-1,
+                    ta=0,
+                    status=status,
+                    bytes_out=0,
+                    term=term,
+                    actconn=nclients,
+                    feconn=nclients,
+                    beconn=0,
+                    srv_conn=0,
+                    retries=0,
+                    request_line="<BADREQ>",
+                )
+            )
+        )
