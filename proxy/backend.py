@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from proxy.balance import make_balancer
 from proxy.config.model import Proxy, ReuseMode
@@ -207,9 +207,9 @@ class Backend:
         srv.row.add(R_REUSES)
         acq.reused = True
         acq.t_connected = time.monotonic()
-        return conn
+        return cast(ServerConn, conn)  # a worker's pools and sessions hold its ServerConns only
 
-    # -- stealing (the thief's side; the victim's is proxy.takeover.Donor) --------------------
+    # -- stealing (the thief's side; the victim's is proxy.donor.Donor) --------------------
     async def _steal(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
         """Ask other workers, in turn and within one deadline, for an idle connection of our key."""
         srv = acq.server

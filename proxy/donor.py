@@ -21,7 +21,7 @@ import hashlib
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from proxy.h1 import Limits
 from proxy.pool import ConnKey, ListKind, worker_share
@@ -127,7 +127,8 @@ class Donor:
             got = srv.pool.take_with_kind(ckey, ORDERS[order])
             if got is None:
                 return None
-            conn, kind = got
+            conn = cast(ServerConn, got[0])  # a worker's pools hold its ServerConns only
+            kind = got[1]
             if conn.alive:
                 break
             conn.close()  # its hook uncounts it (it already left the pool)

@@ -45,8 +45,6 @@ from proxy.shm import R_EST_NEED, ServerCell, ServerRow
 if TYPE_CHECKING:
     import asyncio
 
-    from proxy.server_conn import ServerConn
-
 
 class Acct(enum.IntEnum):
     NONE = 0
@@ -63,6 +61,27 @@ class IllegalTransition(RuntimeError):
 
 class Accounted(Protocol):
     acct: Acct
+
+
+class Conn(Protocol):
+    """What the server runtime (and a client session) needs of a connection to a server;
+    ``proxy.server_conn.ServerConn`` is one. Defined here so that this module needs no I/O code."""
+
+    acct: Acct
+    owner: object | None  # the client session a private connection belongs to
+    idle_since: float
+
+    @property
+    def key(self) -> ConnKey: ...
+
+    @property
+    def server(self) -> ServerRuntime: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    def close(self) -> None:
+        """Close now; the connection's ``on_lost`` hook (``ServerRuntime.lost``) runs at once."""
 
 
 # A move's counter operation: (server runtime, argument) -> done. The argument is the limit of a
@@ -197,7 +216,7 @@ class ServerRuntime:
         self.peers = cells  # every worker's cell for this server (others' are only read)
         cell = self.cell = cells[slot]
         self.row: ServerRow = cell.row
-        self.pool: IdlePool[ServerConn] = IdlePool(f"{backend_name}/{cfg.name}")
+        self.pool: IdlePool[Conn] = IdlePool(f"{backend_name}/{cfg.name}")
         self.maint = cfg.disabled
         self.static_key: ConnKey | None = None  # the key of every connection, without usesrc clientip
         self.waiters: deque[Waiter] = deque()
@@ -252,7 +271,7 @@ class ServerRuntime:
         return Acct.SAFE if kind is ListKind.SAFE else Acct.IDLE
 
     # -- connections closing ------------------------------------------------------------------
-    def lost(self, conn: ServerConn) -> None:
+    def lost(self, conn: Conn) -> None:
         """Every connection's ``on_lost`` hook: it closed (or is closing), wherever it was. Take it
         out of this worker's pool or its client session, and count it no more."""
         if conn.acct is Acct.IDLE or conn.acct is Acct.SAFE:
@@ -263,13 +282,13 @@ class ServerRuntime:
             conn.owner = None
             owner.forget_conn(conn)  # type: ignore[attr-defined]
 
-    def drop_idle(self, conn: ServerConn) -> None:
-        """Close a pooled connection now (purge, kill, maintenance, soft stop)."""
-        conn.on_lost = None
+    def drop_idle(self, conn: Conn) -> None:
+        """Close a pooled connection now (purge, kill, maintenance, soft stop). ``lost`` runs first,
+        so that the pool and the counts are right even before the hook (which then finds nothing)."""
         self.lost(conn)
         conn.close()
 
-    def take_idle(self, key: ConnKey, order: tuple[ListKind, ...]) -> ServerConn | None:
+    def take_idle(self, key: ConnKey, order: tuple[ListKind, ...]) -> Conn | None:
         """A live pooled connection of ``key`` from this worker's lists in ``order``, now counted
         as USED; dead ones met on the way are closed. None when none fits."""
         pool = self.pool

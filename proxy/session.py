@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from proxy.pool import ConnKey
-    from proxy.server import ServerRuntime
-    from proxy.server_conn import ServerConn
+    from proxy.server import Conn, ServerRuntime
 
 MAX_SESSION_SRV_CONNS = 5
 
@@ -26,20 +25,20 @@ class Session:
         self.client_ip = client_ip
         self.client_port = client_port
         self.requests_done = 0
-        self.conns: list[ServerConn] = []  # private idle connections attached to this session
+        self.conns: list[Conn] = []  # private idle connections attached to this session
 
     @property
     def first_request(self) -> bool:
         return self.requests_done == 0
 
-    def take_conn(self, srv: ServerRuntime, key: ConnKey) -> ServerConn | None:
+    def take_conn(self, srv: ServerRuntime, key: ConnKey) -> Conn | None:
         for i, conn in enumerate(self.conns):
             if conn.server is srv and conn.key == key and conn.alive:
                 del self.conns[i]
                 return conn
         return None
 
-    def attach_conn(self, conn: ServerConn) -> bool:
+    def attach_conn(self, conn: Conn) -> bool:
         """Keep a private idle connection; False when the session already holds its maximum."""
         if len(self.conns) >= MAX_SESSION_SRV_CONNS:
             return False
@@ -47,7 +46,7 @@ class Session:
         self.conns.append(conn)
         return True
 
-    def forget_conn(self, conn: ServerConn) -> None:
+    def forget_conn(self, conn: Conn) -> None:
         """Called when an attached connection closes."""
         if conn in self.conns:
             self.conns.remove(conn)

@@ -1,10 +1,11 @@
 """A stream: one request and its response, from a client mux to a server connection and back.
 
 Theory of operation. A client mux (``proxy.mux_h1`` now, ``proxy.mux_h2`` next) opens a ``Stream``
-per request head through its environment (``proxy.env.StreamEnv``) and feeds it the request body and
-end; the stream knows no protocol — it sees neutral heads, data, trailers and ends (``proxy.message``)
-and speaks to the client through ``proxy.sides.ClientSide`` and to the server connection through its
-``send_*`` methods, receiving its response as ``proxy.sides.ServerPeer``.
+per request head through its environment (``Environment``; ``proxy.env.StreamEnv`` in a worker) and
+feeds it the request body and end; the stream knows no protocol — it sees neutral heads, data,
+trailers and ends (``proxy.message``) and speaks to the client through ``proxy.sides.ClientSide``
+and to the server connection through its ``send_*`` methods, receiving its response as
+``proxy.sides.ServerPeer``.
 
 1. ``start``: rules and routing (``Frontend``), server choice, then ``Backend.acquire_now`` — a free
    slot and an idle connection of this worker attach at once (no task); otherwise one task runs
@@ -35,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.backend import AcquireError
 from proxy.message import Data, EndOfMessage, Event, Framing, ResponseHead, header_values
@@ -43,7 +44,7 @@ from proxy.shm import R_REQUESTS
 
 if TYPE_CHECKING:
     from proxy.backend import Acquisition, Backend
-    from proxy.env import StreamEnv
+    from proxy.frontend import Frontend
     from proxy.h1 import ProtocolError
     from proxy.message import Headers, RequestHead
     from proxy.server import ServerRuntime
@@ -53,6 +54,22 @@ if TYPE_CHECKING:
 REPLAY_MAX = 16384  # a request is replayable on a new connection if it is complete and this small
 _AUTH_PRIVATE = (b"ntlm", b"negotiate")
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+
+
+class Environment(Protocol):
+    """What a stream gets from its worker (``proxy.env.StreamEnv`` is the one in use)."""
+
+    @property
+    def frontend(self) -> Frontend:
+        """Routing: the rules of the frontend the request came in on."""
+        ...
+
+    @property
+    def bufsize(self) -> int:
+        """Request body bytes a stream may hold while no server connection is attached."""
+        ...
+
+    def log_stream(self, stream: Stream, status: int) -> None: ...
 
 
 class Phase(enum.Enum):
@@ -108,7 +125,7 @@ class Stream:
         "tunnel_eofs",
     )
 
-    def __init__(self, side: ClientSide, env: StreamEnv, head: RequestHead, t_start: float) -> None:
+    def __init__(self, side: ClientSide, env: Environment, head: RequestHead, t_start: float) -> None:
         self.side = side
         self.env = env
         self.head = head

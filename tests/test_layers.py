@@ -1,19 +1,32 @@
 """Layers import downward only (STYLE.md habit 3): checked on a fresh interpreter per module.
 
-- the pure core (config, message model, HTTP/1 parsers, pool policy, balancing, ACLs, shm layout)
-  imports no event loop and none of the I/O or orchestration modules;
-- the master imports no HTTP code (it runs no event loop; workers import theirs after the fork).
+From the bottom up:
+
+- **core** — config, message model, HTTP/1 parsers and writer, pool policy and pool, balancing,
+  ACLs, shm layout, the mux/stream interfaces: imports no event loop and no module above it;
+- **state** — a server's runtime and accounting, a client session: no event loop, nothing above;
+- **adapters** — the I/O edges: listeners, the muxes, the takeover channel and donor: nothing of the
+  orchestration;
+- **orchestration** — stream, backend, frontend, queue, environment, worker, master.
+
+And the master imports no HTTP code (it runs no event loop; workers import theirs after the fork).
+Plus a static check over the whole package: no import cycle, counting the imports made for type
+checking too (a cycle there is still two modules that each need the other to be understood).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-PURE = [
+PACKAGE = Path(__file__).resolve().parent.parent / "proxy"
+
+CORE = [
     "proxy.config",
     "proxy.message",
     "proxy.h1",
@@ -23,20 +36,22 @@ PURE = [
     "proxy.balance",
     "proxy.acl",
     "proxy.shm",
+    "proxy.sides",
+    "proxy.log",
+    "proxy.atomics",
 ]
-IO_AND_ABOVE = {
-    "asyncio",
-    "uvloop",
-    "proxy.listener",
-    "proxy.mux_h1",
-    "proxy.server_conn",
-    "proxy.takeover",
+STATE = ["proxy.server", "proxy.session"]
+ADAPTERS = ["proxy.listener", "proxy.mux_h1", "proxy.server_conn", "proxy.takeover", "proxy.donor"]
+ORCHESTRATION = [
     "proxy.stream",
     "proxy.backend",
     "proxy.frontend",
+    "proxy.queue",
+    "proxy.env",
     "proxy.worker",
     "proxy.master",
-}
+]
+EVENT_LOOP = {"asyncio", "uvloop"}
 HTTP = {
     "proxy.h1",
     "proxy.mux_h1",
@@ -44,6 +59,7 @@ HTTP = {
     "proxy.server_conn",
     "proxy.backend",
     "proxy.frontend",
+    "proxy.donor",
     "uvloop",
 }
 
@@ -54,10 +70,73 @@ def imported_by(module: str) -> set[str]:
     return set(json.loads(out))
 
 
-@pytest.mark.parametrize("module", PURE)
-def test_pure_core_imports_no_io(module: str) -> None:
-    assert not (imported_by(module) & IO_AND_ABOVE)
+@pytest.mark.parametrize("module", CORE)
+def test_core_imports_no_event_loop_and_nothing_above(module: str) -> None:
+    above = EVENT_LOOP | set(STATE) | set(ADAPTERS) | set(ORCHESTRATION)
+    assert not (imported_by(module) & above)
+
+
+@pytest.mark.parametrize("module", STATE)
+def test_state_imports_no_event_loop_and_nothing_above(module: str) -> None:
+    assert not (imported_by(module) & (EVENT_LOOP | set(ADAPTERS) | set(ORCHESTRATION)))
+
+
+@pytest.mark.parametrize("module", ADAPTERS)
+def test_adapters_import_no_orchestration(module: str) -> None:
+    assert not (imported_by(module) & set(ORCHESTRATION))
 
 
 def test_master_imports_no_http_code() -> None:
     assert not (imported_by("proxy.master") & HTTP)
+
+
+def test_every_module_has_a_layer() -> None:
+    """A new module must be placed in a layer (and so be checked by the tests above)."""
+    placed = set(CORE) | set(STATE) | set(ADAPTERS) | set(ORCHESTRATION)
+    outside = {"proxy", "proxy.main", "proxy.__main__", "proxy._atomic"}  # the entry points
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        name = name.removesuffix(".__init__")
+        if any(name == p or name.startswith(p + ".") for p in placed | outside):
+            continue
+        pytest.fail(f"{name} is in no layer of tests/test_layers.py")
+
+
+def imports_of(path: Path) -> set[str]:
+    """The ``proxy.*`` modules a file imports, those under ``if TYPE_CHECKING:`` included."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("proxy"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("proxy"):
+            found.add(node.module)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = {m for m in imports_of(path) if m != name}
+    # A package imports its submodules on purpose (the h1 engine registry): not a cycle to report.
+    for name, deps in graph.items():
+        graph[name] = {d for d in deps if not d.startswith(name + ".")}
+    cycles = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def walk(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                cycles.append([*stack[stack.index(dep) :], dep])
+            elif dep not in state and dep in graph:
+                walk(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            walk(node)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
