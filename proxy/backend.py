@@ -32,6 +32,7 @@ from proxy.pool import (
     ListKind,
     acquire_plan,
     kind_after_release,
+    reuse_order,
     server_conn_key,
     should_keep,
     steal_order,
@@ -147,7 +148,9 @@ class Backend:
                 return None
             acq.has_slot = True
             acq.t_queued = time.monotonic()
-        return self._local(acq, self._plan(acq).lists)
+        # The plan's lists are ``reuse_order(mode, first)``: asked directly, the hot path skips
+        # the numbers only the rest of the plan needs.
+        return self._local(acq, reuse_order(self.mode, acq.first))
 
     async def acquire(self, acq: Acquisition, *, fresh: bool = False) -> ServerConn:
         """The whole plan (after ``acquire_now`` found nothing, or ``fresh`` for a replay).
