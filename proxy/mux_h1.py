@@ -20,7 +20,7 @@ rejects gets its status (400/413/431/501, ``PR``) once every earlier pipelined r
 written, and the connection closes. Nothing in here raises out of a callback: a malformed request
 never takes the worker down.
 
-Flow control. Reading pauses for any of three reasons (``_Pause``): too many parsed events waiting
+Flow control. Reading pauses for any of three reasons (``PAUSE_*``): too many parsed events waiting
 (pipelining), the current stream cannot forward the request body now (``pause_request``), or an
 upgrade request whose outcome is not known yet. The transport is paused while any reason holds.
 """
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
 
 
-class Phase(enum.Enum):
+class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
     IDLE = "idle"  # between requests: no byte of the next one yet (keep-alive wait)
     HEAD = "head"  # bytes of a request head arrived, no complete head yet (http-request timeout)
     STREAM = "stream"  # a stream runs the current request
@@ -61,10 +61,10 @@ _PHASES: dict[Phase, frozenset[Phase]] = {
 }
 
 
-class _Pause(enum.IntFlag):
-    PIPELINE = 1  # parsed events wait for the current stream
-    BODY = 2  # the stream cannot forward the request body now
-    UPGRADE = 4  # bytes after an upgrade request may be the tunnel's
+# Reasons to pause reading, bits of ``pause_reasons`` (plain ints: IntFlag arithmetic is slow).
+PAUSE_PIPELINE = 1  # parsed events wait for the current stream
+PAUSE_BODY = 2  # the stream cannot forward the request body now
+PAUSE_UPGRADE = 4  # bytes after an upgrade request may be the tunnel's
 
 
 class ClientConn(asyncio.Protocol):
@@ -104,7 +104,7 @@ class ClientConn(asyncio.Protocol):
         self.stream_head: RequestHead | None = None
         self.inbox: deque[Event] = deque()
         self.parse_error: ProtocolError | None = None
-        self.pause_reasons = _Pause(0)
+        self.pause_reasons = 0
         self.paused = False
         self.half_closed = False  # the client sent its FIN: answer what is in flight, then close
         self.corked: list[bytes] | None = None
@@ -242,7 +242,7 @@ class ClientConn(asyncio.Protocol):
                 return
         inbox = self.inbox
         self._set_pause(
-            _Pause.PIPELINE, len(inbox) >= PIPELINE_MAX_EVENTS or (bool(inbox) and self.stream is not None)
+            PAUSE_PIPELINE, len(inbox) >= PIPELINE_MAX_EVENTS or (bool(inbox) and self.stream is not None)
         )
 
     def _drain_inbox(self) -> None:
@@ -262,7 +262,7 @@ class ClientConn(asyncio.Protocol):
                 elif isinstance(ev, EndOfMessage):
                     self.req_eom = True
                     if self.upgrade_held:
-                        self._set_pause(_Pause.UPGRADE, True)
+                        self._set_pause(PAUSE_UPGRADE, True)
                     stream.on_request_end(ev.trailers)
                     if self.resp_done:
                         self._next_request()
@@ -308,7 +308,7 @@ class ClientConn(asyncio.Protocol):
         self.stream_head = None
         if self.upgrade_held:  # the upgrade did not happen: parse what the parser held as HTTP
             self.upgrade_held = False
-            self._set_pause(_Pause.UPGRADE, False)
+            self._set_pause(PAUSE_UPGRADE, False)
             try:
                 self.inbox.extend(self.parser.resume())
             except ProtocolError as exc:
@@ -393,10 +393,10 @@ class ClientConn(asyncio.Protocol):
         return len(body)
 
     def pause_request(self) -> None:
-        self._set_pause(_Pause.BODY, True)
+        self._set_pause(PAUSE_BODY, True)
 
     def resume_request(self) -> None:
-        self._set_pause(_Pause.BODY, False)
+        self._set_pause(PAUSE_BODY, False)
 
     # -- tunnel ---------------------------------------------------------------------------------
     def start_tunnel(self, stream: StreamHandle, resp: ResponseHead) -> bytes:
@@ -405,7 +405,7 @@ class ClientConn(asyncio.Protocol):
         self._disarm()
         self.inbox.clear()
         self.upgrade_held = False
-        self._set_pause(_Pause.PIPELINE | _Pause.UPGRADE | _Pause.BODY, False)
+        self._set_pause(PAUSE_PIPELINE | PAUSE_UPGRADE | PAUSE_BODY, False)
         return self.parser.detach()
 
     def tunnel_send(self, data: bytes) -> None:
@@ -441,7 +441,7 @@ class ClientConn(asyncio.Protocol):
         if corked:
             self.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
-    def _set_pause(self, reason: _Pause, on: bool) -> None:
+    def _set_pause(self, reason: int, on: bool) -> None:
         reasons = (self.pause_reasons | reason) if on else (self.pause_reasons & ~reason)
         self.pause_reasons = reasons
         transport = self.transport

@@ -58,8 +58,10 @@ __all__ = [
 ]
 
 
-class ListKind(enum.Enum):
-    """The two idle lists of a server in a worker (HAProxy's ``idle_conns`` / ``safe_conns`` trees)."""
+class ListKind(enum.StrEnum):
+    """The two idle lists of a server in a worker (HAProxy's ``idle_conns`` / ``safe_conns`` trees).
+
+    str-based so that hashing it (pool dictionaries, on every request) is done in C."""
 
     IDLE = "idle"  # "unsafe idle": served exactly one request, the server never proved keep-alive
     SAFE = "safe"  # served two or more requests (HTTP/1), or any HTTP/2 connection

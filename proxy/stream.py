@@ -72,7 +72,7 @@ class Environment(Protocol):
     def log_stream(self, stream: Stream, status: int) -> None: ...
 
 
-class Phase(enum.Enum):
+class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
     NEW = "new"  # created: rules, routing, server choice
     CONNECTING = "connecting"  # waiting for a slot or a connection (the acquire task runs)
     EXCHANGE = "exchange"  # a server connection is attached: request out, response in

@@ -21,7 +21,7 @@ class Cap(enum.Flag):
     BACKEND = enum.auto()
 
 
-class ReuseMode(enum.Enum):
+class ReuseMode(enum.StrEnum):  # str-based: hashed in C on the hot path
     NEVER = "never"
     SAFE = "safe"
     AGGRESSIVE = "aggressive"
