@@ -69,6 +69,7 @@ PAUSE_UPGRADE = 4  # bytes after an upgrade request may be the tunnel's
 
 class ClientConn(asyncio.Protocol):
     __slots__ = (
+        "cfg",
         "corked",
         "env",
         "half_closed",
@@ -96,6 +97,7 @@ class ClientConn(asyncio.Protocol):
 
     def __init__(self, env: ClientEnv) -> None:
         self.env = env
+        self.cfg = env.cfg  # the frontend's settings, fixed for the life of the worker
         self.parser = engine(env.engine_name).request_parser(env.limits)
         self.transport: asyncio.Transport | None = None
         self.session = Session("", 0)
@@ -122,7 +124,7 @@ class ClientConn(asyncio.Protocol):
     def __repr__(self) -> str:
         s = self.session
         return (
-            f"<ClientConn {s.client_ip}:{s.client_port} fe={self.env.cfg.name} {self.phase.name}"
+            f"<ClientConn {s.client_ip}:{s.client_port} fe={self.cfg.name} {self.phase.name}"
             f" reqs={s.requests_done}>"
         )
 
@@ -283,7 +285,7 @@ class ClientConn(asyncio.Protocol):
         self.resp_framing = Framing.NONE
         self.stream_head = head
         stream = self.stream = self.env.open_stream(self, head, self.t_wait_start)
-        self._arm(self.env.cfg.timeouts.client)
+        self._arm(self.cfg.timeouts.client)
         stream.start()
 
     def stream_done(self, stream: StreamHandle, keep_alive: bool) -> None:
@@ -321,7 +323,7 @@ class ClientConn(asyncio.Protocol):
         self._process()
 
     def keep_alive_allowed(self) -> bool:
-        return self.env.cfg.http_conn_mode != "httpclose" and not self.env.stopping
+        return self.cfg.http_conn_mode != "httpclose" and not self.env.stopping
 
     def _reject(self, exc: ProtocolError) -> None:
         status = exc.status
@@ -472,11 +474,11 @@ class ClientConn(asyncio.Protocol):
 
     # -- timeouts -------------------------------------------------------------------------------
     def _head_timeout(self) -> float | None:
-        t = self.env.cfg.timeouts
+        t = self.cfg.timeouts
         return t.http_request or t.client
 
     def _wait_timeout(self) -> float | None:
-        t = self.env.cfg.timeouts
+        t = self.cfg.timeouts
         return t.http_keep_alive or t.http_request or t.client
 
     def _arm(self, timeout: float | None) -> None:
