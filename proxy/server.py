@@ -84,55 +84,51 @@ class Conn(Protocol):
         """Close now; the connection's ``on_lost`` hook (``ServerRuntime.lost``) runs at once."""
 
 
-# A move's counter operation: (server runtime, argument) -> done. The argument is the limit of a
-# bounded move (0 / -1 = unlimited), or the thief's slot of a hand-over; ignored otherwise.
-_Op = Callable[["ServerRuntime", int], bool]
+# A move's counter operation: (server runtime, limit) -> done. ``limit`` bounds the two bounded
+# moves (None: unlimited); the other moves ignore it.
+_Op = Callable[["ServerRuntime", "int | None"], bool]
 
 
-def _nothing(srv: ServerRuntime, arg: int) -> bool:
+def _nothing(srv: ServerRuntime, arg: int | None) -> bool:
     return True
 
 
-def _open(srv: ServerRuntime, limit: int) -> bool:
-    return srv.cell.try_open_conn(limit)
+def _open(srv: ServerRuntime, limit: int | None) -> bool:
+    return srv.cell.try_open_conn(limit or 0)  # a connection limit of 0 means none
 
 
-def _close(srv: ServerRuntime, arg: int) -> bool:
+def _close(srv: ServerRuntime, arg: int | None) -> bool:
     srv.cell.conn_closed()
     return True
 
 
-def _hand_over(srv: ServerRuntime, thief: int) -> bool:
-    srv.cell.give_conn(thief)  # the share of cur_conns moves cell to cell, the row never dips
-    return True
-
-
-def _use(srv: ServerRuntime, arg: int) -> bool:
+def _use(srv: ServerRuntime, arg: int | None) -> bool:
     srv.cell.used_add(1)
     srv.row.raise_to(R_EST_NEED, srv.row.used)
     return True
 
 
-def _unuse(srv: ServerRuntime, arg: int) -> bool:
+def _unuse(srv: ServerRuntime, arg: int | None) -> bool:
     srv.cell.used_add(-1)
     return True
 
 
-def _unuse_close(srv: ServerRuntime, arg: int) -> bool:
+def _unuse_close(srv: ServerRuntime, arg: int | None) -> bool:
     srv.cell.used_add(-1)
     srv.cell.conn_closed()
     return True
 
 
 def _park(safe: bool) -> _Op:
-    def op(srv: ServerRuntime, limit: int) -> bool:
-        return srv.cell.try_used_to_idle(safe, limit)
+    def op(srv: ServerRuntime, limit: int | None) -> bool:
+        # pool-max-conn: -1 unlimited, 0 none (then the move is always refused)
+        return srv.cell.try_used_to_idle(safe, -1 if limit is None else limit)
 
     return op
 
 
 def _adopt_idle(safe: bool) -> _Op:
-    def op(srv: ServerRuntime, arg: int) -> bool:
+    def op(srv: ServerRuntime, arg: int | None) -> bool:
         srv.cell.idle_add(1, safe)
         return True
 
@@ -140,7 +136,7 @@ def _adopt_idle(safe: bool) -> _Op:
 
 
 def _reuse(safe: bool) -> _Op:
-    def op(srv: ServerRuntime, arg: int) -> bool:
+    def op(srv: ServerRuntime, arg: int | None) -> bool:
         srv.cell.idle_to_used(safe)
         srv.row.raise_to(R_EST_NEED, srv.row.used)
         return True
@@ -149,7 +145,7 @@ def _reuse(safe: bool) -> _Op:
 
 
 def _unidle(safe: bool, close: bool) -> _Op:
-    def op(srv: ServerRuntime, arg: int) -> bool:
+    def op(srv: ServerRuntime, arg: int | None) -> bool:
         srv.cell.idle_add(-1, safe)
         if close:
             srv.cell.conn_closed()
@@ -162,7 +158,7 @@ N, C, P, U, I, S = Acct.NONE, Acct.COUNTED, Acct.PRIVATE, Acct.USED, Acct.IDLE, 
 
 # (from, to) -> counter operation. The table *is* the accounting rule: read it, not the callers.
 TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
-    (N, C): _open,  # bounded: a connection about to be opened (or counted on adoption)
+    (N, C): _open,  # bounded: a connection about to be opened
     (C, U): _use,  # its first request
     (C, P): _nothing,  # born private (http-reuse never)
     (C, I): _adopt_idle(False),  # adopted late from another worker: straight into our pool
@@ -230,18 +226,20 @@ class ServerRuntime:
         return not self.maint
 
     # -- accounting ---------------------------------------------------------------------------
-    def move(self, conn: Accounted, to: Acct, arg: int = 0) -> bool:
+    def move(self, conn: Accounted, to: Acct, limit: int | None = None) -> bool:
         """Move ``conn`` to accounting state ``to``, performing the table's counter operation.
 
-        Returns False when a bounded move is refused (the state is unchanged); raises
-        ``IllegalTransition`` for a move the table does not have."""
+        ``limit`` bounds ``NONE → COUNTED`` (connections, 0 or None: unlimited) and ``USED →
+        IDLE/SAFE`` (pool-max-conn: -1 or None unlimited, 0 none). Returns False when a bounded
+        move is refused (the state is unchanged); raises ``IllegalTransition`` for a move the table
+        does not have."""
         frm = conn.acct
         if frm is to:
             return True
         op = TRANSITIONS.get((frm, to))
         if op is None:
             raise IllegalTransition(f"{conn!r}: {frm.name} -> {to.name}")
-        if not op(self, arg):
+        if not op(self, limit):
             return False
         conn.acct = to
         return True
@@ -256,7 +254,7 @@ class ServerRuntime:
         ``cur_conns`` goes to the thief's cell instead of being dropped."""
         if conn.acct is not Acct.COUNTED:
             raise IllegalTransition(f"{conn!r}: hand over from {conn.acct.name}")
-        _hand_over(self, thief)
+        self.cell.give_conn(thief)  # the share of cur_conns moves cell to cell, the row never dips
         conn.acct = Acct.NONE
 
     def adopt(self, conn: Accounted) -> None:

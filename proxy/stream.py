@@ -252,6 +252,7 @@ class Stream:
         keep_replay = (
             acq.reused
             and not self.retried
+            and self.pending_len <= REPLAY_MAX
             and self.head.method in _IDEMPOTENT
             and self.backend is not None
             and self.backend.cfg.retries > 0
@@ -300,8 +301,8 @@ class Stream:
 
     def on_request_end(self, trailers: Headers) -> None:
         self.req_done = True
-        if self.phase is Phase.DONE:
-            return
+        if self.phase is Phase.DONE or self.req_trailers is not None:
+            return  # ended, or a request without body whose end was known (and sent) from its head
         self.req_trailers = trailers
         if self.conn is not None:
             self.conn.send_end(trailers)
@@ -458,8 +459,7 @@ class Stream:
 
     def on_server_closed(self) -> None:
         conn = self.conn
-        self.conn = None
-        self.server_keep = False
+        self.conn = None  # every branch below ends with no connection to reuse (a replay gets a new one)
         phase = self.phase
         if phase is Phase.DONE:
             return
@@ -477,8 +477,8 @@ class Stream:
             # Not replayable: close silently so that the client may retry (HAProxy's behaviour).
             self.term = "SH"
             self.client_keep = False
-            self._end(log_status=-1)
             self.side.abort()
+            self._end(log_status=-1)
             return
         self.fail(502, "SH")
 
@@ -526,6 +526,7 @@ class Stream:
             return
         self.term = "CD" if self.resp_head is not None else "CH"
         self.server_keep = False
+        self.client_keep = False
         self._end(log_status=-1)
 
     # -- endings --------------------------------------------------------------------------------
@@ -551,8 +552,8 @@ class Stream:
         self.client_keep = False
         self.server_keep = False
         status = self.resp_head.status if self.resp_head is not None else -1
+        self.side.abort()  # first: ending the stream must not close the client gracefully instead
         self._end(log_status=status)
-        self.side.abort()
 
     def finish(self) -> None:
         """The response ended cleanly (or a tunnel ended)."""
@@ -580,13 +581,15 @@ class Stream:
         if tunnel and conn is not None:
             conn.close_soon()
             conn = None
+        # Logged before the slot is released: the log's beconn/srv_conn count this request, as
+        # HAProxy's do.
+        self.env.log_stream(self, log_status)
         backend, acq = self.backend, self.acq
         if backend is not None and acq is not None:
             reusable = conn is not None and self.server_keep and self.req_done and conn.reusable
             backend.finish(acq, conn, reusable)
         elif conn is not None:
             conn.close()
-        self.env.log_stream(self, log_status)
         self.side.stream_done(self, self.client_keep)
 
     @property

@@ -331,8 +331,8 @@ def test_invalid_response_after_the_head_aborts_the_client(make_world: Callable[
     assert side.calls == [
         ("send_response_head", 200, True, True),
         ("send_data", b"abc"),
+        ("abort",),  # cut first: ending the stream must not close the client gracefully instead
         ("stream_done", False),
-        ("abort",),
     ]
     assert w.env.logged == [(200, "SD")] and w.gauges() == ZERO
 
@@ -370,14 +370,10 @@ def test_reused_connection_closed_before_any_byte_replays(make_world: Callable[.
     new.data_received(OK)
     assert side.calls == [*OK_RELAYED, ("stream_done", True)]
     assert w.env.logged == [(200, "--")] and "/1 0/0 " in w.env.sink.lines[-1]  # retries: 1
-    assert old.acct is Acct.NONE and len(w.srv.pool) == 1  # the old one uncounted, the other untouched
+    # the old one uncounted; the other untouched, and the replay's new connection pooled beside it
+    assert old.acct is Acct.NONE and len(w.srv.pool) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Stream.on_server_closed sets server_keep=False before _retry(), so the replay is sent "
-    "with 'Connection: close' and its new connection is closed after the response instead of pooled",
-)
 def test_replayed_request_keeps_the_server_connection_alive(make_world: Callable[..., World]) -> None:
     """The replay is the same request: sent in keep-alive like the first try, and the new
     connection is pooled after a clean keep-alive response."""
@@ -388,11 +384,6 @@ def test_replayed_request_keeps_the_server_connection_alive(make_world: Callable
     assert w.fake.finished[-1] == (new, True) and new in w.srv.pool
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Stream._attach copies every pending body byte into the replay without checking "
-    "REPLAY_MAX, so a request bigger than REPLAY_MAX that waited for its connection is replayed",
-)
 def test_request_bigger_than_replay_max_is_never_replayed(make_world: Callable[..., World]) -> None:
     """Only a small request (at most ``REPLAY_MAX`` bytes of body) is replayed, even when its body
     was held while it waited in the queue and it then got a reused connection."""
@@ -416,14 +407,9 @@ def test_request_bigger_than_replay_max_is_never_replayed(make_world: Callable[.
 
     w.run(main())
     assert w.fake.connects == 0  # not replayed: closed silently instead
-    assert side.calls[-2:] == [("stream_done", False), ("abort",)]
+    assert side.calls[-2:] == [("abort",), ("stream_done", False)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="latent bug: for a request without a body Stream sends the end twice to the server "
-    "connection (at attach, then again when the mux delivers EndOfMessage); empty on HTTP/1 only",
-)
 def test_request_end_reaches_the_server_connection_once(
     make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -466,7 +452,7 @@ def test_reused_connection_closed_before_any_byte_closes_the_client_silently(
             stream.on_request_end([])
     assert conn.eof_received() is None  # no byte: the transport would close, then:
     conn.connection_lost(None)
-    assert side.calls == [("stream_done", False), ("abort",)]
+    assert side.calls == [("abort",), ("stream_done", False)]
     assert w.env.logged == [(-1, "SH")] and w.fake.opened == [] and w.gauges() == ZERO
 
 
@@ -513,8 +499,8 @@ def test_server_timeout_after_the_head_aborts(make_world: Callable[..., World]) 
     assert side.calls == [
         ("send_response_head", 200, True, True),
         ("send_data", b"abc"),
+        ("abort",),  # cut first: ending the stream must not close the client gracefully instead
         ("stream_done", False),
-        ("abort",),
     ]
     assert w.env.logged == [(200, "sD")] and w.gauges() == ZERO
 
@@ -712,11 +698,6 @@ def test_real_mux_stops_reading_a_body_that_has_nowhere_to_go(
     assert w.env.logged == [(200, "--")] and w.gauges() == dict(ZERO, conns=1, idle=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="divergence from HAProxy: StreamEnv.log_stream runs after Backend.finish released the slot, "
-    "so beconn/srv_conn never count the request being logged (HAProxy's example line: 1/1/1/1/0)",
-)
 def test_log_line_counts_the_logged_request(make_world: Callable[..., World]) -> None:
     """The log's ``actconn/feconn/beconn/srv_conn/retries`` for a lone request read ``1/1/1/1/0``."""
     w = make_world()
