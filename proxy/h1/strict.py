@@ -36,6 +36,10 @@ Choices where HAProxy or the RFCs leave room (``tests/data/h1`` pins each one):
 - targets: origin-form; ``*`` for OPTIONS only; absolute-form for ``http``/``https`` without
   userinfo; authority-form for CONNECT only. ``#``, ``<``, ``>``, ``\\``, ``^``, backtick, ``{``,
   ``}``, ``|`` and bytes outside VCHAR are rejected;
+- Host: required in HTTP/1.1 unless the target is in absolute-form; with an absolute-form target
+  (HTTP/1.0 too) Host must name the target's authority (400 otherwise, as HAProxy) and is added
+  when absent; the target is forwarded in absolute-form, as HAProxy does, less an explicit
+  default port (``_absolute_form`` has the details);
 - chunk sizes: 1-15 hex digits, no prefix, optional BWS before CRLF; extensions must be well formed
   (token or quoted-string values) and are dropped;
 - empty lines before a request line are skipped (RFC 9112 §2.2), at most ``max_head`` bytes.
@@ -71,7 +75,11 @@ _FIELD = re.compile(rb"(" + _TCHAR + rb"+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ 
 _IP_LITERAL = rb"\[[0-9A-Fa-f:.]+\]"
 _HOST = re.compile(rb"(?:" + _IP_LITERAL + rb"|[-A-Za-z0-9._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 _AUTHORITY = rb"(?:" + _IP_LITERAL + rb"|[-A-Za-z0-9._~!$&'()*+,;=%]+)"
-_ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://" + _AUTHORITY + rb"(?::[0-9]*)?(?:[/?].*)?", re.S)
+# Groups: scheme, host, port (None without a colon; b"" for an empty one).
+_ABSOLUTE_FORM = re.compile(
+    rb"([hH][tT][tT][pP][sS]?)://(" + _AUTHORITY + rb")(?::([0-9]*))?(?:[/?].*)?", re.S
+)
+_DEFAULT_PORT = {b"http": b"80", b"https": b"443"}
 _AUTHORITY_FORM = re.compile(_AUTHORITY + rb":[0-9]+")
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,15}")
 _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
@@ -170,13 +178,15 @@ def request_head(method: bytes, target: bytes, version: bytes, headers: Headers)
     """Apply the request rules to tokenized fields and decide the framing. Raises ProtocolError(400)."""
     found = _framing_fields(headers)
     hosts = found.get(b"host")
-    if hosts is None:
-        if version == b"1.1":
-            raise ProtocolError("missing Host header")
-    elif len(hosts) > 1:
-        raise ProtocolError("more than one Host header")
-    elif _HOST.fullmatch(hosts[0]) is None:
-        raise ProtocolError(f"invalid Host {hosts[0][:64]!r}")
+    if hosts is not None:
+        if len(hosts) > 1:
+            raise ProtocolError("more than one Host header")
+        if _HOST.fullmatch(hosts[0]) is None:
+            raise ProtocolError(f"invalid Host {hosts[0][:64]!r}")
+    if target[0] != 0x2F and target != b"*":  # absolute-form: its authority rules
+        target, headers = _absolute_form(target, hosts[0] if hosts else None, headers)
+    elif hosts is None and version == b"1.1":
+        raise ProtocolError("missing Host header")
     body, length = Framing.NONE, None
     te = found.get(b"transfer-encoding")
     if te is not None:
@@ -195,6 +205,56 @@ def request_head(method: bytes, target: bytes, version: bytes, headers: Headers)
         expect = any(v.lower() == b"100-continue" for v in found[b"expect"])
     keep_alive = _keep_alive(connection, version)
     return RequestHead(method, target, version, headers, body, length, keep_alive, upgrade, expect)
+
+
+def _absolute_form(target: bytes, host: bytes | None, headers: Headers) -> tuple[bytes, Headers]:
+    """The authority of an absolute-form target is the request's (RFC 9112 §3.2.2), as HAProxy 2.6
+    applies it, HTTP/1.0 and HTTP/1.1 alike. Returns the target and headers to forward.
+
+    - Host present: it must name the same authority, or the request is refused (400), so that no
+      rule can match on one name while the server acts on another. The same means: equal ignoring
+      case, or hosts equal ignoring case with the port missing on one side and explicit (``80`` for
+      http, ``443`` for https, or empty) on the other.
+    - Host absent (even in HTTP/1.1, where it is otherwise required): ``Host: <authority>`` is
+      added in front, so rules and the server see the authority. (HAProxy adds nothing.)
+    - The target stays in absolute-form, as HAProxy forwards it; an explicit default or empty port
+      is removed from it, and then Host is set to the bare host (RFC 3986 §6.2.3 scheme-based
+      normalization, HAProxy's ``http_scheme_based_normalize``).
+    - Userinfo (``user@``) never reaches here: ``check_target`` refuses it (HAProxy drops it).
+    """
+    m = _ABSOLUTE_FORM.fullmatch(target)
+    if m is None:
+        raise ProtocolError(f"invalid request target {target[:64]!r}")
+    scheme, uri_host, uri_port = m.group(1, 2, 3)
+    default = _DEFAULT_PORT[scheme.lower()]
+    authority = uri_host if uri_port is None else uri_host + b":" + uri_port
+    if host is not None and not _same_authority(authority, uri_host, uri_port, host, default):
+        raise ProtocolError(f"Host {host[:64]!r} is not the target's authority {authority[:64]!r}")
+    if uri_port is not None and uri_port in (b"", default):
+        target = target[: m.end(2)] + target[m.end(3) :]
+        authority = uri_host
+        if host is not None:
+            headers = _canonical(headers, b"host", uri_host)
+    if host is None:
+        headers = [(b"Host", authority), *headers]
+    return target, headers
+
+
+def _same_authority(
+    authority: bytes, uri_host: bytes, uri_port: bytes | None, host: bytes, default: bytes
+) -> bool:
+    """Whether the Host value ``host`` names ``authority`` (HAProxy's h1_validate_mismatch_authority:
+    a port compares as text, so ``080`` is not the default port)."""
+    if host.lower() == authority.lower():
+        return True
+    name, port = host, None
+    if not host.endswith(b"]") and b":" in host:  # an IP literal's colons are inside its brackets
+        name, _, port = host.rpartition(b":")
+    if uri_port is None and port is None:
+        return False
+    if uri_port not in (None, b"", default) or port not in (None, b"", default):
+        return False
+    return name.lower() == uri_host.lower()
 
 
 def response_head(
