@@ -1,13 +1,19 @@
 """Build and packaging metadata for poolproxy (the one place it is declared; pyproject.toml only
 names the build backend and configures the tools).
 
-The C extension ``proxy._atomic`` (``ext/atomic.c``) is built by default, and a failure to build it
-fails the install: a silently missing extension would put every worker on the slower, lock-guarded
-fallback of ``proxy.atomics``. On a platform without a C compiler, set ``POOLPROXY_NO_EXT=1`` to
-install the pure-Python package only.
+The C extensions are built by default, and a failure to build one fails the install: a silently
+missing extension would put every worker on a slower pure-Python fallback.
 
-    pip install -e .                    # development (builds proxy/_atomic*.so in place)
-    python setup.py build_ext --inplace # rebuild the extension alone after editing ext/atomic.c
+- ``proxy._atomic`` (``ext/atomic.c``): shared-memory atomics; fallback: the lock-guarded backend of
+  ``proxy.atomics``.
+- ``proxy._chunked`` (``ext/chunked.c``): the chunked-body scanner of ``proxy.h1.strict``; fallback:
+  ``scan_chunks_python`` there.
+
+On a platform without a C compiler, set ``POOLPROXY_NO_EXT=1`` to install the pure-Python package
+only.
+
+    pip install -e .                    # development (builds proxy/_*.so in place)
+    python setup.py build_ext --inplace # rebuild the extensions alone after editing ext/*.c
 """
 
 from __future__ import annotations
@@ -35,11 +41,8 @@ def extensions() -> list[Extension]:
     if os.environ.get("POOLPROXY_NO_EXT", "") not in ("", "0"):
         return []
     return [
-        Extension(
-            "proxy._atomic",
-            sources=["ext/atomic.c"],
-            extra_compile_args=["-Wall", "-Wextra"],
-        )
+        Extension(f"proxy._{name}", sources=[f"ext/{name}.c"], extra_compile_args=["-Wall", "-Wextra"])
+        for name in ("atomic", "chunked")
     ]
 
 

@@ -1,19 +1,22 @@
-"""HTTP/1 parsing: every case runs on both engines, fed whole and one byte at a time.
+"""HTTP/1 parsing: every case runs on both engines, fed whole and one byte at a time, and with each
+chunk scanner of ``proxy.h1.strict`` (the C extension and its pure-Python twin).
 
 The strictness tables are data (``tests/data/h1/*.json``, format in its README); the tests below
-them cover the message loop: pipelining, upgrades, interim responses, EOF and limits.
+them cover the message loop: pipelining, upgrades, interim responses, EOF and limits. Every
+``feed`` is also held to the contract that it returns at most one Data per run of body bytes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proxy.h1 import ENGINES, Engine, Limits, ProtocolError, RequestParser, ResponseParser, engine
+from proxy.h1 import ENGINES, Engine, Limits, ProtocolError, RequestParser, ResponseParser, engine, strict
 from proxy.message import Data, EndOfMessage, Event, Framing, RequestHead, ResponseHead
 
 DATA = Path(__file__).parent / "data" / "h1"
@@ -25,12 +28,31 @@ def eng(request: pytest.FixtureRequest) -> Engine:
     return engine(request.param)
 
 
+@pytest.fixture(autouse=True, params=["c", "python"])
+def chunk_scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs once per chunk scanner: the decoders created during it use that one."""
+    name: str = request.param
+    if name not in strict.CHUNK_SCANNERS:
+        if os.environ.get("POOLPROXY_NO_EXT", "") not in ("", "0"):
+            pytest.skip("proxy._chunked deliberately not built (POOLPROXY_NO_EXT)")
+        pytest.fail("proxy._chunked is not built: `python3 setup.py build_ext --inplace`")
+    monkeypatch.setattr(strict, "scan_chunks", strict.CHUNK_SCANNERS[name])
+    return name
+
+
+def checked_feed(parser: RequestParser | ResponseParser, data: bytes) -> list[Event]:
+    """``parser.feed(data)``, checking that no two Data follow each other in what it returns."""
+    events = parser.feed(data)
+    assert merged(events) == events, events
+    return events
+
+
 def feed(parser: RequestParser | ResponseParser, data: bytes, split: str = "whole") -> list[Event]:
     if split == "whole":
-        return parser.feed(data)
+        return checked_feed(parser, data)
     events: list[Event] = []
     for i in range(len(data)):
-        events += parser.feed(data[i : i + 1])
+        events += checked_feed(parser, data[i : i + 1])
     return events
 
 

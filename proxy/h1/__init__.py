@@ -7,8 +7,10 @@ Contract (every engine satisfies it; ``tests/test_h1_*.py`` run the same cases o
 - ``Engine.request_parser(limits)`` returns a ``RequestParser``:
     * ``feed(data) -> list[Event]``: push bytes, get the events they complete, in order: a
       ``RequestHead`` then ``Data``* then ``EndOfMessage``, and so on for pipelined requests (parsing
-      continues with the next request on its own). Raises ``ProtocolError`` (status 400/413/431/501)
-      on anything invalid or ambiguous; the parser is unusable afterwards.
+      continues with the next request on its own). One call returns at most one ``Data`` per message:
+      all the body bytes it decoded for that message, joined (chunk boundaries are not kept; the
+      writer re-frames). Raises ``ProtocolError`` (status 400/413/431/501) on anything invalid or
+      ambiguous; the parser is unusable afterwards.
     * ``feed_eof() -> list[Event]``: the peer closed. Between messages: ``[]``. Mid-message: raises
       ``ProtocolError`` (the message is truncated).
     * ``detach() -> bytes``: stop parsing (after an upgrade became a tunnel) and return every byte

@@ -7,10 +7,14 @@ for a request; for a response, a client-side one that first "sends" a request wi
 method (and an upgrade offer, so that a 101 is legal), whose bytes are thrown away.
 
 h11 merges repeated identical Content-Length values and lower-cases ``Transfer-Encoding: chunked``;
-``proxy.h1.strict`` gives the llhttp engine the same results.
+``proxy.h1.strict`` gives the llhttp engine the same results. h11 also refuses an HTTP/1.1 request
+without Host, which the proxy accepts when the target is in absolute-form (``strict`` decides): a
+block without Host is tokenized with a stand-in Host line, left out of the result.
 """
 
 from __future__ import annotations
+
+import re
 
 import h11
 
@@ -19,9 +23,20 @@ from proxy.h1.strict import RequestReader, ResponseReader
 from proxy.message import Headers
 
 _UPGRADE_OFFER = [(b"Host", b"upstream"), (b"Connection", b"upgrade"), (b"Upgrade", b"any")]
+# A Host line in a block that passed the grammar scan (no space before a colon, no CR in values).
+_HOST_LINE = re.compile(rb"\r\n[Hh][Oo][Ss][Tt]:")
+_STAND_IN_HOST = b"Host: h11\r\n"
 
 
 def tokenize_request(block: bytes) -> tuple[bytes, bytes, bytes, Headers]:
+    if _HOST_LINE.search(block) is not None:
+        return _tokenize_request(block)
+    cut = block.index(b"\r\n") + 2
+    method, target, version, headers = _tokenize_request(block[:cut] + _STAND_IN_HOST + block[cut:])
+    return method, target, version, headers[1:]  # h11 keeps the wire order: the stand-in is first
+
+
+def _tokenize_request(block: bytes) -> tuple[bytes, bytes, bytes, Headers]:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(block) + 1)
     conn.receive_data(block)
     try:

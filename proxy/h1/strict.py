@@ -9,6 +9,15 @@ Content-Length, Transfer-Encoding, Connection) and decide the framing; bodies ar
 (``_Length``, ``_Chunked``, ``_UntilClose``). The engines never see a body, and everything that
 could make two engines, or two ways of splitting the same bytes, disagree is decided here.
 
+Bodies: each decoder appends at most one ``Data`` per ``feed`` (everything it decoded, joined), so
+the cost of a body is per read, not per chunk. ``_Chunked`` leaves the chunks that need no decision
+(size line with or without extensions, data, CRLF) to ``scan_chunks``: the C extension
+``proxy._chunked`` (``ext/chunked.c``, a few ns per chunk) or its pure-Python twin
+``scan_chunks_python``, which return the same for every input. The scanner stops at anything else
+(the last chunk, a line cut by the end of the input, any invalid byte) and ``_Chunked`` decides it
+in Python, so errors and waiting are the same whichever scanner runs. ``POOLPROXY_CHUNKED`` picks
+it: ``auto`` (default: C if built), ``c`` (ImportError if not built) or ``python``.
+
 Statuses: 400 for a request, 502 for a response, except (all decided before the engine runs) a
 head over ``max_head`` (431; 414 when not even the request line fits), more than ``max_headers``
 header or trailer lines (431), an unknown method (501: a valid token that llhttp does not know)
@@ -27,6 +36,10 @@ Choices where HAProxy or the RFCs leave room (``tests/data/h1`` pins each one):
 - targets: origin-form; ``*`` for OPTIONS only; absolute-form for ``http``/``https`` without
   userinfo; authority-form for CONNECT only. ``#``, ``<``, ``>``, ``\\``, ``^``, backtick, ``{``,
   ``}``, ``|`` and bytes outside VCHAR are rejected;
+- Host: required in HTTP/1.1 unless the target is in absolute-form; with an absolute-form target
+  (HTTP/1.0 too) Host must name the target's authority (400 otherwise, as HAProxy) and is added
+  when absent; the target is forwarded in absolute-form, as HAProxy does, less an explicit
+  default port (``_absolute_form`` has the details);
 - chunk sizes: 1-15 hex digits, no prefix, optional BWS before CRLF; extensions must be well formed
   (token or quoted-string values) and are dropped;
 - empty lines before a request line are skipped (RFC 9112 §2.2), at most ``max_head`` bytes.
@@ -35,9 +48,11 @@ Choices where HAProxy or the RFCs leave room (``tests/data/h1`` pins each one):
 from __future__ import annotations
 
 import enum
+import os
 import re
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from proxy.h1 import Limits, ProtocolError
 from proxy.message import Data, EndOfMessage, Event, Framing, Headers, RequestHead, ResponseHead
@@ -60,7 +75,11 @@ _FIELD = re.compile(rb"(" + _TCHAR + rb"+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ 
 _IP_LITERAL = rb"\[[0-9A-Fa-f:.]+\]"
 _HOST = re.compile(rb"(?:" + _IP_LITERAL + rb"|[-A-Za-z0-9._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 _AUTHORITY = rb"(?:" + _IP_LITERAL + rb"|[-A-Za-z0-9._~!$&'()*+,;=%]+)"
-_ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://" + _AUTHORITY + rb"(?::[0-9]*)?(?:[/?].*)?", re.S)
+# Groups: scheme, host, port (None without a colon; b"" for an empty one).
+_ABSOLUTE_FORM = re.compile(
+    rb"([hH][tT][tT][pP][sS]?)://(" + _AUTHORITY + rb")(?::([0-9]*))?(?:[/?].*)?", re.S
+)
+_DEFAULT_PORT = {b"http": b"80", b"https": b"443"}
 _AUTHORITY_FORM = re.compile(_AUTHORITY + rb":[0-9]+")
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,15}")
 _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
@@ -159,13 +178,15 @@ def request_head(method: bytes, target: bytes, version: bytes, headers: Headers)
     """Apply the request rules to tokenized fields and decide the framing. Raises ProtocolError(400)."""
     found = _framing_fields(headers)
     hosts = found.get(b"host")
-    if hosts is None:
-        if version == b"1.1":
-            raise ProtocolError("missing Host header")
-    elif len(hosts) > 1:
-        raise ProtocolError("more than one Host header")
-    elif _HOST.fullmatch(hosts[0]) is None:
-        raise ProtocolError(f"invalid Host {hosts[0][:64]!r}")
+    if hosts is not None:
+        if len(hosts) > 1:
+            raise ProtocolError("more than one Host header")
+        if _HOST.fullmatch(hosts[0]) is None:
+            raise ProtocolError(f"invalid Host {hosts[0][:64]!r}")
+    if target[0] != 0x2F and target != b"*":  # absolute-form: its authority rules
+        target, headers = _absolute_form(target, hosts[0] if hosts else None, headers)
+    elif hosts is None and version == b"1.1":
+        raise ProtocolError("missing Host header")
     body, length = Framing.NONE, None
     te = found.get(b"transfer-encoding")
     if te is not None:
@@ -184,6 +205,56 @@ def request_head(method: bytes, target: bytes, version: bytes, headers: Headers)
         expect = any(v.lower() == b"100-continue" for v in found[b"expect"])
     keep_alive = _keep_alive(connection, version)
     return RequestHead(method, target, version, headers, body, length, keep_alive, upgrade, expect)
+
+
+def _absolute_form(target: bytes, host: bytes | None, headers: Headers) -> tuple[bytes, Headers]:
+    """The authority of an absolute-form target is the request's (RFC 9112 §3.2.2), as HAProxy 2.6
+    applies it, HTTP/1.0 and HTTP/1.1 alike. Returns the target and headers to forward.
+
+    - Host present: it must name the same authority, or the request is refused (400), so that no
+      rule can match on one name while the server acts on another. The same means: equal ignoring
+      case, or hosts equal ignoring case with the port missing on one side and explicit (``80`` for
+      http, ``443`` for https, or empty) on the other.
+    - Host absent (even in HTTP/1.1, where it is otherwise required): ``Host: <authority>`` is
+      added in front, so rules and the server see the authority. (HAProxy adds nothing.)
+    - The target stays in absolute-form, as HAProxy forwards it; an explicit default or empty port
+      is removed from it, and then Host is set to the bare host (RFC 3986 §6.2.3 scheme-based
+      normalization, HAProxy's ``http_scheme_based_normalize``).
+    - Userinfo (``user@``) never reaches here: ``check_target`` refuses it (HAProxy drops it).
+    """
+    m = _ABSOLUTE_FORM.fullmatch(target)
+    if m is None:
+        raise ProtocolError(f"invalid request target {target[:64]!r}")
+    scheme, uri_host, uri_port = m.group(1, 2, 3)
+    default = _DEFAULT_PORT[scheme.lower()]
+    authority = uri_host if uri_port is None else uri_host + b":" + uri_port
+    if host is not None and not _same_authority(authority, uri_host, uri_port, host, default):
+        raise ProtocolError(f"Host {host[:64]!r} is not the target's authority {authority[:64]!r}")
+    if uri_port is not None and uri_port in (b"", default):
+        target = target[: m.end(2)] + target[m.end(3) :]
+        authority = uri_host
+        if host is not None:
+            headers = _canonical(headers, b"host", uri_host)
+    if host is None:
+        headers = [(b"Host", authority), *headers]
+    return target, headers
+
+
+def _same_authority(
+    authority: bytes, uri_host: bytes, uri_port: bytes | None, host: bytes, default: bytes
+) -> bool:
+    """Whether the Host value ``host`` names ``authority`` (HAProxy's h1_validate_mismatch_authority:
+    a port compares as text, so ``080`` is not the default port)."""
+    if host.lower() == authority.lower():
+        return True
+    name, port = host, None
+    if not host.endswith(b"]") and b":" in host:  # an IP literal's colons are inside its brackets
+        name, _, port = host.rpartition(b":")
+    if uri_port is None and port is None:
+        return False
+    if uri_port not in (None, b"", default) or port not in (None, b"", default):
+        return False
+    return name.lower() == uri_host.lower()
 
 
 def response_head(
@@ -321,59 +392,182 @@ class _UntilClose:
         return len(buf)
 
 
-class _Chunk(enum.Enum):
-    SIZE = "size"  # expecting a chunk-size line
-    DATA = "data"  # inside chunk data
-    CRLF = "crlf"  # expecting the CRLF after chunk data
-    TRAILERS = "trailers"  # expecting the trailer section (possibly empty)
+# Chunked bodies. ``_Chunked`` hands the bulk of the work to ``scan_chunks``, which decodes every
+# chunk that needs no decision (size line, data, CRLF) and returns their payloads joined; what it
+# stops at is decided by ``_Chunked`` itself, one step at a time. The states, as ints because the
+# scanner (C or Python) takes and returns them:
+_SIZE = 0  # expecting a chunk-size line
+_DATA = 1  # inside chunk data, ``remaining`` bytes of it still due
+_CRLF = 2  # expecting the CRLF after chunk data
+_TRAILERS = 3  # after the last chunk: expecting the trailer section (possibly empty); never scanned
+
+_MAX_REMAINING = (1 << 63) - 1
+# The CRLF that ends chunk data, then a chunk line of the simplest form (a subset of _CHUNK_LINE).
+_NEXT_SIMPLE_CHUNK = re.compile(rb"\r\n([0-9A-Fa-f]{1,15})[ \t]*\r\n")
+
+ChunkScanner = Callable[[bytes, int, int, int, int], tuple[bytes, int, int, int]]
+
+
+def scan_chunks_python(
+    buf: bytes, pos: int, state: int, remaining: int, max_line: int
+) -> tuple[bytes, int, int, int]:
+    """Decode the chunks of ``buf[pos:]`` that need no decision: the pure-Python twin of
+    ``proxy._chunked.scan`` (``ext/chunked.c``); the two return the same for every input.
+
+    ``state`` is ``_SIZE``, ``_DATA`` or ``_CRLF``, ``remaining`` the chunk-data bytes still due in
+    ``_DATA``. Returns ``(data, pos, state, remaining)``: ``data`` is the payload of every chunk
+    decoded, joined (``b""`` if none), and the rest says where the scan stopped. It accepts a chunk
+    line that ``_CHUNK_LINE`` matches whose CRLF lies within ``max_line`` bytes of its start and
+    whose size is not 0, the data, and the CRLF after it; it stops *before* anything else (the last
+    chunk, a line or CRLF cut by the end of ``buf``, an invalid byte), leaving it to ``_Chunked``,
+    which waits or raises. It never raises ProtocolError. Invalid arguments raise ValueError
+    (``0 <= pos <= len(buf)``, ``state`` one of the three, ``0 <= remaining < 2**63``,
+    ``max_line >= 0``).
+    """
+    _check_scan(len(buf), pos, state, remaining, max_line)
+    n = len(buf)
+    parts: list[bytes] = []
+    append = parts.append
+    next_chunk = _NEXT_SIMPLE_CHUNK.match
+    while pos < n:
+        if state == _DATA:
+            take = min(remaining, n - pos)
+            append(buf[pos : pos + take])
+            pos += take
+            remaining -= take
+            if remaining:
+                break
+            state = _CRLF
+            # The steady state, one match per chunk: this CRLF, a size line without extensions
+            # and all of the next chunk's data are there (half the cost of the steps below).
+            while (m := next_chunk(buf, pos, pos + 2 + max_line)) is not None:
+                size = int(m[1], 16)
+                start = m.end()
+                if not size or start + size > n:
+                    break
+                append(buf[start : start + size])
+                pos = start + size
+        elif state == _CRLF:
+            if buf[pos : pos + 2] != b"\r\n":
+                break
+            pos += 2
+            state = _SIZE
+        else:
+            end = buf.find(b"\r\n", pos, pos + max_line)
+            line = None if end < 0 else _CHUNK_LINE.fullmatch(buf, pos, end)
+            if line is None:
+                break
+            size = int(line[1], 16)
+            if not size:
+                break
+            pos, state, remaining = end + 2, _DATA, size
+    return b"".join(parts), pos, state, remaining
+
+
+def _check_scan(n: int, pos: int, state: int, remaining: int, max_line: int) -> None:
+    # The C scanner's checks, in its order and with its messages.
+    if state not in (_SIZE, _DATA, _CRLF):
+        raise ValueError(f"invalid scan state {state}")
+    if not 0 <= remaining <= _MAX_REMAINING:
+        raise ValueError("remaining out of range")
+    if max_line < 0:
+        raise ValueError("max_line must not be negative")
+    if not 0 <= pos <= n:
+        raise ValueError(f"pos {pos} out of range for a buffer of {n} bytes")
+
+
+# The scanners importable here, preferred first, and the one every new decoder uses. Like
+# ``proxy.atomics``: ``POOLPROXY_CHUNKED`` is ``auto`` (the default: C where built), ``c`` (fail at
+# import if ``proxy._chunked`` is missing) or ``python``. Tests rebind ``scan_chunks`` to run a
+# case on each.
+CHUNK_ENV_VAR: Final = "POOLPROXY_CHUNKED"
+CHUNK_SCANNERS: dict[str, ChunkScanner] = {}
+try:
+    from proxy._chunked import scan as _scan_c
+except ImportError:  # not built (POOLPROXY_NO_EXT, no compiler)
+    pass
+else:
+    CHUNK_SCANNERS["c"] = _scan_c
+CHUNK_SCANNERS["python"] = scan_chunks_python
+
+
+def _select_scanner(choice: str) -> str:
+    if choice == "auto":
+        return next(iter(CHUNK_SCANNERS))
+    if choice not in ("c", "python"):
+        raise ValueError(f"{CHUNK_ENV_VAR} must be auto, c or python, not {choice!r}")
+    if choice not in CHUNK_SCANNERS:
+        raise ImportError(f"{CHUNK_ENV_VAR}=c but proxy._chunked is not built (setup.py build_ext)")
+    return choice
+
+
+CHUNK_BACKEND: Final[str] = _select_scanner(os.environ.get(CHUNK_ENV_VAR, "auto") or "auto")
+scan_chunks: ChunkScanner = CHUNK_SCANNERS[CHUNK_BACKEND]
 
 
 class _Chunked:
-    """Strict chunked decoding. A line longer than ``max_head`` is an error."""
+    """Strict chunked decoding. A line longer than ``max_head`` is an error.
 
-    __slots__ = ("done", "limits", "remaining", "state", "status", "wait")
+    One ``feed`` appends at most one Data, before the EndOfMessage if it comes: the payload of
+    every chunk it decoded, joined (chunk boundaries carry no meaning and are not kept; the writer
+    re-chunks). So a body of tiny chunks costs one event per read, not one per chunk.
+    """
+
+    __slots__ = ("_scan", "done", "limits", "remaining", "state", "status", "wait")
 
     def __init__(self, limits: Limits, status: int) -> None:
         self.limits = limits
         self.status = status
-        self.state = _Chunk.SIZE
+        self.state = _SIZE
         self.remaining = 0
         self.done = False
         self.wait = b""
+        self._scan = scan_chunks
 
     def feed(self, buf: bytes, pos: int, events: list[Event]) -> int:
         n = len(buf)
         self.wait = b""
-        while pos < n:
-            state = self.state
-            if state is _Chunk.DATA:
-                take = min(self.remaining, n - pos)
-                events.append(Data(buf[pos : pos + take]))
-                pos += take
-                self.remaining -= take
-                if not self.remaining:
-                    self.state = _Chunk.CRLF
-            elif state is _Chunk.SIZE:
-                end = buf.find(b"\r\n", pos, pos + self.limits.max_head)
-                if end < 0:
-                    self._pending(buf, pos, b"\r\n", self.status)
-                    return pos
-                m = _CHUNK_LINE.fullmatch(buf, pos, end)
-                if m is None:
-                    raise ProtocolError(f"invalid chunk line {buf[pos:end][:64]!r}", self.status)
-                self.remaining = int(m.group(1), 16)
-                self.state = _Chunk.DATA if self.remaining else _Chunk.TRAILERS
-                pos = end + 2
-            elif state is _Chunk.CRLF:
-                if not buf.startswith(b"\r\n"[: n - pos], pos):
-                    raise ProtocolError("chunk data not followed by CRLF", self.status)
-                if n - pos < 2:
-                    return pos
-                pos += 2
-                self.state = _Chunk.SIZE
-            else:
-                return self._trailers(buf, pos, events)
+        parts: list[bytes] = []
+        max_line = self.limits.max_head
+        while pos < n and self.state != _TRAILERS:
+            data, pos, self.state, self.remaining = self._scan(buf, pos, self.state, self.remaining, max_line)
+            if data:
+                parts.append(data)
+            if pos == n:
+                break
+            after = self._step(buf, pos)
+            if after == pos:
+                break  # waiting for more bytes
+            pos = after
+        if parts:
+            events.append(Data(parts[0] if len(parts) == 1 else b"".join(parts)))
+        if self.state == _TRAILERS and pos < n:
+            return self._trailers(buf, pos, events)
         return pos
+
+    def _step(self, buf: bytes, pos: int) -> int:
+        """Decide what the scanner stopped at (``pos < len(buf)``): a chunk line it left (the last
+        chunk, or a line incomplete, too long or invalid) or the CRLF after chunk data (incomplete
+        or invalid). Returns the new position (``pos`` itself: wait for more bytes) or raises."""
+        n = len(buf)
+        if self.state == _CRLF:
+            if not buf.startswith(b"\r\n"[: n - pos], pos):
+                raise ProtocolError("chunk data not followed by CRLF", self.status)
+            if n - pos < 2:
+                return pos
+            self.state = _SIZE
+            return pos + 2
+        assert self.state == _SIZE, "the scanner stops inside chunk data only at the end of buf"
+        end = buf.find(b"\r\n", pos, pos + self.limits.max_head)
+        if end < 0:
+            self._pending(buf, pos, b"\r\n", self.status)
+            return pos
+        m = _CHUNK_LINE.fullmatch(buf, pos, end)
+        if m is None:
+            raise ProtocolError(f"invalid chunk line {buf[pos:end][:64]!r}", self.status)
+        self.remaining = int(m.group(1), 16)
+        self.state = _DATA if self.remaining else _TRAILERS
+        return end + 2
 
     def _trailers(self, buf: bytes, pos: int, events: list[Event]) -> int:
         too_large = 431 if self.status == 400 else self.status
