@@ -45,63 +45,11 @@ Additions made with the engines (nothing above changes):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from proxy.h1.base import Engine, Limits, ProtocolError, RequestParser, ResponseParser
+from proxy.h1.engine_h11 import ENGINE as _H11
+from proxy.h1.engine_llhttp import ENGINE as _LLHTTP
 
-from proxy.message import Event
-
-
-class ProtocolError(Exception):
-    """Invalid HTTP/1 input. ``status`` is what to answer (request side) or log (response side)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_head: int = 16384  # bytes of request/status line + headers (tune.bufsize)
-    max_headers: int = 101  # header lines (tune.http.maxhdr)
-
-
-# --- Engines -------------------------------------------------------------------------------------
-# An engine only tokenizes a complete, already-scanned head block (see ``proxy.h1.strict``): the
-# message loop, the framing rules and the body decoders are shared, which is what makes the two
-# engines answer identically. The protocols below are the whole public surface of a parser.
-
-
-class RequestParser(Protocol):
-    def feed(self, data: bytes) -> list[Event]: ...
-
-    def feed_eof(self) -> list[Event]: ...
-
-    def detach(self) -> bytes: ...
-
-    def resume(self) -> list[Event]: ...
-
-
-class ResponseParser(Protocol):
-    # True once bytes arrived after the last expected response: the connection must not be reused.
-    poisoned: bool
-
-    def expect(self, method: bytes) -> None: ...
-
-    def feed(self, data: bytes) -> list[Event]: ...
-
-    def feed_eof(self) -> list[Event]: ...
-
-    def detach(self) -> bytes: ...
-
-
-class Engine(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def request_parser(self, limits: Limits = ...) -> RequestParser: ...
-
-    def response_parser(self, limits: Limits = ...) -> ResponseParser: ...
-
+__all__ = ["ENGINES", "Engine", "Limits", "ProtocolError", "RequestParser", "ResponseParser", "engine"]
 
 ENGINES: dict[str, Engine] = {}
 
@@ -113,10 +61,6 @@ def engine(name: str) -> Engine:
     except KeyError:
         raise ValueError(f"unknown h1 engine {name!r} (known: {', '.join(sorted(ENGINES))})") from None
 
-
-# The engines import ProtocolError and Limits from this module, so they register last.
-from proxy.h1.engine_h11 import ENGINE as _H11  # noqa: E402
-from proxy.h1.engine_llhttp import ENGINE as _LLHTTP  # noqa: E402
 
 ENGINES[_H11.name] = _H11
 ENGINES[_LLHTTP.name] = _LLHTTP

@@ -18,7 +18,7 @@ import re
 
 import h11
 
-from proxy.h1 import Limits
+from proxy.h1.base import Limits
 from proxy.h1.strict import RequestReader, ResponseReader
 from proxy.message import Headers
 

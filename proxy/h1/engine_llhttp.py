@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import httptools
 
-from proxy.h1 import Limits
+from proxy.h1.base import Limits
 from proxy.h1.strict import RequestReader, ResponseReader
 from proxy.message import Headers
 

@@ -54,7 +54,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from proxy.h1 import Limits, ProtocolError
+from proxy.h1.base import Limits, ProtocolError
 from proxy.message import Data, EndOfMessage, Event, Framing, Headers, RequestHead, ResponseHead
 
 # --- Grammar -------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from proxy.h1 import ProtocolError
+from proxy.h1.base import ProtocolError
 from proxy.message import (
     HOP_BY_HOP,
     Framing,
