@@ -17,10 +17,14 @@ from proxy.message import RequestHead
 
 def request_ctx(head: RequestHead, client_ip: str) -> RequestCtx:
     target = head.target
-    if target[:1] != b"/" and b"://" in target:  # absolute-form: keep the path part
+    if target[:1] != b"/" and b"://" in target:  # absolute-form: the path part (RFC 3986 §3.2)
         rest = target.split(b"://", 1)[1]
-        slash = rest.find(b"/")
-        target = rest[slash:] if slash >= 0 else b"/"
+        end = len(rest)  # the authority ends at the first "/" or "?"
+        for sep in (b"/", b"?"):
+            i = rest.find(sep)
+            if 0 <= i < end:
+                end = i
+        target = rest[end:] if rest[end : end + 1] == b"/" else b"/" + rest[end:]
     q = target.find(b"?")
     path = target if q < 0 else target[:q]
     return RequestCtx(method=head.method, path=path, headers=head.headers, src=client_ip)
