@@ -20,9 +20,11 @@ rejects gets its status (400/413/431/501, ``PR``) once every earlier pipelined r
 written, and the connection closes. Nothing in here raises out of a callback: a malformed request
 never takes the worker down.
 
-Flow control. Reading pauses for any of three reasons (``PAUSE_*``): too many parsed events waiting
-(pipelining), the current stream cannot forward the request body now (``pause_request``), or an
-upgrade request whose outcome is not known yet. The transport is paused while any reason holds.
+Flow control. Reading pauses for any of four reasons (``PAUSE_*``): too many parsed events waiting
+(pipelining), the current stream cannot forward the request body now (``pause_request``), an
+upgrade request whose outcome is not known yet, or a large read just handled (``FAIR_SHARE``: until
+the loop's next turn, so that one upload never starves the other connections). The transport is
+paused while any reason holds.
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ _PHASES: dict[Phase, frozenset[Phase]] = {
 PAUSE_PIPELINE = 1  # parsed events wait for the current stream
 PAUSE_BODY = 2  # the stream cannot forward the request body now
 PAUSE_UPGRADE = 4  # bytes after an upgrade request may be the tunnel's
+PAUSE_FAIR = 8  # a large read was just handled: let the other connections have their turn
+
+# A read this large makes the connection stand aside until the loop's next turn: libuv reads a
+# ready socket up to 32 times in a row, so an upload could otherwise hold the loop for many reads
+# while other clients wait (its fair share is one read per turn).
+FAIR_SHARE = 65536
 
 
 class ClientConn(asyncio.Protocol):
@@ -179,6 +187,9 @@ class ClientConn(asyncio.Protocol):
         if events:
             self.inbox.extend(events)
         self._process()
+        if len(data) >= FAIR_SHARE and not self.pause_reasons & PAUSE_FAIR:
+            self._set_pause(PAUSE_FAIR, True)
+            self.loop.call_soon(self._set_pause, PAUSE_FAIR, False)
 
     def eof_received(self) -> bool | None:
         if self.phase is Phase.TUNNEL:
