@@ -14,7 +14,7 @@ from fakes import ENGINES, FakeClientEnv, FakeStream, FakeTransport, in_loop, re
 
 from proxy.config.model import Cap, Proxy, Timeouts
 from proxy.message import Framing, ResponseHead
-from proxy.mux_h1 import ClientConn, Phase
+from proxy.mux_h1 import FAIR_SHARE, ClientConn, Phase
 
 
 @pytest.fixture(params=ENGINES)
@@ -257,6 +257,27 @@ def test_pause_request_pauses_and_resumes_reading(engine: str) -> None:
     assert not t.reading and t.pauses == 1
     conn.resume_request()
     assert t.reading and t.resumes == 1
+
+
+def test_a_large_read_stands_aside_for_one_loop_turn(engine: str) -> None:
+    """Fairness: after a read of FAIR_SHARE bytes or more, reading pauses until the loop's next
+    turn (other connections get theirs), then resumes by itself; a small read never pauses."""
+    body = b"x" * FAIR_SHARE
+
+    async def main() -> None:
+        conn, t, _ = client(engine)
+        conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\nab" % (2 * len(body)))
+        assert t.reading and t.pauses == 0
+        conn.data_received(body)
+        assert not t.reading
+        await asyncio.sleep(0)
+        assert t.reading and (t.pauses, t.resumes) == (1, 1)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
 @in_loop
