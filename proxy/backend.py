@@ -119,6 +119,9 @@ class Backend:
     # -- server choice ----------------------------------------------------------------------
     def pick_server(self, client_ip: str) -> ServerRuntime | None:
         servers = self.servers
+        if len(servers) == 1:  # nothing to balance (weight 0 takes no traffic, as in every algorithm)
+            only = servers[0]
+            return only if only.usable and only.cfg.weight > 0 else None
         idx = self.balancer.pick(
             client_ip=client_ip,
             usable=lambda i: servers[i].usable,

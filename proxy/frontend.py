@@ -50,6 +50,10 @@ class Frontend:
     def route(self, head: RequestHead, client_ip: str) -> tuple[HttpReturn | None, Backend | None]:
         """Where a request goes: a local answer (``http-request return``, the frontend's then the
         chosen backend's), or a backend (None for both: no backend matched, answer 503)."""
+        if not self.rules and not self.cfg.http_request_returns:
+            backend = self.default_backend  # no rule to evaluate here: no request context to build
+            if backend is None or backend.cfg is self.cfg or not backend.cfg.http_request_returns:
+                return None, backend
         ctx = request_ctx(head, client_ip)
         ret = first_return(self.cfg, ctx)
         if ret is not None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.config.model import ReuseMode, Server
 
@@ -142,6 +142,15 @@ class ConnKey:
     source: str | None
     sni: str | None
     destination: tuple[str, int]
+    # Computed once: a key is hashed on every pool operation (the generated __hash__ would rehash
+    # all fields each time).
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.server, self.source, self.sni, self.destination)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __str__(self) -> str:
         extra = "".join(

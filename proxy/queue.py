@@ -111,6 +111,11 @@ class Queues:
     # -- giving a slot back -----------------------------------------------------------------------
     def release(self, srv: ServerRuntime) -> None:
         """Give back a held slot: to the oldest waiter across workers, else to the server."""
+        if not srv.row.queue_len:
+            # Nobody waits (the common case): no cell to scan. A waiter counted just after this
+            # read takes the freed slot itself (``offer`` when it queues, and its sweep).
+            srv.cell.release_slot()
+            return
         while True:
             oldest = self.table.oldest_waiter(srv.index)
             if oldest is None:
