@@ -12,8 +12,10 @@ Client-side timeouts:
 - ``timeout http-keep-alive`` (falls back to http-request): the wait for the next request after a
   response; on expiry the connection closes silently;
 - ``timeout client``: client inactivity while a stream is running (``cD``).
-Timers are lazy: a deadline is re-armed only when it fires early, so the hot path only stores a
-timestamp.
+One timer per connection, lazily re-armed: it fires at the earliest deadline that may matter,
+re-reads the timestamps and either acts or re-arms; a request only stores timestamps (a sooner
+deadline than the armed one re-arms it at once). The stream's ``timeout server`` is checked by the
+same timer (``StreamHandle.check_timeouts``, announced with ``deadline_hint``).
 
 ``Phase`` is the connection's state machine (``_PHASES`` lists the legal moves). A request the parser
 rejects gets its status (400/413/431/501, ``PR``) once every earlier pipelined response has been
@@ -98,6 +100,7 @@ class ClientConn(asyncio.Protocol):
         "stream_head",
         "t_wait_start",
         "timer",
+        "timer_at",
         "transport",
         "upgrade_held",
         "write_paused",
@@ -127,6 +130,7 @@ class ClientConn(asyncio.Protocol):
         self.last_io = 0.0
         self.t_wait_start = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # when ``timer`` fires (time.monotonic())
         self.loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:
@@ -160,8 +164,10 @@ class ClientConn(asyncio.Protocol):
         else:
             self.session = Session("unix", 0)
         self.env.client_opened(self)
-        self.t_wait_start = self.last_io = time.monotonic()
-        self._arm(self._head_timeout())
+        now = self.t_wait_start = self.last_io = time.monotonic()
+        head = self._head_timeout()
+        if head:
+            self._want(now + head)
 
     def data_received(self, data: bytes) -> None:
         self.last_io = time.monotonic()
@@ -187,6 +193,10 @@ class ClientConn(asyncio.Protocol):
         if events:
             self.inbox.extend(events)
         self._process()
+        if self.phase is Phase.HEAD:  # a head still incomplete: http-request runs from its first byte
+            head = self._head_timeout()
+            if head:
+                self._want(self.t_wait_start + head)
         if len(data) >= FAIR_SHARE and not self.pause_reasons & PAUSE_FAIR:
             self._set_pause(PAUSE_FAIR, True)
             self.loop.call_soon(self._set_pause, PAUSE_FAIR, False)
@@ -286,7 +296,6 @@ class ClientConn(asyncio.Protocol):
                 break  # a pipelined request waits for the current response
 
     def _start_stream(self, head: RequestHead) -> None:
-        self._disarm()
         self._to(Phase.STREAM)
         # After an upgrade request's end, the parser holds every later byte until we know whether
         # this becomes a tunnel; reading pauses then (see _drain_inbox).
@@ -296,7 +305,9 @@ class ClientConn(asyncio.Protocol):
         self.resp_framing = Framing.NONE
         self.stream_head = head
         stream = self.stream = self.env.open_stream(self, head, self.t_wait_start)
-        self._arm(self.cfg.timeouts.client)
+        client = self.cfg.timeouts.client
+        if client:
+            self._want(self.last_io + client)
         stream.start()
 
     def stream_done(self, stream: StreamHandle, keep_alive: bool) -> None:
@@ -328,9 +339,10 @@ class ClientConn(asyncio.Protocol):
                 self.parse_error = exc
         self.session.requests_done += 1
         self._to(Phase.HEAD if self.inbox else Phase.IDLE)
-        self.t_wait_start = self.last_io = time.monotonic()
-        self._disarm()
-        self._arm(self._wait_timeout())
+        now = self.t_wait_start = self.last_io = time.monotonic()
+        wait = self._wait_timeout()
+        if wait:
+            self._want(now + wait)
         self._process()
 
     def keep_alive_allowed(self) -> bool:
@@ -492,43 +504,72 @@ class ClientConn(asyncio.Protocol):
         t = self.cfg.timeouts
         return t.http_keep_alive or t.http_request or t.client
 
-    def _arm(self, timeout: float | None) -> None:
-        if timeout:
-            self.timer = self.loop.call_later(timeout, self._on_timer, timeout)
+    # One timer per connection, armed for the earliest deadline that may matter and re-armed only
+    # when it fires (it re-reads the timestamps then) or when a sooner deadline appears: a
+    # keep-alive request changes timestamps, not timers.
+    def _want(self, deadline: float) -> None:
+        """Make the timer fire no later than ``deadline`` (``time.monotonic()``)."""
+        timer = self.timer
+        if timer is not None:
+            if deadline >= self.timer_at - 0.001:
+                return
+            timer.cancel()
+        self.timer_at = deadline
+        self.timer = self.loop.call_later(max(deadline - time.monotonic(), 0.0), self._on_timer)
+
+    def deadline_hint(self, when: float) -> None:
+        if self.phase is Phase.STREAM:
+            self._want(when)
 
     def _disarm(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
-    def _on_timer(self, timeout: float) -> None:
+    def _on_timer(self) -> None:
         self.timer = None
+        now = time.monotonic()
+        deadline = self._expire(now)
+        if deadline is not None and self.phase is not Phase.CLOSED:
+            self._want(max(deadline, now + 0.001))
+
+    def _expire(self, now: float) -> float | None:
+        """Act on whatever timeout expired by ``now``; return the next deadline (None: none)."""
         phase = self.phase
         if phase is Phase.CLOSED or phase is Phase.TUNNEL:
-            return
-        now = time.monotonic()
+            return None
         stream = self.stream
         if stream is None:
             # Waiting for a request head: measured from its first byte (or the previous response).
             if phase is Phase.IDLE and self.session.requests_done > 0:
-                self.close()  # keep-alive wait expired: close silently
-                return
-            head_timeout = self._head_timeout() or timeout
-            left = self.t_wait_start + head_timeout - now
-            if left > 0:
-                self._arm(left)
-                return
-            self._reject(ProtocolError("timeout waiting for the request head", 408))
-            return
-        last = self.last_io
-        if not self.write_paused:  # the client reads what we send: the server's pace is not its fault
-            last = max(last, stream.server_last_io)
-        left = last + timeout - now
-        if left > 0:
-            self._arm(max(left, 0.001))
-            return
-        if stream.waiting_for_server:
-            # Waiting for the server: that is the server timeout's business, not the client's.
-            self._arm(timeout)
-            return
-        stream.on_client_timeout()
+                wait = self._wait_timeout()
+                if not wait:
+                    return None
+                if now >= self.t_wait_start + wait:
+                    self.close()  # keep-alive wait expired: close silently
+                    return None
+                return self.t_wait_start + wait
+            head = self._head_timeout()
+            if not head:
+                return None
+            if now >= self.t_wait_start + head:
+                self._reject(ProtocolError("timeout waiting for the request head", 408))
+                return None
+            return self.t_wait_start + head
+        nxt = stream.check_timeouts(now)  # timeout server: the stream's own
+        if self.stream is not stream:  # it ended the stream: look again at what follows
+            return self._expire(now)
+        client = self.cfg.timeouts.client
+        if client:
+            last = self.last_io
+            if not self.write_paused:  # the client reads what we send: the server's pace is not its fault
+                last = max(last, stream.server_last_io)
+            deadline = last + client
+            if now >= deadline:
+                if not stream.waiting_for_server:
+                    stream.on_client_timeout()
+                    return self._expire(now) if self.stream is not stream else None
+                # Waiting for the server: that is the server timeout's business, not the client's.
+                deadline = now + client
+            nxt = deadline if nxt is None else min(nxt, deadline)
+        return nxt

@@ -90,6 +90,10 @@ class ClientSide(Protocol):
         """Cut the client connection (a failure after the response head went out)."""
         ...
 
+    def deadline_hint(self, when: float) -> None:
+        """Call the stream's ``check_timeouts`` no later than ``when`` (``time.monotonic()``)."""
+        ...
+
     def start_tunnel(self, stream: StreamHandle, resp: ResponseHead) -> bytes:
         """The exchange became a tunnel: send the 101 ``resp``, then raw bytes both ways from now on.
         Returns the client's bytes already read past the request."""
@@ -137,6 +141,11 @@ class StreamHandle(Protocol):
 
     def on_client_timeout(self) -> None:
         """``timeout client`` expired while this stream ran."""
+        ...
+
+    def check_timeouts(self, now: float) -> float | None:
+        """Act on the stream's own expired timeouts (``timeout server``); return when to look
+        again, None when there is nothing to watch."""
         ...
 
     def tunnel_from_client(self, data: bytes) -> None: ...

@@ -115,7 +115,7 @@ class Stream:
         "retried",
         "server_keep",
         "server_last_io",
-        "server_timer",
+        "server_timeout",
         "side",
         "t_head",
         "t_resp",
@@ -155,7 +155,7 @@ class Stream:
         self.tunnel_eofs = 0  # bit 1: the client half-closed, bit 2: the server did
         self.bytes_out = 0
         self.term = "--"
-        self.server_timer: asyncio.TimerHandle | None = None
+        self.server_timeout = 0.0  # ``timeout server`` once attached (0: none); checked lazily
         self.server_last_io = 0.0
 
     def __repr__(self) -> str:
@@ -329,32 +329,32 @@ class Stream:
 
     # -- server timeout -------------------------------------------------------------------------
     def _arm_server_timer(self) -> None:
-        if self.server_timer is not None:
-            self.server_timer.cancel()
-            self.server_timer = None
+        """``timeout server`` runs from now. The stream owns no timer: its client mux's one
+        deadline calls ``check_timeouts`` (the mux is told how soon, once)."""
         backend = self.backend
         timeout = backend.cfg.timeouts.server if backend is not None else None
-        self.server_last_io = time.monotonic()
+        now = self.server_last_io = time.monotonic()
         if timeout:
-            self.server_timer = asyncio.get_running_loop().call_later(timeout, self._server_timeout, timeout)
+            self.server_timeout = timeout
+            self.side.deadline_hint(now + timeout)
 
-    def _server_timeout(self, timeout: float) -> None:
-        self.server_timer = None
-        if self.phase is not Phase.EXCHANGE:
-            return
+    def check_timeouts(self, now: float) -> float | None:
+        """Called by the client mux's timer: act on an expired ``timeout server`` (504 before the
+        response head, a cut after it) and return when to look again (None: nothing to watch)."""
+        timeout = self.server_timeout
+        if not timeout or self.phase is not Phase.EXCHANGE:
+            return None
         last = self.server_last_io
         if not self.req_done:  # an upload still moving keeps the server side alive too
             last = max(last, self.side.last_io)
-        idle = time.monotonic() - last
-        if idle < timeout:
-            self.server_timer = asyncio.get_running_loop().call_later(
-                timeout - idle, self._server_timeout, timeout
-            )
-            return
+        deadline = last + timeout
+        if now < deadline:
+            return deadline
         if self.resp_head is None:
             self.fail(504, "sH")
         else:
             self.abort("sD")
+        return None
 
     # -- response side (ServerPeer) -------------------------------------------------------------
     def on_server_events(self, events: list[Event]) -> None:
@@ -416,9 +416,6 @@ class Stream:
         self._to(Phase.TUNNEL)
         self.server_keep = False
         self.client_keep = False
-        if self.server_timer is not None:
-            self.server_timer.cancel()
-            self.server_timer = None
         leftover = conn.make_tunnel()
         early = self.side.start_tunnel(self, resp)
         if leftover:
@@ -484,9 +481,6 @@ class Stream:
 
     def _retry(self) -> None:
         """Send the request again on a new connection (a reused one died before answering)."""
-        if self.server_timer is not None:
-            self.server_timer.cancel()
-            self.server_timer = None
         assert self.replay is not None
         self.retried = True
         self.pending = self.replay
@@ -565,9 +559,6 @@ class Stream:
             return
         tunnel = self.phase is Phase.TUNNEL
         self._to(Phase.DONE)
-        if self.server_timer is not None:
-            self.server_timer.cancel()
-            self.server_timer = None
         if self.task is not None:
             self.task.cancel()
             self.task = None

@@ -138,6 +138,11 @@ class RecordingSide:
         self.corked = 0  # cork depth: 0 when every cork was uncorked
         self.early = b""  # what start_tunnel returns (client bytes read past the upgrade request)
         self.allow_keep_alive = True
+        # Timeouts, as a mux's one timer does them: ``deadline_hint`` arms a timer (on the running
+        # loop) that calls the stream's ``check_timeouts`` and re-arms for what it returns.
+        self.stream: Any = None
+        self.hints: list[float] = []
+        self.timer: asyncio.TimerHandle | None = None
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -197,6 +202,21 @@ class RecordingSide:
     def stream_done(self, stream: object, keep_alive: bool) -> None:
         self.calls.append(("stream_done", keep_alive))
 
+    def deadline_hint(self, when: float) -> None:
+        self.hints.append(when)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(max(0.0, when - time.monotonic()), self.tick)
+
+    def tick(self) -> None:
+        """The timer fired: what a mux does then."""
+        self.timer = None
+        if self.stream is None:
+            return
+        nxt = self.stream.check_timeouts(time.monotonic())
+        if nxt is not None:
+            self.timer = asyncio.get_running_loop().call_later(max(0.0, nxt - time.monotonic()), self.tick)
+
 
 # -- the client mux's environment -------------------------------------------------------------------
 class FakeStream:
@@ -213,9 +233,13 @@ class FakeStream:
         self.waiting_for_server = False
         self.response_started = False
         self.request_ended = head.body is Framing.NONE
+        self.next_check: float | None = None  # what check_timeouts answers (None: nothing to watch)
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
+
+    def check_timeouts(self, now: float) -> float | None:
+        return self.next_check
 
     def start(self) -> None:
         self.calls.append(("start",))
@@ -534,7 +558,9 @@ class World:
         self, head: RequestHead, side: RecordingSide | None = None
     ) -> tuple[Stream, RecordingSide]:
         side = side if side is not None else RecordingSide()
-        return self.env.open_stream(side, head, time.monotonic()), side
+        stream = self.env.open_stream(side, head, time.monotonic())
+        side.stream = stream
+        return stream, side
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)

@@ -8,6 +8,7 @@ calling the mux's ``ClientSide`` methods (``FakeStream.respond`` does head, data
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from fakes import ENGINES, FakeClientEnv, FakeStream, FakeTransport, in_loop, response
@@ -419,5 +420,48 @@ def test_client_timeout_reaches_the_stream(engine: str) -> None:
         conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
         await asyncio.sleep(0.08)
         assert env.streams[0].calls[-1] == ("on_client_timeout",)
+
+    asyncio.run(main())
+
+
+def test_keep_alive_requests_arm_no_timer(engine: str) -> None:
+    """Hot path: one timer per connection, armed when it opens; keep-alive requests only store
+    timestamps (the timer re-reads them when it fires)."""
+    timeouts = Timeouts(client=30.0, http_request=30.0, http_keep_alive=30.0)
+    cfg = Proxy(name="fe", cap=Cap.FRONTEND, timeouts=timeouts)
+
+    async def main() -> None:
+        conn, _, env = client(engine, cfg=cfg)
+        armed: list[float] = []
+        real = conn.loop
+
+        class Counting:
+            def call_later(self, delay: float, *args: object) -> asyncio.TimerHandle:
+                armed.append(delay)
+                return real.call_later(delay, *args)  # type: ignore[arg-type]
+
+        conn.loop = Counting()  # type: ignore[assignment]
+        for _ in range(5):
+            conn.data_received(get())
+            env.streams[-1].respond(b"ok")
+        assert conn.session.requests_done == 5 and armed == []
+        assert conn.timer is not None  # the one armed when the connection opened
+
+    asyncio.run(main())
+
+
+def test_a_sooner_deadline_rearms_the_timer(engine: str) -> None:
+    """A deadline sooner than the armed one re-arms the timer at once (keep-alive wait shorter
+    than the client timeout), and the expiry still happens on time."""
+    timeouts = Timeouts(client=30.0, http_request=30.0, http_keep_alive=0.02)
+    cfg = Proxy(name="fe", cap=Cap.FRONTEND, timeouts=timeouts)
+
+    async def main() -> None:
+        conn, t, env = client(engine, cfg=cfg)
+        conn.data_received(get())
+        env.streams[-1].respond(b"ok")
+        assert conn.timer is not None and conn.timer_at - time.monotonic() < 1.0
+        await asyncio.sleep(0.08)
+        assert t.is_closing()  # the keep-alive wait expired: closed silently
 
     asyncio.run(main())

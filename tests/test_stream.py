@@ -9,6 +9,7 @@ real ``ServerConn`` objects on fake transports). A server "answers" by feeding b
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -505,22 +506,22 @@ def test_server_timeout_after_the_head_aborts(make_world: Callable[..., World]) 
     assert w.env.logged == [(200, "sD")] and w.gauges() == ZERO
 
 
-def test_server_timer_callback_rearms_while_the_server_is_active(make_world: Callable[..., World]) -> None:
-    """The timer fires lazily: called while the server was active within the timeout, it re-arms
-    for the rest instead of failing."""
+def test_server_timeout_is_checked_lazily(make_world: Callable[..., World]) -> None:
+    """The stream owns no timer: it tells its side the deadline once, and ``check_timeouts`` before
+    it returns that deadline (recomputed from the last server activity) instead of failing."""
     w = make_world(timeouts=Timeouts(server=10.0))
     stream, side, _ = reused(w)
 
     async def main() -> None:
         stream.start()
-        first = stream.server_timer
-        stream._server_timeout(10.0)  # fires early: the server spoke a moment ago
-        assert stream.server_timer is not None and stream.server_timer is not first
+        assert len(side.hints) == 1
+        now = time.monotonic()
+        assert stream.check_timeouts(now) == pytest.approx(stream.server_last_io + 10.0)
         assert side.calls == []
         stream.server_last_io -= 11.0  # now idle for longer than the timeout
-        stream._server_timeout(10.0)
+        assert stream.check_timeouts(time.monotonic()) is None
         assert side.calls == [("send_error", 504), ("stream_done", False)]
-        assert stream.server_timer is None
+        assert stream.check_timeouts(time.monotonic()) is None  # ended: nothing to watch
 
     w.run(main())
 
