@@ -6,7 +6,7 @@ missing extension would put every worker on a slower pure-Python fallback.
 
 - ``proxy._atomic`` (``ext/atomic.c``): shared-memory atomics; fallback: the lock-guarded backend of
   ``proxy.atomics``.
-- ``proxy._chunked`` (``ext/chunked.c``): the chunked-body scanner of ``proxy.h1.strict``; fallback:
+- ``proxy._chunked`` (``ext/chunked.c``): the chunked-body scanner of ``proxy.h1.bodies``; fallback:
   ``scan_chunks_python`` there.
 
 On a platform without a C compiler, set ``POOLPROXY_NO_EXT=1`` to install the pure-Python package

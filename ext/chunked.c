@@ -1,10 +1,10 @@
-/* proxy._chunked: the hot loop of the strict chunked decoder (proxy.h1.strict._Chunked).
+/* proxy._chunked: the hot loop of the strict chunked decoder (proxy.h1.bodies._Chunked).
  *
  * scan(buf, pos, state, remaining, max_line, /) -> (data, pos, state, remaining)
  *
  * Decodes as many chunks of a chunked body as it can from buf[pos:], and returns the payload of
  * all of them joined into one bytes object, with the position and state where it stopped. It is
- * the C twin of proxy.h1.strict.scan_chunks_python, and must return exactly what that function
+ * the C twin of proxy.h1.bodies.scan_chunks_python, and must return exactly what that function
  * returns for every input (tests/test_h1_chunked.py checks both on the same cases and on random
  * input).
  *
@@ -19,7 +19,7 @@
  * CRLF, with the bytes left for the Python decoder, which then waits for more input or raises the
  * ProtocolError it always raised):
  *   - a chunk line: 1-15 hex digits, then any number of chunk extensions, then optional BWS, then
- *     CRLF. The grammar is exactly proxy.h1.strict._CHUNK_LINE:
+ *     CRLF. The grammar is exactly proxy.h1.grammar._CHUNK_LINE:
  *         HEX{1,15} ( [ \t]* ';' [ \t]* token ( [ \t]* '=' [ \t]* ( token | quoted-string ) )? )*
  *         [ \t]*
  *     and the line, CRLF included, must end within max_line bytes of its start (the Python

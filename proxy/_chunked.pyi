@@ -1,5 +1,5 @@
 """Type stub for the C extension ``proxy._chunked`` (``ext/chunked.c``); the contract is documented
-there and at ``proxy.h1.strict.scan_chunks_python``, its pure-Python twin."""
+there and at ``proxy.h1.bodies.scan_chunks_python``, its pure-Python twin."""
 
 from typing import Final
 

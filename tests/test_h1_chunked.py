@@ -1,4 +1,4 @@
-"""The chunk scanners of ``proxy.h1.strict``: ``proxy._chunked.scan`` (C) and ``scan_chunks_python``.
+"""The chunk scanners of ``proxy.h1.bodies``: ``proxy._chunked.scan`` (C) and ``scan_chunks_python``.
 
 Both run every case below and must return exactly the same thing; random bodies, random chunk
 lines and mutated requests then compare them with each other, with ``_CHUNK_LINE`` (the grammar
@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from proxy.h1 import ProtocolError, engine, strict
-from proxy.h1.strict import CHUNK_SCANNERS, ChunkScanner
+from proxy.h1 import ProtocolError, bodies, engine
+from proxy.h1.bodies import CHUNK_SCANNERS, ChunkScanner
+from proxy.h1.grammar import _CHUNK_LINE
 from proxy.message import Data, EndOfMessage, Event, RequestHead
 
 ROOT = Path(__file__).resolve().parent.parent
-SIZE, DATA, CRLF = strict._SIZE, strict._DATA, strict._CRLF
+SIZE, DATA, CRLF = bodies._SIZE, bodies._DATA, bodies._CRLF
 MAX = 16384
 HEAD = b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
 
@@ -196,7 +197,7 @@ def test_random_lines_c_accepts_exactly_chunk_line() -> None:
         want = py_scan(wire, 0, SIZE, 0, MAX)
         assert c_scan(wire, 0, SIZE, 0, MAX) == want, line
         end = wire.find(b"\r\n")
-        m = strict._CHUNK_LINE.fullmatch(wire, 0, end)
+        m = _CHUNK_LINE.fullmatch(wire, 0, end)
         moved = want[1] != 0
         assert moved == (m is not None and int(m[1], 16) != 0), line
         accepted += moved
@@ -257,7 +258,7 @@ def test_random_bodies_both_scanners_agree() -> None:
 
 @pytest.fixture
 def use_scanner(scanner: ChunkScanner, monkeypatch: pytest.MonkeyPatch) -> ChunkScanner:
-    monkeypatch.setattr(strict, "scan_chunks", scanner)
+    monkeypatch.setattr(bodies, "scan_chunks", scanner)
     return scanner
 
 
@@ -315,7 +316,7 @@ def test_mutated_requests_same_outcome_with_either_scanner(monkeypatch: pytest.M
         seed, pieces = rng.random(), rng.randint(0, 5)
         results = []
         for scan in (c_scan, py_scan):
-            monkeypatch.setattr(strict, "scan_chunks", scan)
+            monkeypatch.setattr(bodies, "scan_chunks", scan)
             results.append(outcome(wire, pieces, random.Random(seed)))
         assert results[0] == results[1], wire
         accepted += results[0][0] == "ok"
@@ -326,11 +327,11 @@ def test_mutated_requests_same_outcome_with_either_scanner(monkeypatch: pytest.M
 
 
 def backend_in_child(value: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != strict.CHUNK_ENV_VAR}
+    env = {k: v for k, v in os.environ.items() if k != bodies.CHUNK_ENV_VAR}
     if value is not None:
-        env[strict.CHUNK_ENV_VAR] = value
+        env[bodies.CHUNK_ENV_VAR] = value
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    code = "from proxy.h1 import strict; print(strict.CHUNK_BACKEND, strict.scan_chunks.__module__)"
+    code = "from proxy.h1 import bodies; print(bodies.CHUNK_BACKEND, bodies.scan_chunks.__module__)"
     return subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
@@ -338,14 +339,14 @@ def backend_in_child(value: str | None) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("value", [None, "", "auto"])
 def test_default_prefers_c(value: str | None) -> None:
-    want = "c proxy._chunked" if "c" in CHUNK_SCANNERS else "python proxy.h1.strict"
+    want = "c proxy._chunked" if "c" in CHUNK_SCANNERS else "python proxy.h1.bodies"
     result = backend_in_child(value)
     assert result.stdout.strip() == want, result.stderr
 
 
 def test_forced_python() -> None:
     result = backend_in_child("python")
-    assert result.stdout.strip() == "python proxy.h1.strict", result.stderr
+    assert result.stdout.strip() == "python proxy.h1.bodies", result.stderr
 
 
 def test_forced_c() -> None:

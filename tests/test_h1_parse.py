@@ -1,5 +1,5 @@
 """HTTP/1 parsing: every case runs on both engines, fed whole and one byte at a time, and with each
-chunk scanner of ``proxy.h1.strict`` (the C extension and its pure-Python twin).
+chunk scanner of ``proxy.h1.bodies`` (the C extension and its pure-Python twin).
 
 The strictness tables are data (``tests/data/h1/*.json``, format in its README); the tests below
 them cover the message loop: pipelining, upgrades, interim responses, EOF and limits. Every
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from proxy.h1 import ENGINES, Engine, Limits, ProtocolError, RequestParser, ResponseParser, engine, strict
+from proxy.h1 import ENGINES, Engine, Limits, ProtocolError, RequestParser, ResponseParser, bodies, engine
 from proxy.message import Data, EndOfMessage, Event, Framing, RequestHead, ResponseHead
 
 DATA = Path(__file__).parent / "data" / "h1"
@@ -32,11 +32,11 @@ def eng(request: pytest.FixtureRequest) -> Engine:
 def chunk_scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test runs once per chunk scanner: the decoders created during it use that one."""
     name: str = request.param
-    if name not in strict.CHUNK_SCANNERS:
+    if name not in bodies.CHUNK_SCANNERS:
         if os.environ.get("POOLPROXY_NO_EXT", "") not in ("", "0"):
             pytest.skip("proxy._chunked deliberately not built (POOLPROXY_NO_EXT)")
         pytest.fail("proxy._chunked is not built: `python3 setup.py build_ext --inplace`")
-    monkeypatch.setattr(strict, "scan_chunks", strict.CHUNK_SCANNERS[name])
+    monkeypatch.setattr(bodies, "scan_chunks", bodies.CHUNK_SCANNERS[name])
     return name
 
 

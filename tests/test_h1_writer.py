@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from proxy.h1 import ENGINES, ProtocolError, engine, strict, writer
+from proxy.h1 import ENGINES, ProtocolError, bodies, engine, writer
 from proxy.message import Data, EndOfMessage, Event, Framing, RequestHead, ResponseHead
 
 
@@ -160,11 +160,11 @@ def test_data_and_end() -> None:
 @pytest.mark.parametrize("scanner", ["c", "python"])
 def test_rechunked_body_round_trips(scanner: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A chunked body re-framed by the writer parses back to the same bytes and trailers."""
-    if scanner not in strict.CHUNK_SCANNERS:
+    if scanner not in bodies.CHUNK_SCANNERS:
         if os.environ.get("POOLPROXY_NO_EXT", "") not in ("", "0"):
             pytest.skip("proxy._chunked deliberately not built (POOLPROXY_NO_EXT)")
         pytest.fail("proxy._chunked is not built: `python3 setup.py build_ext --inplace`")
-    monkeypatch.setattr(strict, "scan_chunks", strict.CHUNK_SCANNERS[scanner])
+    monkeypatch.setattr(bodies, "scan_chunks", bodies.CHUNK_SCANNERS[scanner])
     body = [b"a" * 100, b"", b"bc", b"\r\n0\r\n\r\n"]
     wire = b"".join(writer.data(Framing.CHUNKED, c) for c in body) + writer.end(
         Framing.CHUNKED, [(b"T", b"v")]

@@ -1,4 +1,4 @@
-"""Cost of decoding a chunked request body, per chunk scanner (``proxy.h1.strict``'s C or Python).
+"""Cost of decoding a chunked request body, per chunk scanner (``proxy.h1.bodies``'s C or Python).
 
     python -m tools.chunked_bench [--body-mb 10] [--chunk 1] [--piece 262144] [--engine llhttp]
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -53,10 +55,12 @@ def reset_peak_rss() -> None:
 
 def measure(args: argparse.Namespace) -> None:
     """One scanner (chosen by the environment), in this process: print one result line."""
-    from proxy.h1 import engine, strict
+    from proxy.h1 import engine
     from proxy.message import Data, EndOfMessage
 
-    backend = getattr(strict, "CHUNK_BACKEND", "before")  # "before": a tree without scanners
+    # The scanners' module: ``proxy.h1.bodies``, or ``proxy.h1.strict`` in a tree from before it.
+    scanners = "proxy.h1.bodies" if importlib.util.find_spec("proxy.h1.bodies") else "proxy.h1.strict"
+    backend = getattr(importlib.import_module(scanners), "CHUNK_BACKEND", "before")  # "before": no scanners
     data, size = wire(args.body_mb, args.chunk)
     gc.collect()
     reset_peak_rss()

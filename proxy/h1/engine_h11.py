@@ -1,10 +1,11 @@
 """The ``h11`` engine, the reference: h11 tokenizes head blocks.
 
 Contract: ``ENGINE`` satisfies ``proxy.h1.Engine``. The message loop, the rules and the bodies are
-``proxy.h1.strict``'s; h11 only sees one complete head block that already passed the grammar scan.
-h11 is a two-sided state machine, so each head gets a fresh ``h11.Connection``: a server-side one
-for a request; for a response, a client-side one that first "sends" a request with the expected
-method (and an upgrade offer, so that a 101 is legal), whose bytes are thrown away.
+``proxy.h1.strict``'s (with ``proxy.h1.grammar`` and ``proxy.h1.bodies``); h11 only sees one
+complete head block that already passed the grammar scan. h11 is a two-sided state machine, so each
+head gets a fresh ``h11.Connection``: a server-side one for a request; for a response, a client-side
+one that first "sends" a request with the expected method (and an upgrade offer, so that a 101 is
+legal), whose bytes are thrown away.
 
 h11 merges repeated identical Content-Length values and lower-cases ``Transfer-Encoding: chunked``;
 ``proxy.h1.strict`` gives the llhttp engine the same results. h11 also refuses an HTTP/1.1 request

@@ -1,9 +1,10 @@
 """The ``llhttp`` engine (httptools), the default: llhttp tokenizes head blocks, in C.
 
 Contract: ``ENGINE`` satisfies ``proxy.h1.Engine``. The message loop, the rules and the bodies are
-``proxy.h1.strict``'s; llhttp only ever sees one complete head block that already passed the
-grammar scan, so it never has to stop at a message boundary (where httptools cannot pause) and its
-upgrade handling reduces to ignoring ``HttpParserUpgrade`` once the head callbacks have run.
+``proxy.h1.strict``'s (with ``proxy.h1.grammar`` and ``proxy.h1.bodies``); llhttp only ever sees one
+complete head block that already passed the grammar scan, so it never has to stop at a message
+boundary (where httptools cannot pause) and its upgrade handling reduces to ignoring
+``HttpParserUpgrade`` once the head callbacks have run.
 
 Cost: one Python callback per header line, for the target or reason and for the message end; a
 parser is reused while heads have no body (a new one costs ~0.4 µs).
