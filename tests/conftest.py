@@ -3,7 +3,11 @@
 - ``origin``: a started ``harness.Origin`` (function scope), stopped after the test.
 - ``make_proxy(config, *, ports, **kwargs) -> Proxy``: starts a ``harness.Proxy`` in its own directory
   under the test's ``tmp_path`` (proxy-0, proxy-1, ...); every proxy it started is killed at teardown,
-  and its logs are printed to the captured output if the test failed.
+  and its logs are printed to the captured output if the test failed. It puts ``tune.h1-engine
+  <h1_engine>`` in the config (``harness.with_h1_engine``).
+- ``h1_engine``: the HTTP/1 engine of the test's proxies. Every test in a ``test_e2e_*`` module that uses
+  ``make_proxy`` runs once per engine in ``harness.H1_ENGINES`` (ids ``[llhttp]``, ``[h11]``); elsewhere
+  it is None (the proxy's default, no keyword added).
 - ``@pytest.mark.e2e`` marks the slow tests that start real proxy processes; ``--skip-e2e`` skips them
   (``-m "not e2e"`` deselects them too).
 - Leak guard: after each test, no process of a group the harness started may still be alive. A leftover
@@ -31,6 +35,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: slow end-to-end test with real proxy processes")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every module, engine-independent ones included: running all of them twice costs about as much again
+    # as once (about a minute on 2 cores), and they all send HTTP through the engine under test.
+    if "h1_engine" in metafunc.fixturenames and metafunc.definition.path.name.startswith("test_e2e_"):
+        metafunc.parametrize("h1_engine", harness.H1_ENGINES, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -91,10 +102,20 @@ UNHANDLED = ("Traceback (most recent call last)", "Exception in callback", "exce
 
 
 @pytest.fixture
-def make_proxy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[harness.MakeProxy]:
+def h1_engine(request: pytest.FixtureRequest) -> str | None:
+    engine: str | None = getattr(request, "param", None)
+    return engine
+
+
+@pytest.fixture
+def make_proxy(
+    tmp_path: Path, request: pytest.FixtureRequest, h1_engine: str | None
+) -> Iterator[harness.MakeProxy]:
     proxies: list[harness.Proxy] = []
 
     def make(config: str, *, ports: list[int], **kwargs: Any) -> harness.Proxy:
+        if h1_engine is not None:
+            config = harness.with_h1_engine(config, h1_engine)
         proxy = harness.Proxy(config, tmp_path / f"proxy-{len(proxies)}", ports=ports, **kwargs)
         proxies.append(proxy)
         return proxy.start()

@@ -17,6 +17,8 @@ this directory on ``sys.path``). Contracts:
   port; a request sent then waits in the listen backlog until a worker accepts it.
 - Clients: ``http_get`` (one request, fresh connection, ``Connection: close``), ``KeepAliveClient``
   (sequential requests on one connection, counting reconnections), ``raw_exchange`` (bytes in, bytes out).
+- HTTP/1 engines: ``H1_ENGINES`` lists the values of ``tune.h1-engine``; ``with_h1_engine`` puts one in a
+  config text (conftest's ``make_proxy`` does it for every e2e proxy, once per engine).
 """
 
 from __future__ import annotations
@@ -542,6 +544,24 @@ def _complete_response(buf: bytes) -> bool:
     if re.search(rb"(?im)^transfer-encoding:.*chunked", head):
         return body.endswith(b"0\r\n\r\n")
     return True
+
+
+# The values of ``tune.h1-engine``, the proxy's default first.
+H1_ENGINES = ("llhttp", "h11")
+
+
+def with_h1_engine(config: str, engine: str) -> str:
+    """`config` with ``tune.h1-engine <engine>`` as the first line of its ``global`` section (a ``global``
+    section is added at the top if it has none). A config that already sets the keyword is refused: the
+    engine is the test's parameter, and a second line would silently override it.
+    """
+    if re.search(r"(?m)^[ \t]*tune\.h1-engine\b", config):
+        raise AssertionError("the config sets tune.h1-engine itself; make_proxy sets it from h1_engine")
+    line = f"    tune.h1-engine {engine}\n"
+    section = re.search(r"(?m)^global[ \t]*(?:#.*)?\n", config)
+    if section is None:
+        return f"global\n{line}\n{config}"
+    return config[: section.end()] + line + config[section.end() :]
 
 
 def proxy_config(

@@ -39,6 +39,8 @@ from harness import KeepAliveClient, MakeProxy, Origin, Proxy, free_port, proxy_
 from proxy.shm import ShmTable, backend_name, read_header
 from tools.shmdump import find_newest
 
+# Runs on both HTTP/1 engines (conftest's h1_engine): the engine tokenizes the response heads whose
+# Connection and framing headers decide whether a server connection goes back to the pool.
 pytestmark = pytest.mark.e2e
 
 NBTHREAD = 4

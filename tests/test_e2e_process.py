@@ -33,6 +33,8 @@ from harness import (
     wait_for,
 )
 
+# Runs on both HTTP/1 engines (conftest's h1_engine) although supervision does not depend on the engine:
+# twice costs ~6 s, and soft stop and the shipped config serve requests through it.
 pytestmark = pytest.mark.e2e
 
 
