@@ -294,6 +294,168 @@ METHOD(OP_FETCH_ADD, View_fetch_add)
 METHOD(OP_FETCH_MAX, View_fetch_max)
 METHOD(OP_CAS, View_compare_exchange)
 
+/* ---- compound operations: one call for a whole paired update (the hot path) ------------------
+ *
+ * add_many(ops, src=-1, peaks=(), /): ops is a tuple (off0, delta0, off1, delta1, ...) of at most
+ *   MAX_PAIRS pairs; each fetch_add runs in order (each sequentially consistent, exactly as the same
+ *   calls one by one would). If src >= 0, the result is the value the src-th pair left in its word
+ *   (old + delta), and every offset in peaks gets fetch_max(result); otherwise the result is 0.
+ * bounded_add(seq, off, limit, ops, peaks, /): +1 on the word at off unless it is >= limit, by
+ *   compare-exchange so it never overshoots; the cell's seq word is incremented before the first
+ *   change and after the last (a paired operation, see proxy.shm); then the adds of ops, then
+ *   fetch_max(new value) on each offset in peaks. Returns the new value, or None when refused (seq
+ *   untouched if refused at once, else incremented twice: the bracket is closed).
+ * Every offset is checked (range, alignment) before anything changes: an invalid one raises with
+ * the buffer untouched. */
+
+#define MAX_PAIRS 16
+
+static int
+parse_offsets(ViewObject *self, PyObject *tuple, Py_ssize_t stride, uint64_t **words, int64_t *deltas,
+              Py_ssize_t *count)
+{
+    Py_ssize_t n;
+
+    if (!PyTuple_Check(tuple)) {
+        PyErr_SetString(PyExc_TypeError, "expected a tuple of ints");
+        return -1;
+    }
+    n = PyTuple_GET_SIZE(tuple);
+    if (n % stride != 0 || n / stride > MAX_PAIRS) {
+        PyErr_Format(PyExc_ValueError, "expected at most %d %s", MAX_PAIRS,
+                     stride == 2 ? "(offset, delta) pairs" : "offsets");
+        return -1;
+    }
+    *count = n / stride;
+    for (Py_ssize_t i = 0; i < *count; i++) {
+        Py_ssize_t off = PyNumber_AsSsize_t(PyTuple_GET_ITEM(tuple, i * stride), PyExc_ValueError);
+        if (off == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (stride == 2) {
+            long long d = PyLong_AsLongLong(PyTuple_GET_ITEM(tuple, i * stride + 1));
+            if (d == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+            deltas[i] = (int64_t)d;
+        }
+        if (!self->is_open) {
+            PyErr_SetString(PyExc_ValueError, "operation on a closed View");
+            return -1;
+        }
+        words[i] = word_at(&self->view, off);
+        if (words[i] == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+raise_peaks(uint64_t **peaks, Py_ssize_t npeaks, int64_t value)
+{
+    for (Py_ssize_t i = 0; i < npeaks; i++) {
+        uint64_t prev = __atomic_load_n(peaks[i], ORDER);
+        while ((int64_t)prev < value &&
+               !__atomic_compare_exchange_n(peaks[i], &prev, (uint64_t)value, 1, ORDER, ORDER)) {
+        }
+    }
+}
+
+static PyObject *
+View_add_many(ViewObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t *words[MAX_PAIRS], *peaks[MAX_PAIRS];
+    int64_t deltas[MAX_PAIRS], result = 0;
+    Py_ssize_t n, npeaks = 0, src = -1;
+
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "add_many() takes 1 to 3 arguments");
+        return NULL;
+    }
+    if (nargs >= 2) {
+        src = PyNumber_AsSsize_t(args[1], PyExc_ValueError);
+        if (src == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (parse_offsets(self, args[0], 2, words, deltas, &n) < 0 ||
+        (nargs == 3 && parse_offsets(self, args[2], 1, peaks, NULL, &npeaks) < 0)) {
+        return NULL;
+    }
+    if (src >= n) {
+        PyErr_SetString(PyExc_ValueError, "src out of range");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t prev = __atomic_fetch_add(words[i], (uint64_t)deltas[i], ORDER);
+        if (i == src) {
+            result = (int64_t)(prev + (uint64_t)deltas[i]);
+        }
+    }
+    if (src >= 0) {
+        raise_peaks(peaks, npeaks, result);
+    }
+    return PyLong_FromLongLong(result);
+}
+
+static PyObject *
+View_bounded_add(ViewObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t *words[MAX_PAIRS], *peaks[MAX_PAIRS], *seq, *target;
+    int64_t deltas[MAX_PAIRS];
+    Py_ssize_t n, npeaks, seq_off, off;
+    long long limit;
+    uint64_t cur;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "bounded_add() takes exactly 5 arguments");
+        return NULL;
+    }
+    seq_off = PyNumber_AsSsize_t(args[0], PyExc_ValueError);
+    if (seq_off == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    off = PyNumber_AsSsize_t(args[1], PyExc_ValueError);
+    if (off == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    limit = PyLong_AsLongLong(args[2]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (parse_offsets(self, args[3], 2, words, deltas, &n) < 0 ||
+        parse_offsets(self, args[4], 1, peaks, NULL, &npeaks) < 0) {
+        return NULL;
+    }
+    if (!self->is_open) {
+        PyErr_SetString(PyExc_ValueError, "operation on a closed View");
+        return NULL;
+    }
+    seq = word_at(&self->view, seq_off);
+    target = seq == NULL ? NULL : word_at(&self->view, off);
+    if (target == NULL) {
+        return NULL;
+    }
+    cur = __atomic_load_n(target, ORDER);
+    if ((int64_t)cur >= limit) { /* refused without touching seq: the common case of a full server */
+        Py_RETURN_NONE;
+    }
+    __atomic_fetch_add(seq, 1, ORDER);
+    while (!__atomic_compare_exchange_n(target, &cur, cur + 1, 0, ORDER, ORDER)) {
+        if ((int64_t)cur >= limit) { /* the CAS refreshed cur */
+            __atomic_fetch_add(seq, 1, ORDER);
+            Py_RETURN_NONE;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        __atomic_fetch_add(words[i], (uint64_t)deltas[i], ORDER);
+    }
+    __atomic_fetch_add(seq, 1, ORDER);
+    raise_peaks(peaks, npeaks, (int64_t)(cur + 1));
+    return PyLong_FromLongLong((int64_t)(cur + 1));
+}
+
 static PyObject *
 View_close(ViewObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -353,6 +515,12 @@ static PyMethodDef View_methods[] = {
     {"compare_exchange", (PyCFunction)(void (*)(void))View_compare_exchange, METH_FASTCALL,
      PyDoc_STR("compare_exchange($self, off, expected, desired, /)\n--\n\n"
                "If the word equals expected, set it to desired and return True; else False.")},
+    {"add_many", (PyCFunction)(void (*)(void))View_add_many, METH_FASTCALL,
+     PyDoc_STR("add_many($self, ops, src=-1, peaks=(), /)\n--\n\n"
+               "fetch_add each (off, delta) pair of ops in order; see the module source.")},
+    {"bounded_add", (PyCFunction)(void (*)(void))View_bounded_add, METH_FASTCALL,
+     PyDoc_STR("bounded_add($self, seq, off, limit, ops, peaks, /)\n--\n\n"
+               "+1 at off below limit, bracketed by seq, then ops and peaks; None if refused.")},
     {"close", (PyCFunction)View_close, METH_NOARGS,
      PyDoc_STR("close($self, /)\n--\n\nRelease the buffer (idempotent).")},
     {"__enter__", (PyCFunction)View_enter, METH_NOARGS, NULL},

@@ -118,6 +118,20 @@ class Atomics(Protocol):
 
     def compare_exchange(self, off: int, expected: int, desired: int, /) -> bool: ...
 
+    def add_many(self, ops: tuple[int, ...], src: int = -1, peaks: tuple[int, ...] = (), /) -> int:
+        """``fetch_add`` each ``(off, delta)`` pair of ``ops`` in order; with ``src >= 0``, return
+        the value the ``src``-th pair left in its word and ``fetch_max`` it into each of ``peaks``
+        (else return 0). Every offset is checked before anything changes."""
+        ...
+
+    def bounded_add(
+        self, seq: int, off: int, limit: int, ops: tuple[int, ...], peaks: tuple[int, ...], /
+    ) -> int | None:
+        """+1 on the word at ``off`` unless it is >= ``limit`` (compare-exchange: never above), the
+        word at ``seq`` incremented before and after the change (a paired operation), then the
+        ``ops`` adds and ``fetch_max`` into ``peaks``. The new value, or None when refused."""
+        ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Self: ...
@@ -284,6 +298,46 @@ class _LockedWords:
         finally:
             self._sem.release()
         return swap
+
+    # The compound operations are the primitives in sequence, as the C backend's are (each step
+    # atomic on its own, the sequence not: the shm's seq words make such sequences checkable).
+    def add_many(self, ops: tuple[int, ...], src: int = -1, peaks: tuple[int, ...] = (), /) -> int:
+        if len(ops) % 2 or src >= len(ops) // 2:
+            raise ValueError("ops must be (offset, delta) pairs, src one of them")
+        for off in (*ops[::2], *peaks):
+            self._check(off)
+        result = 0
+        for i in range(0, len(ops), 2):
+            prev = self.fetch_add(ops[i], ops[i + 1])
+            if i // 2 == src:
+                result = ((prev + ops[i + 1] - _MIN) & _MASK) + _MIN
+        if src >= 0:
+            for off in peaks:
+                self.fetch_max(off, result)
+        return result
+
+    def bounded_add(
+        self, seq: int, off: int, limit: int, ops: tuple[int, ...], peaks: tuple[int, ...], /
+    ) -> int | None:
+        if len(ops) % 2:
+            raise ValueError("ops must be (offset, delta) pairs")
+        for o in (seq, off, *ops[::2], *peaks):
+            self._check(o)
+        cur = self.load(off)
+        if cur >= limit:
+            return None
+        self.fetch_add(seq, 1)
+        while not self.compare_exchange(off, cur, cur + 1):
+            cur = self.load(off)
+            if cur >= limit:
+                self.fetch_add(seq, 1)
+                return None
+        for i in range(0, len(ops), 2):
+            self.fetch_add(ops[i], ops[i + 1])
+        self.fetch_add(seq, 1)
+        for o in peaks:
+            self.fetch_max(o, cur + 1)
+        return cur + 1
 
     def close(self) -> None:
         """Release the buffer and close (not unlink) the semaphore. Idempotent."""

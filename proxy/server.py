@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model import Server
 from proxy.pool import ConnKey, IdlePool, ListKind
-from proxy.shm import R_EST_NEED, ServerCell, ServerRow
+from proxy.shm import ServerCell, ServerRow
 
 if TYPE_CHECKING:
     import asyncio
@@ -103,8 +103,7 @@ def _close(srv: ServerRuntime, arg: int | None) -> bool:
 
 
 def _use(srv: ServerRuntime, arg: int | None) -> bool:
-    srv.cell.used_add(1)
-    srv.row.raise_to(R_EST_NEED, srv.row.used)
+    srv.cell.use_new()  # used +1; max_used and est_need follow it
     return True
 
 
@@ -114,8 +113,7 @@ def _unuse(srv: ServerRuntime, arg: int | None) -> bool:
 
 
 def _unuse_close(srv: ServerRuntime, arg: int | None) -> bool:
-    srv.cell.used_add(-1)
-    srv.cell.conn_closed()
+    srv.cell.unuse_closed()
     return True
 
 
@@ -137,8 +135,7 @@ def _adopt_idle(safe: bool) -> _Op:
 
 def _reuse(safe: bool) -> _Op:
     def op(srv: ServerRuntime, arg: int | None) -> bool:
-        srv.cell.idle_to_used(safe)
-        srv.row.raise_to(R_EST_NEED, srv.row.used)
+        srv.cell.idle_to_used(safe)  # max_used and est_need follow the new used
         return True
 
     return op
@@ -146,9 +143,10 @@ def _reuse(safe: bool) -> _Op:
 
 def _unidle(safe: bool, close: bool) -> _Op:
     def op(srv: ServerRuntime, arg: int | None) -> bool:
-        srv.cell.idle_add(-1, safe)
         if close:
-            srv.cell.conn_closed()
+            srv.cell.idle_closed(safe)
+        else:
+            srv.cell.idle_add(-1, safe)
         return True
 
     return op

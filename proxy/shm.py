@@ -294,35 +294,75 @@ class ServerCell(_View):
     Every paired operation is: seq odd, row, cell, seq even. C_SEQ is 0: the cell's base is its seq.
     """
 
-    __slots__ = ("_peers", "_row", "index", "row", "slot")
+    __slots__ = ("_by_kind", "_ops", "_peers", "_row", "index", "row", "slot")
 
     def __init__(self, a: Atomics, row: ServerRow, base: int, slot: int, peers: int) -> None:
         super().__init__(a, base)
         self.row = row
         self.index = row.index
         self.slot = slot
-        self._row = row._base
+        r = self._row = row._base
         self._peers = peers  # the cell of (index, slot 0)
+        c = base
+        # The hot paired operations, as ready-made argument tuples for one compound atomic call
+        # each (``Atomics.add_many``/``bounded_add``): seq, row, cell, seq, in that order.
+        def pair(*changes: tuple[int, int, int]) -> tuple[int, ...]:
+            ops: list[int] = [c, 1]
+            for row_off, cell_off, delta in changes:
+                ops += (r + row_off, delta, c + cell_off, delta)
+            return (*ops, c, 1)
+
+        self._ops = {
+            "release_slot": pair((R_SERVED, C_SERVED, -1)),
+            "conn_closed": pair((R_CUR_CONNS, C_CONNS, -1)),
+            "used+": pair((R_USED, C_USED, 1)),
+            "used-": pair((R_USED, C_USED, -1)),
+            "used-closed": pair((R_USED, C_USED, -1), (R_CUR_CONNS, C_CONNS, -1)),
+            "served_cell": (c + C_SERVED, 1),
+            "conns_cell": (c + C_CONNS, 1),
+            "queued_cell": (c + C_QUEUED, 1),
+            "peak_served": (r + R_MAX_SERVED,),
+            "peak_conns": (r + R_MAX_CUR_CONNS,),
+            "peak_queue": (r + R_MAX_QUEUE,),
+            "peak_used": (r + R_MAX_USED, r + R_EST_NEED),
+        }
+        # The moves between used and idle, per kind: index 0 for an unsafe idle connection, 1 for
+        # a safe one (``idle`` counts both; ``safe`` the second kind too).
+        by_kind: dict[str, list[tuple[int, ...]]] = {}
+        for safe in (False, True):
+            idle = ((R_IDLE, C_IDLE), (R_SAFE, C_SAFE)) if safe else ((R_IDLE, C_IDLE),)
+            moves = {
+                # reuse: idle (and safe) -1, then used +1: the last pair before the closing seq,
+                # whose new value the peaks take
+                "reuse": pair(*((ro, co, -1) for ro, co in idle), (R_USED, C_USED, 1)),
+                "park": pair((R_USED, C_USED, -1), *((ro, co, 1) for ro, co in idle)),
+                # bounded park: the row's idle +1 by compare-exchange, then these
+                "park_bounded": (c + C_IDLE, 1, r + R_USED, -1, c + C_USED, -1)
+                + ((r + R_SAFE, 1, c + C_SAFE, 1) if safe else ()),
+                "idle+": pair(*((ro, co, 1) for ro, co in idle)),
+                "idle-": pair(*((ro, co, -1) for ro, co in idle)),
+                "idle-closed": pair(*((ro, co, -1) for ro, co in idle), (R_CUR_CONNS, C_CONNS, -1)),
+            }
+            for name, ops in moves.items():
+                by_kind.setdefault(name, []).append(ops)
+        self._by_kind = {name: (pair_[0], pair_[1]) for name, pair_ in by_kind.items()}
 
     seq, idle, safe, used, served, incoming, conns, queued = map(_Word, range(0, 64, 8))
     oldest_ticket, takeovers_given, takeovers_taken = map(_Word, range(64, 88, 8))
 
-    def _bounded_take(self, row_off: int, cell_off: int, limit: int, peak_off: int) -> bool:
-        """+1 on a row gauge unless it is at ``limit`` (0 = unlimited: fetch_add), by compare-exchange
-        so it never overshoots; then +1 on the cell; then the row's peak (fetch_max)."""
-        a, cell, off = self._a, self._base, self._row + row_off
-        if limit <= 0:
-            a.fetch_add(cell, 1)
-            n = a.fetch_add(off, 1) + 1
-        else:
-            got = self._open_below(off, limit)
-            if got is None:
-                return False
-            n = got
-        a.fetch_add(cell + cell_off, 1)
-        a.fetch_add(cell, 1)
-        a.fetch_max(self._row + peak_off, n)
-        return True
+    _UNLIMITED = 1 << 62
+
+    def _bounded_take(self, row_off: int, cell_ops: str, limit: int, peaks: str) -> bool:
+        """+1 on a row gauge unless it is at ``limit`` (0 = unlimited), by compare-exchange so it
+        never overshoots; then +1 on the cell; then the row's peak (fetch_max)."""
+        ops = self._ops
+        return (
+            self._a.bounded_add(
+                self._base, self._row + row_off, limit if limit > 0 else self._UNLIMITED, ops[cell_ops],
+                ops[peaks],
+            )
+            is not None
+        )
 
     def _open_below(self, off: int, limit: int) -> int | None:
         """+1 on the row word at ``off`` by compare-exchange unless it is at ``limit``. On success
@@ -351,11 +391,11 @@ class ServerCell(_View):
 
     def try_take_slot(self, maxconn: int) -> bool:
         """A maxconn slot: never above maxconn (0 = unlimited: always). Keeps ``max_served``."""
-        return self._bounded_take(R_SERVED, C_SERVED, maxconn, R_MAX_SERVED)
+        return self._bounded_take(R_SERVED, "served_cell", maxconn, "peak_served")
 
     def release_slot(self) -> None:
         """Give back a held slot (the caller first offers it to the oldest waiter: ``give_slot``)."""
-        self._pair_add(R_SERVED, C_SERVED, -1)
+        self._a.add_many(self._ops["release_slot"])
 
     def give_slot(self, to_slot: int) -> None:
         """Hand a held slot to worker ``to_slot`` (its ``incoming``); ``served`` stays counted."""
@@ -385,10 +425,10 @@ class ServerCell(_View):
     def try_open_conn(self, limit: int) -> bool:
         """Count a connection about to be opened unless ``cur_conns`` is at ``limit`` (strict-maxconn;
         0 = unlimited). Keeps ``max_cur_conns``, the peak the ``maxconn + nbthread - 1`` case shows."""
-        return self._bounded_take(R_CUR_CONNS, C_CONNS, limit, R_MAX_CUR_CONNS)
+        return self._bounded_take(R_CUR_CONNS, "conns_cell", limit, "peak_conns")
 
     def conn_closed(self) -> None:
-        self._pair_add(R_CUR_CONNS, C_CONNS, -1)
+        self._a.add_many(self._ops["conn_closed"])
 
     def give_conn(self, to_slot: int) -> None:
         """An open connection moves to worker ``to_slot`` (a takeover): its share of ``cur_conns``
@@ -401,12 +441,29 @@ class ServerCell(_View):
 
     def used_add(self, delta: int) -> None:
         """Connections carrying a request (or connecting); keeps ``max_used`` (fetch_max)."""
-        prev = self._pair_add(R_USED, C_USED, delta)
-        if delta > 0:
-            self._a.fetch_max(self._row + R_MAX_USED, prev + delta)
+        if delta == 1:
+            self._a.add_many(self._ops["used+"], 1, self._ops["peak_used"][:1])
+        elif delta == -1:
+            self._a.add_many(self._ops["used-"])
+        else:
+            prev = self._pair_add(R_USED, C_USED, delta)
+            if delta > 0:
+                self._a.fetch_max(self._row + R_MAX_USED, prev + delta)
+
+    def use_new(self) -> None:
+        """A new connection is about to be used (HAProxy's ``srv_use_conn``): ``used`` +1, and
+        ``max_used`` and ``est_need`` raised to the new ``used``. One compound call."""
+        self._a.add_many(self._ops["used+"], 1, self._ops["peak_used"])
+
+    def unuse_closed(self) -> None:
+        """A used connection closed: ``used`` -1 and ``cur_conns`` -1 in one bracket."""
+        self._a.add_many(self._ops["used-closed"])
 
     def idle_add(self, delta: int, safe: bool = False) -> None:
         """Idle connections; ``safe`` moves the safe subset too (``idle`` counts both kinds)."""
+        if delta in (1, -1):
+            self._a.add_many(self._by_kind["idle+" if delta == 1 else "idle-"][safe])
+            return
         a, cell, row = self._a, self._base, self._row
         a.fetch_add(cell, 1)
         a.fetch_add(row + R_IDLE, delta)
@@ -416,19 +473,15 @@ class ServerCell(_View):
             a.fetch_add(cell + C_SAFE, delta)
         a.fetch_add(cell, 1)
 
+    def idle_closed(self, safe: bool) -> None:
+        """A pooled connection closed: ``idle`` (and ``safe``) -1, ``cur_conns`` -1, one bracket."""
+        self._a.add_many(self._by_kind["idle-closed"][safe])
+
     def idle_to_used(self, safe: bool) -> None:
-        """Reuse of a pooled connection: ``idle_add(-1, safe)`` + ``used_add(1)`` in one bracket."""
-        a, cell, row = self._a, self._base, self._row
-        a.fetch_add(cell, 1)
-        a.fetch_add(row + R_IDLE, -1)
-        a.fetch_add(cell + C_IDLE, -1)
-        if safe:
-            a.fetch_add(row + R_SAFE, -1)
-            a.fetch_add(cell + C_SAFE, -1)
-        n = a.fetch_add(row + R_USED, 1) + 1
-        a.fetch_add(cell + C_USED, 1)
-        a.fetch_add(cell, 1)
-        a.fetch_max(row + R_MAX_USED, n)
+        """Reuse of a pooled connection: ``idle_add(-1, safe)`` + ``used_add(1)`` in one bracket,
+        then ``max_used`` and ``est_need`` raised to the new ``used`` (HAProxy's srv_use_conn)."""
+        ops = self._by_kind["reuse"][safe]
+        self._a.add_many(ops, len(ops) // 2 - 3, self._ops["peak_used"])
 
     def try_used_to_idle(self, safe: bool, limit: int) -> bool:
         """``used_to_idle`` unless the server-wide ``idle`` is at ``limit`` (pool-max-conn; < 0 =
@@ -436,34 +489,16 @@ class ServerCell(_View):
         if limit < 0:
             self.used_to_idle(safe)
             return True
-        a, cell, row = self._a, self._base, self._row
-        if self._open_below(row + R_IDLE, limit) is None:
-            return False
-        a.fetch_add(cell + C_IDLE, 1)
-        a.fetch_add(row + R_USED, -1)
-        a.fetch_add(cell + C_USED, -1)
-        if safe:
-            a.fetch_add(row + R_SAFE, 1)
-            a.fetch_add(cell + C_SAFE, 1)
-        a.fetch_add(cell, 1)
-        return True
+        ops = self._by_kind["park_bounded"][safe]
+        return self._a.bounded_add(self._base, self._row + R_IDLE, limit, ops, ()) is not None
 
     def used_to_idle(self, safe: bool) -> None:
         """A released connection is kept: ``used_add(-1)`` + ``idle_add(1, safe)`` in one bracket."""
-        a, cell, row = self._a, self._base, self._row
-        a.fetch_add(cell, 1)
-        a.fetch_add(row + R_USED, -1)
-        a.fetch_add(cell + C_USED, -1)
-        a.fetch_add(row + R_IDLE, 1)
-        a.fetch_add(cell + C_IDLE, 1)
-        if safe:
-            a.fetch_add(row + R_SAFE, 1)
-            a.fetch_add(cell + C_SAFE, 1)
-        a.fetch_add(cell, 1)
+        self._a.add_many(self._by_kind["park"][safe])
 
     def try_queue(self, maxqueue: int) -> bool:
         """Count a waiter of this worker unless ``queue_len`` is at ``maxqueue`` (0 = unlimited)."""
-        return self._bounded_take(R_QUEUE_LEN, C_QUEUED, maxqueue, R_MAX_QUEUE)
+        return self._bounded_take(R_QUEUE_LEN, "queued_cell", maxqueue, "peak_queue")
 
     def dequeued(self) -> None:
         """A waiter of this worker left the queue (served, timed out or aborted)."""

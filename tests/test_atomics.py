@@ -90,6 +90,31 @@ def test_fetch_add_returns_previous(words: Atomics) -> None:
     assert words.load(0) == 0 and words.load(16) == 0  # neighbours untouched
 
 
+def test_add_many_applies_pairs_in_order_and_raises_peaks(words: Atomics) -> None:
+    """The compound add (one call per paired shm update): pairs in order, the src-th pair's new
+    value returned and fetch_max'ed into the peaks, a lower peak never lowered."""
+    words.store(48, 100)  # a peak already above: stays
+    assert words.add_many((0, 1, 8, 5, 16, -2, 0, 1), 1, (40, 48)) == 5
+    assert [words.load(o) for o in (0, 8, 16, 40, 48)] == [2, 5, -2, 5, 100]
+    assert words.add_many((8, 1)) == 0 and words.load(8) == 6  # no src: result 0, no peak
+
+
+def test_add_many_checks_every_offset_before_changing_anything(words: Atomics) -> None:
+    with pytest.raises(ValueError):
+        words.add_many((0, 1, 9, 1))  # misaligned second offset
+    with pytest.raises(ValueError):
+        words.add_many((0, 1), 0, (4096,))  # peak out of range
+    assert words.load(0) == 0
+
+
+def test_bounded_add_never_goes_above_the_limit(words: Atomics) -> None:
+    """+1 below the limit with the seq bracket (two increments), the cell ops, the peak; refused
+    at the limit without touching seq."""
+    got = [words.bounded_add(0, 8, 2, (16, 1), (24,)) for _ in range(3)]
+    assert got == [1, 2, None]
+    assert [words.load(o) for o in (0, 8, 16, 24)] == [4, 2, 2, 2]
+
+
 def test_store_load_extremes_and_wraparound(words: Atomics) -> None:
     for value in (MIN64, -1, 0, 1, MAX64):
         words.store(0, value)

@@ -548,8 +548,13 @@ def test_spikes_peak_connections(start: Start, origin: Origin, maxconn: int, var
     )
     assert srv["max_served"] == maxconn  # never above; and reached, or the spikes were not spikes
     assert srv["max_queue"] > 0
-    assert srv["max_cur_conns"] <= bound
-    assert max(peaks) <= bound, histogram(peaks)
+    assert srv["max_cur_conns"] <= bound  # the proxy's own count: exact, the invariant itself
+    # The origin's view lags the proxy's by the time it takes to notice a close: a worker that makes
+    # room by closing an idle connection opens the next one at once, and the origin may accept it
+    # before it reads the old one's reset (seen under load on 2 cores: one spike in twenty at
+    # bound + 1, with the proxy's count at the bound). More than that would be a real overshoot.
+    assert max(peaks) <= bound + 1, histogram(peaks)
+    assert sorted(peaks)[len(peaks) // 2] <= bound, histogram(peaks)  # the typical spike: within
     assert origin.stats()["max_active"] <= maxconn
     if variant == "nosteal":
         assert max(peaks) > maxconn, histogram(peaks)  # the edge case is reproduced, not only bounded
