@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
 from proxy.h1 import ProtocolError, engine, writer
@@ -84,6 +83,7 @@ class ClientConn(asyncio.Protocol):
         "env",
         "half_closed",
         "inbox",
+        "inbox_at",
         "last_io",
         "loop",
         "parse_error",
@@ -115,7 +115,10 @@ class ClientConn(asyncio.Protocol):
         self.phase = Phase.IDLE
         self.stream: StreamHandle | None = None  # the current request's, or the tunnel's
         self.stream_head: RequestHead | None = None
-        self.inbox: deque[Event] = deque()
+        # Parsed events not consumed yet: a list read from ``inbox_at`` (an empty deque costs 760
+        # bytes per connection, a list 56).
+        self.inbox: list[Event] = []
+        self.inbox_at = 0
         self.parse_error: ProtocolError | None = None
         self.pause_reasons = 0
         self.paused = False
@@ -191,7 +194,7 @@ class ClientConn(asyncio.Protocol):
             self.parse_error = ProtocolError(f"parser failure: {exc!r}", 400)
             events = []
         if events:
-            self.inbox.extend(events)
+            self._queue(events)
         self._process()
         if self.phase is Phase.HEAD:  # a head still incomplete: http-request runs from its first byte
             head = self._head_timeout()
@@ -207,7 +210,7 @@ class ClientConn(asyncio.Protocol):
                 self.stream.tunnel_client_eof()  # half-close: forwarded, keep relaying the other way
             return True
         try:
-            self.inbox.extend(self.parser.feed_eof())
+            self._queue(self.parser.feed_eof())
         except Exception:
             return None  # truncated request (or an engine failure): the client is gone
         self._process()
@@ -263,23 +266,39 @@ class ClientConn(asyncio.Protocol):
             if not self.req_eom:  # the body being forwarded is invalid: this request fails
                 stream.on_request_error(self.parse_error.status)
                 return
-        inbox = self.inbox
+        waiting = len(self.inbox) - self.inbox_at
         self._set_pause(
-            PAUSE_PIPELINE, len(inbox) >= PIPELINE_MAX_EVENTS or (bool(inbox) and self.stream is not None)
+            PAUSE_PIPELINE, waiting >= PIPELINE_MAX_EVENTS or (waiting > 0 and self.stream is not None)
         )
 
+    def _queue(self, events: list[Event]) -> None:
+        if not events:
+            return
+        if self.inbox_at >= len(self.inbox):  # empty: take the parser's list as it is
+            self.inbox = events
+            self.inbox_at = 0
+        else:
+            self.inbox.extend(events)
+
+    def _pop(self) -> Event:
+        ev = self.inbox[self.inbox_at]
+        self.inbox_at += 1
+        if self.inbox_at == len(self.inbox):
+            self.inbox = []
+            self.inbox_at = 0
+        return ev
+
     def _drain_inbox(self) -> None:
-        inbox = self.inbox
-        while inbox and self.phase is not Phase.CLOSED:
+        while self.inbox and self.phase is not Phase.CLOSED:
             stream = self.stream
             if stream is None:
-                ev = inbox.popleft()
+                ev = self._pop()
                 if not isinstance(ev, RequestHead):  # cannot happen with a conforming parser
                     self._reject(ProtocolError("event out of order", 400))
                     return
                 self._start_stream(ev)
             elif not self.req_eom:
-                ev = inbox.popleft()
+                ev = self._pop()
                 if isinstance(ev, Data):
                     stream.on_request_data(ev.data)
                 elif isinstance(ev, EndOfMessage):
@@ -334,7 +353,7 @@ class ClientConn(asyncio.Protocol):
             self.upgrade_held = False
             self._set_pause(PAUSE_UPGRADE, False)
             try:
-                self.inbox.extend(self.parser.resume())
+                self._queue(self.parser.resume())
             except ProtocolError as exc:
                 self.parse_error = exc
         self.session.requests_done += 1
@@ -428,7 +447,8 @@ class ClientConn(asyncio.Protocol):
         self.write(writer.response_head(resp, body=Framing.NONE, content_length=None, keep_alive=True))
         self._to(Phase.TUNNEL)
         self._disarm()
-        self.inbox.clear()
+        self.inbox = []
+        self.inbox_at = 0
         self.upgrade_held = False
         self._set_pause(PAUSE_PIPELINE | PAUSE_UPGRADE | PAUSE_BODY, False)
         return self.parser.detach()

@@ -465,3 +465,16 @@ def test_a_sooner_deadline_rearms_the_timer(engine: str) -> None:
         assert t.is_closing()  # the keep-alive wait expired: closed silently
 
     asyncio.run(main())
+
+
+@in_loop
+def test_a_long_pipeline_in_one_read_is_answered_in_order(engine: str) -> None:
+    """Hundreds of pipelined requests in one read: each starts after the previous response, in
+    order (the inbox is a list read from an index: no per-event shifting)."""
+    conn, t, env = client(engine)
+    conn.data_received(b"".join(get(b"/%d" % i) for i in range(300)))
+    for i in range(300):
+        assert env.streams[i].head.target == b"/%d" % i
+        env.streams[i].respond(b"%d" % i)
+    assert t.data == b"".join(answer(b"%d" % i) for i in range(300))
+    assert conn.session.requests_done == 300 and conn.idle and t.reading
