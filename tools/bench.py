@@ -49,8 +49,9 @@ counted as ``uvloop``; C functions called from Python (a transport's ``write``, 
 count in the Python function that called them. Two distortions, both printed: a runnable worker
 waiting for a CPU is not idle to py-spy, so that sample counts where the worker was preempted (often a
 write that has just woken its peer; the share of that wait comes from ``schedstat``); and py-spy stops
-the worker for each sample, so the profiled window is slower than the reference (``--nonblocking``
-samples without stopping it, at the price of samples py-spy fails to read, which it drops). The raw
+the worker for each sample, so the profiled window is slower than the reference (``--profile-rate``
+lowers the rate; ``--nonblocking`` samples without stopping the worker, at the price of samples py-spy
+fails to read, which it drops). The raw
 profile is kept (``--profile-out``, or a new file under the temporary directory; its path is printed
 last).
 
@@ -288,7 +289,8 @@ def profile(args: argparse.Namespace) -> int:
         worker = c.workers()[0]
         wrk(c.port, args.connections, 1, args.wrk_threads, close)
         plain = measure(c, origin_pids, args.seconds, args.connections, args.wrk_threads, close)
-        cmd = ["py-spy", "record", "-p", str(worker), "-f", "raw", "-r", "1000", "--full-filenames"]
+        rate = str(args.profile_rate)
+        cmd = ["py-spy", "record", "-p", str(worker), "-f", "raw", "-r", rate, "--full-filenames"]
         if args.nonblocking:
             cmd.append("--nonblocking")
         spy = subprocess.Popen(
@@ -318,7 +320,8 @@ def profile(args: argparse.Namespace) -> int:
         f" {plain.cpu_us:.1f} CPU µs/req"
     )
     print(
-        f"  profiled (1000 Hz):   {prof.rps:.0f} req/s, mean latency {show_latency(prof.latency_us)},"
+        f"  profiled ({args.profile_rate} Hz):   {prof.rps:.0f} req/s,"
+        f" mean latency {show_latency(prof.latency_us)},"
         f" {us:.1f} CPU µs/req; {data.samples} non-idle samples ({spy_summary(spy_text)})"
     )
     print(
@@ -472,6 +475,7 @@ def main() -> int:
         "--idle-conns", type=int, nargs="?", const=10000, metavar="N", help="memory per idle connection"
     )
     ap.add_argument("--profile-out", type=Path, help="where --profile keeps the raw profile")
+    ap.add_argument("--profile-rate", type=int, default=1000, help="py-spy -r: samples per second")
     ap.add_argument(
         "--nonblocking", action="store_true", help="py-spy --nonblocking: sample without stopping the worker"
     )
