@@ -66,7 +66,7 @@ setup(
         "h2>=4.1",
         "posix_ipc>=1.1",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "ruff", "mypy"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "ruff", "mypy", "py-spy"]},
     entry_points={"console_scripts": ["poolproxy=proxy.main:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

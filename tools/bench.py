@@ -1,148 +1,505 @@
-"""Throughput of poolproxy and HAProxy on the same configuration, in one run, as ratios.
+"""poolproxy next to HAProxy and next to the floor, measured in one run: throughput, latency, CPU per request.
 
-    python -m tools.bench [--threads N] [--connections C] [--seconds S] [--reuse MODE]
+    python -m tools.bench [--mode keepalive|close] [--engine llhttp|h11] [--threads N] [--rounds 3]
+                          [--seconds 5] [--connections 50] [--reuse always]
+    python -m tools.bench --scaling 1,2,4       # the same, per thread count, relative to 1 thread
+    python -m tools.bench --profile             # where a poolproxy worker spends its µs per request
+    python -m tools.bench --idle-conns [10000]  # memory per idle client connection
 
-Both proxies get the same generated config (one frontend, one backend, one server, ``http-reuse``
-MODE, ``nbthread`` N) and sit in front of the same origin: an HAProxy frontend answering
-``http-request return`` (so the origin is never the bottleneck), or ``tools.origin`` when HAProxy is
-missing. ``wrk`` drives each proxy in turn for S seconds with C keep-alive connections; the script
-prints requests/s, mean latency and the poolproxy/HAProxy ratio. Needs ``wrk`` and ``haproxy``
-(Debian packages). Everything listens on 127.0.0.1 and stops by itself.
+The contenders, all behind the same origin (an HAProxy frontend answering ``http-request return``,
+``--origin-threads`` threads, so that the origin is cheap and never the one saturated):
+
+- **poolproxy**, ``python -m proxy -f CFG`` from this tree, and **HAProxy** (``haproxy -db``) on the same
+  generated configuration: one frontend, one backend, one server, ``http-reuse`` ``--reuse``,
+  ``nbthread`` ``--threads``; ``tune.h1-engine`` ``--engine`` is given to poolproxy only.
+- **the floor**, ``tools/floor.py``: a minimal uvloop + httptools relay (one upstream connection per
+  client connection, bytes relayed both ways, httptools only to find where messages end; no features),
+  with ``--threads`` worker processes. It is what a Python proxy can approach; poolproxy's cost above it
+  is what its features and its structure cost.
+
+Comparison (the default mode). ``wrk -t<--wrk-threads> -c<--connections> -d<--seconds>`` drives each
+contender in turn, ``--rounds`` times, interleaved (poolproxy, haproxy, floor, poolproxy, ...) after a
+1 s warm-up of each, so that a machine busy with something else does not favour one of them. For each
+window: requests/s and mean latency (wrk's), and **CPU µs per request**: the utime + stime
+(``/proc/PID/stat``, all threads) the contender's worker processes used over the window (poolproxy: every
+worker, not the master; HAProxy: its one process; the floor: its workers) divided by the requests wrk
+completed in it. CPU per request hardly depends on how much of the machine the contender got, so it is
+the figure to watch on a shared machine. Printed: the median of the rounds with the spread [min-max],
+the ratios to HAProxy and to the floor (the median of the per-round ratios: the figures of one round
+are seconds apart), the origin's CPU per request while serving each contender, how much of the time
+the contender's workers were runnable they spent waiting for a CPU (``schedstat``: a high share means a
+crowded machine and req/s to be read with care), and every round.
+``--mode close`` adds ``Connection: close`` to every request (one connection per request; the floor then
+also opens one upstream connection per request, while the proxies reuse pooled ones).
+
+``--scaling 1,2,4`` runs the comparison for each thread count (``nbthread`` of both proxies, the floor's
+workers; all restarted) and prints each contender's req/s relative to its own 1-thread (first listed)
+figure. The machine's CPU count (``os.cpu_count()``) is printed: wrk, the origin and the contenders
+all share those CPUs, so a machine with few cores stops scaling early for everyone.
+
+``--profile`` runs poolproxy alone (``nbthread`` 1, ``--mode`` and ``--engine`` as given): one window
+without the profiler (reference), then one while ``py-spy record -p WORKER_PID -f raw -r 1000
+--full-filenames -d S`` samples the worker. Each non-idle sample's leaf frame is its self time. Printed:
+µs per request per module (a file under ``proxy/``, ``uvloop``, ``asyncio``, ``stdlib``, ``other``;
+third-party packages such as h11 are named) = (samples in that module / all samples) * (the worker's
+CPU µs per request measured in the profiled window), sorted, and the top 15 functions the same way.
+The time uvloop spends in its compiled code (polling, reading sockets, dispatching callbacks) shows no
+Python frame of its own: it is found as samples whose leaf is the line calling ``run_forever`` and
+counted as ``uvloop``; C functions called from Python (a transport's ``write``, httptools' parser)
+count in the Python function that called them. Two distortions, both printed: a runnable worker
+waiting for a CPU is not idle to py-spy, so that sample counts where the worker was preempted (often a
+write that has just woken its peer; the share of that wait comes from ``schedstat``); and py-spy stops
+the worker for each sample, so the profiled window is slower than the reference (``--profile-rate``
+lowers the rate; ``--nonblocking`` samples without stopping the worker, at the price of samples py-spy
+fails to read, which it drops). The raw
+profile is kept (``--profile-out``, or a new file under the temporary directory; its path is printed
+last).
+
+``--idle-conns [N]`` (default 10000): poolproxy (``nbthread`` 1) and HAProxy (``nbthread`` 1), one after
+the other, each with ``maxconn`` N+16 and ``timeout client 300s``. For each: warm up with 100
+connections (one request each, then closed), read the worker's VmRSS (``/proc/PID/status``), open N
+keep-alive connections, each making one ``GET /`` and reading the whole response (at most 100 in their
+first request at a time), wait 1 s, read VmRSS again: (after - before) / N is the memory per idle
+client connection (user space only: kernel socket buffers are not in RSS). Also printed: how many were
+still open when measured, the time to open them, and RSS once they are all closed again. The tool
+raises its RLIMIT_NOFILE (inherited by the proxies) up to the hard limit, and lowers N with a message
+when that is not enough (HAProxy reserves two descriptors per ``maxconn``: a hard limit of 20000 allows
+about 9960 connections). Every step is bounded by ``--idle-timeout`` seconds.
+
+Needs ``wrk`` and ``haproxy`` (Debian packages), and ``py-spy`` for ``--profile`` (pip). Everything
+listens on 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import math
 import os
-import re
+import resource
+import select
 import shutil
-import signal
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.benchlib import (
+    NAMES,
+    ROOT,
+    Contender,
+    Sample,
+    Stat,
+    close_all,
+    free_port,
+    measure,
+    open_idle,
+    origin_config,
+    parse_raw_profile,
+    proxy_config,
+    rss_kib,
+    show_latency,
+    start,
+    start_contender,
+    stats,
+    still_open,
+    stop,
+    wait_listening,
+    wait_ready,
+    wrk,
+)
+
+__all__ = ["ROOT", "free_port", "main", "origin_config", "proxy_config", "start", "stop", "wait_listening"]
+
+IDLE_CONCURRENCY = 100
+IDLE_SLACK = 16  # maxconn = N + this
+FD_MARGIN = 64  # descriptors beyond 2 x maxconn (HAProxy's own, ours)
+X = "\u00d7"  # the multiplication sign of the ratios
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextlib.contextmanager
+def lab(
+    args: argparse.Namespace, names: tuple[str, ...], threads: int, maxconn: int = 0
+) -> Iterator[tuple[list[Contender], list[int]]]:
+    """The origin and the named contenders, running and ready; all stopped on the way out."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        d = Path(tmp)
+        origin_port = free_port()
+        (d / "origin.cfg").write_text(origin_config(origin_port, args.origin_threads))
+        procs = [start(["haproxy", "-db", "-f", str(d / "origin.cfg")], d / "origin.log")]
+        try:
+            wait_listening(origin_port)
+            contenders = []
+            for name in names:
+                c = start_contender(name, d, origin_port, threads, args.reuse, args.engine, maxconn)
+                contenders.append(c)
+                procs.append(c.proc)
+            for c in contenders:
+                wait_ready(c, threads)
+            yield contenders, [procs[0].pid]
+        finally:
+            for p in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    stop(p)
 
 
-def wait_listening(port: int, timeout: float = 10.0) -> None:
+def run_rounds(
+    args: argparse.Namespace, contenders: list[Contender], origin_pids: list[int]
+) -> dict[str, list[Sample]]:
+    close = args.mode == "close"
+    for c in contenders:  # warm-up: connections, pools, caches
+        wrk(c.port, args.connections, 1, args.wrk_threads, close)
+    samples: dict[str, list[Sample]] = {c.name: [] for c in contenders}
+    for _ in range(args.rounds):
+        for c in contenders:
+            s = measure(c, origin_pids, args.seconds, args.connections, args.wrk_threads, close)
+            if s.errors:
+                print(f"  [{c.name}: wrk reports {s.errors}]", file=sys.stderr)
+            samples[c.name].append(s)
+    return samples
+
+
+def per_round_ratio(a: list[Sample], b: list[Sample], attr: str) -> float:
+    return float(statistics.median(getattr(x, attr) / getattr(y, attr) for x, y in zip(a, b, strict=True)))
+
+
+def engine_name(args: argparse.Namespace) -> str:
+    return args.engine or "llhttp (default)"
+
+
+def describe(args: argparse.Namespace, threads: int | str, rounds: int | None = None) -> str:
+    mode = "keep-alive" if args.mode == "keepalive" else "Connection: close on every request"
+    return (
+        f"{mode}; wrk -t{args.wrk_threads} -c{args.connections},"
+        f" {args.rounds if rounds is None else rounds} round(s) of {args.seconds:g} s;"
+        f" nbthread {threads}; http-reuse {args.reuse}; poolproxy engine {engine_name(args)}"
+    )
+
+
+def machine_line(load_before: tuple[float, float, float]) -> str:
+    after = os.getloadavg()
+    return (
+        f"machine: {os.cpu_count()} CPUs (os.cpu_count()), shared by wrk, the origin and the proxy under"
+        " test;"
+        f" load average {load_before[0]:.2f} before, {after[0]:.2f} after"
+    )
+
+
+# ---- modes ----------------------------------------------------------------------------------------------
+
+
+def compare(args: argparse.Namespace) -> int:
+    load = os.getloadavg()
+    with lab(args, NAMES, args.threads) as (contenders, origin_pids):
+        samples = run_rounds(args, contenders, origin_pids)
+    st = {name: stats(s) for name, s in samples.items()}
+    print("poolproxy, HAProxy and the floor (tools.floor) behind one origin (HAProxy http-request return)")
+    print(describe(args, args.threads) + f"; rounds interleave {', '.join(NAMES)}")
+    print(machine_line(load))
+    print()
+    print(f"  median [min-max] of {args.rounds}   {'req/s':>22}  {'mean latency':>30}  {'CPU µs/req':>20}")
+    for name in NAMES:
+        s = st[name]
+        lat = s["latency_us"]
+        lat_text = show_latency(lat.median)
+        if len(lat.values) > 1:
+            lat_text += f" [{show_latency(min(lat.values))}-{show_latency(max(lat.values))}]"
+        print(f"  {name:22}{s['rps'].show():>24}  {lat_text:>30}  {s['cpu_us'].show('{:.1f}'):>20}")
+    print()
+    head = f"req/s {X}HAProxy  {X}floor   CPU/req {X}HAProxy  {X}floor"
+    print(f"  ratios (median of the per-round ratios)  {head}")
+    for name in NAMES:
+        row = [
+            per_round_ratio(samples[name], samples[other], attr)
+            for attr in ("rps", "cpu_us")
+            for other in ("haproxy", "floor")
+        ]
+        print(f"  {name:40}{row[0]:14.3f}{row[1]:8.3f}{row[2]:18.3f}{row[3]:8.3f}")
+    print()
+    origin = ", ".join(f"{n} {st[n]['origin_cpu_us'].median:.1f}" for n in NAMES)
+    print(f"  origin CPU µs/req while serving: {origin}")
+    waits = ", ".join(f"{n} {st[n]['wait_share'].show('{:.0%}')}" for n in NAMES)
+    print(f"  waiting for a CPU (schedstat), share of the time runnable: {waits}")
+    print("  per round (req/s, CPU µs/req):")
+    for i in range(args.rounds):
+        cells = "   ".join(f"{n} {samples[n][i].rps:.0f} / {samples[n][i].cpu_us:.1f}" for n in NAMES)
+        print(f"    {i + 1}: {cells}")
+    print()
+    ratio = per_round_ratio(samples["poolproxy"], samples["haproxy"], "rps")
+    print(f"  poolproxy  {st['poolproxy']['rps'].median:10.0f} req/s  mean latency {lat_of(st, 'poolproxy')}")
+    print(f"  haproxy    {st['haproxy']['rps'].median:10.0f} req/s  mean latency {lat_of(st, 'haproxy')}")
+    print(f"  ratio poolproxy/haproxy = {ratio:.3f}")
+    return 0
+
+
+def lat_of(st: dict[str, dict[str, Stat]], name: str) -> str:
+    return show_latency(st[name]["latency_us"].median)
+
+
+def scaling(args: argparse.Namespace, counts: list[int]) -> int:
+    load = os.getloadavg()
+    results: dict[int, dict[str, list[Sample]]] = {}
+    for threads in counts:
+        with lab(args, NAMES, threads) as (contenders, origin_pids):
+            results[threads] = run_rounds(args, contenders, origin_pids)
+    base = counts[0]
+    print("scaling with the thread count: poolproxy, HAProxy and the floor behind one origin")
+    print(describe(args, ",".join(map(str, counts))) + "; medians per thread count")
+    print(machine_line(load))
+    print(f"  {X}{base}: req/s relative to the same contender's {base}-thread median; µs/req: CPU/request")
+    print()
+    head = "".join(f"{n + ' req/s':>17}{X + str(base):>7}" for n in NAMES)
+    print(f"  {'nbthread':>8}{head}{'pp/ha':>8}" + "".join(f"{n + ' µs/req':>17}" for n in NAMES))
+    for threads in counts:
+        med = {n: stats(results[threads][n]) for n in NAMES}
+        cells = ""
+        for n in NAMES:
+            rps = med[n]["rps"].median
+            cells += f"{rps:17.0f}{rps / stats(results[base][n])['rps'].median:7.2f}"
+        ratio = med["poolproxy"]["rps"].median / med["haproxy"]["rps"].median
+        cpu = "".join(f"{med[n]['cpu_us'].median:17.1f}" for n in NAMES)
+        print(f"  {threads:8}{cells}{ratio:8.3f}{cpu}")
+    print()
+    print("  spread [min-max] of req/s per thread count:")
+    for threads in counts:
+        row = "   ".join(f"{n} {stats(results[threads][n])['rps'].show()}" for n in NAMES)
+        print(f"    {threads}: {row}")
+    return 0
+
+
+def profile(args: argparse.Namespace) -> int:
+    if shutil.which("py-spy") is None:
+        print("py-spy is required for --profile (python3 -m pip install py-spy)", file=sys.stderr)
+        return 1
+    if args.profile_out is not None:
+        out = args.profile_out
+    else:
+        fd, name = tempfile.mkstemp(prefix="poolproxy-pyspy-", suffix=".raw.txt")
+        os.close(fd)
+        out = Path(name)
+    close = args.mode == "close"
+    duration = math.ceil(args.seconds) + 1
+    load = os.getloadavg()
+    with lab(args, ("poolproxy",), 1) as (contenders, origin_pids):
+        c = contenders[0]
+        worker = c.workers()[0]
+        wrk(c.port, args.connections, 1, args.wrk_threads, close)
+        plain = measure(c, origin_pids, args.seconds, args.connections, args.wrk_threads, close)
+        rate = str(args.profile_rate)
+        cmd = ["py-spy", "record", "-p", str(worker), "-f", "raw", "-r", rate, "--full-filenames"]
+        if args.nonblocking:
+            cmd.append("--nonblocking")
+        spy = subprocess.Popen(
+            [*cmd, "-d", str(duration), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            started = wait_output(spy, b"Sampling process", 10.0)
+            if not started:
+                print(f"py-spy did not start sampling: {spy_output(spy)}", file=sys.stderr)
+                return 1
+            prof = measure(c, origin_pids, args.seconds, args.connections, args.wrk_threads, close)
+            spy.wait(duration + 30)
+        finally:
+            if spy.poll() is None:
+                spy.kill()
+                spy.wait()
+        spy_text = spy_output(spy)
+    data = parse_raw_profile(out.read_text())
+    if data.samples == 0:
+        print(f"py-spy recorded no sample: {spy_text}", file=sys.stderr)
+        return 1
+    us = prof.cpu_us
+    print(f"py-spy profile of one poolproxy worker (pid {worker}), {describe(args, 1, rounds=1)}")
+    print(machine_line(load))
+    print(
+        f"  without the profiler: {plain.rps:.0f} req/s, mean latency {show_latency(plain.latency_us)},"
+        f" {plain.cpu_us:.1f} CPU µs/req"
+    )
+    print(
+        f"  profiled ({args.profile_rate} Hz):   {prof.rps:.0f} req/s,"
+        f" mean latency {show_latency(prof.latency_us)},"
+        f" {us:.1f} CPU µs/req; {data.samples} non-idle samples ({spy_summary(spy_text)})"
+    )
+    print(
+        f"  waiting for a CPU (schedstat): {prof.wait_share:.0%} of the worker's runnable time in the"
+        f" profiled window, {plain.wait_share:.0%} without the profiler;\n  py-spy counts such a sample"
+        " where the worker was preempted (often a write that woke its peer): a busy machine inflates those"
+        " lines"
+    )
+    print()
+    print(f"  self time per module, µs/request (share of samples {X} {us:.1f} µs)")
+    for module, n in data.modules.most_common():
+        print(f"    {module:44}{n / data.samples * us:8.2f} µs{100 * n / data.samples:7.1f} %")
+    print(f"    {'total':44}{us:8.2f} µs  100.0 %")
+    print()
+    print("  top 15 functions (self), µs/request")
+    for (func, module), n in data.functions.most_common(15):
+        label = f"{func} ({module})"
+        print(f"    {label:70}{n / data.samples * us:8.2f} µs{100 * n / data.samples:7.1f} %")
+    print()
+    print(f"raw profile (py-spy -f raw, collapsed stacks with full file names): {out}")
+    return 0
+
+
+def wait_output(proc: subprocess.Popen[bytes], marker: bytes, timeout: float) -> bool:
+    """Read proc's output until marker shows up (True), it exits or timeout passes (False)."""
+    assert proc.stdout is not None
+    seen = b""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+            return False
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            return False
+        seen += chunk
+    return True
 
 
-def proxy_config(port: int, origin: int, threads: int, reuse: str) -> str:
-    return f"""global
-    nbthread {threads}
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    http-reuse {reuse}
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-backend be
-    server s1 127.0.0.1:{origin}
-"""
+def spy_output(proc: subprocess.Popen[bytes]) -> str:
+    assert proc.stdout is not None
+    with contextlib.suppress(OSError, ValueError):
+        return proc.stdout.read().decode(errors="replace").strip()
+    return ""
 
 
-def origin_config(port: int) -> str:
-    return f"""global
-    nbthread 1
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend origin
-    bind 127.0.0.1:{port}
-    http-request return status 200 content-type text/plain string "ok"
-"""
+def spy_summary(text: str) -> str:
+    for line in text.splitlines():
+        if "Samples:" in line:
+            return "py-spy: " + line.split("Samples:", 1)[1].strip().replace(" Errors", ", errors")
+    return "py-spy said nothing"
 
 
-def wrk(port: int, connections: int, seconds: int) -> tuple[float, str]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    lat = re.search(r"Latency\s+(\S+)", out)
-    if rps is None:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    if "Non-2xx" in out or "Socket errors" in out:
-        print(out, file=sys.stderr)
-    return float(rps.group(1)), lat.group(1) if lat else "?"
+def raise_nofile(n: int) -> tuple[int, str]:
+    """Raise RLIMIT_NOFILE (the proxies inherit it) for n idle connections; the n that fits.
+
+    HAProxy reserves two descriptors per connection of its ``maxconn`` (a client side and a server
+    side) plus a few of its own, and refuses to start when the limit is lower: that is the bound."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = hard if hard != resource.RLIM_INFINITY else 2 * (n + IDLE_SLACK) + FD_MARGIN
+    fit = (limit - FD_MARGIN) // 2 - IDLE_SLACK
+    note = ""
+    if fit < n:
+        note = (
+            f"  RLIMIT_NOFILE hard limit {hard}: HAProxy's maxconn needs 2 descriptors per connection,"
+            f" so {fit} connections instead of {n}"
+        )
+        n = fit
+    want = min(limit, 2 * (n + IDLE_SLACK) + FD_MARGIN)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return n, note
 
 
-def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
+async def idle_one(c: Contender, n: int, timeout: float) -> dict[str, str]:
+    worker = c.workers()[0]
+    warm = await asyncio.wait_for(open_idle(c.port, IDLE_CONCURRENCY, IDLE_CONCURRENCY, 10), timeout)
+    await close_all(warm)
+    await asyncio.sleep(0.5)
+    before = rss_kib(worker)
+    t0 = time.monotonic()
+    conns = await asyncio.wait_for(open_idle(c.port, n, IDLE_CONCURRENCY, 10), timeout)
+    took = time.monotonic() - t0
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.sleep(1.0)
+        during = rss_kib(worker)
+        alive = still_open(conns)
+    finally:
+        await close_all(conns)
+    await asyncio.sleep(1.0)
+    after = rss_kib(worker)
+    return {
+        "before": f"{before / 1024:.1f} MiB",
+        f"with {n} idle": f"{during / 1024:.1f} MiB",
+        "per connection": f"{(during - before) / max(n, 1):.2f} KiB",
+        "still open": f"{alive}/{n}",
+        "time to open": f"{took:.1f} s",
+        "after closing": f"{after / 1024:.1f} MiB",
+    }
+
+
+def idle_conns(args: argparse.Namespace) -> int:
+    n, note = raise_nofile(args.idle_conns)
+    if n <= 0:
+        print(note, file=sys.stderr)
+        return 1
+    results: dict[str, dict[str, str]] = {}
+    with lab(args, ("poolproxy", "haproxy"), 1, maxconn=n + IDLE_SLACK) as (contenders, _):
+        for c in contenders:
+            try:
+                results[c.name] = asyncio.run(idle_one(c, n, args.idle_timeout))
+            except (TimeoutError, OSError, RuntimeError, asyncio.IncompleteReadError) as exc:
+                results[c.name] = {"error": f"{type(exc).__name__}: {exc}"[:60]}
+    print(
+        f"memory per idle client connection: {n} keep-alive connections per proxy, each past one"
+        f" GET / (200) and idle; nbthread 1, poolproxy engine {engine_name(args)}"
+    )
+    if note:
+        print(note)
+    print("  VmRSS of the worker (HAProxy: its process); kernel socket buffers are not in it")
+    keys = list(dict.fromkeys(k for r in results.values() for k in r))
+    print(f"  {'':12}" + "".join(f"{k:>18}" for k in keys))
+    for name, r in results.items():
+        print(f"  {name:12}" + "".join(f"{r.get(k, '-'):>18}" for k in keys))
+    return 0 if all("error" not in r for r in results.values()) else 1
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring as written, and every option's default."""
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=1, help="nbthread of both proxies")
-    ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--reuse", default="always")
+    ap = argparse.ArgumentParser(
+        prog="python -m tools.bench",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    ap.add_argument("--mode", choices=("keepalive", "close"), default="keepalive", help="wrk's requests")
+    ap.add_argument("--engine", choices=("llhttp", "h11"), help="poolproxy's tune.h1-engine (None: unset)")
+    ap.add_argument("--threads", type=int, default=1, help="nbthread of both proxies, the floor's workers")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed")
+    ap.add_argument("--seconds", type=float, default=5, help="length of each measured window")
+    ap.add_argument("--connections", type=int, default=50, help="wrk -c")
+    ap.add_argument("--wrk-threads", type=int, default=1, help="wrk -t")
+    ap.add_argument("--reuse", default="always", help="http-reuse of both proxies")
+    ap.add_argument("--origin-threads", type=int, default=1, help="nbthread of the HAProxy origin")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--scaling", metavar="1,2,4", help="the comparison for each of these thread counts")
+    which.add_argument("--profile", action="store_true", help="py-spy breakdown of a worker's µs/request")
+    which.add_argument(
+        "--idle-conns", type=int, nargs="?", const=10000, metavar="N", help="memory per idle connection"
+    )
+    ap.add_argument("--profile-out", type=Path, help="where --profile keeps the raw profile")
+    ap.add_argument("--profile-rate", type=int, default=1000, help="py-spy -r: samples per second")
+    ap.add_argument(
+        "--nonblocking", action="store_true", help="py-spy --nonblocking: sample without stopping the worker"
+    )
+    ap.add_argument("--idle-timeout", type=float, default=120, help="bound of each --idle-conns step, s")
     args = ap.parse_args()
+    if args.rounds < 1 or args.seconds <= 0 or args.connections < args.wrk_threads:
+        ap.error("need --rounds >= 1, --seconds > 0 and --connections >= --wrk-threads")
+    if (args.profile or args.idle_conns is not None) and args.threads != 1:
+        ap.error("--profile and --idle-conns run nbthread 1")
     for tool in ("wrk", "haproxy"):
         if shutil.which(tool) is None:
             print(f"{tool} is required (apt-get install {tool})", file=sys.stderr)
             return 1
-    procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        d = Path(tmp)
-        origin_port, pp_port, ha_port = free_port(), free_port(), free_port()
-        (d / "origin.cfg").write_text(origin_config(origin_port))
-        (d / "pp.cfg").write_text(proxy_config(pp_port, origin_port, args.threads, args.reuse))
-        (d / "ha.cfg").write_text(proxy_config(ha_port, origin_port, args.threads, args.reuse))
+    if args.scaling:
         try:
-            procs.append(start(["haproxy", "-db", "-f", str(d / "origin.cfg")], d / "origin.log"))
-            procs.append(start([sys.executable, "-m", "proxy", "-f", str(d / "pp.cfg")], d / "pp.log"))
-            procs.append(start(["haproxy", "-db", "-f", str(d / "ha.cfg")], d / "ha.log"))
-            for port in (origin_port, pp_port, ha_port):
-                wait_listening(port)
-            time.sleep(1.0)  # workers forked and accepting
-            wrk(pp_port, args.connections, 1)  # warm both pools
-            wrk(ha_port, args.connections, 1)
-            pp_rps, pp_lat = wrk(pp_port, args.connections, args.seconds)
-            ha_rps, ha_lat = wrk(ha_port, args.connections, args.seconds)
-        finally:
-            for p in procs:
-                stop(p)
-    print(
-        f"nbthread {args.threads}, {args.connections} keep-alive connections, {args.seconds}s each,"
-        f" http-reuse {args.reuse}, origin: HAProxy http-request return"
-    )
-    print(f"  poolproxy  {pp_rps:10.0f} req/s  mean latency {pp_lat}")
-    print(f"  haproxy    {ha_rps:10.0f} req/s  mean latency {ha_lat}")
-    print(f"  ratio poolproxy/haproxy = {pp_rps / ha_rps:.3f}")
-    return 0
+            counts = [int(x) for x in args.scaling.split(",")]
+        except ValueError:
+            ap.error("--scaling takes thread counts: 1,2,4")
+        return scaling(args, counts)
+    if args.profile:
+        return profile(args)
+    if args.idle_conns is not None:
+        return idle_conns(args)
+    return compare(args)
 
 
 if __name__ == "__main__":
