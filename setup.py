@@ -8,6 +8,8 @@ missing extension would put every worker on a slower pure-Python fallback.
   ``proxy.atomics``.
 - ``proxy._chunked`` (``ext/chunked.c``): the chunked-body scanner of ``proxy.h1.bodies``; fallback:
   ``scan_chunks_python`` there.
+- ``proxy._h1head`` (``ext/h1head.c``): the head scanner of the ``native`` HTTP/1 engine
+  (``proxy.h1.engine_native``); fallback: the ``llhttp`` engine becomes the default.
 
 On a platform without a C compiler, set ``POOLPROXY_NO_EXT=1`` to install the pure-Python package
 only.
@@ -42,7 +44,7 @@ def extensions() -> list[Extension]:
         return []
     return [
         Extension(f"proxy._{name}", sources=[f"ext/{name}.c"], extra_compile_args=["-Wall", "-Wextra"])
-        for name in ("atomic", "chunked")
+        for name in ("atomic", "chunked", "h1head")
     ]
 
 

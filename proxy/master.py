@@ -268,7 +268,10 @@ class Master:
             with open(self.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
         self._install_signals()
-        notice(f"poolproxy master started, {len(self.workers)} workers, {len(self.listeners)} listeners")
+        notice(
+            f"poolproxy master started, {len(self.workers)} workers, {len(self.listeners)} listeners, "
+            f"HTTP/1 engine {self.config.global_.h1_engine}"
+        )
         for w in self.workers:
             self.spawn(w)
         try:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from proxy import h1
 from proxy.backend import Acquisition, Backend
 from proxy.config.model import Cap, Config, HttpReturn, Proxy, ReuseMode, Server, Timeouts
 from proxy.donor import WorkerLink
@@ -43,7 +44,8 @@ from proxy.stream import Stream
 from proxy.takeover import Message
 
 PEER = ("127.0.0.1", 5555)
-ENGINES = ("llhttp", "h11")
+# The HTTP/1 engines the unit tests run on: every one registered (native only where built).
+ENGINES = tuple(name for name in ("native", "llhttp", "h11") if name in h1.ENGINES)
 T = TypeVar("T")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy import h1
 from proxy.config import VALID_MESSAGE, ConfigError, check, load
 from proxy.config.model import Cap, Config, ReuseMode, Where
 
@@ -117,7 +118,7 @@ def test_global_defaults_when_absent(tmp_path: Path) -> None:
     assert (g.nbthread, g.maxconn, g.h1_engine, g.bufsize, g.maxhdr, g.daemon) == (
         0,
         0,
-        "llhttp",
+        h1.DEFAULT,  # native where built, else llhttp
         16384,
         101,
         False,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy.config.kwtypes import GLOBAL, Directive, Keyword, SectionState, unsupported
-from proxy.config.model import LogTarget
+from proxy.config.model import DEFAULT_H1_ENGINE, LogTarget
 from proxy.config.timeunit import parse_int, parse_size
 
 SYSLOG_FACILITIES = (
@@ -13,7 +13,7 @@ SYSLOG_FACILITIES = (
 )  # fmt: skip
 SYSLOG_LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 LOG_FORMATS = ("local", "rfc3164", "rfc5424", "priority", "short", "timed", "iso", "raw")
-H1_ENGINES = ("h11", "llhttp")
+H1_ENGINES = ("native", "llhttp", "h11")
 
 
 def _int(d: Directive, text: str, lo: int | None = None, hi: int | None = None) -> int:
@@ -96,9 +96,11 @@ def _inert_tls(st: SectionState, d: Directive) -> None:
 
 
 def _h1_engine(st: SectionState, d: Directive) -> None:
-    d.expect(1, "h11|llhttp")
+    d.expect(1, "native|llhttp|h11")
     if d.args[0] not in H1_ENGINES:
-        raise d.fail(f"unknown HTTP/1 engine '{d.args[0]}' (expected h11 or llhttp)")
+        raise d.fail(f"unknown HTTP/1 engine '{d.args[0]}' (expected native, llhttp or h11)")
+    if d.args[0] == "native" and DEFAULT_H1_ENGINE != "native":
+        raise d.fail("the native HTTP/1 engine is not built (its C extension proxy._h1head is missing)")
     st.global_.h1_engine = d.args[0]
 
 
@@ -143,9 +145,9 @@ KEYWORDS: list[Keyword] = [
     Keyword("master-worker", GLOBAL, "",
             "Accepted for HAProxy compatibility: poolproxy always runs a master and workers.",
             _master_worker, default="always"),
-    Keyword("tune.h1-engine", GLOBAL, "h11|llhttp",
-            "HTTP/1 parser: llhttp (fast, through httptools) or h11 (reference).",
-            _h1_engine, default="llhttp"),
+    Keyword("tune.h1-engine", GLOBAL, "native|llhttp|h11",
+            "HTTP/1 parser: native (fastest, C), llhttp (via httptools) or h11 (reference); same answers.",
+            _h1_engine, default="native (llhttp if its C extension is not built)"),
     Keyword("tune.idle-pool.shared", GLOBAL, "on|off",
             "Whether a worker may take idle server connections from other workers (stealing).",
             _idle_pool_shared, default="on"),

@@ -16,6 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def _default_h1_engine() -> str:
+    """``tune.h1-engine``'s default: ``native`` where its C extension is built, else ``llhttp``.
+
+    ``proxy.h1.DEFAULT`` makes the same choice; this one does not import the engines.
+    """
+    try:
+        import proxy._h1head  # noqa: F401
+    except ImportError:  # not built (POOLPROXY_NO_EXT, no compiler)
+        return "llhttp"
+    return "native"
+
+
+DEFAULT_H1_ENGINE = _default_h1_engine()
+
+
 class Cap(enum.Flag):
     FRONTEND = enum.auto()
     BACKEND = enum.auto()
@@ -192,7 +207,7 @@ class Global:
     logs: list[str] = field(default_factory=list)
     log_targets: list[LogTarget] = field(default_factory=list)  # the ``log`` lines, parsed
     stats_sockets: list[str] = field(default_factory=list)  # raw ``stats socket`` lines, served later
-    h1_engine: str = "llhttp"  # tune.h1-engine h11|llhttp
+    h1_engine: str = DEFAULT_H1_ENGINE  # tune.h1-engine native|llhttp|h11
     idle_pool_shared: bool = True  # tune.idle-pool.shared: workers may steal idle connections
     bufsize: int = 16384  # tune.bufsize: the largest request/response head accepted (431 / 502 beyond)
     maxhdr: int = 101  # tune.http.maxhdr: the most header lines accepted

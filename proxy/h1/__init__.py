@@ -1,9 +1,12 @@
-"""HTTP/1.1 codec: one interface, two engines (``h11`` reference, ``llhttp`` via httptools, fast).
+"""HTTP/1.1 codec: one interface, three engines (``native``: a C head scanner, the fastest and the
+default where built; ``llhttp`` via httptools, the default otherwise; ``h11``, the reference).
 
-Contract (every engine satisfies it; ``tests/test_h1_*.py`` run the same cases on both):
+Contract (every engine satisfies it; ``tests/test_h1_*.py`` run the same cases on each):
 
 - ``engine(name)`` returns an ``Engine`` from the registry (``ENGINES``); ``name`` is the value of
-  ``tune.h1-engine``.
+  ``tune.h1-engine``. ``native`` is registered only where the C extension ``proxy._h1head`` is
+  built; ``DEFAULT`` is ``native`` then, ``llhttp`` otherwise (``proxy.config.model`` makes the
+  same choice for the keyword's default without importing the engines).
 - ``Engine.request_parser(limits)`` returns a ``RequestParser``:
     * ``feed(data) -> list[Event]``: push bytes, get the events they complete, in order: a
       ``RequestHead`` then ``Data``* then ``EndOfMessage``, and so on for pipelined requests (parsing
@@ -23,7 +26,7 @@ Contract (every engine satisfies it; ``tests/test_h1_*.py`` run the same cases o
   A body framed by close ends at ``feed_eof()`` with ``EndOfMessage``. Errors raise
   ``ProtocolError`` with status 502.
 - Heads carry validated framing (see ``proxy.message``). Strictness is the proxy's, identical for
-  both engines (``proxy.h1.strict``): HAProxy's rules for Transfer-Encoding with Content-Length,
+  all engines (``proxy.h1.strict``): HAProxy's rules for Transfer-Encoding with Content-Length,
   invalid or conflicting Content-Length, bare LF, obs-folding, invalid bytes in names or values,
   oversized heads (``limits.max_head`` → 431 for requests), too many headers (``limits.max_headers``).
 - ``proxy.h1.writer`` serializes heads and body chunks for the other side (always re-serialized,
@@ -49,7 +52,16 @@ from proxy.h1.base import Engine, Limits, ProtocolError, RequestParser, Response
 from proxy.h1.engine_h11 import ENGINE as _H11
 from proxy.h1.engine_llhttp import ENGINE as _LLHTTP
 
-__all__ = ["ENGINES", "Engine", "Limits", "ProtocolError", "RequestParser", "ResponseParser", "engine"]
+__all__ = [
+    "DEFAULT",
+    "ENGINES",
+    "Engine",
+    "Limits",
+    "ProtocolError",
+    "RequestParser",
+    "ResponseParser",
+    "engine",
+]
 
 ENGINES: dict[str, Engine] = {}
 
@@ -62,5 +74,12 @@ def engine(name: str) -> Engine:
         raise ValueError(f"unknown h1 engine {name!r} (known: {', '.join(sorted(ENGINES))})") from None
 
 
-ENGINES[_H11.name] = _H11
+try:
+    from proxy.h1.engine_native import ENGINE as _NATIVE
+except ImportError:  # proxy._h1head not built (POOLPROXY_NO_EXT, no compiler)
+    pass
+else:
+    ENGINES[_NATIVE.name] = _NATIVE
 ENGINES[_LLHTTP.name] = _LLHTTP
+ENGINES[_H11.name] = _H11
+DEFAULT = "native" if "native" in ENGINES else "llhttp"

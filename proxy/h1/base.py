@@ -28,7 +28,7 @@ class Limits:
 
 # --- Engines -------------------------------------------------------------------------------------
 # An engine only tokenizes a complete, already-scanned head block (see ``proxy.h1.strict``): the
-# message loop, the framing rules and the body decoders are shared, which is what makes the two
+# message loop, the framing rules and the body decoders are shared, which is what makes the
 # engines answer identically. The protocols below are the whole public surface of a parser.
 
 

@@ -5,7 +5,9 @@ functions over bytes that either answer or raise ``ProtocolError`` with the ``st
 given (400 for a request, 502 for a response). Nothing here decides framing or keeps a connection's
 state: ``proxy.h1.strict`` applies the semantic rules and runs the message loop, and
 ``proxy.h1.bodies`` decodes bodies; both scan with the expressions below, so a head, a chunk line
-and a trailer section are held to one grammar whichever engine tokenizes the head.
+and a trailer section are held to one grammar whichever engine tokenizes the head. The ``native``
+engine's scanner (``ext/h1head.c``) implements ``_REQUEST_HEAD``/``_RESPONSE_HEAD``, the value
+stripping of ``_FIELD`` and ``KNOWN_METHODS`` in C; ``tests/test_h1_native.py`` holds it to them.
 
 - ``_REQUEST_HEAD`` / ``_RESPONSE_HEAD``: the *grammar scan* of a whole head block (start line
   through the empty line, CRLF only), one regular expression each; a block that passes is handed to
@@ -13,7 +15,7 @@ and a trailer section are held to one grammar whichever engine tokenizes the hea
   and ``_explain`` (error path only) say what is wrong with a block that does not pass.
 - ``_FIELDS_RE`` / ``_FIELD``: header (and trailer) lines, then the empty line; one field.
 - ``_CHUNK_LINE``: a chunk-size line (``proxy._chunked`` in ``ext/chunked.c`` implements exactly it).
-- ``KNOWN_METHODS``: the methods llhttp knows, so both engines accept the same set (others: 501).
+- ``KNOWN_METHODS``: the methods llhttp knows, so all engines accept the same set (others: 501).
 - ``check_target``: the request-target form must suit the method (405 for a well-formed CONNECT).
 - ``_bare_lf``: whether a range holds an LF that is not part of a CRLF.
 - ``canonical_head``: the equivalent block to retry an engine with after it refused one, and
@@ -144,6 +146,8 @@ def canonical_head(block: bytes, status: int) -> bytes | None:
 
 def _content_length_value(values: list[bytes], status: int) -> bytes:
     """The one value of the Content-Length headers ``values`` (a list of one string collapses)."""
+    if len(values) == 1 and len(values[0]) <= 15 and values[0].isdigit():  # the usual case, at once
+        return values[0]  # (``bytes.isdigit``: ASCII digits only, and False when empty)
     elements = {e.strip(b" \t") for v in values for e in v.split(b",")}
     if len(elements) != 1:
         raise ProtocolError("conflicting Content-Length", status)

@@ -1,4 +1,4 @@
-"""The proxy's HTTP/1 rules, shared by both engines: head semantics, framing and the message loop.
+"""The proxy's HTTP/1 rules, shared by all engines: head semantics, framing and the message loop.
 
 Theory of operation. Bytes go into a ``RequestReader`` or ``ResponseReader``. The reader finds a
 complete head block (start line through the empty line, CRLF only) within ``limits.max_head``,
@@ -15,6 +15,13 @@ splitting the same bytes, disagree is decided by these three modules:
 - ``proxy.h1.bodies``: the body decoders and the chunk scanners (C or Python, ``POOLPROXY_CHUNKED``);
 - here: the semantics (``request_head``, ``response_head``) and the message loop (``_Reader``,
   ``RequestReader``, ``ResponseReader``).
+
+The ``native`` engine (``proxy.h1.engine_native``) subclasses the two readers: its C scanner does
+the grammar scan, the tokenizing and the collection of the framing headers in one call
+(``request_head``/``response_head`` take that collection as ``found``), and its ``feed`` parses a
+head that starts the data straight away, handing what follows to ``_run_from`` and the message to
+``_accept``. Whatever the scanner does not accept goes through ``_parse`` here, so the errors, and
+every rule above, stay the same for all engines.
 
 Statuses: 400 for a request, 502 for a response, except (all decided before the engine runs) a
 head over ``max_head`` (431; 414 when not even the request line fits), more than ``max_headers``
@@ -69,14 +76,25 @@ ResponseTokenizer = Callable[[bytes, bytes], tuple[int, bytes, bytes, Headers]]
 
 # --- Semantics -----------------------------------------------------------------------------------
 
+# The values of the framing headers, by lower-case name (``_framing_fields``).
+Found = dict[bytes, list[bytes]]
+# The members as module constants (see ``_HEAD`` below).
+_NONE, _LENGTH, _CHUNKED, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
+
 _FRAMING_NAMES = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
 )
 
 
-def request_head(method: bytes, target: bytes, version: bytes, headers: Headers) -> RequestHead:
-    """Apply the request rules to tokenized fields and decide the framing. Raises ProtocolError(400)."""
-    found = _framing_fields(headers)
+def request_head(
+    method: bytes, target: bytes, version: bytes, headers: Headers, found: Found | None = None
+) -> RequestHead:
+    """Apply the request rules to tokenized fields and decide the framing. Raises ProtocolError(400).
+
+    ``found``: ``_framing_fields(headers)``, when the caller has it already (the native scanner).
+    """
+    if found is None:
+        found = _framing_fields(headers)
     hosts = found.get(b"host")
     if hosts is not None:
         if len(hosts) > 1:
@@ -87,14 +105,14 @@ def request_head(method: bytes, target: bytes, version: bytes, headers: Headers)
         target, headers = _absolute_form(target, hosts[0] if hosts else None, headers)
     elif hosts is None and version == b"1.1":
         raise ProtocolError("missing Host header")
-    body, length = Framing.NONE, None
+    body, length = _NONE, None
     te = found.get(b"transfer-encoding")
     if te is not None:
-        body = Framing.CHUNKED
+        body = _CHUNKED
         if _chunked(te, found, version, 400):
             headers = _canonical(headers, b"transfer-encoding", b"chunked")
     elif b"content-length" in found:
-        body = Framing.LENGTH
+        body = _LENGTH
         length, headers = _length(found[b"content-length"], headers, 400)
     connection = found.get(b"connection")
     upgrade = None
@@ -158,10 +176,14 @@ def _same_authority(
 
 
 def response_head(
-    status: int, reason: bytes, version: bytes, headers: Headers, method: bytes
+    status: int, reason: bytes, version: bytes, headers: Headers, method: bytes, found: Found | None = None
 ) -> ResponseHead:
-    """Apply the response rules (for a request with ``method``) and decide the framing. Raises 502."""
-    found = _framing_fields(headers)
+    """Apply the response rules (for a request with ``method``) and decide the framing. Raises 502.
+
+    ``found``: as for ``request_head``.
+    """
+    if found is None:
+        found = _framing_fields(headers)
     te = found.get(b"transfer-encoding")
     if te is not None and _chunked(te, found, version, 502):
         headers = _canonical(headers, b"transfer-encoding", b"chunked")
@@ -170,22 +192,22 @@ def response_head(
         length, headers = _length(found[b"content-length"], headers, 502)
     keep_alive = _keep_alive(found.get(b"connection"), version)
     if status < 200 or status == 204:
-        body, length = Framing.NONE, None
+        body, length = _NONE, None
     elif method == b"HEAD" or status == 304:
-        body = Framing.NONE  # ``length``, if any, is the representation's: the writer passes it on
+        body = _NONE  # ``length``, if any, is the representation's: the writer passes it on
     elif te is not None:
-        body = Framing.CHUNKED
+        body = _CHUNKED
     elif length is not None:
-        body = Framing.LENGTH
+        body = _LENGTH
     else:
-        body, keep_alive = Framing.CLOSE, False
+        body, keep_alive = _CLOSE, False
     reason = reason.rstrip(b" \t")  # h11 keeps trailing whitespace, llhttp drops some
     return ResponseHead(status, reason, version, headers, body, length, keep_alive)
 
 
-def _framing_fields(headers: Headers) -> dict[bytes, list[bytes]]:
+def _framing_fields(headers: Headers) -> Found:
     """The values of the headers the rules look at, by lower-case name, in one pass."""
-    found: dict[bytes, list[bytes]] = {}
+    found: Found = {}
     for name, value in headers:
         lname = name.lower()
         if lname in _FRAMING_NAMES:
@@ -196,7 +218,7 @@ def _framing_fields(headers: Headers) -> dict[bytes, list[bytes]]:
     return found
 
 
-def _chunked(te: list[bytes], found: dict[bytes, list[bytes]], version: bytes, status: int) -> bool:
+def _chunked(te: list[bytes], found: Found, version: bytes, status: int) -> bool:
     """Check Transfer-Encoding (exactly one ``chunked``); True if its value needs canonical case."""
     if version != b"1.1":
         raise ProtocolError("Transfer-Encoding in an HTTP/1.0 message", status)
@@ -253,6 +275,10 @@ class _Mode(enum.Enum):
     DETACHED = "detached"  # ``detach`` was called; the parser is finished
 
 
+# Module constants for the members: an enum member lookup (``_Mode.HEAD``) costs ~150 ns in
+# Python 3.11, and the loop makes several per message.
+_HEAD, _BODY, _HELD, _CLOSED, _DETACHED = _Mode.HEAD, _Mode.BODY, _Mode.HELD, _Mode.CLOSED, _Mode.DETACHED
+
 _H = frozenset(b"H")
 _NOTHING: frozenset[int] = frozenset()
 
@@ -266,12 +292,12 @@ class _Reader:
 
     def __init__(self, limits: Limits, first: frozenset[int]) -> None:
         self._limits = limits
-        self._mode = _Mode.HEAD
+        self._mode = _HEAD
         self._buf = bytearray()  # bytes received and not consumed (kept only between calls)
         self._body: _Length | _Chunked | _UntilClose | None = None
         self._error: ProtocolError | None = None
         self._wait = b""  # the terminator whose absence stopped the last run, if any
-        self._after = _Mode.HEAD  # the mode once the current message ends
+        self._after = _HEAD  # the mode once the current message ends
         self._first = first  # the bytes a head may start with (others go to ``_skip``)
         # A block this short cannot hold more than ``max_headers`` lines (each takes 4 bytes or more).
         self._short = 4 * (limits.max_headers + 2)
@@ -283,10 +309,10 @@ class _Reader:
         if self._error is not None:
             raise self._error
         mode = self._mode
-        if mode is not _Mode.HEAD and mode is not _Mode.BODY:
-            if mode is _Mode.HELD:
+        if mode is not _HEAD and mode is not _BODY:
+            if mode is _HELD:
                 self._buf += data
-            elif mode is _Mode.DETACHED:
+            elif mode is _DETACHED:
                 raise RuntimeError("feed() after detach()")
             return []
         if self._buf:
@@ -298,19 +324,22 @@ class _Reader:
             self._buf = bytearray()
         else:
             buf = data
-        events: list[Event] = []
+        return self._run_from(buf, 0, [])
+
+    def _run_from(self, buf: bytes, pos: int, events: list[Event]) -> list[Event]:
+        """Run the loop over ``buf[pos:]`` after ``events``; keep what is left. ``feed``'s second half."""
         try:
-            pos = self._run(buf, events)
+            pos = self._run(buf, events, pos)
         except ProtocolError as exc:
             self._error = exc
-            self._mode = _Mode.CLOSED
+            self._mode = _CLOSED
             # Complete messages ahead of the error are returned; the error comes with the next call.
             if self._defer_errors:
                 for i in range(len(events) - 1, -1, -1):
                     if isinstance(events[i], EndOfMessage):
                         return events[: i + 1]
             raise
-        if pos < len(buf) and self._mode is not _Mode.CLOSED:
+        if pos < len(buf) and self._mode is not _CLOSED:
             self._buf = bytearray(memoryview(buf)[pos:])
         return events
 
@@ -318,14 +347,14 @@ class _Reader:
         if self._error is not None:
             raise self._error
         mode = self._mode
-        if mode is _Mode.BODY:
-            self._mode = _Mode.CLOSED
+        if mode is _BODY:
+            self._mode = _CLOSED
             if isinstance(self._body, _UntilClose):
                 return [EndOfMessage()]
             self._error = ProtocolError("connection closed in the middle of a body", self._status)
             raise self._error
-        if mode is _Mode.HEAD:
-            self._mode = _Mode.CLOSED
+        if mode is _HEAD:
+            self._mode = _CLOSED
             if self._buf:
                 self._error = ProtocolError("connection closed in the middle of a head", self._status)
                 raise self._error
@@ -334,7 +363,7 @@ class _Reader:
     def detach(self) -> bytes:
         data = bytes(self._buf)
         self._buf = bytearray()
-        self._mode = _Mode.DETACHED
+        self._mode = _DETACHED
         return data
 
     def _still_waiting(self, old: int) -> bool:
@@ -349,12 +378,12 @@ class _Reader:
             return False
         return buf.count(b"\n", old) == buf.count(b"\r\n", max(old - 1, 0))
 
-    def _run(self, buf: bytes, events: list[Event]) -> int:
-        pos, n = 0, len(buf)
+    def _run(self, buf: bytes, events: list[Event], pos: int) -> int:
+        n = len(buf)
         self._wait = b""
         while True:
             mode = self._mode
-            if mode is _Mode.HEAD:
+            if mode is _HEAD:
                 if pos >= n:
                     return pos
                 if buf[pos] not in self._first:
@@ -373,7 +402,7 @@ class _Reader:
                     return pos
                 self._parse(buf[pos : end + 4], events)
                 pos = end + 4
-            elif mode is _Mode.BODY:
+            elif mode is _BODY:
                 body = self._body
                 assert body is not None
                 pos = body.feed(buf, pos, events)
@@ -389,16 +418,16 @@ class _Reader:
         """Emit ``head`` and set up its body."""
         events.append(head)
         body = head.body
-        if body is Framing.NONE:
-            events.append(EndOfMessage())
+        if body is _NONE or (body is _LENGTH and not head.content_length):
+            events.append(EndOfMessage())  # (``_Length(0)`` would end at once, with the same events)
             self._mode = self._after
             self._message_done()
             return
-        self._mode = _Mode.BODY
-        if body is Framing.LENGTH:
+        self._mode = _BODY
+        if body is _LENGTH:
             assert head.content_length is not None
             self._body = _Length(head.content_length)
-        elif body is Framing.CHUNKED:
+        elif body is _CHUNKED:
             self._body = _Chunked(self._limits, self._status)
         else:
             self._body = _UntilClose()
@@ -434,11 +463,11 @@ class RequestReader(_Reader):
         self._tokenize = tokenize
         self._engine = engine
         self._skipped = 0  # bytes of empty lines skipped since the last request
-        self._declined = _Mode.HEAD  # the mode ``resume`` returns to after an upgrade request
+        self._declined = _HEAD  # the mode ``resume`` returns to after an upgrade request
 
     def resume(self) -> list[Event]:
         """The upgrade was declined: parse the held bytes (and later ones) as HTTP again."""
-        if self._mode is not _Mode.HELD:
+        if self._mode is not _HELD:
             raise RuntimeError(f"resume() while {self._mode.name}")
         self._mode = self._declined
         held = bytes(self._buf)
@@ -481,11 +510,14 @@ class RequestReader(_Reader):
                 fields = self._tokenize(_canonical_or_raise(block, exc, 400, self._engine))
             except ValueError as again:
                 raise ProtocolError(f"{self._engine} refused the head: {again}") from again
-        head = request_head(*fields)
+        self._accept(request_head(*fields), events)
+
+    def _accept(self, head: RequestHead, events: list[Event]) -> None:
+        """The message of ``head`` begins: emit it and set what follows."""
         self._skipped = 0
-        self._after = _Mode.HEAD if head.keep_alive else _Mode.CLOSED
+        self._after = _HEAD if head.keep_alive else _CLOSED
         if head.upgrade is not None:
-            self._declined, self._after = self._after, _Mode.HELD
+            self._declined, self._after = self._after, _HELD
         self._begin(head, events)
 
 
@@ -513,7 +545,7 @@ class ResponseReader(_Reader):
     def _skip(self, buf: bytes, pos: int) -> int:
         if not self._methods:
             self.poisoned = True
-            self._mode = _Mode.CLOSED
+            self._mode = _CLOSED
             return len(buf)
         raise ProtocolError("invalid status line", 502)
 
@@ -534,15 +566,18 @@ class ResponseReader(_Reader):
                 fields = self._tokenize(_canonical_or_raise(block, exc, 502, self._engine), method)
             except ValueError as again:
                 raise ProtocolError(f"{self._engine} refused the head: {again}", 502) from again
-        head = response_head(*fields, method)
+        self._accept(response_head(*fields, method), events)
+
+    def _accept(self, head: ResponseHead, events: list[Event]) -> None:
+        """The response ``head`` (to the request ``_methods[0]``) begins: emit it, set what follows."""
         status = head.status
         self._final = status >= 200 or status == 101
         if status == 101:  # the parser stops: what follows is the tunnel's
             events.append(head)
-            self._mode = _Mode.HELD
+            self._mode = _HELD
             self._message_done()
             return
-        self._after = _Mode.HEAD if head.keep_alive or not self._final else _Mode.CLOSED
+        self._after = _HEAD if head.keep_alive or not self._final else _CLOSED
         self._begin(head, events)
 
     def _message_done(self) -> None:

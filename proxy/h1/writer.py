@@ -106,6 +106,8 @@ _NEVER_NOMINATED = frozenset({b"host", b"content-length", b"transfer-encoding"})
 _ALWAYS_DROPPED = HOP_BY_HOP | _FRAMING_NAMES
 _TRAILER_DROPPED = _ALWAYS_DROPPED | {b"host"}
 _STATUS_BYTES = {status: b"%d" % status for status in REASONS}
+# Module constants for the members: an enum member lookup costs ~150 ns in Python 3.11.
+_NONE, _LENGTH, _CHUNKED, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
 
 
 def reason(status: int) -> bytes:
@@ -132,13 +134,13 @@ def request_head(
     parts = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     lines = 2 + _copy_fields(head.headers, drop, parts)
     lines += _add(add, parts)
-    if body is Framing.LENGTH:
+    if body is _LENGTH:
         parts.append(b"Content-Length: %d\r\n" % _length(content_length))
         lines += 1
-    elif body is Framing.CHUNKED:
+    elif body is _CHUNKED:
         parts.append(b"Transfer-Encoding: chunked\r\n")
         lines += 1
-    elif body is Framing.CLOSE:
+    elif body is _CLOSE:
         raise ValueError("a request body cannot be framed by closing the connection")
     if head.upgrade is not None:
         parts += (b"Upgrade: ", header_value(head.headers, b"upgrade") or head.upgrade, b"\r\n")
@@ -180,10 +182,10 @@ def response_head(
     lines = 2 + _copy_fields(head.headers, frozenset(), parts)
     lines += _add(add, parts)
     if status >= 200 and status != 204:
-        if body is Framing.LENGTH or (body is Framing.NONE and content_length is not None):
+        if body is _LENGTH or (body is _NONE and content_length is not None):
             parts.append(b"Content-Length: %d\r\n" % _length(content_length))
             lines += 1
-        elif body is Framing.CHUNKED:
+        elif body is _CHUNKED:
             if version != b"1.1":
                 raise ValueError("chunked transfer coding needs an HTTP/1.1 client")
             parts.append(b"Transfer-Encoding: chunked\r\n")
@@ -207,14 +209,14 @@ def response_head(
 
 def data(framing: Framing, chunk: bytes) -> bytes:
     """Body bytes as sent under ``framing`` (a chunk when CHUNKED; b"" stays b"")."""
-    if framing is not Framing.CHUNKED or not chunk:
+    if framing is not _CHUNKED or not chunk:
         return chunk
     return b"%x\r\n%b\r\n" % (len(chunk), chunk)
 
 
 def end(framing: Framing, trailers: Fields = ()) -> bytes:
     """What ends a body under ``framing``: the last chunk and trailers when CHUNKED, else b""."""
-    if framing is not Framing.CHUNKED:
+    if framing is not _CHUNKED:
         return b""
     if not trailers:
         return b"0\r\n\r\n"
