@@ -168,7 +168,9 @@ def per_round_ratio(a: list[Sample], b: list[Sample], attr: str) -> float:
 
 
 def engine_name(args: argparse.Namespace) -> str:
-    return args.engine or "llhttp (default)"
+    from proxy import h1  # the default depends on which extensions are built
+
+    return args.engine or f"{h1.DEFAULT} (default)"
 
 
 def describe(args: argparse.Namespace, threads: int | str, rounds: int | None = None) -> str:
@@ -460,7 +462,7 @@ def main() -> int:
         formatter_class=HelpFormatter,
     )
     ap.add_argument("--mode", choices=("keepalive", "close"), default="keepalive", help="wrk's requests")
-    ap.add_argument("--engine", choices=("llhttp", "h11"), help="poolproxy's tune.h1-engine (None: unset)")
+    ap.add_argument("--engine", choices=("native", "llhttp", "h11"), help="poolproxy's tune.h1-engine (None: unset)")
     ap.add_argument("--threads", type=int, default=1, help="nbthread of both proxies, the floor's workers")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed")
     ap.add_argument("--seconds", type=float, default=5, help="length of each measured window")

@@ -267,7 +267,7 @@ def main() -> int:
     )
     ap.add_argument("--window", type=float, default=2.0, help="traffic window length, s")
     ap.add_argument("--idle-window", type=float, default=2.0, help="idle window length, s (0: none)")
-    ap.add_argument("--engine", choices=("llhttp", "h11"), help="tune.h1-engine (default: unset)")
+    ap.add_argument("--engine", choices=("native", "llhttp", "h11"), help="tune.h1-engine (default: unset)")
     ap.add_argument("--verbose", action="store_true", help="list every file and the functions per request")
     ap.add_argument("--json", type=Path, help="also write the raw per-function counts here")
     args = ap.parse_args()
