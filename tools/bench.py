@@ -462,7 +462,9 @@ def main() -> int:
         formatter_class=HelpFormatter,
     )
     ap.add_argument("--mode", choices=("keepalive", "close"), default="keepalive", help="wrk's requests")
-    ap.add_argument("--engine", choices=("native", "llhttp", "h11"), help="poolproxy's tune.h1-engine (None: unset)")
+    ap.add_argument(
+        "--engine", choices=("native", "llhttp", "h11"), help="poolproxy's tune.h1-engine (None: unset)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="nbthread of both proxies, the floor's workers")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed")
     ap.add_argument("--seconds", type=float, default=5, help="length of each measured window")

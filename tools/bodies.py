@@ -758,7 +758,9 @@ def main() -> int:
     ap.add_argument("--hold-ms", type=int, default=5000, help="(a) how long the slot holder keeps the slot")
     ap.add_argument("--chunked-mb", type=float, default=10, help="(b) body size in 1-byte chunks, MiB")
     ap.add_argument("--probe-ms", type=float, default=50, help="(b) probe interval")
-    ap.add_argument("--engine", choices=("native", "llhttp", "h11"), help="poolproxy's tune.h1-engine (default: unset)")
+    ap.add_argument(
+        "--engine", choices=("native", "llhttp", "h11"), help="poolproxy's tune.h1-engine (default: unset)"
+    )
     ap.add_argument("--timeout", type=float, default=300, help="per proxy and scenario, seconds")
     ap.add_argument("--serve-origin", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
