@@ -41,7 +41,51 @@ Slot hand-off (DESIGN.md §5): ``ServerCell.give_slot(to_slot)`` moves a held sl
 use it. A receiver that finds ``incoming > 0`` and nobody waiting (its waiter left, or the slot was
 given to its dead predecessor) claims and releases it.
 
-Layout (LAYOUT_VERSION 1)
+Stealing without the owner's help (layout 2)
+--------------------------------------------
+Each worker *publishes* its lendable idle connections in its own **slot array** per server
+(``SlotArray``; the state machine and the tag word are ``proxy.slots``): EMPTY → IDLE (owner
+publishes) → CLAIMED(w) (compare-exchange by any worker, the owner included) → TAKEN(w) (the thief
+holds a duplicate made with ``pidfd_getfd``, verified against the recorded ports) → EMPTY (the owner
+closed its copy). A slot moves no counter by itself; the gauges move as follows, each worker only in
+its **own** cell (paired row + cell operations, as everywhere), so the master can still reconcile a
+dead worker exactly from its cells alone:
+
+==============================  =============  ==========================================================
+slot transition                 who            counters
+==============================  =============  ==========================================================
+EMPTY → IDLE (publish)          owner          none (the connection was counted IDLE/SAFE when parked)
+IDLE → CLAIMED(w)               thief w        none; row ``takeovers_asked`` +1
+CLAIMED → IDLE (release)        thief w        none; row ``takeovers_failed`` +1 (descriptor refused,
+                                               ports differ)
+CLAIMED → TAKEN(w)              thief w        then w's cell: ``cur_conns`` +1, ``used`` +1 (``stolen``);
+                                               row ``takeovers_given`` +1, w's cell ``takeovers_taken`` +1.
+                                               Discarded (dead at take): nothing
+TAKEN → EMPTY (finalize)        owner          owner's cell: ``idle`` (``safe``) -1, ``cur_conns`` -1
+                                               (``idle_closed``); owner's cell ``takeovers_given`` +1
+IDLE → CLAIMED(owner) → EMPTY   owner          none (it reuses or closes the connection, and counts that)
+==============================  =============  ==========================================================
+
+Between ``take`` and ``finalize`` the row counts the connection twice (in the thief's ``used`` and
+``cur_conns``, and in the owner's ``idle`` and ``cur_conns``): an error on the safe side for every
+limit (a connection limit sees one more, never one fewer), and the owner finalizes on its next pool
+operation, its next channel message, or its sweep (``SlotArray.bell`` tells it to look). The peak
+``max_cur_conns`` is not raised by a steal.
+
+Reconcile, for each slot state, when a worker dies (``reconcile_worker``, after the cells):
+
+- **its own slots** (dead owner): all become EMPTY. IDLE ones died with it. A CLAIMED one: the
+  thief's ``take`` then fails, so it closes any duplicate it made and counts nothing. A TAKEN one:
+  the thief keeps the connection, counted in the thief's cell; the owner's count of it left with
+  the owner's cell.
+- **slots it claimed** (dead thief): CLAIMED ones go back to IDLE (a thief writes nothing before
+  ``take``, so the connection is as its owner left it; EMPTY if the owner is dead too) and the
+  owner's bell rings. TAKEN ones are left: the owner finalizes them as usual (its copy is now the
+  last, so its close ends the connection), and the thief's count of it left with the thief's cell.
+  A thief killed between ``take`` and ``stolen`` counted nothing: the owner's finalize is the only
+  change, and it is exact.
+
+Layout (LAYOUT_VERSION 2)
 -------------------------
 ::
 
@@ -51,12 +95,16 @@ Layout (LAYOUT_VERSION 1)
     rows_off                     nservers * 256     server rows (32 words: 4 cache lines)
     cells_off                    nservers*nworkers  cells (16 words: 2 cache lines), server-major:
                                    * 128              cell(i, slot) = cells_off + (i*nworkers + slot)*128
+    slots_off                    nservers*nworkers  slot arrays, server-major, each slot_array_size =
+                                   * slot_array_size  64 + nslots * 64: array(i, w) =
+                                                      slots_off + (i*nworkers + w) * slot_array_size
     names_off                    names_len          UTF-8 JSON: one object per server (names, address)
 
     header word: 0 magic ("POOLPRXY")   1 version   2 header_size   3 total_size   4 nworkers
                  5 nservers   6 worker_size   7 row_size   8 cell_size   9 workers_off   10 rows_off
                  11 cells_off   12 names_off   13 names_len   14 backend (atomics: c=1, fallback=2)
-                 15 generation   16 master_pid   17 created_ns (CLOCK_REALTIME)   18..31 zero
+                 15 generation   16 master_pid   17 created_ns (CLOCK_REALTIME)   18 nslots
+                 19 slots_off   20 slot_array_size   21..31 zero
     worker:      0 pid   1 incarnation   2 state (WorkerState)   3 heartbeat (CLOCK_MONOTONIC ns)
                  4 started (CLOCK_MONOTONIC ns)   5..7 zero
     row:         0 served   1 cur_conns   2 used   3 idle   4 safe   5 queue_len   6 next_ticket
@@ -67,6 +115,13 @@ Layout (LAYOUT_VERSION 1)
                  24 queue_timeouts   25 queue_full   26..31 zero
     cell:        0 seq   1 idle   2 safe   3 used   4 served   5 incoming   6 conns   7 queued |
                  8 oldest_ticket (0 = no waiter)   9 takeovers_given   10 takeovers_taken   11..15 zero
+    slot array:  0 bell (rung by takes and repairs)   1 high (one past the highest slot published)
+                 2..7 zero, then nslots slots
+    slot:        0 tag (proxy.slots: state, discard, claimer, version)   1 owner (slot << 32 |
+                 incarnation)   2 fd (the owner's descriptor number)   3 conn_id (the owner's)
+                 4 ports (local << 16 | peer)   5 meta (safe: bit 0, protocol: bits 8-15,
+                 requests served: bits 16-47)   6 key (the connection key's 63-bit hash)
+                 7 idle_since (CLOCK_MONOTONIC ns)
 
 The magic is written last at creation. Any change to this diagram bumps LAYOUT_VERSION.
 """
@@ -87,14 +142,19 @@ import posix_ipc
 from proxy import atomics
 from proxy.atomics import Atomics, lock_name_for, unlink_lock
 from proxy.config.model import Config
+from proxy import slots as sl
 from proxy.pool_policy import oldest_waiter
+from proxy.slots import SlotState
 
-LAYOUT_VERSION: Final = 1
+LAYOUT_VERSION: Final = 2
 MAGIC: Final = int.from_bytes(b"POOLPRXY", "little")
 HEADER_SIZE: Final = 256
 WORKER_SIZE: Final = 64
 ROW_SIZE: Final = 256
 CELL_SIZE: Final = 128
+SLOT_HEADER: Final = 64  # a slot array's header: 8 words
+SLOT_SIZE: Final = 64  # one slot: 8 words
+NSLOTS: Final = 128  # default slots per (server, worker): idle connections beyond are not lent
 SHM_DIR: Final = "/dev/shm"
 BACKEND_IDS: Final = {"c": 1, "fallback": 2}
 
@@ -102,7 +162,7 @@ BACKEND_IDS: Final = {"c": 1, "fallback": 2}
 HEADER_KEYS: Final = (
     "magic", "version", "header_size", "total_size", "nworkers", "nservers", "worker_size", "row_size",
     "cell_size", "workers_off", "rows_off", "cells_off", "names_off", "names_len", "backend", "generation",
-    "master_pid", "created_ns",
+    "master_pid", "created_ns", "nslots", "slots_off", "slot_array_size",
 )  # fmt: skip
 _HEADER = struct.Struct("<32q")
 
@@ -120,6 +180,10 @@ R_MAX_SERVED, R_MAX_CUR_CONNS, R_MAX_QUEUE, R_EST_NEED, R_ADMIN_STATE, R_OPER_ST
 # cell offsets
 C_SEQ, C_IDLE, C_SAFE, C_USED, C_SERVED, C_INCOMING, C_CONNS, C_QUEUED = range(0, 64, 8)
 C_OLDEST_TICKET, C_TAKEOVERS_GIVEN, C_TAKEOVERS_TAKEN = range(64, 88, 8)
+
+# slot array header offsets, and slot record offsets (proxy.slots: the tag word and the packing)
+A_BELL, A_HIGH = 0, 8
+S_TAG, S_OWNER, S_FD, S_CONN_ID, S_PORTS, S_META, S_KEY, S_IDLE_SINCE = range(0, 64, 8)
 
 # Each gauge: its name, the row word, and the cell words whose sum over the workers it equals.
 GAUGES: Final[tuple[tuple[str, int, tuple[int, ...]], ...]] = (
@@ -201,12 +265,15 @@ class ReconcileReport:
     exact: bool = True  # False: that operation could not be settled in time (see the module doc)
     reclaimed: dict[str, int] = field(default_factory=lambda: {g[0]: 0 for g in GAUGES})
     per_server: dict[int, dict[str, int]] = field(default_factory=dict)
+    slots_cleared: int = 0  # its published slots emptied (it was their owner)
+    claims_returned: int = 0  # slots it had claimed, given back to their owners
 
     def __str__(self) -> str:
         r = self.reclaimed
         text = (
             f"slot {self.slot} (pid {self.pid}): released {r['served']} slots, {r['queued']} queued,"
-            f" {r['conns']} conns ({r['used']} used, {r['idle']} idle, {r['safe']} safe)"
+            f" {r['conns']} conns ({r['used']} used, {r['idle']} idle, {r['safe']} safe),"
+            f" {self.slots_cleared} slots emptied, {self.claims_returned} claims returned"
         )
         return text if self.exact else text + " [inexact: an in-flight update could not be settled]"
 
@@ -318,6 +385,9 @@ class ServerCell(_View):
             "used+": pair((R_USED, C_USED, 1)),
             "used-": pair((R_USED, C_USED, -1)),
             "used-closed": pair((R_USED, C_USED, -1), (R_CUR_CONNS, C_CONNS, -1)),
+            # a connection taken from another worker's slot: counted here too until its owner
+            # finalizes the slot (no peak of cur_conns: the double count is not a connection)
+            "stolen": pair((R_CUR_CONNS, C_CONNS, 1), (R_USED, C_USED, 1)),
             "served_cell": (c + C_SERVED, 1),
             "conns_cell": (c + C_CONNS, 1),
             "queued_cell": (c + C_QUEUED, 1),
@@ -455,6 +525,13 @@ class ServerCell(_View):
         ``max_used`` and ``est_need`` raised to the new ``used``. One compound call."""
         self._a.add_many(self._ops["used+"], 1, self._ops["peak_used"])
 
+    def stolen(self) -> None:
+        """A connection taken from another worker's slot (pidfd): ``cur_conns`` +1 and ``used`` +1
+        here, in one bracket; ``max_used``/``est_need`` follow ``used``. Its owner drops its own
+        count (``idle_closed``) when it finalizes the slot, so until then the row counts the
+        connection twice (a conservative error: limits see one connection more, never fewer)."""
+        self._a.add_many(self._ops["stolen"], 3, self._ops["peak_used"])
+
     def unuse_closed(self) -> None:
         """A used connection closed: ``used`` -1 and ``cur_conns`` -1 in one bracket."""
         self._a.add_many(self._ops["used-closed"])
@@ -522,6 +599,227 @@ class ServerCell(_View):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class SlotRecord:
+    """What a published slot says of its connection (read by a thief after its claim)."""
+
+    owner_slot: int
+    owner_incarnation: int
+    fd: int
+    conn_id: int
+    local_port: int
+    peer_port: int
+    safe: bool
+    proto: int
+    reqs: int
+    key_hash: int
+    idle_since_ns: int
+
+
+# A thief's view of one published slot, for ``pool_policy.steal_candidates``:
+# (index, tag, meta, key hash, idle since ns)
+Offer = tuple[int, int, int, int, int]
+
+_RECORDS: dict[int, struct.Struct] = {}
+
+
+def _records(n: int) -> struct.Struct:
+    st = _RECORDS.get(n)
+    if st is None:
+        st = _RECORDS[n] = struct.Struct(f"<{n * (SLOT_SIZE // 8)}q")
+    return st
+
+
+class SlotArray:
+    """The slots in which worker ``owner`` publishes its idle connections to server ``index``.
+
+    The state machine and the tag word are ``proxy.slots``. Who calls what:
+
+    - the owner: ``publish``, ``unpublish`` (its own claim, then EMPTY), ``finalize`` (TAKEN → EMPTY,
+      after it closed its copy), ``tags``/``bell`` (to learn what others did);
+    - a thief: ``offers`` (a lock-free snapshot, a hint only), ``claim`` (compare-exchange), then
+      ``record`` (the fields, stable while claimed), then ``take`` or ``release``;
+    - the master: ``clear_dead_owner`` and ``return_claims`` (``ShmTable.reconcile_worker``).
+
+    The header's ``bell`` is incremented by whoever changes a slot under the owner's feet (a take,
+    a repair); the owner compares it with the value it last saw to know when to look. ``high`` is
+    one past the highest slot the owner has published in, so that scans stop there."""
+
+    __slots__ = ("_a", "_mm", "_slots", "base", "index", "nslots", "owner")
+
+    def __init__(self, a: Atomics, mm: mmap.mmap, base: int, index: int, owner: int, nslots: int) -> None:
+        self._a = a
+        self._mm = mm
+        self.base = base
+        self._slots = base + SLOT_HEADER
+        self.index = index
+        self.owner = owner
+        self.nslots = nslots
+
+    def tag_off(self, k: int) -> int:
+        if not 0 <= k < self.nslots:
+            raise IndexError(f"slot {k} out of range (0..{self.nslots - 1})")
+        return self._slots + k * SLOT_SIZE
+
+    def tag(self, k: int) -> int:
+        return self._a.load(self.tag_off(k))
+
+    @property
+    def bell(self) -> int:
+        return self._a.load(self.base + A_BELL)
+
+    @property
+    def high(self) -> int:
+        return self._a.load(self.base + A_HIGH)
+
+    def ring(self) -> None:
+        self._a.fetch_add(self.base + A_BELL, 1)
+
+    # -- the owner ------------------------------------------------------------------------------
+    def publish(
+        self, k: int, *, owner: int, fd: int, conn_id: int, ports: int, meta: int, key_hash: int,
+        idle_since_ns: int,
+    ) -> int:  # fmt: skip
+        """Write the record of EMPTY slot ``k``, then its tag IDLE (version + 1). Returns the tag.
+        ``owner`` is ``slots.make_owner(slot, incarnation)``."""
+        a, off = self._a, self.tag_off(k)
+        tag = a.load(off)
+        sl.check_move(sl.state_of(tag), SlotState.IDLE, sl.Actor.OWNER)
+        a.store(off + S_OWNER, owner)
+        a.store(off + S_FD, fd)
+        a.store(off + S_CONN_ID, conn_id)
+        a.store(off + S_PORTS, ports)
+        a.store(off + S_META, meta)
+        a.store(off + S_KEY, key_hash)
+        a.store(off + S_IDLE_SINCE, idle_since_ns)
+        if k >= a.load(self.base + A_HIGH):
+            a.store(self.base + A_HIGH, k + 1)
+        new = sl.published(tag)
+        a.store(off, new)  # last: the record is complete before anybody can claim it
+        return new
+
+    def unpublish(self, k: int, tag: int) -> bool:
+        """The owner takes slot ``k`` back (to reuse or close the connection): its own claim of
+        IDLE ``tag``, then EMPTY. False when another worker claimed it first (hands off)."""
+        a, off = self._a, self.tag_off(k)
+        mine = sl.claimed(tag, self.owner)
+        if not a.compare_exchange(off, tag, mine):
+            return False
+        a.store(off, sl.emptied(mine))
+        return True
+
+    def finalize(self, k: int) -> None:
+        """TAKEN → EMPTY: the owner has closed its copy and dropped its count."""
+        a, off = self._a, self.tag_off(k)
+        tag = a.load(off)
+        sl.check_move(sl.state_of(tag), SlotState.EMPTY, sl.Actor.OWNER)
+        a.store(off, sl.emptied(tag))
+
+    def tags(self) -> list[int]:
+        """The tags of slots ``0 .. high-1`` (a snapshot, each word read once)."""
+        n = self._a.load(self.base + A_HIGH)
+        if n <= 0:
+            return []
+        return list(_records(n).unpack_from(self._mm, self._slots)[:: SLOT_SIZE // 8])
+
+    # -- a thief --------------------------------------------------------------------------------
+    def offers(self) -> list[Offer]:
+        """The IDLE slots as (index, tag, meta, key hash, idle since), read without locking: a
+        hint, which ``claim`` confirms (a record is complete before its tag says IDLE)."""
+        n = self._a.load(self.base + A_HIGH)
+        if n <= 0:
+            return []
+        words = _records(n).unpack_from(self._mm, self._slots)
+        out: list[Offer] = []
+        idle = SlotState.IDLE
+        for k in range(n):
+            w = k * 8
+            tag = words[w]
+            if tag & sl.STATE_MASK == idle:
+                out.append((k, tag, words[w + S_META // 8], words[w + S_KEY // 8], words[w + S_IDLE_SINCE // 8]))
+        return out
+
+    def claim(self, k: int, tag: int, by: int) -> int | None:
+        """IDLE ``tag`` → CLAIMED(by): the claimed tag, or None if the slot changed meanwhile."""
+        mine = sl.claimed(tag, by)
+        return mine if self._a.compare_exchange(self.tag_off(k), tag, mine) else None
+
+    def record(self, k: int) -> SlotRecord:
+        """The fields of slot ``k``; stable while the caller's claim holds."""
+        a, off = self._a, self.tag_off(k)
+        owner, meta, ports = a.load(off + S_OWNER), a.load(off + S_META), a.load(off + S_PORTS)
+        oslot, inc = sl.split_owner(owner)
+        local, peer = sl.split_ports(ports)
+        return SlotRecord(
+            oslot, inc, a.load(off + S_FD), a.load(off + S_CONN_ID), local, peer, sl.meta_safe(meta),
+            sl.meta_proto(meta), sl.meta_reqs(meta), a.load(off + S_KEY), a.load(off + S_IDLE_SINCE),
+        )  # fmt: skip
+
+    def release(self, k: int, ctag: int) -> bool:
+        """CLAIMED ``ctag`` → IDLE: the claimer gives the connection back untouched. False if the
+        slot was repaired meanwhile (its owner died)."""
+        return self._a.compare_exchange(self.tag_off(k), ctag, sl.released(ctag))
+
+    def take(self, k: int, ctag: int, *, discard: bool = False) -> bool:
+        """CLAIMED ``ctag`` → TAKEN, and the owner's bell rung. False if the slot was repaired
+        meanwhile (its owner died): the caller then closes its duplicate and counts nothing."""
+        if not self._a.compare_exchange(self.tag_off(k), ctag, sl.taken(ctag, discard=discard)):
+            return False
+        self.ring()
+        return True
+
+    # -- the master -----------------------------------------------------------------------------
+    def clear_dead_owner(self) -> int:
+        """Every slot of a dead owner → EMPTY (its copies died with it; a thief that holds a
+        duplicate keeps the connection, counted in its own cell). Returns the slots cleared."""
+        a = self._a
+        cleared = 0
+        for k in range(self.nslots):
+            off = self.tag_off(k)
+            while True:
+                tag = a.load(off)
+                if sl.state_of(tag) is SlotState.EMPTY:
+                    break
+                if a.compare_exchange(off, tag, sl.emptied(tag)):
+                    cleared += 1
+                    break
+        a.store(self.base + A_HIGH, 0)
+        return cleared
+
+    def return_claims(self, dead: int, *, owner_alive: bool) -> int:
+        """Slots CLAIMED by the dead worker ``dead``: back to IDLE for a live owner (the thief wrote
+        nothing before taking), EMPTY for a dead one. TAKEN ones stay for the owner to finalize.
+        Rings the bell when anything changed. Returns the slots repaired."""
+        a = self._a
+        fixed = 0
+        for k in range(a.load(self.base + A_HIGH)):
+            off = self.tag_off(k)
+            tag = a.load(off)
+            if sl.state_of(tag) is not SlotState.CLAIMED or sl.claimer_of(tag) != dead:
+                continue
+            to = sl.released(tag) if owner_alive else sl.emptied(tag)
+            if a.compare_exchange(off, tag, to):  # else its owner moved it (it may: its own claim)
+                fixed += 1
+        if fixed:
+            self.ring()
+        return fixed
+
+    def counts(self) -> dict[str, int]:
+        """Slots by state (observation)."""
+        out = {s.name.lower(): 0 for s in SlotState}
+        for tag in self.tags():
+            out[sl.state_of(tag).name.lower()] += 1
+        out["empty"] += self.nslots - sum(out.values())
+        return out
+
+    def __repr__(self) -> str:
+        c = self.counts()
+        return (
+            f"<SlotArray server={self.index} owner={self.owner} idle={c['idle']} claimed={c['claimed']}"
+            f" taken={c['taken']}>"
+        )
+
+
 def _fields(cls: type) -> dict[str, int]:
     return {k: v.off for k, v in vars(cls).items() if isinstance(v, _Word)}
 
@@ -537,14 +835,16 @@ def segment_name(master_pid: int, generation: int) -> str:
     return f"/poolproxy.{master_pid}.{generation}"
 
 
-def layout_sizes(nworkers: int, nservers: int, names_len: int) -> dict[str, int]:
+def layout_sizes(nworkers: int, nservers: int, names_len: int, nslots: int = NSLOTS) -> dict[str, int]:
     """Every offset and size of the layout, from the counts (the one place they are computed)."""
     rows_off = HEADER_SIZE + nworkers * WORKER_SIZE
     cells_off = rows_off + nservers * ROW_SIZE
-    names_off = cells_off + nservers * nworkers * CELL_SIZE
+    slots_off = cells_off + nservers * nworkers * CELL_SIZE
+    slot_array_size = SLOT_HEADER + nslots * SLOT_SIZE
+    names_off = slots_off + nservers * nworkers * slot_array_size
     total_size = names_off + (names_len + 7) // 8 * 8
-    return dict(workers_off=HEADER_SIZE, rows_off=rows_off, cells_off=cells_off, names_off=names_off,
-                total_size=total_size)  # fmt: skip
+    return dict(workers_off=HEADER_SIZE, rows_off=rows_off, cells_off=cells_off, slots_off=slots_off,
+                slot_array_size=slot_array_size, names_off=names_off, total_size=total_size)  # fmt: skip
 
 
 class ShmTable:
@@ -567,13 +867,17 @@ class ShmTable:
         self._index = {(s.backend, s.name): s.index for s in self.servers}
         self._rows = [ServerRow(words, header["rows_off"] + i * ROW_SIZE, i) for i in range(self.nservers)]
         self._cells: list[ServerCell | None] = [None] * (self.nservers * self.nworkers)
+        self.nslots = header["nslots"]
+        self._slots_off = header["slots_off"]
+        self._slot_array_size = header["slot_array_size"]
+        self._arrays: list[SlotArray | None] = [None] * (self.nservers * self.nworkers)
         self._closed = False
 
     # -- life cycle ------------------------------------------------------------------------------
     @classmethod
     def create(
         cls, config: Config, nworkers: int, *, generation: int = 1, name: str | None = None,
-        backend: str | None = None,
+        backend: str | None = None, nslots: int = NSLOTS,
     ) -> ShmTable:  # fmt: skip
         """Create and initialise the segment (the master, before forking). Servers are numbered in
         config order (backends, then their servers). ``FileExistsError`` if the name or the
@@ -581,6 +885,8 @@ class ShmTable:
         backend = atomics.BACKEND if backend is None else backend
         if nworkers < 1 or backend not in BACKEND_IDS:
             raise ValueError(f"need nworkers >= 1 (got {nworkers}) and a known backend (got {backend!r})")
+        if nworkers > sl.MAX_CLAIMER or nslots < 0:
+            raise ValueError(f"need nworkers <= {sl.MAX_CLAIMER} and nslots >= 0 (got {nslots})")
         name = segment_name(os.getpid(), generation) if name is None else name
         servers = [
             (bk, s, bkid, svid)
@@ -590,9 +896,9 @@ class ShmTable:
         names = json.dumps(
             [[bk, s.name, s.host, s.port, bkid, svid, s.maxconn, s.maxqueue] for bk, s, bkid, svid in servers]
         ).encode()
-        sizes = layout_sizes(nworkers, len(servers), len(names))
+        sizes = layout_sizes(nworkers, len(servers), len(names), nslots)
         header = dict(magic=MAGIC, version=LAYOUT_VERSION, header_size=HEADER_SIZE,
-                      nworkers=nworkers, nservers=len(servers),
+                      nworkers=nworkers, nservers=len(servers), nslots=nslots,
                       worker_size=WORKER_SIZE, row_size=ROW_SIZE, cell_size=CELL_SIZE, **sizes,
                       names_len=len(names), backend=BACKEND_IDS[backend], generation=generation,
                       master_pid=os.getpid(), created_ns=time.time_ns())  # fmt: skip
@@ -698,6 +1004,19 @@ class ShmTable:
             )
         return c
 
+    def slots(self, i: int, owner: int) -> SlotArray:
+        """The slot array of worker ``owner`` for server ``i``; cached."""
+        if not (0 <= i < self.nservers and 0 <= owner < self.nworkers):
+            raise IndexError(
+                f"slots ({i}, {owner}) out of range ({self.nservers} servers, {self.nworkers} workers)"
+            )
+        k = i * self.nworkers + owner
+        arr = self._arrays[k]
+        if arr is None:
+            base = self._slots_off + k * self._slot_array_size
+            arr = self._arrays[k] = SlotArray(self.atomics, self._mm, base, i, owner, self.nslots)
+        return arr
+
     # The operations by index, for callers that do not keep a ServerCell (one extra call each).
     def try_take_slot(self, i: int, slot: int, maxconn: int) -> bool:
         return self.cell(i, slot).try_take_slot(maxconn)
@@ -791,6 +1110,13 @@ class ShmTable:
                 a.store(cell + off, 0)
             if got:
                 report.per_server[i] = got
+            # Its slots (proxy.slots): as owner, all EMPTY (its copies died with it); as claimer,
+            # its claims returned. Gauges are not involved: a slot moves no counter.
+            report.slots_cleared += self.slots(i, slot).clear_dead_owner()
+            for owner in range(self.nworkers):
+                if owner != slot:
+                    alive = a.load(self._wrec(owner) + W_STATE) != WorkerState.DEAD
+                    report.claims_returned += self.slots(i, owner).return_claims(slot, owner_alive=alive)
         return report
 
     def _settle(self, i: int, dead: int, deadline: float) -> list[int] | None:
@@ -839,6 +1165,7 @@ class ShmTable:
                 {k: a.load(self.cell(s.index, slot)._base + off) for k, off in CELL_FIELDS.items()}
                 for slot in range(self.nworkers)
             ]
+            entry["slots"] = [self.slots(s.index, slot).counts() for slot in range(self.nworkers)]
             servers.append(entry)
         header = dict(self.header, name=self.name, backend_name=self.backend)
         return {"header": header, "workers": workers, "servers": servers}
@@ -866,7 +1193,9 @@ def _check_header(name: str, mm: mmap.mmap) -> dict[str, int]:
     if h["nworkers"] < 1 or h["nservers"] < 0 or h["names_len"] < 0:
         raise ShmLayoutError(f"{name}: bad counts nworkers={h['nworkers']} nservers={h['nservers']}")
     want = dict(header_size=HEADER_SIZE, worker_size=WORKER_SIZE, row_size=ROW_SIZE, cell_size=CELL_SIZE)
-    want.update(layout_sizes(h["nworkers"], h["nservers"], h["names_len"]))
+    if h["nslots"] < 0:
+        raise ShmLayoutError(f"{name}: bad slot count {h['nslots']}")
+    want.update(layout_sizes(h["nworkers"], h["nservers"], h["names_len"], h["nslots"]))
     for k, v in want.items():
         if h[k] != v:
             raise ShmLayoutError(f"{name}: header {k}={h[k]}, expected {v} for this layout")
