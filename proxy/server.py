@@ -27,20 +27,34 @@ SAFE        ``cur_conns`` + ``idle`` + ``safe``              pooled, safe list
 
 Two moves can be refused by the shared numbers and return False (the connection keeps its state):
 ``NONE → COUNTED`` past a connection limit (``maxconn + nbthread - 1``, ``strict-maxconn``) and
-``USED → IDLE/SAFE`` past ``pool-max-conn``.
+``USED → IDLE/SAFE`` past ``pool-max-conn``. ``NONE → USED`` is a connection stolen from another
+worker's slot (``proxy.slots``): counted in our cell at once, in its owner's until the owner
+finalizes the slot (``settle``).
+
+Lending (the owner's side of ``proxy.slots``). A pooled connection has reading paused (so nothing
+meant for a thief can be read here) and, when this worker lends (``lend_from``), is published in
+one of this worker's slots for the server. Before the owner reuses or closes a published connection
+it takes the slot back (``unpark``: its own claim); if another worker claimed it first, the
+connection leaves the pool for ``lent`` and is not touched again until its slot says what became of
+it: TAKEN (``settle`` finalizes: our copy closed without ``shutdown()``, our count dropped) or IDLE
+again (the claimer gave it back: into the pool again). ``settle`` runs when the slot array's bell
+rang, on every pool operation, and from the worker's sweep, which also peeks at every parked
+connection (``Conn.peek_ready``) and closes those the server closed.
 """
 
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model import Server
-from proxy.pool import ConnKey, IdlePool, ListKind
-from proxy.shm import ServerCell, ServerRow
+from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
+from proxy.shm import ServerCell, ServerRow, SlotArray
+from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
 
 if TYPE_CHECKING:
     import asyncio
@@ -70,6 +84,12 @@ class Conn(Protocol):
     acct: Acct
     owner: object | None  # the client session a private connection belongs to
     idle_since: float
+    id: int
+    requests: int
+    fd: int  # our descriptor's number (-1: none known)
+    ports: int  # slots.make_ports(local, peer)
+    slot: int  # the slot it is published in, -1 when not published
+    slot_tag: int  # the tag it was published with
 
     @property
     def key(self) -> ConnKey: ...
@@ -81,7 +101,16 @@ class Conn(Protocol):
     def alive(self) -> bool: ...
 
     def close(self) -> None:
-        """Close now; the connection's ``on_lost`` hook (``ServerRuntime.lost``) runs at once."""
+        """Close now (``shutdown`` first: another process may hold a copy); the connection's
+        ``on_lost`` hook (``ServerRuntime.lost``) runs at once."""
+
+    def release_copy(self) -> None:
+        """Close our descriptor only: no ``shutdown``, no hook (another worker holds the connection)."""
+
+    def pause_reading(self) -> None: ...
+
+    def peek_ready(self) -> bool:
+        """Nothing to read and not closed by the server: fit for a request (nothing is consumed)."""
 
 
 # A move's counter operation: (server runtime, limit) -> done. ``limit`` bounds the two bounded
@@ -133,6 +162,11 @@ def _adopt_idle(safe: bool) -> _Op:
     return op
 
 
+def _stolen(srv: ServerRuntime, arg: int | None) -> bool:
+    srv.cell.stolen()  # cur_conns +1 and used +1 here; the owner drops its count when it finalizes
+    return True
+
+
 def _reuse(safe: bool) -> _Op:
     def op(srv: ServerRuntime, arg: int | None) -> bool:
         srv.cell.idle_to_used(safe)  # max_used and est_need follow the new used
@@ -162,6 +196,7 @@ TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
     (C, I): _adopt_idle(False),  # adopted late from another worker: straight into our pool
     (C, S): _adopt_idle(True),
     (C, N): _close,  # closed before use, or connect failed
+    (N, U): _stolen,  # taken from another worker's slot (pidfd_getfd), used at once
     (U, I): _park(False),  # bounded by pool-max-conn: released and kept
     (U, S): _park(True),
     (U, P): _unuse,  # became private (NTLM/Negotiate): counted in neither used nor idle
@@ -190,13 +225,21 @@ class ServerRuntime:
 
     __slots__ = (
         "backend_name",
+        "bell_seen",
         "cell",
         "cfg",
+        "closing",
+        "free",
         "index",
+        "lent",
         "maint",
+        "owner_word",
         "peers",
         "pool",
+        "published",
         "row",
+        "slot",
+        "slots",
         "static_key",
         "waiters",
     )
@@ -214,6 +257,15 @@ class ServerRuntime:
         self.maint = cfg.disabled
         self.static_key: ConnKey | None = None  # the key of every connection, without usesrc clientip
         self.waiters: deque[Waiter] = deque()
+        self.slot = slot
+        # Lending (see the module doc): our slot array, None while we do not lend.
+        self.slots: SlotArray | None = None
+        self.owner_word = 0  # slots.make_owner(slot, incarnation)
+        self.published: dict[int, Conn] = {}  # slot index -> connection (in the pool, or lent)
+        self.lent: dict[Conn, None] = {}  # claimed by another worker: out of the pool, untouchable
+        self.free: list[int] = []  # free slot indices (a heap: the lowest is used first)
+        self.bell_seen = 0
+        self.closing = False  # soft stop: a connection given back is closed, not pooled again
 
     @property
     def name(self) -> str:
@@ -266,36 +318,155 @@ class ServerRuntime:
     def pooled_state(kind: ListKind) -> Acct:
         return Acct.SAFE if kind is ListKind.SAFE else Acct.IDLE
 
+    # -- lending: the owner's side of proxy.slots -------------------------------------------------
+    def lend_from(self, slots: SlotArray, owner_word: int) -> None:
+        """Publish this worker's pooled connections in ``slots`` from now on."""
+        self.slots = slots
+        self.owner_word = owner_word
+        self.free = list(range(slots.nslots))
+        self.bell_seen = slots.bell
+
+    def park(self, conn: Conn, kind: ListKind) -> None:
+        """A connection counted IDLE/SAFE enters this worker's pool: reading paused, then
+        published (when we lend and a slot is free; else it stays ours alone)."""
+        conn.pause_reading()
+        self.pool.add(conn, kind)
+        slots = self.slots
+        if slots is None or not self.free or conn.fd < 0:
+            return
+        k = heapq.heappop(self.free)
+        conn.slot_tag = slots.publish(
+            k, owner=self.owner_word, fd=conn.fd, conn_id=conn.id, ports=conn.ports,
+            meta=make_meta(safe=kind is ListKind.SAFE, reqs=conn.requests), key_hash=key_hash(conn.key),
+            idle_since_ns=int(conn.idle_since * 1e9),
+        )  # fmt: skip
+        conn.slot = k
+        self.published[k] = conn
+
+    def unpark(self, conn: Conn) -> bool:
+        """Take a pooled connection's slot back before reusing or closing it. False when another
+        worker claimed it first: it is then in ``lent`` (out of the pool), not ours to touch."""
+        k = conn.slot
+        if k < 0:
+            return True
+        assert self.slots is not None
+        if not self.slots.unpublish(k, conn.slot_tag):
+            self.pool.remove(conn)
+            self.lent[conn] = None
+            return False
+        self._unslot(conn)
+        return True
+
+    def _unslot(self, conn: Conn) -> None:
+        k = conn.slot
+        conn.slot = -1
+        del self.published[k]
+        heapq.heappush(self.free, k)
+
+    def settle_if_rung(self) -> int:
+        """``settle`` when a thief or the master changed one of our slots since we last looked."""
+        slots = self.slots
+        if slots is None or not self.published or slots.bell == self.bell_seen:
+            return 0
+        return self.settle()
+
+    def settle(self) -> int:
+        """Learn what became of our published connections: finalize the TAKEN ones, set the ones
+        another worker claimed aside (``lent``), pool again the ones given back. Returns the
+        number finalized (each one connection fewer counted here)."""
+        slots = self.slots
+        if slots is None or not self.published:
+            return 0
+        self.bell_seen = slots.bell  # first: a take after this read rings again
+        tags = slots.tags()
+        done = 0
+        for k, conn in list(self.published.items()):
+            tag = tags[k]
+            state = state_of(tag)
+            if state is SlotState.TAKEN:
+                self._finalize(k, conn, tag)
+                done += 1
+            elif state is SlotState.CLAIMED and claimer_of(tag) != self.slot:
+                if conn in self.pool:
+                    self.pool.remove(conn)
+                    self.lent[conn] = None
+            elif state is SlotState.IDLE and conn in self.lent:
+                del self.lent[conn]  # given back untouched (a thief gave up, or died)
+                conn.slot_tag = tag
+                if self.closing or conn.acct not in (Acct.IDLE, Acct.SAFE):
+                    self.drop_idle(conn)
+                else:
+                    self.pool.add(conn, ListKind.SAFE if conn.acct is Acct.SAFE else ListKind.IDLE)
+        return done
+
+    def _finalize(self, k: int, conn: Conn, tag: int) -> None:
+        """Slot ``k`` is TAKEN: the connection is the thief's (or was found dead). Drop our count,
+        close our copy without shutdown (the thief's stays connected), free the slot."""
+        self.pool.remove(conn)
+        self.lent.pop(conn, None)
+        if conn.acct is Acct.IDLE or conn.acct is Acct.SAFE:
+            self.move(conn, Acct.NONE)  # idle_closed: idle (safe) -1, cur_conns -1, in our cell
+            if not discarded(tag):
+                self.cell.lent_out()
+        conn.release_copy()
+        assert self.slots is not None
+        self.slots.finalize(k)
+        self._unslot(conn)
+
+    def sweep(self) -> int:
+        """The periodic look at our pool: ``settle``, then close the parked connections whose server
+        closed them or spoke out of turn (reading is paused: only a peek can tell). Returns the
+        number closed."""
+        self.settle()
+        closed = 0
+        for conn in self.pool.oldest(len(self.pool)):
+            if not (conn.alive and conn.peek_ready()) and self.drop_idle(conn):
+                closed += 1
+        return closed
+
     # -- connections closing ------------------------------------------------------------------
     def lost(self, conn: Conn) -> None:
         """Every connection's ``on_lost`` hook: it closed (or is closing), wherever it was. Take it
         out of this worker's pool or its client session, and count it no more."""
         if conn.acct is Acct.IDLE or conn.acct is Acct.SAFE:
             self.pool.remove(conn)
+            self.lent.pop(conn, None)
+            # Normally unparked already; if a thief holds the claim the slot stays listed, and
+            # ``settle`` frees it once it is TAKEN or given back.
+            if conn.slot >= 0 and self.slots is not None and self.slots.unpublish(conn.slot, conn.slot_tag):
+                self._unslot(conn)
         self.uncount(conn)
         owner = conn.owner
         if owner is not None:
             conn.owner = None
             owner.forget_conn(conn)  # type: ignore[attr-defined]
 
-    def drop_idle(self, conn: Conn) -> None:
-        """Close a pooled connection now (purge, kill, maintenance, soft stop). ``lost`` runs first,
-        so that the pool and the counts are right even before the hook (which then finds nothing)."""
+    def drop_idle(self, conn: Conn) -> bool:
+        """Close a pooled connection now (purge, kill, maintenance, soft stop), unless another
+        worker claimed it (False: it is lent, untouched). ``lost`` runs first, so that the pool and
+        the counts are right even before the hook (which then finds nothing)."""
+        if not self.unpark(conn):
+            return False
         self.lost(conn)
         conn.close()
+        return True
 
     def take_idle(self, key: ConnKey, order: tuple[ListKind, ...]) -> Conn | None:
         """A live pooled connection of ``key`` from this worker's lists in ``order``, now counted
-        as USED; dead ones met on the way are closed. None when none fits."""
+        as USED; dead ones met on the way are closed, claimed ones set aside. None when none fits."""
         pool = self.pool
+        if self.published:
+            self.settle_if_rung()
         while True:
             conn = pool.take(key, order)
             if conn is None:
                 return None
-            if conn.alive:
+            if not self.unpark(conn):
+                continue  # another worker claimed it first: lent
+            if conn.alive and conn.peek_ready():
                 self.move(conn, Acct.USED)
                 return conn
-            conn.close()  # died while idle, before its connection_lost ran: the hook uncounts it
+            conn.close()  # closed by the server while parked: the hook uncounts it
 
     def __repr__(self) -> str:
         r = self.row

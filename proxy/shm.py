@@ -140,9 +140,9 @@ from typing import Any, Final, Self, overload
 import posix_ipc
 
 from proxy import atomics
+from proxy import slots as sl
 from proxy.atomics import Atomics, lock_name_for, unlink_lock
 from proxy.config.model import Config
-from proxy import slots as sl
 from proxy.pool_policy import oldest_waiter
 from proxy.slots import SlotState
 
@@ -592,6 +592,11 @@ class ServerCell(_View):
     def takeover_taken(self) -> None:
         self._a.fetch_add(self._base + C_TAKEOVERS_TAKEN, 1)
 
+    def lent_out(self) -> None:
+        """The owner finalized a slot a thief took: its cell's ``takeovers_given`` (the row's was
+        counted by the thief when it took the connection)."""
+        self._a.fetch_add(self._base + C_TAKEOVERS_GIVEN, 1)
+
     def __repr__(self) -> str:
         return (
             f"<ServerCell {self.index}/{self.slot} idle={self.idle} safe={self.safe} used={self.used}"
@@ -732,11 +737,12 @@ class SlotArray:
         words = _records(n).unpack_from(self._mm, self._slots)
         out: list[Offer] = []
         idle = SlotState.IDLE
+        meta, key, since = S_META // 8, S_KEY // 8, S_IDLE_SINCE // 8
         for k in range(n):
             w = k * 8
             tag = words[w]
             if tag & sl.STATE_MASK == idle:
-                out.append((k, tag, words[w + S_META // 8], words[w + S_KEY // 8], words[w + S_IDLE_SINCE // 8]))
+                out.append((k, tag, words[w + meta], words[w + key], words[w + since]))
         return out
 
     def claim(self, k: int, tag: int, by: int) -> int | None:

@@ -59,8 +59,8 @@ class IllegalSlotMove(RuntimeError):
     """A slot was moved between two states that no rule links, or by an actor the rule excludes."""
 
 
-E, I, C, T = SlotState.EMPTY, SlotState.IDLE, SlotState.CLAIMED, SlotState.TAKEN
-O, W, M = Actor.OWNER, Actor.THIEF, Actor.MASTER
+E, I, C, T = SlotState.EMPTY, SlotState.IDLE, SlotState.CLAIMED, SlotState.TAKEN  # noqa: E741
+O, W, M = Actor.OWNER, Actor.THIEF, Actor.MASTER  # noqa: E741
 
 # (from, to) -> who may make the move. The table *is* the protocol: read it, not the callers.
 TRANSITIONS: Final[dict[tuple[SlotState, SlotState], frozenset[Actor]]] = {
