@@ -40,9 +40,16 @@ from proxy.pool import (
     steal_order,
 )
 from proxy.queue import Outcome
-from proxy.server import Acct, ServerRuntime
+from proxy.server import Acct, ServerRuntime, SlotMove
 from proxy.server_conn import ServerConn, adopt_socket
-from proxy.shm import R_CONNECT_ERRORS, R_CONNECTS, R_REUSES, R_TAKEOVERS_ASKED, R_TAKEOVERS_FAILED
+from proxy.shm import (
+    R_CONNECT_ERRORS,
+    R_CONNECTS,
+    R_REUSES,
+    R_TAKEOVERS_ASKED,
+    R_TAKEOVERS_FAILED,
+    R_TAKEOVERS_GIVEN,
+)
 from proxy.slots import make_ports
 from proxy.takeover import KILL, Message
 
@@ -285,7 +292,12 @@ class Backend:
         sock = claim.sock
         assert sock is not None
         conn = ServerConn(srv, acq.key, self.engine_name, self.limits)
-        srv.move(conn, Acct.USED)  # NONE → USED: counted here; the owner drops its count later
+        # NONE → USED through the slot: CLAIMED → TAKEN and the counts move in one bracket
+        through = SlotMove(claim.slots, claim.index, claim.tag, claim.record.safe)
+        if not srv.move(conn, Acct.USED, slot=through):
+            sock.close()  # the owner died and its slots were emptied: nothing was counted
+            return None
+        srv.row.add(R_TAKEOVERS_GIVEN)
         srv.cell.takeover_taken()
         conn.requests = claim.record.reqs
         conn.ports = make_ports(claim.record.local_port, claim.record.peer_port)

@@ -23,13 +23,17 @@ PRIVATE     ``cur_conns``                                    owned by one client
 USED        ``cur_conns`` + ``used``                         carrying a request
 IDLE        ``cur_conns`` + ``idle``                         pooled, unsafe list
 SAFE        ``cur_conns`` + ``idle`` + ``safe``              pooled, safe list
+TAKEN       nothing                                          taken from our slot by another
+                                                             worker (our copy is released)
 ==========  ===============================================  ==================================
 
 Two moves can be refused by the shared numbers and return False (the connection keeps its state):
 ``NONE → COUNTED`` past a connection limit (``maxconn + nbthread - 1``, ``strict-maxconn``) and
-``USED → IDLE/SAFE`` past ``pool-max-conn``. ``NONE → USED`` is a connection stolen from another
-worker's slot (``proxy.slots``): counted in our cell at once, in its owner's until the owner
-finalizes the slot (``settle``).
+``USED → IDLE/SAFE`` past ``pool-max-conn``. The two moves across workers carry their slot
+(``SlotMove``): ``NONE → USED`` takes a connection from another worker's slot (``proxy.slots``:
+CLAIMED → TAKEN, the row's half of the owner's count dropped and ours added, one bracket; refused
+when the owner died meanwhile), and ``IDLE/SAFE → TAKEN`` is the owner finalizing that slot (the
+cell's half of its count dropped, the slot EMPTY).
 
 Lending (the owner's side of ``proxy.slots``). A pooled connection has reading paused (so nothing
 meant for a thief can be read here) and, when this worker lends (``lend_from``), is published in
@@ -67,6 +71,18 @@ class Acct(enum.IntEnum):
     USED = 3
     IDLE = 4
     SAFE = 5
+    TAKEN = 6
+
+
+@dataclass(frozen=True, slots=True)
+class SlotMove:
+    """The slot a move across workers goes through: ``slots``' slot ``index``, its (claimed) ``tag``,
+    and whether the connection was counted safe."""
+
+    slots: SlotArray
+    index: int
+    tag: int
+    safe: bool
 
 
 class IllegalTransition(RuntimeError):
@@ -113,41 +129,42 @@ class Conn(Protocol):
         """Nothing to read and not closed by the server: fit for a request (nothing is consumed)."""
 
 
-# A move's counter operation: (server runtime, limit) -> done. ``limit`` bounds the two bounded
-# moves (None: unlimited); the other moves ignore it.
-_Op = Callable[["ServerRuntime", "int | None"], bool]
+# A move's counter operation: (server runtime, limit, slot) -> done. ``limit`` bounds the two bounded
+# moves (None: unlimited); ``slot`` is the slot of the two moves across workers; other moves ignore
+# both.
+_Op = Callable[["ServerRuntime", "int | None", "SlotMove | None"], bool]
 
 
-def _nothing(srv: ServerRuntime, arg: int | None) -> bool:
+def _nothing(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
     return True
 
 
-def _open(srv: ServerRuntime, limit: int | None) -> bool:
+def _open(srv: ServerRuntime, limit: int | None, slot: SlotMove | None = None) -> bool:
     return srv.cell.try_open_conn(limit or 0)  # a connection limit of 0 means none
 
 
-def _close(srv: ServerRuntime, arg: int | None) -> bool:
+def _close(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
     srv.cell.conn_closed()
     return True
 
 
-def _use(srv: ServerRuntime, arg: int | None) -> bool:
+def _use(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
     srv.cell.use_new()  # used +1; max_used and est_need follow it
     return True
 
 
-def _unuse(srv: ServerRuntime, arg: int | None) -> bool:
+def _unuse(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
     srv.cell.used_add(-1)
     return True
 
 
-def _unuse_close(srv: ServerRuntime, arg: int | None) -> bool:
+def _unuse_close(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
     srv.cell.unuse_closed()
     return True
 
 
 def _park(safe: bool) -> _Op:
-    def op(srv: ServerRuntime, limit: int | None) -> bool:
+    def op(srv: ServerRuntime, limit: int | None, slot: SlotMove | None = None) -> bool:
         # pool-max-conn: -1 unlimited, 0 none (then the move is always refused)
         return srv.cell.try_used_to_idle(safe, -1 if limit is None else limit)
 
@@ -155,20 +172,26 @@ def _park(safe: bool) -> _Op:
 
 
 def _adopt_idle(safe: bool) -> _Op:
-    def op(srv: ServerRuntime, arg: int | None) -> bool:
+    def op(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
         srv.cell.idle_add(1, safe)
         return True
 
     return op
 
 
-def _stolen(srv: ServerRuntime, arg: int | None) -> bool:
-    srv.cell.stolen()  # cur_conns +1 and used +1 here; the owner drops its count when it finalizes
+def _stolen(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
+    assert slot is not None, "a stolen connection comes with its slot"
+    return srv.cell.take_slot(slot.slots, slot.index, slot.tag, slot.safe)
+
+
+def _lent(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
+    assert slot is not None, "a connection taken from our slot comes with its slot"
+    srv.cell.finalize_slot(slot.slots, slot.index, slot.safe)
     return True
 
 
 def _reuse(safe: bool) -> _Op:
-    def op(srv: ServerRuntime, arg: int | None) -> bool:
+    def op(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
         srv.cell.idle_to_used(safe)  # max_used and est_need follow the new used
         return True
 
@@ -176,7 +199,7 @@ def _reuse(safe: bool) -> _Op:
 
 
 def _unidle(safe: bool, close: bool) -> _Op:
-    def op(srv: ServerRuntime, arg: int | None) -> bool:
+    def op(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
         if close:
             srv.cell.idle_closed(safe)
         else:
@@ -186,7 +209,9 @@ def _unidle(safe: bool, close: bool) -> _Op:
     return op
 
 
-N, C, P, U, I, S = Acct.NONE, Acct.COUNTED, Acct.PRIVATE, Acct.USED, Acct.IDLE, Acct.SAFE  # noqa: E741
+N, C, P, U, I, S, T = (  # noqa: E741
+    Acct.NONE, Acct.COUNTED, Acct.PRIVATE, Acct.USED, Acct.IDLE, Acct.SAFE, Acct.TAKEN,
+)  # fmt: skip
 
 # (from, to) -> counter operation. The table *is* the accounting rule: read it, not the callers.
 TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
@@ -196,7 +221,7 @@ TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
     (C, I): _adopt_idle(False),  # adopted late from another worker: straight into our pool
     (C, S): _adopt_idle(True),
     (C, N): _close,  # closed before use, or connect failed
-    (N, U): _stolen,  # taken from another worker's slot (pidfd_getfd), used at once
+    (N, U): _stolen,  # taken from another worker's slot (pidfd_getfd), used at once; may be refused
     (U, I): _park(False),  # bounded by pool-max-conn: released and kept
     (U, S): _park(True),
     (U, P): _unuse,  # became private (NTLM/Negotiate): counted in neither used nor idle
@@ -208,8 +233,11 @@ TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
     (I, N): _unidle(False, close=True),
     (S, N): _unidle(True, close=True),
     (P, N): _close,
+    (I, T): _lent,  # another worker took it from our slot: we finalize (cell half, slot EMPTY)
+    (S, T): _lent,
+    (T, N): _nothing,
 }
-del N, C, P, U, I, S
+del N, C, P, U, I, S, T
 
 
 @dataclass(slots=True)
@@ -276,20 +304,23 @@ class ServerRuntime:
         return not self.maint
 
     # -- accounting ---------------------------------------------------------------------------
-    def move(self, conn: Accounted, to: Acct, limit: int | None = None) -> bool:
+    def move(
+        self, conn: Accounted, to: Acct, limit: int | None = None, *, slot: SlotMove | None = None
+    ) -> bool:
         """Move ``conn`` to accounting state ``to``, performing the table's counter operation.
 
         ``limit`` bounds ``NONE → COUNTED`` (connections, 0 or None: unlimited) and ``USED →
-        IDLE/SAFE`` (pool-max-conn: -1 or None unlimited, 0 none). Returns False when a bounded
-        move is refused (the state is unchanged); raises ``IllegalTransition`` for a move the table
-        does not have."""
+        IDLE/SAFE`` (pool-max-conn: -1 or None unlimited, 0 none); ``slot`` is the slot of the moves
+        across workers (``NONE → USED``, ``IDLE/SAFE → TAKEN``). Returns False when a bounded move,
+        or a take whose slot changed, is refused (the state is unchanged); raises
+        ``IllegalTransition`` for a move the table does not have."""
         frm = conn.acct
         if frm is to:
             return True
         op = TRANSITIONS.get((frm, to))
         if op is None:
             raise IllegalTransition(f"{conn!r}: {frm.name} -> {to.name}")
-        if not op(self, limit):
+        if not op(self, limit, slot):
             return False
         conn.acct = to
         return True
@@ -393,25 +424,26 @@ class ServerRuntime:
             elif state is SlotState.IDLE and conn in self.lent:
                 del self.lent[conn]  # given back untouched (a thief gave up, or died)
                 conn.slot_tag = tag
-                if self.closing or conn.acct not in (Acct.IDLE, Acct.SAFE):
+                if self.closing or not conn.alive:
                     self.drop_idle(conn)
                 else:
                     self.pool.add(conn, ListKind.SAFE if conn.acct is Acct.SAFE else ListKind.IDLE)
         return done
 
     def _finalize(self, k: int, conn: Conn, tag: int) -> None:
-        """Slot ``k`` is TAKEN: the connection is the thief's (or was found dead). Drop our count,
-        close our copy without shutdown (the thief's stays connected), free the slot."""
+        """Slot ``k`` is TAKEN: the connection is the thief's (or was found dead). Drop our count
+        (the cell's half: the thief dropped the row's) and free the slot, then close our copy
+        without shutdown (the thief's stays connected)."""
+        assert self.slots is not None
         self.pool.remove(conn)
         self.lent.pop(conn, None)
-        if conn.acct is Acct.IDLE or conn.acct is Acct.SAFE:
-            self.move(conn, Acct.NONE)  # idle_closed: idle (safe) -1, cur_conns -1, in our cell
-            if not discarded(tag):
-                self.cell.lent_out()
-        conn.release_copy()
-        assert self.slots is not None
-        self.slots.finalize(k)
+        safe = conn.acct is Acct.SAFE
+        self.move(conn, Acct.TAKEN, slot=SlotMove(self.slots, k, tag, safe))
+        if not discarded(tag):
+            self.cell.lent_out()
         self._unslot(conn)
+        conn.release_copy()
+        self.move(conn, Acct.NONE)
 
     def sweep(self) -> int:
         """The periodic look at our pool: ``settle``, then close the parked connections whose server
@@ -430,11 +462,11 @@ class ServerRuntime:
         out of this worker's pool or its client session, and count it no more."""
         if conn.acct is Acct.IDLE or conn.acct is Acct.SAFE:
             self.pool.remove(conn)
+            # Normally unparked already. If another worker holds its claim, the counts are the
+            # slot's to settle: ``settle`` finalizes it once TAKEN, or drops it once given back.
+            if conn.slot >= 0 and not self.unpark(conn):
+                return
             self.lent.pop(conn, None)
-            # Normally unparked already; if a thief holds the claim the slot stays listed, and
-            # ``settle`` frees it once it is TAKEN or given back.
-            if conn.slot >= 0 and self.slots is not None and self.slots.unpublish(conn.slot, conn.slot_tag):
-                self._unslot(conn)
         self.uncount(conn)
         owner = conn.owner
         if owner is not None:

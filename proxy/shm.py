@@ -19,6 +19,9 @@ worker) holds that worker's share of each *gauge*. The invariant, for each gauge
     row.cur_conns == sum(cell.conns)                       row.safe      == sum(cell.safe)
     row.used      == sum(cell.used)                        row.queue_len == sum(cell.queued)
 
+(``idle``, ``safe`` and ``cur_conns`` less what TAKEN slots still count in their owners' cells: see
+"Stealing without the owner's help" below.)
+
 Gauges move only through *paired* operations (``ServerCell`` methods: row first, then the worker's
 own cell). Where a limit must hold, the row moves by compare-exchange (``served`` never exceeds
 maxconn, ``cur_conns`` a strict limit, ``queue_len`` maxqueue). After reaping a worker, the master
@@ -47,43 +50,53 @@ Each worker *publishes* its lendable idle connections in its own **slot array** 
 (``SlotArray``; the state machine and the tag word are ``proxy.slots``): EMPTY → IDLE (owner
 publishes) → CLAIMED(w) (compare-exchange by any worker, the owner included) → TAKEN(w) (the thief
 holds a duplicate made with ``pidfd_getfd``, verified against the recorded ports) → EMPTY (the owner
-closed its copy). A slot moves no counter by itself; the gauges move as follows, each worker only in
-its **own** cell (paired row + cell operations, as everywhere), so the master can still reconcile a
-dead worker exactly from its cells alone:
+closed its copy). Cells stay single-writer: a worker writes only its own cell (and the rows, with
+atomic adds), always inside a bracket of its own ``seq``. A connection moving from owner O to thief
+T is the one case where the row and O's cell do not move together: T moves the row at once, O its
+cell later. So the invariant becomes, per server and gauge::
 
-==============================  =============  ==========================================================
-slot transition                 who            counters
-==============================  =============  ==========================================================
-EMPTY → IDLE (publish)          owner          none (the connection was counted IDLE/SAFE when parked)
-IDLE → CLAIMED(w)               thief w        none; row ``takeovers_asked`` +1
-CLAIMED → IDLE (release)        thief w        none; row ``takeovers_failed`` +1 (descriptor refused,
-                                               ports differ)
-CLAIMED → TAKEN(w)              thief w        then w's cell: ``cur_conns`` +1, ``used`` +1 (``stolen``);
-                                               row ``takeovers_given`` +1, w's cell ``takeovers_taken`` +1.
-                                               Discarded (dead at take): nothing
-TAKEN → EMPTY (finalize)        owner          owner's cell: ``idle`` (``safe``) -1, ``cur_conns`` -1
-                                               (``idle_closed``); owner's cell ``takeovers_given`` +1
-IDLE → CLAIMED(owner) → EMPTY   owner          none (it reuses or closes the connection, and counts that)
-==============================  =============  ==========================================================
+    row == sum(cells) - taken pending        taken pending: per TAKEN slot, idle 1, cur_conns 1,
+                                                            safe 1 if it was safe (O still counts it)
 
-Between ``take`` and ``finalize`` the row counts the connection twice (in the thief's ``used`` and
-``cur_conns``, and in the owner's ``idle`` and ``cur_conns``): an error on the safe side for every
-limit (a connection limit sees one more, never one fewer), and the owner finalizes on its next pool
-operation, its next channel message, or its sweep (``SlotArray.bell`` tells it to look). The peak
-``max_cur_conns`` is not raised by a steal.
+==============================  ======  =============================================================
+slot transition                 who     counters (one seq bracket of the mover's cell each)
+==============================  ======  =============================================================
+EMPTY → IDLE (publish)          O       none (the connection was counted IDLE/SAFE when parked)
+IDLE → CLAIMED(T)               T       none; row ``takeovers_asked`` +1
+CLAIMED → IDLE (release)        T       none; row ``takeovers_failed`` +1 (descriptor refused, ports
+                                        differ)
+CLAIMED → TAKEN(T)              T       ``take_slot``: row ``idle`` (``safe``) -1, row ``used`` +1
+                                        (``cur_conns`` unchanged: O's -1 and T's +1); T's cell
+                                        ``used`` +1, ``cur_conns`` +1. Then row ``takeovers_given``
+                                        +1, T's cell ``takeovers_taken`` +1
+CLAIMED → TAKEN(T, discard)     T       ``take_slot(discard)``: row ``idle`` (``safe``) -1,
+                                        ``cur_conns`` -1 (the connection is dead: T keeps nothing)
+TAKEN → EMPTY (finalize)        O       ``finalize_slot``: O's cell ``idle`` (``safe``) -1,
+                                        ``cur_conns`` -1, the tag EMPTY; O's cell
+                                        ``takeovers_given`` +1 unless discarded
+IDLE → CLAIMED(O) → EMPTY       O       none (it reuses or closes the connection, and counts that)
+==============================  ======  =============================================================
 
-Reconcile, for each slot state, when a worker dies (``reconcile_worker``, after the cells):
+The row is thus exact at every moment (no connection counted twice in the numbers decisions read);
+only the sum of the cells lags until the owner finalizes, which it does on its next pool operation,
+its next channel message, or its sweep (the thief rings the array's ``bell``). The peak
+``max_cur_conns`` is not touched by a steal.
+
+Reconcile, for each slot state, when a worker dies (``reconcile_worker``): the snapshot that settles
+an unfinished bracket reads the slot tags too (``row - (sum(cells) - taken pending)`` is what the
+dead worker's half-done operation left); then its cells are subtracted from the rows as before, and:
 
 - **its own slots** (dead owner): all become EMPTY. IDLE ones died with it. A CLAIMED one: the
-  thief's ``take`` then fails, so it closes any duplicate it made and counts nothing. A TAKEN one:
-  the thief keeps the connection, counted in the thief's cell; the owner's count of it left with
-  the owner's cell.
+  thief's ``take_slot`` then fails (the tag changed), so it closes any duplicate it made and counts
+  nothing. A TAKEN one: the thief keeps the connection (counted in the thief's cell); the dead
+  owner's cell, just subtracted, still counted it although the row no longer did, so the row gets
+  that back (``clear_dead_owner`` returns it).
 - **slots it claimed** (dead thief): CLAIMED ones go back to IDLE (a thief writes nothing before
-  ``take``, so the connection is as its owner left it; EMPTY if the owner is dead too) and the
+  ``take_slot``, so the connection is as its owner left it; EMPTY if the owner is dead too) and the
   owner's bell rings. TAKEN ones are left: the owner finalizes them as usual (its copy is now the
   last, so its close ends the connection), and the thief's count of it left with the thief's cell.
-  A thief killed between ``take`` and ``stolen`` counted nothing: the owner's finalize is the only
-  change, and it is exact.
+- **both dead**: each is reconciled in turn; the owner's reconcile empties every slot, whatever the
+  claimer did.
 
 Layout (LAYOUT_VERSION 2)
 -------------------------
@@ -385,9 +398,6 @@ class ServerCell(_View):
             "used+": pair((R_USED, C_USED, 1)),
             "used-": pair((R_USED, C_USED, -1)),
             "used-closed": pair((R_USED, C_USED, -1), (R_CUR_CONNS, C_CONNS, -1)),
-            # a connection taken from another worker's slot: counted here too until its owner
-            # finalizes the slot (no peak of cur_conns: the double count is not a connection)
-            "stolen": pair((R_CUR_CONNS, C_CONNS, 1), (R_USED, C_USED, 1)),
             "served_cell": (c + C_SERVED, 1),
             "conns_cell": (c + C_CONNS, 1),
             "queued_cell": (c + C_QUEUED, 1),
@@ -525,12 +535,41 @@ class ServerCell(_View):
         ``max_used`` and ``est_need`` raised to the new ``used``. One compound call."""
         self._a.add_many(self._ops["used+"], 1, self._ops["peak_used"])
 
-    def stolen(self) -> None:
-        """A connection taken from another worker's slot (pidfd): ``cur_conns`` +1 and ``used`` +1
-        here, in one bracket; ``max_used``/``est_need`` follow ``used``. Its owner drops its own
-        count (``idle_closed``) when it finalizes the slot, so until then the row counts the
-        connection twice (a conservative error: limits see one connection more, never fewer)."""
-        self._a.add_many(self._ops["stolen"], 3, self._ops["peak_used"])
+    # -- the slot moves that carry counters (see "Stealing without the owner's help") ----------
+    def take_slot(self, slots: SlotArray, k: int, ctag: int, safe: bool, *, discard: bool = False) -> bool:
+        """The thief, slot ``k`` of ``slots`` claimed as ``ctag``: CLAIMED → TAKEN and, in the same
+        bracket of our seq, the row's half of the owner's count of the connection (``idle``,
+        ``safe``, ``cur_conns`` -1) and, unless ``discard``, our own count of it (row and cell
+        ``cur_conns`` +1, ``used`` +1; ``max_used``/``est_need`` follow). The row is exact at once;
+        the owner's cell keeps counting the connection until it finalizes (``finalize_slot``).
+        False (nothing changed) if the slot is not ``ctag`` any more (its owner died, the master
+        emptied it)."""
+        a, cell, r = self._a, self._base, self._row
+        a.fetch_add(cell, 1)
+        if not a.compare_exchange(slots.tag_off(k), ctag, sl.taken(ctag, discard=discard)):
+            a.fetch_add(cell, 1)
+            return False
+        ops = (r + R_IDLE, -1) + ((r + R_SAFE, -1) if safe else ())
+        if discard:
+            a.add_many((*ops, r + R_CUR_CONNS, -1, cell, 1))
+        else:
+            mine = (r + R_USED, 1, cell + C_USED, 1, cell + C_CONNS, 1, cell, 1)
+            used = a.add_many((*ops, *mine), len(ops) // 2)
+            a.fetch_max(r + R_MAX_USED, used)
+            a.fetch_max(r + R_EST_NEED, used)
+        slots.ring()
+        return True
+
+    def finalize_slot(self, slots: SlotArray, k: int, safe: bool) -> None:
+        """The owner, slot ``k`` TAKEN: the cell's half of its count of the connection (``idle``,
+        ``safe``, ``cur_conns`` -1; the thief did the row's) and the slot EMPTY, in one bracket."""
+        a, cell = self._a, self._base
+        tag = a.load(slots.tag_off(k))
+        sl.check_move(sl.state_of(tag), SlotState.EMPTY, sl.Actor.OWNER)
+        ops = (cell, 1, cell + C_IDLE, -1, cell + C_CONNS, -1) + ((cell + C_SAFE, -1) if safe else ())
+        a.add_many(ops)
+        a.store(slots.tag_off(k), sl.emptied(tag))
+        a.fetch_add(cell, 1)
 
     def unuse_closed(self) -> None:
         """A used connection closed: ``used`` -1 and ``cur_conns`` -1 in one bracket."""
@@ -640,10 +679,10 @@ class SlotArray:
 
     The state machine and the tag word are ``proxy.slots``. Who calls what:
 
-    - the owner: ``publish``, ``unpublish`` (its own claim, then EMPTY), ``finalize`` (TAKEN → EMPTY,
-      after it closed its copy), ``tags``/``bell`` (to learn what others did);
+    - the owner: ``publish``, ``unpublish`` (its own claim, then EMPTY), ``ServerCell.finalize_slot``
+      (TAKEN → EMPTY, after it closed its copy), ``tags``/``bell`` (to learn what others did);
     - a thief: ``offers`` (a lock-free snapshot, a hint only), ``claim`` (compare-exchange), then
-      ``record`` (the fields, stable while claimed), then ``take`` or ``release``;
+      ``record`` (the fields, stable while claimed), then ``ServerCell.take_slot`` or ``release``;
     - the master: ``clear_dead_owner`` and ``return_claims`` (``ShmTable.reconcile_worker``).
 
     The header's ``bell`` is incremented by whoever changes a slot under the owner's feet (a take,
@@ -713,13 +752,6 @@ class SlotArray:
         a.store(off, sl.emptied(mine))
         return True
 
-    def finalize(self, k: int) -> None:
-        """TAKEN → EMPTY: the owner has closed its copy and dropped its count."""
-        a, off = self._a, self.tag_off(k)
-        tag = a.load(off)
-        sl.check_move(sl.state_of(tag), SlotState.EMPTY, sl.Actor.OWNER)
-        a.store(off, sl.emptied(tag))
-
     def tags(self) -> list[int]:
         """The tags of slots ``0 .. high-1`` (a snapshot, each word read once)."""
         n = self._a.load(self.base + A_HIGH)
@@ -766,31 +798,31 @@ class SlotArray:
         slot was repaired meanwhile (its owner died)."""
         return self._a.compare_exchange(self.tag_off(k), ctag, sl.released(ctag))
 
-    def take(self, k: int, ctag: int, *, discard: bool = False) -> bool:
-        """CLAIMED ``ctag`` → TAKEN, and the owner's bell rung. False if the slot was repaired
-        meanwhile (its owner died): the caller then closes its duplicate and counts nothing."""
-        if not self._a.compare_exchange(self.tag_off(k), ctag, sl.taken(ctag, discard=discard)):
-            return False
-        self.ring()
-        return True
+    # ``take`` (CLAIMED → TAKEN) and ``finalize`` (TAKEN → EMPTY) move counters with the tag, in a
+    # seq bracket of the mover's cell: they are ``ServerCell.take_slot`` and ``finalize_slot``.
 
     # -- the master -----------------------------------------------------------------------------
-    def clear_dead_owner(self) -> int:
+    def clear_dead_owner(self) -> tuple[int, list[int]]:
         """Every slot of a dead owner → EMPTY (its copies died with it; a thief that holds a
-        duplicate keeps the connection, counted in its own cell). Returns the slots cleared."""
+        duplicate keeps the connection, counted in its own cell). Returns the slots cleared and,
+        per gauge (``GAUGES`` order), what its TAKEN ones were still counting in its cell."""
         a = self._a
-        cleared = 0
+        cleared = taken = safe = 0
         for k in range(self.nslots):
             off = self.tag_off(k)
             while True:
                 tag = a.load(off)
-                if sl.state_of(tag) is SlotState.EMPTY:
+                state = sl.state_of(tag)
+                if state is SlotState.EMPTY:
                     break
                 if a.compare_exchange(off, tag, sl.emptied(tag)):
                     cleared += 1
+                    if state is SlotState.TAKEN:
+                        taken += 1
+                        safe += sl.meta_safe(a.load(off + S_META))
                     break
         a.store(self.base + A_HIGH, 0)
-        return cleared
+        return cleared, [{"idle": taken, "safe": safe, "conns": taken}.get(g[0], 0) for g in GAUGES]
 
     def return_claims(self, dead: int, *, owner_alive: bool) -> int:
         """Slots CLAIMED by the dead worker ``dead``: back to IDLE for a live owner (the thief wrote
@@ -1118,16 +1150,35 @@ class ShmTable:
                 report.per_server[i] = got
             # Its slots (proxy.slots): as owner, all EMPTY (its copies died with it); as claimer,
             # its claims returned. Gauges are not involved: a slot moves no counter.
-            report.slots_cleared += self.slots(i, slot).clear_dead_owner()
+            # A TAKEN slot of the dead owner: its cell (just subtracted) still counted the connection,
+            # which the row had already dropped (the thief did): give the row that back.
+            cleared, pending = self.slots(i, slot).clear_dead_owner()
+            report.slots_cleared += cleared
+            for (_, roff, _), p in zip(GAUGES, pending, strict=True):
+                if p:
+                    a.fetch_add(row + roff, p)
             for owner in range(self.nworkers):
                 if owner != slot:
                     alive = a.load(self._wrec(owner) + W_STATE) != WorkerState.DEAD
                     report.claims_returned += self.slots(i, owner).return_claims(slot, owner_alive=alive)
         return report
 
+    def _taken_pending(self, i: int) -> list[int]:
+        """Per gauge, what the TAKEN slots of server ``i`` (all owners) still count in their
+        owners' cells and no more in the row: ``idle`` and ``cur_conns`` 1 each, ``safe`` 1 if safe."""
+        n = safe = 0
+        for owner in range(self.nworkers):
+            arr = self.slots(i, owner)
+            for k, tag in enumerate(arr.tags()):
+                if sl.state_of(tag) is SlotState.TAKEN:
+                    n += 1
+                    safe += sl.meta_safe(self.atomics.load(arr.tag_off(k) + S_META))
+        return [{"idle": n, "safe": safe, "conns": n}.get(g[0], 0) for g in GAUGES]
+
     def _settle(self, i: int, dead: int, deadline: float) -> list[int] | None:
-        """Per gauge, ``row - sum(all cells)`` of server ``i`` from a consistent snapshot: what the dead
-        worker's unfinished operation left in the row. None if no snapshot settled by ``deadline``."""
+        """Per gauge, ``row - (sum(all cells) - taken pending)`` of server ``i`` from a consistent
+        snapshot: what the dead worker's unfinished operation left in the row. None if no snapshot
+        settled by ``deadline``."""
         a = self.atomics
         base = self._cells_off + i * self.nworkers * CELL_SIZE
         others = [s for s in range(self.nworkers) if s != dead]
@@ -1141,8 +1192,9 @@ class ShmTable:
                     sum(a.load(base + s * CELL_SIZE + c) for s in range(self.nworkers) for c in coffs)
                     for _, _, coffs in GAUGES
                 ]
+                pending = self._taken_pending(i)
                 if v1 == [a.load(base + s * CELL_SIZE + C_SEQ) for s in others]:
-                    return [r - s for r, s in zip(rows, sums, strict=True)]
+                    return [r - (s - p) for r, s, p in zip(rows, sums, pending, strict=True)]
             if time.monotonic() > deadline:
                 return None
             os.sched_yield()

@@ -9,15 +9,16 @@ which counter)::
             └ claim      IDLE → CLAIMED(us), compare-exchange (lost race: next candidate)
             └ getfd      pidfd_getfd(victim's pidfd, recorded fd)   refused → release, next
             └ verify     our duplicate's local/peer ports = the recorded ones   else → release, next
-            └ peek       MSG_PEEK: EOF, bytes or error → take(discard), next (the owner closes it)
-            └ take       CLAIMED → TAKEN(us), the owner's bell rung (fails only if the owner died
-                         and the master repaired the slot: close our duplicate, next)
+            └ peek       MSG_PEEK: EOF, bytes or error → TAKEN(discard), next (the owner closes it)
 
-The caller then counts the connection (``ServerRuntime.move(conn, USED)``, ``NONE → USED``) and wraps
-the socket into a transport. No message is sent to the owner and nothing waits for it: it learns of
-the TAKEN slot on its next pool operation or sweep, and only then closes its copy (without
-``shutdown``) and drops its count. A steal therefore costs a few atomic operations and system calls
-(a pidfd per victim incarnation is opened once and kept).
+The caller then takes the slot and counts the connection in one step (``ServerRuntime.move(conn,
+USED, slot=...)``: CLAIMED → TAKEN(us), the row's half of the owner's count dropped, ours added,
+the owner's bell rung; refused only if the owner died and the master emptied the slot meanwhile:
+the duplicate is then closed), and wraps the socket into a transport. No message is sent to the
+owner and nothing waits for it: it learns of the TAKEN slot on its next pool operation or sweep,
+and only then closes its copy (without ``shutdown``) and drops its cell's count. A steal therefore
+costs a few atomic operations and system calls (a pidfd per victim incarnation is opened once
+and kept).
 
 ``Thief.refused`` is set when the kernel refuses ``pidfd_getfd`` at run time (EPERM, ENOSYS: a
 policy changed since the start-up probe); the worker then steals over the channel instead.
@@ -32,15 +33,7 @@ from dataclasses import dataclass
 
 from proxy import pidfd
 from proxy.pool_policy import ListKind, steal_candidates
-from proxy.shm import (
-    R_TAKEOVERS_ASKED,
-    R_TAKEOVERS_FAILED,
-    R_TAKEOVERS_GIVEN,
-    ShmTable,
-    SlotArray,
-    SlotRecord,
-    WorkerState,
-)
+from proxy.shm import R_TAKEOVERS_ASKED, R_TAKEOVERS_FAILED, ShmTable, SlotArray, SlotRecord, WorkerState
 
 _LIVE = (WorkerState.STARTING, WorkerState.RUNNING, WorkerState.STOPPING)
 
@@ -75,8 +68,8 @@ class Thief:
     def steal(
         self, server: int, victims: list[int], key_hash: int, order: tuple[ListKind, ...]
     ) -> Claim | None:
-        """A connection of ``key_hash`` taken from the first victim that has one: a TAKEN claim
-        whose ``sock`` is our verified duplicate. None when none could be taken."""
+        """A connection of ``key_hash`` from the first victim that has one: a claim whose ``sock`` is
+        our verified, live duplicate, for the caller to take. None when there is none."""
         for victim in victims:
             slots = self.table.slots(server, victim)
             offers = slots.offers()
@@ -86,7 +79,7 @@ class Thief:
                 claim = self.claim(slots, offers[pos][0], offers[pos][1])
                 if claim is None:
                     continue  # somebody was quicker
-                if self.fetch(claim) and self.take(claim):
+                if self.fetch(claim):
                     return claim
                 if self.refused is not None:
                     return None
@@ -135,21 +128,11 @@ class Thief:
             return False
         if same is None or pidfd.peek(fd) is not pidfd.Peek.READY:
             sock.close()  # our copy only: the owner closes its own when it finalizes
-            claim.slots.take(claim.index, claim.tag, discard=True)
+            cell = self.table.cell(claim.slots.index, self.me)
+            cell.take_slot(claim.slots, claim.index, claim.tag, rec.safe, discard=True)
             self.discarded += 1
             return False
         claim.sock = sock
-        return True
-
-    def take(self, claim: Claim) -> bool:
-        """CLAIMED → TAKEN: the connection is ours (the caller counts it next). False if the owner
-        died and the master emptied the slot meanwhile: our duplicate is closed, nothing counted."""
-        if not claim.slots.take(claim.index, claim.tag):
-            if claim.sock is not None:
-                claim.sock.close()
-                claim.sock = None
-            return False
-        self.table.row(claim.slots.index).add(R_TAKEOVERS_GIVEN)
         return True
 
     def _pidfd(self, victim: int, incarnation: int) -> int | None:
