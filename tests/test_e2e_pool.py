@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from harness import KeepAliveClient, MakeProxy, Origin, Proxy, free_port, proxy_config, wait_for
 
-from proxy.shm import ShmTable, backend_name, read_header
+from proxy.shm import ShmTable, WorkerState, backend_name, read_header
 from tools.shmdump import find_newest
 
 # Runs on both HTTP/1 engines (conftest's h1_engine): the engine tokenizes the response heads whose
@@ -134,6 +134,13 @@ def start(make_proxy: MakeProxy, origin: Origin, shm_tables: list[Shm]) -> Start
         proxy = make_proxy(config(port, origin.port, **kw), ports=[port], workers=NBTHREAD)
         shm = Shm(proxy)
         shm_tables.append(shm)
+        # Every worker accepting (READY: RUNNING in the table) before any load: a worker still
+        # importing when a short load runs would leave it all to the others.
+        wait_for(
+            lambda: all(shm.table.worker(w).state is WorkerState.RUNNING for w in range(NBTHREAD)),
+            timeout=20,
+            message="every worker RUNNING",
+        )
         return Setup(port, proxy, shm)
 
     return go
