@@ -284,7 +284,8 @@ class Backend:
         srv = acq.server
         thief = self.link.thief
         assert thief is not None
-        claim = thief.steal(srv.index, victims, key_hash(acq.key), lists)
+        family = socket.AF_INET6 if ":" in srv.cfg.host else socket.AF_INET
+        claim = thief.steal(srv.index, victims, key_hash(acq.key), lists, family)
         if thief.refused is not None:
             self.link.steal_refused(thief.refused)
         if claim is None:

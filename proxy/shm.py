@@ -767,15 +767,11 @@ class SlotArray:
         if n <= 0:
             return []
         words = _records(n).unpack_from(self._mm, self._slots)
-        out: list[Offer] = []
-        idle = SlotState.IDLE
-        meta, key, since = S_META // 8, S_KEY // 8, S_IDLE_SINCE // 8
-        for k in range(n):
-            w = k * 8
-            tag = words[w]
-            if tag & sl.STATE_MASK == idle:
-                out.append((k, tag, words[w + meta], words[w + key], words[w + since]))
-        return out
+        idle, mask = SlotState.IDLE, sl.STATE_MASK
+        # columns by slicing (done in C), then one pass over the IDLE ones
+        tags, metas = words[0::8], words[S_META // 8 :: 8]
+        cols = zip(tags, metas, words[S_KEY // 8 :: 8], words[S_IDLE_SINCE // 8 :: 8], strict=True)
+        return [(k, t, m, h, i) for k, (t, m, h, i) in enumerate(cols) if t & mask == idle]
 
     def claim(self, k: int, tag: int, by: int) -> int | None:
         """IDLE ``tag`` → CLAIMED(by): the claimed tag, or None if the slot changed meanwhile."""

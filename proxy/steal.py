@@ -66,7 +66,12 @@ class Thief:
 
     # -- the whole steal --------------------------------------------------------------------
     def steal(
-        self, server: int, victims: list[int], key_hash: int, order: tuple[ListKind, ...]
+        self,
+        server: int,
+        victims: list[int],
+        key_hash: int,
+        order: tuple[ListKind, ...],
+        family: int = socket.AF_INET,
     ) -> Claim | None:
         """A connection of ``key_hash`` from the first victim that has one: a claim whose ``sock`` is
         our verified, live duplicate, for the caller to take. None when there is none."""
@@ -79,7 +84,7 @@ class Thief:
                 claim = self.claim(slots, offers[pos][0], offers[pos][1])
                 if claim is None:
                     continue  # somebody was quicker
-                if self.fetch(claim):
+                if self.fetch(claim, family):
                     return claim
                 if self.refused is not None:
                     return None
@@ -94,7 +99,7 @@ class Thief:
         self.table.row(slots.index).add(R_TAKEOVERS_ASKED)
         return Claim(slots, k, ctag, slots.record(k))
 
-    def fetch(self, claim: Claim) -> bool:
+    def fetch(self, claim: Claim, family: int = socket.AF_INET) -> bool:
         """Duplicate the owner's descriptor and check it. On failure the claim is settled here:
         released (refused, not the recorded connection) or taken as a discard (dead)."""
         rec, row = claim.record, self.table.row(claim.slots.index)
@@ -111,7 +116,7 @@ class Thief:
             row.add(R_TAKEOVERS_FAILED)
             return False
         try:
-            sock = socket.socket(fileno=fd)
+            sock = socket.socket(family, socket.SOCK_STREAM, 0, fileno=fd)  # no probing syscalls
         except OSError:  # not a socket: the number was reused (the owner died meanwhile)
             os.close(fd)
             claim.slots.release(claim.index, claim.tag)
