@@ -99,11 +99,36 @@ def probe(pid: int, fd: int) -> str | None:
     try:
         dup = getfd(pidfd, fd)
     except OSError as exc:
+        if exc.errno == errno.EBADF:  # the kernel checked the permission first: allowed
+            return None
         return f"pidfd_getfd refused: {errno.errorcode.get(exc.errno or 0, exc.errno)} ({exc.strerror})"
     finally:
         os.close(pidfd)
     os.close(dup)
     return None
+
+
+def probe_from_child() -> str | None:
+    """``probe`` as a worker runs it (a child of this process taking one of its descriptors), for
+    ``poolproxy -vv``: None if allowed, else why not."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            why = probe(os.getppid(), r)  # the parent's read end: open until it has read
+            os.write(w, (why or "").encode()[:512])
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        out = os.read(r, 512).decode()
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    return out or None
 
 
 def ptrace_scope() -> int | None:

@@ -427,6 +427,30 @@ def test_close_mode_always_steals_instead_of_connecting(start: Start, origin: Or
     assert stats["connections"] <= 200 // 4, describe("always", srv, stats)  # far below one per request
 
 
+def test_channel_fallback_still_steals(make_proxy: MakeProxy, origin: Origin, shm_tables: list[Shm]) -> None:
+    # Where pidfd_getfd is refused (old kernel, seccomp, Yama), workers steal over the SCM_RIGHTS
+    # channel as before: forced here with POOLPROXY_STEAL=channel, the start-up lines say so, and the
+    # one-shot load is still carried by stolen connections.
+    port = free_port()
+    env = {"POOLPROXY_STEAL": "channel"}
+    proxy = make_proxy(config(port, origin.port), ports=[port], workers=NBTHREAD, env=env)
+    shm = Shm(proxy)
+    shm_tables.append(shm)
+    wait_for(
+        lambda: all(shm.table.worker(w).state is WorkerState.RUNNING for w in range(NBTHREAD)),
+        timeout=20,
+        message="every worker RUNNING",
+    )
+    setup = Setup(port, proxy, shm)
+    origin.reset()
+    warm_one_worker(setup)
+    assert one_shot_load(port, path="/delay/5") == {200: 200}
+    srv = settled(shm)
+    print("\n" + describe("always, channel", srv, origin.stats()))
+    assert srv["takeovers_given"] > 0
+    assert proxy.logs().count("stealing idle connections with channel (POOLPROXY_STEAL=channel)") == NBTHREAD
+
+
 def test_pool_low_conn_trades_steals_for_connects(start: Start, origin: Origin) -> None:
     # The same load twice: stealing allowed (pool-low-conn 0), then in practice forbidden
     # (pool-low-conn 100: never that many idle connections): the other workers connect instead.
