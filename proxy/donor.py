@@ -192,8 +192,9 @@ class Donor:
             return
         srv.settle()
         for conn in srv.pool.oldest(worker_share(to_close, len(srv.pool), idle_total)):
-            if srv.drop_idle(conn):  # a lent one is not ours to close
-                srv.row.add(R_PURGED)
+            if srv.unpark(conn):  # a lent one is not ours to close
+                srv.row.add(R_PURGED)  # before the close: a reader of idle, then purged, agrees
+                srv.drop_idle(conn)
 
     def close_idle(self) -> None:
         """Soft stop: close every idle connection of this worker."""

@@ -35,9 +35,9 @@ CLAIMED → TAKEN, the row's half of the owner's count dropped and ours added, o
 when the owner died meanwhile), and ``IDLE/SAFE → TAKEN`` is the owner finalizing that slot (the
 cell's half of its count dropped, the slot EMPTY).
 
-Lending (the owner's side of ``proxy.slots``). A pooled connection has reading paused (so nothing
-meant for a thief can be read here) and, when this worker lends (``lend_from``), is published in
-one of this worker's slots for the server. Before the owner reuses or closes a published connection
+Lending (the owner's side of ``proxy.slots``). When this worker lends (``lend_from``: several
+workers, ``tune.idle-pool.shared on``), a pooled connection has reading paused (so nothing meant for
+a thief can be read here) and is published in one of this worker's slots for the server. Before the owner reuses or closes a published connection
 it takes the slot back (``unpark``: its own claim); if another worker claimed it first, the
 connection leaves the pool for ``lent`` and is not touched again until its slot says what became of
 it: TAKEN (``settle`` finalizes: our copy closed without ``shutdown()``, our count dropped) or IDLE
@@ -358,12 +358,15 @@ class ServerRuntime:
         self.bell_seen = slots.bell
 
     def park(self, conn: Conn, kind: ListKind) -> None:
-        """A connection counted IDLE/SAFE enters this worker's pool: reading paused, then
-        published (when we lend and a slot is free; else it stays ours alone)."""
-        conn.pause_reading()
+        """A connection counted IDLE/SAFE enters this worker's pool. When we lend: reading paused,
+        then published (if a slot is free; else it stays ours alone). When we do not (one worker,
+        ``tune.idle-pool.shared off``), it keeps reading, so that a server's close is seen at once."""
         self.pool.add(conn, kind)
         slots = self.slots
-        if slots is None or not self.free or conn.fd < 0:
+        if slots is None:
+            return
+        conn.pause_reading()
+        if not self.free or conn.fd < 0:
             return
         k = heapq.heappop(self.free)
         conn.slot_tag = slots.publish(
@@ -495,7 +498,7 @@ class ServerRuntime:
                 return None
             if not self.unpark(conn):
                 continue  # another worker claimed it first: lent
-            if conn.alive and conn.peek_ready():
+            if conn.alive and (self.slots is None or conn.peek_ready()):  # parked unread: peek
                 self.move(conn, Acct.USED)
                 return conn
             conn.close()  # closed by the server while parked: the hook uncounts it
