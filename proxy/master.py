@@ -40,7 +40,7 @@ from proxy.config.model import Config
 from proxy.listener import Listener, bind_all
 from proxy.log import alert, notice
 from proxy.pool_policy import purge_plan
-from proxy.shm import R_EST_NEED, R_MAX_USED, ShmTable, WorkerState, cleanup_stale
+from proxy.shm import NSLOTS, R_EST_NEED, R_MAX_USED, ShmTable, WorkerState, cleanup_stale
 from proxy.takeover import PURGE, Message, notify
 
 HARD_STOP_GRACE = 5.0
@@ -261,7 +261,10 @@ class Master:
         for stale in cleanup_stale():
             notice(f"removed stale shared memory {stale}")
         try:
-            self.table = ShmTable.create(self.config, len(self.workers))
+            # Slots for lending idle connections only where workers may steal (proxy.slots)
+            lending = self.config.global_.idle_pool_shared and len(self.workers) > 1
+            nslots = NSLOTS if lending else 0
+            self.table = ShmTable.create(self.config, len(self.workers), nslots=nslots)
         except Exception as exc:
             alert(f"cannot create the shared-memory table: {exc}")
             return 1

@@ -37,13 +37,14 @@ cell's half of its count dropped, the slot EMPTY).
 
 Lending (the owner's side of ``proxy.slots``). When this worker lends (``lend_from``: several
 workers, ``tune.idle-pool.shared on``), a pooled connection has reading paused (so nothing meant for
-a thief can be read here) and is published in one of this worker's slots for the server. Before the owner reuses or closes a published connection
-it takes the slot back (``unpark``: its own claim); if another worker claimed it first, the
-connection leaves the pool for ``lent`` and is not touched again until its slot says what became of
-it: TAKEN (``settle`` finalizes: our copy closed without ``shutdown()``, our count dropped) or IDLE
-again (the claimer gave it back: into the pool again). ``settle`` runs when the slot array's bell
-rang, on every pool operation, and from the worker's sweep, which also peeks at every parked
-connection (``Conn.peek_ready``) and closes those the server closed.
+a thief can be read here) and is published in one of this worker's slots for the server. Before
+the owner reuses or closes a published connection it takes the slot back (``unpark``: its own
+claim); if another worker claimed it first, the connection leaves the pool for ``lent`` and is not
+touched again until its slot says what became of it: TAKEN (``settle`` finalizes: our copy closed
+without ``shutdown()``, our count dropped) or IDLE again (the claimer gave it back: into the pool
+again). ``settle`` runs when the slot array's bell rang, on every pool operation, and from the
+worker's sweep, which also peeks at every parked connection (``Conn.peek_ready``) and closes those
+the server closed.
 """
 
 from __future__ import annotations

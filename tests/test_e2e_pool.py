@@ -411,12 +411,13 @@ def test_close_mode_always_steals_instead_of_connecting(start: Start, origin: Or
     # 8 concurrent clients x 25 one-shot requests (Connection: close), spread over 4 workers by the
     # kernel; one worker holds all 8 idle connections at the start. With http-reuse always a first
     # request may take any idle connection, and a worker with none takes one from another worker
-    # (fd passing, scanning the victims until one gives): about one server connection per concurrent
-    # client carries the 200 requests. The slack of 2: a thief that every victim answers "none"
-    # while a connection is being released elsewhere connects, as HAProxy's threads do (its lab:
-    # 51-54 connects for 50 users). Beyond that, each connect must be explained by a takeover that
-    # missed its deadline (a victim not scheduled within 5 ms on a loaded 2-core machine): such a
-    # thief connects instead of waiting, by design.
+    # (claims a published slot and duplicates the descriptor with pidfd_getfd, scanning the victims
+    # until one has one): about one server connection per concurrent client carries the 200
+    # requests. The slack of 2: a thief that finds nothing while a connection is being released
+    # elsewhere connects, as HAProxy's threads do (its lab: 51-54 connects for 50 users). Beyond
+    # that, each connect must be explained by a failed takeover (with the SCM_RIGHTS channel, where
+    # pidfd_getfd is refused: a victim not scheduled within 5 ms; such a thief connects instead of
+    # waiting, by design).
     clients = 8
     srv, stats = run_one_shot(start, origin, "")
     print("\n" + describe("always, pool-low-conn 0", srv, stats))
