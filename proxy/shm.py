@@ -148,7 +148,7 @@ import os
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final, Self, overload
+from typing import Any, Final, NamedTuple, Self, overload
 
 import posix_ipc
 
@@ -643,9 +643,9 @@ class ServerCell(_View):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class SlotRecord:
-    """What a published slot says of its connection (read by a thief after its claim)."""
+class SlotRecord(NamedTuple):
+    """What a published slot says of its connection (read by a thief after its claim). A named
+    tuple: built on every steal, it costs less than a frozen dataclass."""
 
     owner_slot: int
     owner_incarnation: int
