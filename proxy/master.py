@@ -40,7 +40,8 @@ from proxy.config.model import Config
 from proxy.listener import Listener, bind_all
 from proxy.log import alert, notice
 from proxy.pool_policy import purge_plan
-from proxy.shm import NSLOTS, R_EST_NEED, R_MAX_USED, ShmTable, WorkerState, cleanup_stale
+from proxy.shm import R_EST_NEED, R_MAX_USED, ShmTable, WorkerState, cleanup_stale
+from proxy.slot_array import NSLOTS
 from proxy.takeover import PURGE, Message, notify
 
 HARD_STOP_GRACE = 5.0

@@ -58,7 +58,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model import Server
 from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
-from proxy.shm import ServerCell, ServerRow, SlotArray
+from proxy.shm import ServerCell, ServerRow
+from proxy.slot_array import SlotArray
 from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
 
 if TYPE_CHECKING:

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 from proxy import pidfd
 from proxy.pool_policy import ListKind, steal_candidates
-from proxy.shm import R_TAKEOVERS_ASKED, R_TAKEOVERS_FAILED, ShmTable, SlotArray, SlotRecord, WorkerState
+from proxy.shm import R_TAKEOVERS_ASKED, R_TAKEOVERS_FAILED, ShmTable, WorkerState
+from proxy.slot_array import SlotArray, SlotRecord
 
 _LIVE = (WorkerState.STARTING, WorkerState.RUNNING, WorkerState.STOPPING)
 

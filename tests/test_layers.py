@@ -40,6 +40,7 @@ CORE = [
     "proxy.log",
     "proxy.atomics",
     "proxy.slots",
+    "proxy.slot_array",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [

@@ -27,6 +27,7 @@ import posix_ipc
 import pytest
 
 from proxy import atomics, shm
+from proxy import slot_array as sa
 from proxy.atomics import lock_name_for
 from proxy.config.model import Cap, Config, Proxy, Server
 from proxy.shm import (
@@ -109,7 +110,7 @@ def test_header_and_sizes(table: ShmTable) -> None:
     assert h["rows_off"] % 64 == 0 and h["cells_off"] % 64 == 0 and h["workers_off"] % 64 == 0
     assert h["cells_off"] == h["rows_off"] + 3 * ROW_SIZE
     assert h["slots_off"] == h["cells_off"] + 3 * NPROC * CELL_SIZE
-    assert h["slot_array_size"] == shm.SLOT_HEADER + h["nslots"] * shm.SLOT_SIZE
+    assert h["slot_array_size"] == sa.SLOT_HEADER + h["nslots"] * sa.SLOT_SIZE
     assert h["names_off"] == h["slots_off"] + 3 * NPROC * h["slot_array_size"]
     assert os.stat("/dev/shm" + table.name).st_size == h["total_size"]
     assert h["master_pid"] == os.getpid() and h["backend"] == shm.BACKEND_IDS[table.backend]
@@ -149,9 +150,9 @@ def test_diagram_matches_code() -> None:
     workers = {"pid": shm.W_PID, "incarnation": shm.W_INCARNATION, "state": shm.W_STATE}
     workers |= {"heartbeat": shm.W_HEARTBEAT, "started": shm.W_STARTED}
     assert {k: 8 * v for k, v in _diagram("worker").items()} == workers
-    assert {k: 8 * v for k, v in _diagram("slot array").items()} == {"bell": shm.A_BELL, "high": shm.A_HIGH}
-    slot = {"tag": shm.S_TAG, "owner": shm.S_OWNER, "fd": shm.S_FD, "conn_id": shm.S_CONN_ID}
-    slot |= {"ports": shm.S_PORTS, "meta": shm.S_META, "key": shm.S_KEY, "idle_since": shm.S_IDLE_SINCE}
+    assert {k: 8 * v for k, v in _diagram("slot array").items()} == {"bell": sa.A_BELL, "high": sa.A_HIGH}
+    slot = {"tag": sa.S_TAG, "owner": sa.S_OWNER, "fd": sa.S_FD, "conn_id": sa.S_CONN_ID}
+    slot |= {"ports": sa.S_PORTS, "meta": sa.S_META, "key": sa.S_KEY, "idle_since": sa.S_IDLE_SINCE}
     assert {k: 8 * v for k, v in _diagram("slot").items()} == slot
     assert max(shm.ROW_FIELDS.values()) < ROW_SIZE and max(shm.CELL_FIELDS.values()) < CELL_SIZE
     assert all(v % 8 == 0 for v in (*shm.ROW_FIELDS.values(), *shm.CELL_FIELDS.values()))

@@ -12,7 +12,8 @@ import pytest
 from proxy import slots as sl
 from proxy.config.model import Cap, Config, Proxy, Server
 from proxy.pool_policy import ListKind, steal_candidates
-from proxy.shm import ShmTable, SlotArray, WorkerState
+from proxy.shm import ShmTable, WorkerState
+from proxy.slot_array import SlotArray
 from proxy.slots import Actor, IllegalSlotMove, SlotState
 
 _gen = itertools.count(5000)
