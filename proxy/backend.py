@@ -373,8 +373,7 @@ class Backend:
         killed: set[int] = set()  # one KILL per victim and request: never a flood of closes
         link = self.link
         while not srv.move(conn, Acct.COUNTED, limit):
-            if srv.settle_if_rung():
-                continue  # a connection of ours was taken: its double count is gone
+            srv.settle_if_rung()  # what others took from us leaves our pool first
             if srv.pool:
                 srv.drop_idle(srv.pool.oldest(1)[0])
                 continue  # the room is ours to take at once (or the pool shrank: lent)

@@ -177,10 +177,11 @@ class Donor:
             self._slot_granted(srv)
 
     def kill_idle(self, server: int) -> None:
-        """Make room for one connection: a slot taken meanwhile already did; else close our oldest."""
+        """Make room for one connection: close our oldest idle one (not one another worker took)."""
         srv = self.servers.get(server)
-        if srv is None or srv.settle():
+        if srv is None:
             return
+        srv.settle()
         while srv.pool:
             if srv.drop_idle(srv.pool.oldest(1)[0]):
                 return
