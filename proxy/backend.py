@@ -3,8 +3,9 @@
 ``Backend.acquire`` carries out, step by step, the plan that the pure policy returns
 (``proxy.pool_policy.acquire_plan``): take a ``maxconn`` slot (or wait in the queue shared by all
 workers, ``proxy.queue``), then the client session's own connection, then this worker's idle lists in
-the reuse mode's order, then other workers' idle connections (victims in ``steal_order``, asked over
-``proxy.takeover``), then a new connection (``retries`` + 1 attempts). ``acquire_now`` is the same
+the reuse mode's order, then other workers' idle connections (victims in ``steal_order``: taken from
+their published slots with ``pidfd_getfd``, ``proxy.steal``, or where the kernel refuses that, asked
+over ``proxy.takeover``), then a new connection (``retries`` + 1 attempts). ``acquire_now`` is the same
 plan's synchronous prefix — the hot path of a keep-alive request creates no task.
 
 When the exchange ends, ``finish`` gives everything back: the connection is kept (``should_keep``,
@@ -31,6 +32,7 @@ from proxy.pool import (
     ConnKey,
     ListKind,
     acquire_plan,
+    key_hash,
     kind_after_release,
     reuse_order,
     server_conn_key,
@@ -38,9 +40,17 @@ from proxy.pool import (
     steal_order,
 )
 from proxy.queue import Outcome
-from proxy.server import Acct, ServerRuntime
+from proxy.server import Acct, ServerRuntime, SlotMove
 from proxy.server_conn import ServerConn, adopt_socket
-from proxy.shm import R_CONNECT_ERRORS, R_CONNECTS, R_REUSES, R_TAKEOVERS_ASKED, R_TAKEOVERS_FAILED
+from proxy.shm import (
+    R_CONNECT_ERRORS,
+    R_CONNECTS,
+    R_REUSES,
+    R_TAKEOVERS_ASKED,
+    R_TAKEOVERS_FAILED,
+    R_TAKEOVERS_GIVEN,
+)
+from proxy.slots import make_ports
 from proxy.takeover import KILL, Message
 
 if TYPE_CHECKING:
@@ -217,11 +227,12 @@ class Backend:
 
     # -- stealing (the thief's side; the victim's is proxy.donor.Donor) --------------------
     async def _steal(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
-        """Ask other workers, in turn and within one deadline, for an idle connection of our key."""
+        """Another worker's idle connection of our key: taken from its slots (``proxy.steal``), or
+        where ``pidfd_getfd`` is refused, asked for over the channel within one deadline."""
         srv = acq.server
         link = self.link
         channel = link.channel
-        if channel is None:
+        if channel is None and link.thief is None:
             return None
         safe_only = lists == (ListKind.SAFE,)
         usable = [
@@ -232,6 +243,9 @@ class Backend:
         if not victims:
             return None
         self.next_victim = (victims[0] + 1) % link.nworkers
+        if link.thief is not None:
+            return await self._take(acq, victims, lists)
+        assert channel is not None
         # Victims in turn (SEMANTICS §3: one with nothing to give or too slow is skipped), all within
         # one deadline: stealing must not cost more than a connect would.
         deadline = self.loop.time() + TAKEOVER_DEADLINE
@@ -257,6 +271,49 @@ class Backend:
             return None
         srv.cell.takeover_taken()
         srv.move(conn, Acct.USED)
+        srv.row.add(R_REUSES)
+        acq.reused = True
+        acq.t_connected = time.monotonic()
+        return conn
+
+    async def _take(
+        self, acq: Acquisition, victims: list[int], lists: tuple[ListKind, ...]
+    ) -> ServerConn | None:
+        """Claim, duplicate, verify, take (``Thief.steal``), then count and wrap: no message to
+        the victim, no deadline."""
+        srv = acq.server
+        thief = self.link.thief
+        assert thief is not None
+        family = socket.AF_INET6 if ":" in srv.cfg.host else socket.AF_INET
+        claim = thief.steal(srv.index, victims, key_hash(acq.key), lists, family)
+        if thief.refused is not None:
+            self.link.steal_refused(thief.refused)
+        if claim is None:
+            return None
+        sock = claim.sock
+        assert sock is not None
+        conn = ServerConn(srv, acq.key, self.engine_name, self.limits)
+        # NONE → USED through the slot: CLAIMED → TAKEN and the counts move in one bracket
+        through = SlotMove(claim.slots, claim.index, claim.tag, claim.record.safe)
+        if not srv.move(conn, Acct.USED, slot=through):
+            sock.close()  # the owner died and its slots were emptied: nothing was counted
+            return None
+        srv.row.add(R_TAKEOVERS_GIVEN)
+        srv.cell.takeover_taken()
+        conn.requests = claim.record.reqs
+        conn.ports = make_ports(claim.record.local_port, claim.record.peer_port)
+        conn.on_lost = srv.lost
+        try:
+            await adopt_socket(self.loop, conn, sock)
+        except OSError:
+            conn.close()  # uncounted by its hook
+            return None
+        except BaseException:  # cancelled (the client left): nothing leaks
+            conn.close()
+            raise
+        if not conn.alive:
+            conn.close()
+            return None
         srv.row.add(R_REUSES)
         acq.reused = True
         acq.t_connected = time.monotonic()
@@ -316,9 +373,10 @@ class Backend:
         killed: set[int] = set()  # one KILL per victim and request: never a flood of closes
         link = self.link
         while not srv.move(conn, Acct.COUNTED, limit):
+            srv.settle_if_rung()  # what others took from us leaves our pool first
             if srv.pool:
                 srv.drop_idle(srv.pool.oldest(1)[0])
-                continue  # the room is ours to take at once
+                continue  # the room is ours to take at once (or the pool shrank: lent)
             if srv.row.idle > 0 and link.channel is not None:
                 for slot in range(link.nworkers):
                     if slot != link.slot and slot not in killed and srv.peers[slot].idle > 0:
@@ -373,7 +431,7 @@ class Backend:
         if not keep or not srv.move(conn, srv.pooled_state(kind), srv.cfg.pool_max_conn):
             conn.close()
             return
-        pool.add(conn, kind)
+        srv.park(conn, kind)
 
     def make_private(self, conn: ServerConn) -> None:
         """The connection now belongs to its client session (NTLM/Negotiate): uncount it."""

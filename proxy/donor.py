@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from proxy.h1 import Limits
+from proxy.log import notice
 from proxy.pool import ConnKey, ListKind, worker_share
 from proxy.server import Acct, ServerRuntime
 from proxy.server_conn import ServerConn, adopt_socket
@@ -32,6 +33,7 @@ from proxy.takeover import Channel, Handed
 
 if TYPE_CHECKING:
     from proxy.queue import Queues
+    from proxy.steal import Thief
 
 
 # The order of lists a thief asks for travels as one byte: the index of ``reuse_order``'s answer here.
@@ -56,12 +58,24 @@ class WorkerLink:
         self.nworkers = nworkers
         self.loop = loop
         self.channel: Channel | None = None
+        # How this worker steals: with pidfd_getfd from published slots (``thief`` set), or over
+        # the channel (``thief`` None): decided once at start (``steal_via`` says which, and why).
+        self.thief: Thief | None = None
+        self.steal_via = "channel"
         self.queues: Queues
         self.keys: dict[int, ConnKey] = {}  # key_id -> key, for the keys of this worker's connections
         self.shared = True  # tune.idle-pool.shared: may this worker steal from the others
         self.late: Callable[[Handed], None] | None = None  # where a connection for another server goes
         self.stopping = False  # soft stop: nothing is pooled any more
         self.tasks: set[asyncio.Task[None]] = set()  # background adoptions, referenced until done
+
+    def steal_refused(self, reason: str) -> None:
+        """``pidfd_getfd`` was refused at run time: steal over the channel from now on."""
+        if self.thief is not None:
+            self.thief.close()
+            self.thief = None
+            self.steal_via = f"channel ({reason})"
+            notice(f"worker {self.slot}: stealing idle connections over the channel from now on: {reason}")
 
     def register(self, key: ConnKey) -> ConnKey:
         """Remember ``key`` under its ``key_id``, so that a thief's ASK can name it."""
@@ -123,13 +137,16 @@ class Donor:
         ckey = self.link.keys.get(key)
         if srv is None or ckey is None or not 0 <= order < len(ORDERS):
             return None
+        srv.settle_if_rung()
         while True:
             got = srv.pool.take_with_kind(ckey, ORDERS[order])
             if got is None:
                 return None
             conn = cast(ServerConn, got[0])  # a worker's pools hold its ServerConns only
             kind = got[1]
-            if conn.alive:
+            if not srv.unpark(conn):
+                continue  # claimed from its slot by another worker meanwhile: lent
+            if conn.alive and conn.peek_ready():
                 break
             conn.close()  # its hook uncounts it (it already left the pool)
         srv.move(conn, Acct.COUNTED)  # no longer idle here; cur_conns moves in handed_over
@@ -160,22 +177,31 @@ class Donor:
             self._slot_granted(srv)
 
     def kill_idle(self, server: int) -> None:
+        """Make room for one connection: close our oldest idle one (not one another worker took)."""
         srv = self.servers.get(server)
-        if srv is not None and srv.pool:
-            srv.drop_idle(srv.pool.oldest(1)[0])
+        if srv is None:
+            return
+        srv.settle()
+        while srv.pool:
+            if srv.drop_idle(srv.pool.oldest(1)[0]):
+                return
 
     def purge(self, server: int, to_close: int, idle_total: int) -> None:
         """This worker's share of a purge the master decided (oldest connections first)."""
         srv = self.servers.get(server)
         if srv is None:
             return
+        srv.settle()
         for conn in srv.pool.oldest(worker_share(to_close, len(srv.pool), idle_total)):
-            srv.row.add(R_PURGED)
-            srv.drop_idle(conn)
+            if srv.unpark(conn):  # a lent one is not ours to close
+                srv.row.add(R_PURGED)  # before the close: a reader of idle, then purged, agrees
+                srv.drop_idle(conn)
 
     def close_idle(self) -> None:
         """Soft stop: close every idle connection of this worker."""
         for srv in self.servers.values():
+            srv.closing = True  # a lent connection given back later is closed then
+            srv.settle()
             for conn in srv.pool.oldest(len(srv.pool)):
                 srv.drop_idle(conn)
 
@@ -199,7 +225,7 @@ class Donor:
             kind = ListKind.SAFE if handed.kind else ListKind.IDLE
             srv.move(conn, srv.pooled_state(kind))
             conn.idle_since = link.loop.time()
-            srv.pool.add(conn, kind)
+            srv.park(conn, kind)
 
         task = link.loop.create_task(pool_it())
         link.tasks.add(task)

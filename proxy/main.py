@@ -27,11 +27,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", dest="pidfile", metavar="PIDFILE", help="write the master's pid here")
     p.add_argument("-q", dest="quiet", action="store_true", help="quiet mode (with -c: print nothing)")
     p.add_argument("-v", "--version", action="version", version=f"poolproxy version {__version__}")
+    p.add_argument("-vv", dest="build_info", action="store_true", help="version and build/run-time options")
     return p
+
+
+def build_info() -> str:
+    """``-vv``: what this build and this machine offer (HAProxy's ``-vv`` in spirit)."""
+    from proxy import atomics, pidfd
+    from proxy.h1 import bodies
+
+    why = pidfd.probe_from_child()
+    scope = pidfd.ptrace_scope()
+    steal = (
+        "pidfd_getfd (workers take idle connections directly)"
+        if why is None
+        else (f"SCM_RIGHTS channel ({why})")
+    )
+    lines = [
+        f"poolproxy version {__version__}",
+        f"Python {sys.version.split()[0]}; atomics backend: {atomics.BACKEND}"
+        f" (available: {', '.join(atomics.AVAILABLE)}); chunked scanner: {bodies.CHUNK_BACKEND}",
+        f"Idle connection stealing: {steal}; Yama ptrace_scope: {'none' if scope is None else scope};"
+        f" {pidfd.ENV_VAR}={os.environ.get(pidfd.ENV_VAR, 'auto')}",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.build_info:
+        print(build_info())
+        return 0
     if not args.files:
         print("[ALERT] no configuration file given (use -f FILE|DIR)", file=sys.stderr)
         return 1

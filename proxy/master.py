@@ -41,6 +41,7 @@ from proxy.listener import Listener, bind_all
 from proxy.log import alert, notice
 from proxy.pool_policy import purge_plan
 from proxy.shm import R_EST_NEED, R_MAX_USED, ShmTable, WorkerState, cleanup_stale
+from proxy.slot_array import NSLOTS
 from proxy.takeover import PURGE, Message, notify
 
 HARD_STOP_GRACE = 5.0
@@ -216,7 +217,8 @@ class Master:
         if self.table is not None:
             self.table.set_worker_state(w.slot, WorkerState.DEAD)
             report = self.table.reconcile_worker(w.slot)
-            if any(report.reclaimed.values()) and not self.state.stopping:
+            repaired = any(report.reclaimed.values()) or report.slots_cleared or report.claims_returned
+            if repaired and not self.state.stopping:
                 notice(f"reconciled the shared table after worker {w.slot}: {report}")
         if w.ctl is not None:
             self._unregister(w.ctl)
@@ -260,7 +262,10 @@ class Master:
         for stale in cleanup_stale():
             notice(f"removed stale shared memory {stale}")
         try:
-            self.table = ShmTable.create(self.config, len(self.workers))
+            # Slots for lending idle connections only where workers may steal (proxy.slots)
+            lending = self.config.global_.idle_pool_shared and len(self.workers) > 1
+            nslots = NSLOTS if lending else 0
+            self.table = ShmTable.create(self.config, len(self.workers), nslots=nslots)
         except Exception as exc:
             alert(f"cannot create the shared-memory table: {exc}")
             return 1

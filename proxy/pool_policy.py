@@ -44,6 +44,7 @@ __all__ = [
     "PurgePlan",
     "acquire_plan",
     "conn_key",
+    "key_hash",
     "kind_after_release",
     "may_steal",
     "next_takeover",
@@ -52,6 +53,7 @@ __all__ = [
     "reuse_order",
     "server_conn_key",
     "should_keep",
+    "steal_candidates",
     "steal_order",
     "worker_holds_for",
     "worker_share",
@@ -158,6 +160,16 @@ class ConnKey:
         )
         host, port = self.destination
         return f"{self.server}@{host}:{port}{extra}"
+
+
+_HASH_MASK = (1 << 63) - 1
+
+
+def key_hash(key: ConnKey) -> int:
+    """The 63-bit hash a published slot records for ``key`` (``proxy.slots``). Python's hash of the
+    key's fields: the same in every worker, since all are forked from one master (one hash seed).
+    Equal keys hash equal; a thief still only takes a slot whose hash equals its own key's."""
+    return key._hash & _HASH_MASK
 
 
 def conn_key(
@@ -361,6 +373,30 @@ def steal_order(self_slot: int, nworkers: int, start: int, usable: Sequence[int]
         if slot != self_slot and usable[slot] > 0:
             order.append(slot)
     return order
+
+
+def steal_candidates(
+    offers: Sequence[tuple[int, int, int, int, int]], key_hash: int, order: Sequence[ListKind]
+) -> list[int]:
+    """Which of a victim's published slots to claim, in the order to try them (DESIGN.md §4).
+
+    ``offers``: its IDLE slots as ``(index, tag, meta, key hash, idle since)`` (``proxy.shm``
+    ``SlotArray.offers``; ``meta`` bit 0 = safe). Only slots whose key hash equals ``key_hash`` fit
+    (a request never reuses another key). The lists come in ``order`` (the thief's ``reuse_order``:
+    IDLE then SAFE, SAFE only for a first request in ``aggressive``, SAFE then IDLE in ``always``),
+    and within a list the most recently parked first (the warmest, as ``IdlePool.take`` does).
+    Returns positions in ``offers``; a claim that loses a race moves on to the next."""
+    picked: list[int] = []
+    for kind in order:
+        want_safe = kind is ListKind.SAFE
+        fit = [
+            (since, pos)
+            for pos, (_, _, meta, key, since) in enumerate(offers)
+            if key == key_hash and bool(meta & 1) is want_safe
+        ]
+        fit.sort(reverse=True)
+        picked.extend(pos for _, pos in fit)
+    return picked
 
 
 def next_takeover(victim: int, nworkers: int) -> int:

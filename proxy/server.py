@@ -23,24 +23,44 @@ PRIVATE     ``cur_conns``                                    owned by one client
 USED        ``cur_conns`` + ``used``                         carrying a request
 IDLE        ``cur_conns`` + ``idle``                         pooled, unsafe list
 SAFE        ``cur_conns`` + ``idle`` + ``safe``              pooled, safe list
+TAKEN       nothing                                          taken from our slot by another
+                                                             worker (our copy is released)
 ==========  ===============================================  ==================================
 
 Two moves can be refused by the shared numbers and return False (the connection keeps its state):
 ``NONE → COUNTED`` past a connection limit (``maxconn + nbthread - 1``, ``strict-maxconn``) and
-``USED → IDLE/SAFE`` past ``pool-max-conn``.
+``USED → IDLE/SAFE`` past ``pool-max-conn``. The two moves across workers carry their slot
+(``SlotMove``): ``NONE → USED`` takes a connection from another worker's slot (``proxy.slots``:
+CLAIMED → TAKEN, the row's half of the owner's count dropped and ours added, one bracket; refused
+when the owner died meanwhile), and ``IDLE/SAFE → TAKEN`` is the owner finalizing that slot (the
+cell's half of its count dropped, the slot EMPTY).
+
+Lending (the owner's side of ``proxy.slots``). When this worker lends (``lend_from``: several
+workers, ``tune.idle-pool.shared on``), a pooled connection has reading paused (so nothing meant for
+a thief can be read here) and is published in one of this worker's slots for the server. Before
+the owner reuses or closes a published connection it takes the slot back (``unpark``: its own
+claim); if another worker claimed it first, the connection leaves the pool for ``lent`` and is not
+touched again until its slot says what became of it: TAKEN (``settle`` finalizes: our copy closed
+without ``shutdown()``, our count dropped) or IDLE again (the claimer gave it back: into the pool
+again). ``settle`` runs when the slot array's bell rang, on every pool operation, and from the
+worker's sweep, which also peeks at every parked connection (``Conn.peek_ready``) and closes those
+the server closed.
 """
 
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model import Server
-from proxy.pool import ConnKey, IdlePool, ListKind
+from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
 from proxy.shm import ServerCell, ServerRow
+from proxy.slot_array import SlotArray
+from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
 
 if TYPE_CHECKING:
     import asyncio
@@ -53,6 +73,18 @@ class Acct(enum.IntEnum):
     USED = 3
     IDLE = 4
     SAFE = 5
+    TAKEN = 6
+
+
+@dataclass(frozen=True, slots=True)
+class SlotMove:
+    """The slot a move across workers goes through: ``slots``' slot ``index``, its (claimed) ``tag``,
+    and whether the connection was counted safe."""
+
+    slots: SlotArray
+    index: int
+    tag: int
+    safe: bool
 
 
 class IllegalTransition(RuntimeError):
@@ -70,6 +102,12 @@ class Conn(Protocol):
     acct: Acct
     owner: object | None  # the client session a private connection belongs to
     idle_since: float
+    id: int
+    requests: int
+    fd: int  # our descriptor's number (-1: none known)
+    ports: int  # slots.make_ports(local, peer)
+    slot: int  # the slot it is published in, -1 when not published
+    slot_tag: int  # the tag it was published with
 
     @property
     def key(self) -> ConnKey: ...
@@ -81,44 +119,54 @@ class Conn(Protocol):
     def alive(self) -> bool: ...
 
     def close(self) -> None:
-        """Close now; the connection's ``on_lost`` hook (``ServerRuntime.lost``) runs at once."""
+        """Close now (``shutdown`` first: another process may hold a copy); the connection's
+        ``on_lost`` hook (``ServerRuntime.lost``) runs at once."""
+
+    def release_copy(self) -> None:
+        """Close our descriptor only: no ``shutdown``, no hook (another worker holds the connection)."""
+
+    def pause_reading(self) -> None: ...
+
+    def peek_ready(self) -> bool:
+        """Nothing to read and not closed by the server: fit for a request (nothing is consumed)."""
 
 
-# A move's counter operation: (server runtime, limit) -> done. ``limit`` bounds the two bounded
-# moves (None: unlimited); the other moves ignore it.
-_Op = Callable[["ServerRuntime", "int | None"], bool]
+# A move's counter operation: (server runtime, limit, slot) -> done. ``limit`` bounds the two bounded
+# moves (None: unlimited); ``slot`` is the slot of the two moves across workers; other moves ignore
+# both.
+_Op = Callable[["ServerRuntime", "int | None", "SlotMove | None"], bool]
 
 
-def _nothing(srv: ServerRuntime, arg: int | None) -> bool:
+def _nothing(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
     return True
 
 
-def _open(srv: ServerRuntime, limit: int | None) -> bool:
+def _open(srv: ServerRuntime, limit: int | None, slot: SlotMove | None = None) -> bool:
     return srv.cell.try_open_conn(limit or 0)  # a connection limit of 0 means none
 
 
-def _close(srv: ServerRuntime, arg: int | None) -> bool:
+def _close(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
     srv.cell.conn_closed()
     return True
 
 
-def _use(srv: ServerRuntime, arg: int | None) -> bool:
+def _use(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
     srv.cell.use_new()  # used +1; max_used and est_need follow it
     return True
 
 
-def _unuse(srv: ServerRuntime, arg: int | None) -> bool:
+def _unuse(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
     srv.cell.used_add(-1)
     return True
 
 
-def _unuse_close(srv: ServerRuntime, arg: int | None) -> bool:
+def _unuse_close(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
     srv.cell.unuse_closed()
     return True
 
 
 def _park(safe: bool) -> _Op:
-    def op(srv: ServerRuntime, limit: int | None) -> bool:
+    def op(srv: ServerRuntime, limit: int | None, slot: SlotMove | None = None) -> bool:
         # pool-max-conn: -1 unlimited, 0 none (then the move is always refused)
         return srv.cell.try_used_to_idle(safe, -1 if limit is None else limit)
 
@@ -126,15 +174,26 @@ def _park(safe: bool) -> _Op:
 
 
 def _adopt_idle(safe: bool) -> _Op:
-    def op(srv: ServerRuntime, arg: int | None) -> bool:
+    def op(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
         srv.cell.idle_add(1, safe)
         return True
 
     return op
 
 
+def _stolen(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
+    assert slot is not None, "a stolen connection comes with its slot"
+    return srv.cell.take_slot(slot.slots, slot.index, slot.tag, slot.safe)
+
+
+def _lent(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
+    assert slot is not None, "a connection taken from our slot comes with its slot"
+    srv.cell.finalize_slot(slot.slots, slot.index, slot.safe)
+    return True
+
+
 def _reuse(safe: bool) -> _Op:
-    def op(srv: ServerRuntime, arg: int | None) -> bool:
+    def op(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
         srv.cell.idle_to_used(safe)  # max_used and est_need follow the new used
         return True
 
@@ -142,7 +201,7 @@ def _reuse(safe: bool) -> _Op:
 
 
 def _unidle(safe: bool, close: bool) -> _Op:
-    def op(srv: ServerRuntime, arg: int | None) -> bool:
+    def op(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
         if close:
             srv.cell.idle_closed(safe)
         else:
@@ -152,7 +211,9 @@ def _unidle(safe: bool, close: bool) -> _Op:
     return op
 
 
-N, C, P, U, I, S = Acct.NONE, Acct.COUNTED, Acct.PRIVATE, Acct.USED, Acct.IDLE, Acct.SAFE  # noqa: E741
+N, C, P, U, I, S, T = (  # noqa: E741
+    Acct.NONE, Acct.COUNTED, Acct.PRIVATE, Acct.USED, Acct.IDLE, Acct.SAFE, Acct.TAKEN,
+)  # fmt: skip
 
 # (from, to) -> counter operation. The table *is* the accounting rule: read it, not the callers.
 TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
@@ -162,6 +223,7 @@ TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
     (C, I): _adopt_idle(False),  # adopted late from another worker: straight into our pool
     (C, S): _adopt_idle(True),
     (C, N): _close,  # closed before use, or connect failed
+    (N, U): _stolen,  # taken from another worker's slot (pidfd_getfd), used at once; may be refused
     (U, I): _park(False),  # bounded by pool-max-conn: released and kept
     (U, S): _park(True),
     (U, P): _unuse,  # became private (NTLM/Negotiate): counted in neither used nor idle
@@ -173,8 +235,11 @@ TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
     (I, N): _unidle(False, close=True),
     (S, N): _unidle(True, close=True),
     (P, N): _close,
+    (I, T): _lent,  # another worker took it from our slot: we finalize (cell half, slot EMPTY)
+    (S, T): _lent,
+    (T, N): _nothing,
 }
-del N, C, P, U, I, S
+del N, C, P, U, I, S, T
 
 
 @dataclass(slots=True)
@@ -190,13 +255,21 @@ class ServerRuntime:
 
     __slots__ = (
         "backend_name",
+        "bell_seen",
         "cell",
         "cfg",
+        "closing",
+        "free",
         "index",
+        "lent",
         "maint",
+        "owner_word",
         "peers",
         "pool",
+        "published",
         "row",
+        "slot",
+        "slots",
         "static_key",
         "waiters",
     )
@@ -214,6 +287,15 @@ class ServerRuntime:
         self.maint = cfg.disabled
         self.static_key: ConnKey | None = None  # the key of every connection, without usesrc clientip
         self.waiters: deque[Waiter] = deque()
+        self.slot = slot
+        # Lending (see the module doc): our slot array, None while we do not lend.
+        self.slots: SlotArray | None = None
+        self.owner_word = 0  # slots.make_owner(slot, incarnation)
+        self.published: dict[int, Conn] = {}  # slot index -> connection (in the pool, or lent)
+        self.lent: dict[Conn, None] = {}  # claimed by another worker: out of the pool, untouchable
+        self.free: list[int] = []  # free slot indices (a heap: the lowest is used first)
+        self.bell_seen = 0
+        self.closing = False  # soft stop: a connection given back is closed, not pooled again
 
     @property
     def name(self) -> str:
@@ -224,20 +306,23 @@ class ServerRuntime:
         return not self.maint
 
     # -- accounting ---------------------------------------------------------------------------
-    def move(self, conn: Accounted, to: Acct, limit: int | None = None) -> bool:
+    def move(
+        self, conn: Accounted, to: Acct, limit: int | None = None, *, slot: SlotMove | None = None
+    ) -> bool:
         """Move ``conn`` to accounting state ``to``, performing the table's counter operation.
 
         ``limit`` bounds ``NONE → COUNTED`` (connections, 0 or None: unlimited) and ``USED →
-        IDLE/SAFE`` (pool-max-conn: -1 or None unlimited, 0 none). Returns False when a bounded
-        move is refused (the state is unchanged); raises ``IllegalTransition`` for a move the table
-        does not have."""
+        IDLE/SAFE`` (pool-max-conn: -1 or None unlimited, 0 none); ``slot`` is the slot of the moves
+        across workers (``NONE → USED``, ``IDLE/SAFE → TAKEN``). Returns False when a bounded move,
+        or a take whose slot changed, is refused (the state is unchanged); raises
+        ``IllegalTransition`` for a move the table does not have."""
         frm = conn.acct
         if frm is to:
             return True
         op = TRANSITIONS.get((frm, to))
         if op is None:
             raise IllegalTransition(f"{conn!r}: {frm.name} -> {to.name}")
-        if not op(self, limit):
+        if not op(self, limit, slot):
             return False
         conn.acct = to
         return True
@@ -266,36 +351,159 @@ class ServerRuntime:
     def pooled_state(kind: ListKind) -> Acct:
         return Acct.SAFE if kind is ListKind.SAFE else Acct.IDLE
 
+    # -- lending: the owner's side of proxy.slots -------------------------------------------------
+    def lend_from(self, slots: SlotArray, owner_word: int) -> None:
+        """Publish this worker's pooled connections in ``slots`` from now on."""
+        self.slots = slots
+        self.owner_word = owner_word
+        self.free = list(range(slots.nslots))
+        self.bell_seen = slots.bell
+
+    def park(self, conn: Conn, kind: ListKind) -> None:
+        """A connection counted IDLE/SAFE enters this worker's pool. When we lend: reading paused,
+        then published (if a slot is free; else it stays ours alone). When we do not (one worker,
+        ``tune.idle-pool.shared off``), it keeps reading, so that a server's close is seen at once."""
+        self.pool.add(conn, kind)
+        slots = self.slots
+        if slots is None:
+            return
+        conn.pause_reading()
+        if not self.free or conn.fd < 0:
+            return
+        k = heapq.heappop(self.free)
+        conn.slot_tag = slots.publish(
+            k, owner=self.owner_word, fd=conn.fd, conn_id=conn.id, ports=conn.ports,
+            meta=make_meta(safe=kind is ListKind.SAFE, reqs=conn.requests), key_hash=key_hash(conn.key),
+            idle_since_ns=int(conn.idle_since * 1e9),
+        )  # fmt: skip
+        conn.slot = k
+        self.published[k] = conn
+
+    def unpark(self, conn: Conn) -> bool:
+        """Take a pooled connection's slot back before reusing or closing it. False when another
+        worker claimed it first: it is then in ``lent`` (out of the pool), not ours to touch."""
+        k = conn.slot
+        if k < 0:
+            return True
+        assert self.slots is not None
+        if not self.slots.unpublish(k, conn.slot_tag):
+            self.pool.remove(conn)
+            self.lent[conn] = None
+            return False
+        self._unslot(conn)
+        return True
+
+    def _unslot(self, conn: Conn) -> None:
+        k = conn.slot
+        conn.slot = -1
+        del self.published[k]
+        heapq.heappush(self.free, k)
+
+    def settle_if_rung(self) -> int:
+        """``settle`` when a thief or the master changed one of our slots since we last looked."""
+        slots = self.slots
+        if slots is None or not self.published or slots.bell == self.bell_seen:
+            return 0
+        return self.settle()
+
+    def settle(self) -> int:
+        """Learn what became of our published connections: finalize the TAKEN ones, set the ones
+        another worker claimed aside (``lent``), pool again the ones given back. Returns the
+        number finalized (each one connection fewer counted here)."""
+        slots = self.slots
+        if slots is None or not self.published:
+            return 0
+        self.bell_seen = slots.bell  # first: a take after this read rings again
+        tags = slots.tags()
+        done = 0
+        for k, conn in list(self.published.items()):
+            tag = tags[k]
+            state = state_of(tag)
+            if state is SlotState.TAKEN:
+                self._finalize(k, conn, tag)
+                done += 1
+            elif state is SlotState.CLAIMED and claimer_of(tag) != self.slot:
+                if conn in self.pool:
+                    self.pool.remove(conn)
+                    self.lent[conn] = None
+            elif state is SlotState.IDLE and conn in self.lent:
+                del self.lent[conn]  # given back untouched (a thief gave up, or died)
+                conn.slot_tag = tag
+                if self.closing or not conn.alive:
+                    self.drop_idle(conn)
+                else:
+                    self.pool.add(conn, ListKind.SAFE if conn.acct is Acct.SAFE else ListKind.IDLE)
+        return done
+
+    def _finalize(self, k: int, conn: Conn, tag: int) -> None:
+        """Slot ``k`` is TAKEN: the connection is the thief's (or was found dead). Drop our count
+        (the cell's half: the thief dropped the row's) and free the slot, then close our copy
+        without shutdown (the thief's stays connected)."""
+        assert self.slots is not None
+        self.pool.remove(conn)
+        self.lent.pop(conn, None)
+        safe = conn.acct is Acct.SAFE
+        self.move(conn, Acct.TAKEN, slot=SlotMove(self.slots, k, tag, safe))
+        if not discarded(tag):
+            self.cell.lent_out()
+        self._unslot(conn)
+        conn.release_copy()
+        self.move(conn, Acct.NONE)
+
+    def sweep(self) -> int:
+        """The periodic look at our pool: ``settle``, then close the parked connections whose server
+        closed them or spoke out of turn (reading is paused: only a peek can tell). Returns the
+        number closed."""
+        self.settle()
+        closed = 0
+        for conn in self.pool.oldest(len(self.pool)):
+            if not (conn.alive and conn.peek_ready()) and self.drop_idle(conn):
+                closed += 1
+        return closed
+
     # -- connections closing ------------------------------------------------------------------
     def lost(self, conn: Conn) -> None:
         """Every connection's ``on_lost`` hook: it closed (or is closing), wherever it was. Take it
         out of this worker's pool or its client session, and count it no more."""
         if conn.acct is Acct.IDLE or conn.acct is Acct.SAFE:
             self.pool.remove(conn)
+            # Normally unparked already. If another worker holds its claim, the counts are the
+            # slot's to settle: ``settle`` finalizes it once TAKEN, or drops it once given back.
+            if conn.slot >= 0 and not self.unpark(conn):
+                return
+            self.lent.pop(conn, None)
         self.uncount(conn)
         owner = conn.owner
         if owner is not None:
             conn.owner = None
             owner.forget_conn(conn)  # type: ignore[attr-defined]
 
-    def drop_idle(self, conn: Conn) -> None:
-        """Close a pooled connection now (purge, kill, maintenance, soft stop). ``lost`` runs first,
-        so that the pool and the counts are right even before the hook (which then finds nothing)."""
+    def drop_idle(self, conn: Conn) -> bool:
+        """Close a pooled connection now (purge, kill, maintenance, soft stop), unless another
+        worker claimed it (False: it is lent, untouched). ``lost`` runs first, so that the pool and
+        the counts are right even before the hook (which then finds nothing)."""
+        if not self.unpark(conn):
+            return False
         self.lost(conn)
         conn.close()
+        return True
 
     def take_idle(self, key: ConnKey, order: tuple[ListKind, ...]) -> Conn | None:
         """A live pooled connection of ``key`` from this worker's lists in ``order``, now counted
-        as USED; dead ones met on the way are closed. None when none fits."""
+        as USED; dead ones met on the way are closed, claimed ones set aside. None when none fits."""
         pool = self.pool
+        if self.published:
+            self.settle_if_rung()
         while True:
             conn = pool.take(key, order)
             if conn is None:
                 return None
-            if conn.alive:
+            if not self.unpark(conn):
+                continue  # another worker claimed it first: lent
+            if conn.alive and (self.slots is None or conn.peek_ready()):  # parked unread: peek
                 self.move(conn, Acct.USED)
                 return conn
-            conn.close()  # died while idle, before its connection_lost ran: the hook uncounts it
+            conn.close()  # closed by the server while parked: the hook uncounts it
 
     def __repr__(self) -> str:
         r = self.row

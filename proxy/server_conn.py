@@ -14,21 +14,30 @@ never pooled. A connection is only ever reused after a response that ended clean
 nothing left over (the parser saw the exact end of the message).
 
 While IDLE, any byte or EOF from the server means the connection is unusable: it is closed (and its
-owner's hook takes it out of wherever it sits), never handed to a request.
+owner's hook takes it out of wherever it sits), never handed to a request. A pooled connection has
+reading paused (another worker may take it: nothing of its must be read here), so for it the same
+is learnt with ``peek_ready`` (a non-blocking ``MSG_PEEK``, which consumes nothing).
+
+Closing: ``close`` is an intentional close (``shutdown`` then close: another process may briefly
+hold a copy, and the server must see the close now); ``release_copy`` and ``detach_socket`` drop
+only our descriptor, for a connection another worker now holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from proxy import pidfd
 from proxy.h1 import Limits, ProtocolError, engine, writer
 from proxy.message import Framing, Headers, RequestHead
 from proxy.server import Acct
+from proxy.slots import make_ports
 
 if TYPE_CHECKING:
     from proxy.pool import ConnKey
@@ -50,6 +59,7 @@ _next_id = 0
 class ServerConn(asyncio.Protocol):
     __slots__ = (
         "acct",
+        "fd",
         "got_response_bytes",
         "id",
         "idle_since",
@@ -58,9 +68,12 @@ class ServerConn(asyncio.Protocol):
         "owner",
         "parser",
         "peer",
+        "ports",
         "req_framing",
         "requests",
         "server",
+        "slot",
+        "slot_tag",
         "state",
         "transport",
         "write_paused",
@@ -83,6 +96,10 @@ class ServerConn(asyncio.Protocol):
         self.write_paused = False
         self.req_framing = Framing.NONE  # how the body of the request being sent is framed
         self.acct = Acct.NONE  # written by ServerRuntime.move only
+        self.fd = -1  # our descriptor's number once connected (-1: unknown, e.g. a fake transport)
+        self.ports = 0  # slots.make_ports(local, peer), for a thief to verify its duplicate
+        self.slot = -1  # the slot this connection is published in (ServerRuntime.park), -1: none
+        self.slot_tag = 0
         # Called once when the connection closes, whatever the state: the owner's accounting hook.
         self.on_lost: Callable[[ServerConn], None] | None = None
 
@@ -238,17 +255,34 @@ class ServerConn(asyncio.Protocol):
     def close(self) -> None:
         """Close now (abort: nothing of ours is pending that the server should still get).
 
-        The owner's hook runs here, synchronously: the descriptor is closed by ``abort()`` at once,
-        so the shared counters must not go on counting the connection until the loop gets round to
-        ``connection_lost``."""
+        ``shutdown`` first: another process may briefly hold a copy of the descriptor (a thief that
+        gave up, a datagram in flight), and the server must see the close now. The owner's hook runs
+        here, synchronously: the descriptor is closed by ``abort()`` at once, so the shared counters
+        must not go on counting the connection until the loop gets round to ``connection_lost``."""
         self.peer = None
         on_lost, self.on_lost = self.on_lost, None
         if on_lost is not None:
             on_lost(self)
-        if self.transport is not None:
-            self.transport.abort()
+        transport = self.transport
+        if transport is not None:
+            if self.fd >= 0 and not transport.is_closing():
+                pidfd.shutdown(self.fd)
+            transport.abort()
         elif self.state is not State.CLOSED:
             self.state = State.CLOSED
+
+    def release_copy(self) -> None:
+        """Close our descriptor only: no ``shutdown`` (another worker holds the connection and goes
+        on using it), no hook (the caller accounts)."""
+        self.on_lost = None
+        self.peer = None
+        self.state = State.CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+    def peek_ready(self) -> bool:
+        """Nothing to read and not closed by the server (``MSG_PEEK``: nothing is consumed)."""
+        return self.fd < 0 or pidfd.peek(self.fd) is pidfd.Peek.READY
 
     def detach_socket(self) -> int:
         """Stop using the connection without closing the socket: returns a duplicate of its
@@ -277,6 +311,10 @@ async def adopt_socket(loop: asyncio.AbstractEventLoop, conn: ServerConn, sock: 
     ``conn``'s transport. On failure the socket is closed and the exception propagates."""
     try:
         sock.setblocking(False)
+        conn.fd = sock.fileno()  # the transport keeps this descriptor (a thief records it)
+        if not conn.ports and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):  # reset already: the connection fails below anyway
+                conn.ports = make_ports(sock.getsockname()[1], sock.getpeername()[1])
         await loop.create_connection(lambda: conn, sock=sock)
     except BaseException:
         if conn.transport is not None:

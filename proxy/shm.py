@@ -19,6 +19,9 @@ worker) holds that worker's share of each *gauge*. The invariant, for each gauge
     row.cur_conns == sum(cell.conns)                       row.safe      == sum(cell.safe)
     row.used      == sum(cell.used)                        row.queue_len == sum(cell.queued)
 
+(``idle``, ``safe`` and ``cur_conns`` less what TAKEN slots still count in their owners' cells: see
+"Stealing without the owner's help" below.)
+
 Gauges move only through *paired* operations (``ServerCell`` methods: row first, then the worker's
 own cell). Where a limit must hold, the row moves by compare-exchange (``served`` never exceeds
 maxconn, ``cur_conns`` a strict limit, ``queue_len`` maxqueue). After reaping a worker, the master
@@ -41,7 +44,61 @@ Slot hand-off (DESIGN.md §5): ``ServerCell.give_slot(to_slot)`` moves a held sl
 use it. A receiver that finds ``incoming > 0`` and nobody waiting (its waiter left, or the slot was
 given to its dead predecessor) claims and releases it.
 
-Layout (LAYOUT_VERSION 1)
+Stealing without the owner's help (layout 2)
+--------------------------------------------
+Each worker *publishes* its lendable idle connections in its own **slot array** per server
+(``proxy.slot_array.SlotArray``; the state machine and the tag word are ``proxy.slots``): EMPTY → IDLE (owner
+publishes) → CLAIMED(w) (compare-exchange by any worker, the owner included) → TAKEN(w) (the thief
+holds a duplicate made with ``pidfd_getfd``, verified against the recorded ports) → EMPTY (the owner
+closed its copy). Cells stay single-writer: a worker writes only its own cell (and the rows, with
+atomic adds), always inside a bracket of its own ``seq``. A connection moving from owner O to thief
+T is the one case where the row and O's cell do not move together: T moves the row at once, O its
+cell later. So the invariant becomes, per server and gauge::
+
+    row == sum(cells) - taken pending        taken pending: per TAKEN slot, idle 1, cur_conns 1,
+                                                            safe 1 if it was safe (O still counts it)
+
+==============================  ======  =============================================================
+slot transition                 who     counters (one seq bracket of the mover's cell each)
+==============================  ======  =============================================================
+EMPTY → IDLE (publish)          O       none (the connection was counted IDLE/SAFE when parked)
+IDLE → CLAIMED(T)               T       none; row ``takeovers_asked`` +1
+CLAIMED → IDLE (release)        T       none; row ``takeovers_failed`` +1 (descriptor refused, ports
+                                        differ)
+CLAIMED → TAKEN(T)              T       ``take_slot``: row ``idle`` (``safe``) -1, row ``used`` +1
+                                        (``cur_conns`` unchanged: O's -1 and T's +1); T's cell
+                                        ``used`` +1, ``cur_conns`` +1. Then row ``takeovers_given``
+                                        +1, T's cell ``takeovers_taken`` +1
+CLAIMED → TAKEN(T, discard)     T       ``take_slot(discard)``: row ``idle`` (``safe``) -1,
+                                        ``cur_conns`` -1 (the connection is dead: T keeps nothing)
+TAKEN → EMPTY (finalize)        O       ``finalize_slot``: O's cell ``idle`` (``safe``) -1,
+                                        ``cur_conns`` -1, the tag EMPTY; O's cell
+                                        ``takeovers_given`` +1 unless discarded
+IDLE → CLAIMED(O) → EMPTY       O       none (it reuses or closes the connection, and counts that)
+==============================  ======  =============================================================
+
+The row is thus exact at every moment (no connection counted twice in the numbers decisions read);
+only the sum of the cells lags until the owner finalizes, which it does on its next pool operation,
+its next channel message, or its sweep (the thief rings the array's ``bell``). The peak
+``max_cur_conns`` is not touched by a steal.
+
+Reconcile, for each slot state, when a worker dies (``reconcile_worker``): the snapshot that settles
+an unfinished bracket reads the slot tags too (``row - (sum(cells) - taken pending)`` is what the
+dead worker's half-done operation left); then its cells are subtracted from the rows as before, and:
+
+- **its own slots** (dead owner): all become EMPTY. IDLE ones died with it. A CLAIMED one: the
+  thief's ``take_slot`` then fails (the tag changed), so it closes any duplicate it made and counts
+  nothing. A TAKEN one: the thief keeps the connection (counted in the thief's cell); the dead
+  owner's cell, just subtracted, still counted it although the row no longer did, so the row gets
+  that back (``clear_dead_owner`` returns it).
+- **slots it claimed** (dead thief): CLAIMED ones go back to IDLE (a thief writes nothing before
+  ``take_slot``, so the connection is as its owner left it; EMPTY if the owner is dead too) and the
+  owner's bell rings. TAKEN ones are left: the owner finalizes them as usual (its copy is now the
+  last, so its close ends the connection), and the thief's count of it left with the thief's cell.
+- **both dead**: each is reconciled in turn; the owner's reconcile empties every slot, whatever the
+  claimer did.
+
+Layout (LAYOUT_VERSION 2)
 -------------------------
 ::
 
@@ -51,12 +108,16 @@ Layout (LAYOUT_VERSION 1)
     rows_off                     nservers * 256     server rows (32 words: 4 cache lines)
     cells_off                    nservers*nworkers  cells (16 words: 2 cache lines), server-major:
                                    * 128              cell(i, slot) = cells_off + (i*nworkers + slot)*128
+    slots_off                    nservers*nworkers  slot arrays, server-major, each slot_array_size =
+                                   * slot_array_size  64 + nslots * 64: array(i, w) =
+                                                      slots_off + (i*nworkers + w) * slot_array_size
     names_off                    names_len          UTF-8 JSON: one object per server (names, address)
 
     header word: 0 magic ("POOLPRXY")   1 version   2 header_size   3 total_size   4 nworkers
                  5 nservers   6 worker_size   7 row_size   8 cell_size   9 workers_off   10 rows_off
                  11 cells_off   12 names_off   13 names_len   14 backend (atomics: c=1, fallback=2)
-                 15 generation   16 master_pid   17 created_ns (CLOCK_REALTIME)   18..31 zero
+                 15 generation   16 master_pid   17 created_ns (CLOCK_REALTIME)   18 nslots
+                 19 slots_off   20 slot_array_size   21..31 zero
     worker:      0 pid   1 incarnation   2 state (WorkerState)   3 heartbeat (CLOCK_MONOTONIC ns)
                  4 started (CLOCK_MONOTONIC ns)   5..7 zero
     row:         0 served   1 cur_conns   2 used   3 idle   4 safe   5 queue_len   6 next_ticket
@@ -67,6 +128,13 @@ Layout (LAYOUT_VERSION 1)
                  24 queue_timeouts   25 queue_full   26..31 zero
     cell:        0 seq   1 idle   2 safe   3 used   4 served   5 incoming   6 conns   7 queued |
                  8 oldest_ticket (0 = no waiter)   9 takeovers_given   10 takeovers_taken   11..15 zero
+    slot array:  0 bell (rung by takes and repairs)   1 high (one past the highest slot published)
+                 2..7 zero, then nslots slots
+    slot:        0 tag (proxy.slots: state, discard, claimer, version)   1 owner (slot << 32 |
+                 incarnation)   2 fd (the owner's descriptor number)   3 conn_id (the owner's)
+                 4 ports (local << 16 | peer)   5 meta (safe: bit 0, protocol: bits 8-15,
+                 requests served: bits 16-47)   6 key (the connection key's 63-bit hash)
+                 7 idle_since (CLOCK_MONOTONIC ns)
 
 The magic is written last at creation. Any change to this diagram bumps LAYOUT_VERSION.
 """
@@ -85,11 +153,14 @@ from typing import Any, Final, Self, overload
 import posix_ipc
 
 from proxy import atomics
+from proxy import slots as sl
 from proxy.atomics import Atomics, lock_name_for, unlink_lock
 from proxy.config.model import Config
 from proxy.pool_policy import oldest_waiter
+from proxy.slot_array import NSLOTS, S_META, SLOT_HEADER, SLOT_SIZE, SlotArray
+from proxy.slots import SlotState
 
-LAYOUT_VERSION: Final = 1
+LAYOUT_VERSION: Final = 2
 MAGIC: Final = int.from_bytes(b"POOLPRXY", "little")
 HEADER_SIZE: Final = 256
 WORKER_SIZE: Final = 64
@@ -102,7 +173,7 @@ BACKEND_IDS: Final = {"c": 1, "fallback": 2}
 HEADER_KEYS: Final = (
     "magic", "version", "header_size", "total_size", "nworkers", "nservers", "worker_size", "row_size",
     "cell_size", "workers_off", "rows_off", "cells_off", "names_off", "names_len", "backend", "generation",
-    "master_pid", "created_ns",
+    "master_pid", "created_ns", "nslots", "slots_off", "slot_array_size",
 )  # fmt: skip
 _HEADER = struct.Struct("<32q")
 
@@ -120,6 +191,8 @@ R_MAX_SERVED, R_MAX_CUR_CONNS, R_MAX_QUEUE, R_EST_NEED, R_ADMIN_STATE, R_OPER_ST
 # cell offsets
 C_SEQ, C_IDLE, C_SAFE, C_USED, C_SERVED, C_INCOMING, C_CONNS, C_QUEUED = range(0, 64, 8)
 C_OLDEST_TICKET, C_TAKEOVERS_GIVEN, C_TAKEOVERS_TAKEN = range(64, 88, 8)
+
+# slot array header offsets, slot record offsets and the array view: proxy.slot_array (re-exported)
 
 # Each gauge: its name, the row word, and the cell words whose sum over the workers it equals.
 GAUGES: Final[tuple[tuple[str, int, tuple[int, ...]], ...]] = (
@@ -201,12 +274,15 @@ class ReconcileReport:
     exact: bool = True  # False: that operation could not be settled in time (see the module doc)
     reclaimed: dict[str, int] = field(default_factory=lambda: {g[0]: 0 for g in GAUGES})
     per_server: dict[int, dict[str, int]] = field(default_factory=dict)
+    slots_cleared: int = 0  # its published slots emptied (it was their owner)
+    claims_returned: int = 0  # slots it had claimed, given back to their owners
 
     def __str__(self) -> str:
         r = self.reclaimed
         text = (
             f"slot {self.slot} (pid {self.pid}): released {r['served']} slots, {r['queued']} queued,"
-            f" {r['conns']} conns ({r['used']} used, {r['idle']} idle, {r['safe']} safe)"
+            f" {r['conns']} conns ({r['used']} used, {r['idle']} idle, {r['safe']} safe),"
+            f" {self.slots_cleared} slots emptied, {self.claims_returned} claims returned"
         )
         return text if self.exact else text + " [inexact: an in-flight update could not be settled]"
 
@@ -455,6 +531,42 @@ class ServerCell(_View):
         ``max_used`` and ``est_need`` raised to the new ``used``. One compound call."""
         self._a.add_many(self._ops["used+"], 1, self._ops["peak_used"])
 
+    # -- the slot moves that carry counters (see "Stealing without the owner's help") ----------
+    def take_slot(self, slots: SlotArray, k: int, ctag: int, safe: bool, *, discard: bool = False) -> bool:
+        """The thief, slot ``k`` of ``slots`` claimed as ``ctag``: CLAIMED → TAKEN and, in the same
+        bracket of our seq, the row's half of the owner's count of the connection (``idle``,
+        ``safe``, ``cur_conns`` -1) and, unless ``discard``, our own count of it (row and cell
+        ``cur_conns`` +1, ``used`` +1; ``max_used``/``est_need`` follow). The row is exact at once;
+        the owner's cell keeps counting the connection until it finalizes (``finalize_slot``).
+        False (nothing changed) if the slot is not ``ctag`` any more (its owner died, the master
+        emptied it)."""
+        a, cell, r = self._a, self._base, self._row
+        a.fetch_add(cell, 1)
+        if not a.compare_exchange(slots.tag_off(k), ctag, sl.taken(ctag, discard=discard)):
+            a.fetch_add(cell, 1)
+            return False
+        ops = (r + R_IDLE, -1) + ((r + R_SAFE, -1) if safe else ())
+        if discard:
+            a.add_many((*ops, r + R_CUR_CONNS, -1, cell, 1))
+        else:
+            mine = (r + R_USED, 1, cell + C_USED, 1, cell + C_CONNS, 1, cell, 1)
+            used = a.add_many((*ops, *mine), len(ops) // 2)
+            a.fetch_max(r + R_MAX_USED, used)
+            a.fetch_max(r + R_EST_NEED, used)
+        slots.ring()
+        return True
+
+    def finalize_slot(self, slots: SlotArray, k: int, safe: bool) -> None:
+        """The owner, slot ``k`` TAKEN: the cell's half of its count of the connection (``idle``,
+        ``safe``, ``cur_conns`` -1; the thief did the row's) and the slot EMPTY, in one bracket."""
+        a, cell = self._a, self._base
+        tag = a.load(slots.tag_off(k))
+        sl.check_move(sl.state_of(tag), SlotState.EMPTY, sl.Actor.OWNER)
+        ops = (cell, 1, cell + C_IDLE, -1, cell + C_CONNS, -1) + ((cell + C_SAFE, -1) if safe else ())
+        a.add_many(ops)
+        a.store(slots.tag_off(k), sl.emptied(tag))
+        a.fetch_add(cell, 1)
+
     def unuse_closed(self) -> None:
         """A used connection closed: ``used`` -1 and ``cur_conns`` -1 in one bracket."""
         self._a.add_many(self._ops["used-closed"])
@@ -515,11 +627,22 @@ class ServerCell(_View):
     def takeover_taken(self) -> None:
         self._a.fetch_add(self._base + C_TAKEOVERS_TAKEN, 1)
 
+    def lent_out(self) -> None:
+        """The owner finalized a slot a thief took: its cell's ``takeovers_given`` (the row's was
+        counted by the thief when it took the connection)."""
+        self._a.fetch_add(self._base + C_TAKEOVERS_GIVEN, 1)
+
     def __repr__(self) -> str:
         return (
             f"<ServerCell {self.index}/{self.slot} idle={self.idle} safe={self.safe} used={self.used}"
             f" served={self.served} conns={self.conns} queued={self.queued}>"
         )
+
+
+def _pending(taken: int, safe: int) -> list[int]:
+    """Per gauge (``GAUGES`` order), what ``taken`` TAKEN slots (``safe`` of them safe) still count
+    in their owners' cells and no more in the row."""
+    return [{"idle": taken, "safe": safe, "conns": taken}.get(g[0], 0) for g in GAUGES]
 
 
 def _fields(cls: type) -> dict[str, int]:
@@ -537,14 +660,16 @@ def segment_name(master_pid: int, generation: int) -> str:
     return f"/poolproxy.{master_pid}.{generation}"
 
 
-def layout_sizes(nworkers: int, nservers: int, names_len: int) -> dict[str, int]:
+def layout_sizes(nworkers: int, nservers: int, names_len: int, nslots: int = NSLOTS) -> dict[str, int]:
     """Every offset and size of the layout, from the counts (the one place they are computed)."""
     rows_off = HEADER_SIZE + nworkers * WORKER_SIZE
     cells_off = rows_off + nservers * ROW_SIZE
-    names_off = cells_off + nservers * nworkers * CELL_SIZE
+    slots_off = cells_off + nservers * nworkers * CELL_SIZE
+    slot_array_size = SLOT_HEADER + nslots * SLOT_SIZE
+    names_off = slots_off + nservers * nworkers * slot_array_size
     total_size = names_off + (names_len + 7) // 8 * 8
-    return dict(workers_off=HEADER_SIZE, rows_off=rows_off, cells_off=cells_off, names_off=names_off,
-                total_size=total_size)  # fmt: skip
+    return dict(workers_off=HEADER_SIZE, rows_off=rows_off, cells_off=cells_off, slots_off=slots_off,
+                slot_array_size=slot_array_size, names_off=names_off, total_size=total_size)  # fmt: skip
 
 
 class ShmTable:
@@ -567,13 +692,17 @@ class ShmTable:
         self._index = {(s.backend, s.name): s.index for s in self.servers}
         self._rows = [ServerRow(words, header["rows_off"] + i * ROW_SIZE, i) for i in range(self.nservers)]
         self._cells: list[ServerCell | None] = [None] * (self.nservers * self.nworkers)
+        self.nslots = header["nslots"]
+        self._slots_off = header["slots_off"]
+        self._slot_array_size = header["slot_array_size"]
+        self._arrays: list[SlotArray | None] = [None] * (self.nservers * self.nworkers)
         self._closed = False
 
     # -- life cycle ------------------------------------------------------------------------------
     @classmethod
     def create(
         cls, config: Config, nworkers: int, *, generation: int = 1, name: str | None = None,
-        backend: str | None = None,
+        backend: str | None = None, nslots: int = NSLOTS,
     ) -> ShmTable:  # fmt: skip
         """Create and initialise the segment (the master, before forking). Servers are numbered in
         config order (backends, then their servers). ``FileExistsError`` if the name or the
@@ -581,6 +710,8 @@ class ShmTable:
         backend = atomics.BACKEND if backend is None else backend
         if nworkers < 1 or backend not in BACKEND_IDS:
             raise ValueError(f"need nworkers >= 1 (got {nworkers}) and a known backend (got {backend!r})")
+        if nworkers > sl.MAX_CLAIMER or nslots < 0:
+            raise ValueError(f"need nworkers <= {sl.MAX_CLAIMER} and nslots >= 0 (got {nslots})")
         name = segment_name(os.getpid(), generation) if name is None else name
         servers = [
             (bk, s, bkid, svid)
@@ -590,9 +721,9 @@ class ShmTable:
         names = json.dumps(
             [[bk, s.name, s.host, s.port, bkid, svid, s.maxconn, s.maxqueue] for bk, s, bkid, svid in servers]
         ).encode()
-        sizes = layout_sizes(nworkers, len(servers), len(names))
+        sizes = layout_sizes(nworkers, len(servers), len(names), nslots)
         header = dict(magic=MAGIC, version=LAYOUT_VERSION, header_size=HEADER_SIZE,
-                      nworkers=nworkers, nservers=len(servers),
+                      nworkers=nworkers, nservers=len(servers), nslots=nslots,
                       worker_size=WORKER_SIZE, row_size=ROW_SIZE, cell_size=CELL_SIZE, **sizes,
                       names_len=len(names), backend=BACKEND_IDS[backend], generation=generation,
                       master_pid=os.getpid(), created_ns=time.time_ns())  # fmt: skip
@@ -698,6 +829,19 @@ class ShmTable:
             )
         return c
 
+    def slots(self, i: int, owner: int) -> SlotArray:
+        """The slot array of worker ``owner`` for server ``i``; cached."""
+        if not (0 <= i < self.nservers and 0 <= owner < self.nworkers):
+            raise IndexError(
+                f"slots ({i}, {owner}) out of range ({self.nservers} servers, {self.nworkers} workers)"
+            )
+        k = i * self.nworkers + owner
+        arr = self._arrays[k]
+        if arr is None:
+            base = self._slots_off + k * self._slot_array_size
+            arr = self._arrays[k] = SlotArray(self.atomics, self._mm, base, i, owner, self.nslots)
+        return arr
+
     # The operations by index, for callers that do not keep a ServerCell (one extra call each).
     def try_take_slot(self, i: int, slot: int, maxconn: int) -> bool:
         return self.cell(i, slot).try_take_slot(maxconn)
@@ -791,11 +935,38 @@ class ShmTable:
                 a.store(cell + off, 0)
             if got:
                 report.per_server[i] = got
+            # Its slots (proxy.slots): as owner, all EMPTY (its copies died with it); as claimer,
+            # its claims returned. Gauges are not involved: a slot moves no counter.
+            # A TAKEN slot of the dead owner: its cell (just subtracted) still counted the connection,
+            # which the row had already dropped (the thief did): give the row that back.
+            cleared, taken, safe = self.slots(i, slot).clear_dead_owner()
+            pending = _pending(taken, safe)
+            report.slots_cleared += cleared
+            for (_, roff, _), p in zip(GAUGES, pending, strict=True):
+                if p:
+                    a.fetch_add(row + roff, p)
+            for owner in range(self.nworkers):
+                if owner != slot:
+                    alive = a.load(self._wrec(owner) + W_STATE) != WorkerState.DEAD
+                    report.claims_returned += self.slots(i, owner).return_claims(slot, owner_alive=alive)
         return report
 
+    def _taken_pending(self, i: int) -> list[int]:
+        """Per gauge, what the TAKEN slots of server ``i`` (all owners) still count in their
+        owners' cells and no more in the row: ``idle`` and ``cur_conns`` 1 each, ``safe`` 1 if safe."""
+        n = safe = 0
+        for owner in range(self.nworkers):
+            arr = self.slots(i, owner)
+            for k, tag in enumerate(arr.tags()):
+                if sl.state_of(tag) is SlotState.TAKEN:
+                    n += 1
+                    safe += sl.meta_safe(self.atomics.load(arr.tag_off(k) + S_META))
+        return _pending(n, safe)
+
     def _settle(self, i: int, dead: int, deadline: float) -> list[int] | None:
-        """Per gauge, ``row - sum(all cells)`` of server ``i`` from a consistent snapshot: what the dead
-        worker's unfinished operation left in the row. None if no snapshot settled by ``deadline``."""
+        """Per gauge, ``row - (sum(all cells) - taken pending)`` of server ``i`` from a consistent
+        snapshot: what the dead worker's unfinished operation left in the row. None if no snapshot
+        settled by ``deadline``."""
         a = self.atomics
         base = self._cells_off + i * self.nworkers * CELL_SIZE
         others = [s for s in range(self.nworkers) if s != dead]
@@ -809,8 +980,9 @@ class ShmTable:
                     sum(a.load(base + s * CELL_SIZE + c) for s in range(self.nworkers) for c in coffs)
                     for _, _, coffs in GAUGES
                 ]
+                pending = self._taken_pending(i)
                 if v1 == [a.load(base + s * CELL_SIZE + C_SEQ) for s in others]:
-                    return [r - s for r, s in zip(rows, sums, strict=True)]
+                    return [r - (s - p) for r, s, p in zip(rows, sums, pending, strict=True)]
             if time.monotonic() > deadline:
                 return None
             os.sched_yield()
@@ -839,6 +1011,7 @@ class ShmTable:
                 {k: a.load(self.cell(s.index, slot)._base + off) for k, off in CELL_FIELDS.items()}
                 for slot in range(self.nworkers)
             ]
+            entry["slots"] = [self.slots(s.index, slot).counts() for slot in range(self.nworkers)]
             servers.append(entry)
         header = dict(self.header, name=self.name, backend_name=self.backend)
         return {"header": header, "workers": workers, "servers": servers}
@@ -866,7 +1039,9 @@ def _check_header(name: str, mm: mmap.mmap) -> dict[str, int]:
     if h["nworkers"] < 1 or h["nservers"] < 0 or h["names_len"] < 0:
         raise ShmLayoutError(f"{name}: bad counts nworkers={h['nworkers']} nservers={h['nservers']}")
     want = dict(header_size=HEADER_SIZE, worker_size=WORKER_SIZE, row_size=ROW_SIZE, cell_size=CELL_SIZE)
-    want.update(layout_sizes(h["nworkers"], h["nservers"], h["names_len"]))
+    if h["nslots"] < 0:
+        raise ShmLayoutError(f"{name}: bad slot count {h['nslots']}")
+    want.update(layout_sizes(h["nworkers"], h["nservers"], h["names_len"], h["nslots"]))
     for k, v in want.items():
         if h[k] != v:
             raise ShmLayoutError(f"{name}: header {k}={h[k]}, expected {v} for this layout")

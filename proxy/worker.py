@@ -10,6 +10,13 @@ socket, and serves until a signal:
   let in-flight requests finish (their connections close after the response), exit when none is left;
 - SIGINT is ignored: in the foreground a Ctrl-C reaches the whole process group and the master
   decides. The worker also exits if the master dies (parent-death signal, and a periodic check).
+
+Stealing (``tune.idle-pool.shared on``, several workers): the worker publishes its pooled
+connections in its slots of the shared table (``ServerRuntime.lend_from``) and decides once, at
+start, how it takes other workers' connections: with ``pidfd_getfd`` (``proxy.steal``) when a probe
+on the master's descriptor works, else over the SCM_RIGHTS channel; the start-up line says which
+and why. A sweep every ``SWEEP_TICK`` finalizes the slots other workers took, and every
+``LIVENESS_EVERY`` ticks peeks at every parked connection (reading is paused while parked).
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import ctypes
 import os
 import signal
 import socket
+import time
 from typing import NoReturn
 
+from proxy import pidfd
 from proxy.backend import Backend
 from proxy.config.model import Config
 from proxy.donor import Donor, WorkerLink
@@ -34,10 +43,14 @@ from proxy.mux_h1 import ClientConn
 from proxy.queue import Queues
 from proxy.server import ServerRuntime
 from proxy.shm import ShmTable
+from proxy.slots import make_owner
+from proxy.steal import Thief
 from proxy.takeover import Channel, Message
 
 PR_SET_PDEATHSIG = 1
 HEARTBEAT_INTERVAL = 1.0
+SWEEP_TICK = 0.1  # seconds between two looks at this worker's slots (what other workers took)
+LIVENESS_EVERY = 10  # ticks between two peeks at every parked connection
 
 
 class WorkerState:
@@ -99,6 +112,37 @@ class WorkerState:
     def _send(self, slot: int, msg: Message) -> bool:
         return self.channel.send(slot, msg) if self.channel is not None else False
 
+    # -- lending and stealing -------------------------------------------------------------------
+    def start_stealing(self, ppid: int, probe_fd: int) -> None:
+        """Publish our pooled connections in our slots, and choose how we steal (logged)."""
+        link = self.link
+        if not link.shared or self.table.nworkers < 2:
+            link.steal_via = "off" if not link.shared else "none (one worker)"
+            return
+        me = self.table.worker(self.slot)
+        for srv in self.by_index.values():
+            srv.lend_from(self.table.slots(srv.index, self.slot), make_owner(self.slot, me.incarnation))
+        reason = pidfd.probe(ppid, probe_fd)
+        if reason is None:
+            link.thief = Thief(self.table, self.slot)
+            link.steal_via = "pidfd_getfd"
+        else:
+            link.steal_via = f"channel ({reason})"
+        notice(f"worker {self.slot}: stealing idle connections with {link.steal_via}")
+        self.loop.call_later(SWEEP_TICK, self.sweep, 1)
+
+    def sweep(self, tick: int) -> None:
+        """Finalize what other workers took from our slots; now and then, peek at every parked
+        connection and close those their server closed."""
+        if self.stopping:
+            return
+        for srv in self.by_index.values():
+            if tick % LIVENESS_EVERY == 0:
+                srv.sweep()
+            elif srv.published:
+                srv.settle_if_rung()
+        self.loop.call_later(SWEEP_TICK, self.sweep, tick + 1)
+
     def heartbeat(self) -> None:
         """Every second: tell the master we live, and claim any maxconn slot handed to this slot
         whose SLOT datagram never arrived (sent while the slot was being respawned): passed on to
@@ -136,6 +180,14 @@ def _set_pdeathsig() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+def _await_registration(table: ShmTable, slot: int, timeout: float = 2.0) -> None:
+    """The master writes our pid and incarnation right after the fork: wait for them (the
+    incarnation goes into every slot we publish)."""
+    deadline = time.monotonic() + timeout
+    while table.worker(slot).pid != os.getpid() and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
 def _watch_parent(loop: asyncio.AbstractEventLoop, ppid: int, state: WorkerState) -> None:
     if os.getppid() != ppid:
         state.hard_stop()
@@ -161,6 +213,8 @@ def run(
     code = 0
     try:
         state.channel = state.link.channel = Channel(loop, table.name, slot, state.donor)
+        _await_registration(table, slot)
+        state.start_stealing(ppid, listeners[0].sock.fileno() if listeners else ctl.fileno())
         state.heartbeat()
         for lst in listeners:
             env = state.envs[lst.frontend]

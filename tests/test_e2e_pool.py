@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from harness import KeepAliveClient, MakeProxy, Origin, Proxy, free_port, proxy_config, wait_for
 
-from proxy.shm import ShmTable, backend_name, read_header
+from proxy.shm import ShmTable, WorkerState, backend_name, read_header
 from tools.shmdump import find_newest
 
 # Runs on both HTTP/1 engines (conftest's h1_engine): the engine tokenizes the response heads whose
@@ -134,6 +134,13 @@ def start(make_proxy: MakeProxy, origin: Origin, shm_tables: list[Shm]) -> Start
         proxy = make_proxy(config(port, origin.port, **kw), ports=[port], workers=NBTHREAD)
         shm = Shm(proxy)
         shm_tables.append(shm)
+        # Every worker accepting (READY: RUNNING in the table) before any load: a worker still
+        # importing when a short load runs would leave it all to the others.
+        wait_for(
+            lambda: all(shm.table.worker(w).state is WorkerState.RUNNING for w in range(NBTHREAD)),
+            timeout=20,
+            message="every worker RUNNING",
+        )
         return Setup(port, proxy, shm)
 
     return go
@@ -404,12 +411,13 @@ def test_close_mode_always_steals_instead_of_connecting(start: Start, origin: Or
     # 8 concurrent clients x 25 one-shot requests (Connection: close), spread over 4 workers by the
     # kernel; one worker holds all 8 idle connections at the start. With http-reuse always a first
     # request may take any idle connection, and a worker with none takes one from another worker
-    # (fd passing, scanning the victims until one gives): about one server connection per concurrent
-    # client carries the 200 requests. The slack of 2: a thief that every victim answers "none"
-    # while a connection is being released elsewhere connects, as HAProxy's threads do (its lab:
-    # 51-54 connects for 50 users). Beyond that, each connect must be explained by a takeover that
-    # missed its deadline (a victim not scheduled within 5 ms on a loaded 2-core machine): such a
-    # thief connects instead of waiting, by design.
+    # (claims a published slot and duplicates the descriptor with pidfd_getfd, scanning the victims
+    # until one has one): about one server connection per concurrent client carries the 200
+    # requests. The slack of 2: a thief that finds nothing while a connection is being released
+    # elsewhere connects, as HAProxy's threads do (its lab: 51-54 connects for 50 users). Beyond
+    # that, each connect must be explained by a failed takeover (with the SCM_RIGHTS channel, where
+    # pidfd_getfd is refused: a victim not scheduled within 5 ms; such a thief connects instead of
+    # waiting, by design).
     clients = 8
     srv, stats = run_one_shot(start, origin, "")
     print("\n" + describe("always, pool-low-conn 0", srv, stats))
@@ -418,6 +426,30 @@ def test_close_mode_always_steals_instead_of_connecting(start: Start, origin: Or
     assert srv["takeovers_given"] > 0, srv
     assert stats["connections"] <= clients + 2 + srv["takeovers_failed"], describe("always", srv, stats)
     assert stats["connections"] <= 200 // 4, describe("always", srv, stats)  # far below one per request
+
+
+def test_channel_fallback_still_steals(make_proxy: MakeProxy, origin: Origin, shm_tables: list[Shm]) -> None:
+    # Where pidfd_getfd is refused (old kernel, seccomp, Yama), workers steal over the SCM_RIGHTS
+    # channel as before: forced here with POOLPROXY_STEAL=channel, the start-up lines say so, and the
+    # one-shot load is still carried by stolen connections.
+    port = free_port()
+    env = {"POOLPROXY_STEAL": "channel"}
+    proxy = make_proxy(config(port, origin.port), ports=[port], workers=NBTHREAD, env=env)
+    shm = Shm(proxy)
+    shm_tables.append(shm)
+    wait_for(
+        lambda: all(shm.table.worker(w).state is WorkerState.RUNNING for w in range(NBTHREAD)),
+        timeout=20,
+        message="every worker RUNNING",
+    )
+    setup = Setup(port, proxy, shm)
+    origin.reset()
+    warm_one_worker(setup)
+    assert one_shot_load(port, path="/delay/5") == {200: 200}
+    srv = settled(shm)
+    print("\n" + describe("always, channel", srv, origin.stats()))
+    assert srv["takeovers_given"] > 0
+    assert proxy.logs().count("stealing idle connections with channel (POOLPROXY_STEAL=channel)") == NBTHREAD
 
 
 def test_pool_low_conn_trades_steals_for_connects(start: Start, origin: Origin) -> None:

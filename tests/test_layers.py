@@ -39,9 +39,19 @@ CORE = [
     "proxy.sides",
     "proxy.log",
     "proxy.atomics",
+    "proxy.slots",
+    "proxy.slot_array",
 ]
 STATE = ["proxy.server", "proxy.session"]
-ADAPTERS = ["proxy.listener", "proxy.mux_h1", "proxy.server_conn", "proxy.takeover", "proxy.donor"]
+ADAPTERS = [
+    "proxy.listener",
+    "proxy.mux_h1",
+    "proxy.server_conn",
+    "proxy.takeover",
+    "proxy.donor",
+    "proxy.pidfd",
+    "proxy.steal",
+]
 ORCHESTRATION = [
     "proxy.stream",
     "proxy.backend",
@@ -91,12 +101,16 @@ def test_master_imports_no_http_code() -> None:
 
 
 def test_every_module_has_a_layer() -> None:
-    """A new module must be placed in a layer (and so be checked by the tests above)."""
+    """A new module must be placed in a layer (and so be checked by the tests above).
+
+    Regression: the package itself was listed as "outside" with its submodules, which placed every
+    module (``proxy.x`` starts with ``proxy.``); packages are now matched with their submodules,
+    the entry points only by name."""
     placed = set(CORE) | set(STATE) | set(ADAPTERS) | set(ORCHESTRATION)
     outside = {"proxy", "proxy.main", "proxy.__main__", "proxy._atomic", "proxy._chunked"}  # entry points, C
     for path in PACKAGE.rglob("*.py"):
         name = module_name(path)
-        if any(name == p or name.startswith(p + ".") for p in placed | outside):
+        if name in outside or any(name == p or name.startswith(p + ".") for p in placed):
             continue
         pytest.fail(f"{name} is in no layer of tests/test_layers.py")
 

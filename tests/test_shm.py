@@ -27,6 +27,7 @@ import posix_ipc
 import pytest
 
 from proxy import atomics, shm
+from proxy import slot_array as sa
 from proxy.atomics import lock_name_for
 from proxy.config.model import Cap, Config, Proxy, Server
 from proxy.shm import (
@@ -108,7 +109,9 @@ def test_header_and_sizes(table: ShmTable) -> None:
     assert (h["nworkers"], h["nservers"]) == (NPROC, 3)
     assert h["rows_off"] % 64 == 0 and h["cells_off"] % 64 == 0 and h["workers_off"] % 64 == 0
     assert h["cells_off"] == h["rows_off"] + 3 * ROW_SIZE
-    assert h["names_off"] == h["cells_off"] + 3 * NPROC * CELL_SIZE
+    assert h["slots_off"] == h["cells_off"] + 3 * NPROC * CELL_SIZE
+    assert h["slot_array_size"] == sa.SLOT_HEADER + h["nslots"] * sa.SLOT_SIZE
+    assert h["names_off"] == h["slots_off"] + 3 * NPROC * h["slot_array_size"]
     assert os.stat("/dev/shm" + table.name).st_size == h["total_size"]
     assert h["master_pid"] == os.getpid() and h["backend"] == shm.BACKEND_IDS[table.backend]
     assert abs(h["created_ns"] - time.time_ns()) < 60 * 10**9
@@ -134,7 +137,7 @@ def test_header_and_sizes(table: ShmTable) -> None:
 
 def _diagram(section: str) -> dict[str, int]:
     doc = shm.__doc__ or ""
-    block = re.search(rf"^    {section}:(.*?)(?=^    \w+:|^\S)", doc, re.S | re.M)
+    block = re.search(rf"^    {section}:(.*?)(?=^    \w[\w ]*:|^\S)", doc, re.S | re.M)
     assert block is not None, section
     return {name: int(n) for n, name in re.findall(r"(\d+) (\w+)", block.group(1)) if name != "zero"}
 
@@ -147,6 +150,10 @@ def test_diagram_matches_code() -> None:
     workers = {"pid": shm.W_PID, "incarnation": shm.W_INCARNATION, "state": shm.W_STATE}
     workers |= {"heartbeat": shm.W_HEARTBEAT, "started": shm.W_STARTED}
     assert {k: 8 * v for k, v in _diagram("worker").items()} == workers
+    assert {k: 8 * v for k, v in _diagram("slot array").items()} == {"bell": sa.A_BELL, "high": sa.A_HIGH}
+    slot = {"tag": sa.S_TAG, "owner": sa.S_OWNER, "fd": sa.S_FD, "conn_id": sa.S_CONN_ID}
+    slot |= {"ports": sa.S_PORTS, "meta": sa.S_META, "key": sa.S_KEY, "idle_since": sa.S_IDLE_SINCE}
+    assert {k: 8 * v for k, v in _diagram("slot").items()} == slot
     assert max(shm.ROW_FIELDS.values()) < ROW_SIZE and max(shm.CELL_FIELDS.values()) < CELL_SIZE
     assert all(v % 8 == 0 for v in (*shm.ROW_FIELDS.values(), *shm.CELL_FIELDS.values()))
 
