@@ -25,33 +25,43 @@ class Session:
         self.client_ip = client_ip
         self.client_port = client_port
         self.requests_done = 0
-        self.conns: list[Conn] = []  # private idle connections attached to this session
+        # Private idle connections attached to this session. Most sessions never hold one: an
+        # empty tuple until the first, so an idle client connection carries no list.
+        self.conns: list[Conn] | tuple[()] = ()
 
     @property
     def first_request(self) -> bool:
         return self.requests_done == 0
 
     def take_conn(self, srv: ServerRuntime, key: ConnKey) -> Conn | None:
-        for i, conn in enumerate(self.conns):
+        conns = self.conns
+        if not conns:
+            return None
+        assert isinstance(conns, list)
+        for i, conn in enumerate(conns):
             if conn.server is srv and conn.key == key and conn.alive:
-                del self.conns[i]
+                del conns[i]
                 return conn
         return None
 
     def attach_conn(self, conn: Conn) -> bool:
         """Keep a private idle connection; False when the session already holds its maximum."""
-        if len(self.conns) >= MAX_SESSION_SRV_CONNS:
+        conns = self.conns
+        if len(conns) >= MAX_SESSION_SRV_CONNS:
             return False
+        if not isinstance(conns, list):
+            conns = self.conns = []
         conn.owner = self
-        self.conns.append(conn)
+        conns.append(conn)
         return True
 
     def forget_conn(self, conn: Conn) -> None:
         """Called when an attached connection closes."""
-        if conn in self.conns:
-            self.conns.remove(conn)
+        conns = self.conns
+        if isinstance(conns, list) and conn in conns:
+            conns.remove(conn)
 
     def close(self) -> None:
-        conns, self.conns = self.conns, []  # close() calls forget_conn: never iterate the list itself
+        conns, self.conns = self.conns, ()  # close() calls forget_conn: never iterate the list itself
         for conn in conns:
             conn.close()

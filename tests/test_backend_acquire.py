@@ -95,7 +95,7 @@ def test_session_private_connection_comes_first(make_world: Callable[..., World]
     pooled_conn(w.srv, w.key(), SAFE)
     acq = acquisition(w, first=False, session=session)
     assert w.backend.acquire_now(acq) is own
-    assert own.acct is Acct.PRIVATE and session.conns == [] and len(w.srv.pool) == 2 and acq.reused
+    assert own.acct is Acct.PRIVATE and not session.conns and len(w.srv.pool) == 2 and acq.reused
     assert w.gauges() == dict(ZERO, served=1, conns=3, idle=2, safe=1)
 
 

@@ -27,4 +27,4 @@ def test_close_closes_every_private_connection() -> None:
     assert not session.attach_conn(FakeConn(session))  # type: ignore[arg-type]
     session.close()
     assert all(c.closed for c in conns)
-    assert session.conns == []
+    assert not session.conns
