@@ -44,6 +44,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tools.benchlib import wait_listening
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -240,14 +242,6 @@ def _stats(stats_port: int, path: str = "/__stats") -> dict[str, int]:
     return data
 
 
-def _wait_listening(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def _start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -325,7 +319,7 @@ def lab(
         origin = _start([*cmd, str(stats_port)], d / "origin.log")
         procs = [origin]
         try:
-            _wait_listening(origin_port)
+            wait_listening(origin_port, timeout=15.0)
             _wait_listening(stats_port)
             for rnd, name in itertools.product(range(rounds), ("poolproxy", "haproxy")):
                 port = _free_port()
