@@ -320,7 +320,7 @@ def lab(
         procs = [origin]
         try:
             wait_listening(origin_port, timeout=15.0)
-            _wait_listening(stats_port)
+            wait_listening(stats_port, timeout=15.0)
             for rnd, name in itertools.product(range(rounds), ("poolproxy", "haproxy")):
                 port = _free_port()
                 cfg = d / f"{name}-{rnd}.cfg"
@@ -333,7 +333,7 @@ def lab(
                 else:
                     proc = _start(["haproxy", "-db", "-f", str(cfg)], log)
                 procs.append(proc)
-                _wait_listening(port)
+                wait_listening(port, timeout=15.0)
                 if name == "poolproxy":
                     _wait_workers_running(proc.pid, workers)
                 else:
