@@ -16,8 +16,17 @@ block without Host is tokenized with a stand-in Host line, left out of the resul
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import h11
+
+try:  # h11's head readers (h11 >= 0.14): the fast way in; the Connection below is the fallback
+    from h11._readers import maybe_read_from_IDLE_client as _READ_REQUEST
+    from h11._readers import maybe_read_from_SEND_RESPONSE_server as _READ_RESPONSE
+    from h11._receivebuffer import ReceiveBuffer as _ReceiveBuffer
+except ImportError:  # pragma: no cover - another h11 layout
+    _READ_REQUEST = _READ_RESPONSE = None  # type: ignore[assignment]
 
 from proxy.h1.base import Limits
 from proxy.h1.strict import RequestReader, ResponseReader
@@ -37,19 +46,39 @@ def tokenize_request(block: bytes) -> tuple[bytes, bytes, bytes, Headers]:
     return method, target, version, headers[1:]  # h11 keeps the wire order: the stand-in is first
 
 
-def _tokenize_request(block: bytes) -> tuple[bytes, bytes, bytes, Headers]:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(block) + 1)
-    conn.receive_data(block)
+def _read(reader: Callable[[Any], object], block: bytes) -> object:
+    """h11's own head reader on ``block`` (what ``Connection.next_event`` calls for a head), without
+    building a ``Connection`` per head: the state machine has nothing to add for one head whose
+    framing the proxy decides itself."""
+    buf = _ReceiveBuffer()
+    buf += block
     try:
-        event = conn.next_event()
-    except h11.RemoteProtocolError as exc:
+        return reader(buf)
+    except h11.ProtocolError as exc:
         raise ValueError(str(exc)) from exc
+
+
+def _tokenize_request(block: bytes) -> tuple[bytes, bytes, bytes, Headers]:
+    if _READ_REQUEST is not None:
+        event = _read(_READ_REQUEST, block)
+    else:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(block) + 1)
+        conn.receive_data(block)
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise ValueError(str(exc)) from exc
     if not isinstance(event, h11.Request):
         raise ValueError(f"h11 produced {event!r}")
     return event.method, event.target, event.http_version, list(event.headers.raw_items())
 
 
 def tokenize_response(block: bytes, method: bytes) -> tuple[int, bytes, bytes, Headers]:
+    if _READ_RESPONSE is not None:
+        event = _read(_READ_RESPONSE, block)
+        if not isinstance(event, h11.Response | h11.InformationalResponse):
+            raise ValueError(f"h11 produced {event!r}")
+        return event.status_code, event.reason, event.http_version, list(event.headers.raw_items())
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=len(block) + 1)
     conn.send(h11.Request(method=method, target=b"/", headers=_UPGRADE_OFFER))
     conn.send(h11.EndOfMessage())
