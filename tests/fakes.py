@@ -502,7 +502,7 @@ class World:
         )  # fmt: skip
         self.fe_cfg = Proxy(
             name="fe", cap=Cap.FRONTEND, default_backend="be", http_conn_mode=fe_conn_mode,
-            http_request_returns=list(returns or []), forwardfor=forwardfor,
+            http_request_returns=list(returns or []), forwardfor=forwardfor, log_global=True,
         )  # fmt: skip
         config = Config(frontends={"fe": self.fe_cfg}, backends={"be": self.be_cfg})
         self.table = ShmTable.create(config, 2, generation=next(_generations))

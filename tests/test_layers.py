@@ -39,6 +39,7 @@ CORE = [
     "proxy.sides",
     "proxy.log",
     "proxy.atomics",
+    "proxy.limits",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = ["proxy.listener", "proxy.mux_h1", "proxy.server_conn", "proxy.takeover", "proxy.donor"]

@@ -164,6 +164,9 @@ class Proxy:
     # ``option httplog`` / ``option dontlognull`` (frontend side; logging reads them).
     httplog: bool = False
     dontlognull: bool = False
+    # ``log global``: this proxy logs to the global section's targets (``no log`` clears it). A
+    # frontend without it logs nothing, as in HAProxy.
+    log_global: bool = False
     # backend side
     retries: int = 3
     balance: str = "roundrobin"  # roundrobin | leastconn | first | source
@@ -198,6 +201,17 @@ class Global:
     maxhdr: int = 101  # tune.http.maxhdr: the most header lines accepted
     daemon: bool = False
     pidfile: str | None = None
+    # Diagnostics and start-up switches.
+    zero_warning: bool = False  # any warning refuses the configuration
+    quiet: bool = False  # no warning, notice or "valid" line at start-up (alerts still print)
+    strict_limits: bool = True  # failing to raise the file descriptor limit is fatal (HAProxy 2.6 default)
+    ulimit_n: int = 0  # RLIMIT_NOFILE to set at start-up (0: computed from maxconn, or left alone)
+    hard_stop_after: float | None = None  # longest soft stop before the workers are killed
+    # ``default-path``: how relative file names are resolved: current | config | parent | origin
+    default_path: tuple[str, str] = ("current", "")  # (mode, origin path)
+    stats_timeout: float | None = None  # runtime API connections: idle timeout
+    log_tag: str = "poolproxy"  # the syslog tag (``log-tag``; HAProxy's default is the program name)
+    log_send_hostname: str | None = None  # ``log-send-hostname``: the host name put in syslog headers
 
 
 @dataclass(slots=True)
@@ -206,3 +220,4 @@ class Config:
     frontends: dict[str, Proxy] = field(default_factory=dict)
     backends: dict[str, Proxy] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # [WARNING] lines found while loading
