@@ -12,7 +12,9 @@ a ``handle_<name>`` method (gunicorn's arbiter shape):
   gone (SIGKILL after ``hard-stop-after``, ``SOFT_STOP_LIMIT`` when it is not set).
 
 Before binding, the master raises the file descriptor limit to what ``maxconn``/``ulimit-n`` need
-(``proxy.limits``); under ``strict-limits`` (the default) failing to is fatal.
+(``proxy.limits``); under ``strict-limits`` (the default) failing to is fatal. It keeps its own
+privileges; the workers drop theirs (``chroot``, ``user``, ``group``: ``proxy.privileges``), which
+the master checks they will be able to do before it binds.
 
 The master owns the shared-memory table (``proxy.shm``): it removes the segments of dead earlier
 runs, creates this generation's before forking, and unlinks it on exit. When it reaps a worker it
@@ -39,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from proxy import privileges
 from proxy.config.model import Config
 from proxy.limits import needed_fds, raise_fd_limit
 from proxy.listener import Listener, bind_all
@@ -264,6 +267,13 @@ class Master:
                 alert(problem)
                 return 1
             warning(problem)
+        if privileges.wanted(g):  # the workers drop them; check now that they will be able to
+            problem = privileges.preflight(g)
+            if problem is None and g.chroot:
+                problem = privileges.resolve_servers(self.config)
+            if problem is not None:
+                alert(problem)
+                return 1
         try:
             self.listeners = bind_all(self.config)
         except Exception as exc:

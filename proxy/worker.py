@@ -10,6 +10,9 @@ socket, and serves until a signal:
   let in-flight requests finish (their connections close after the response), exit when none is left;
 - SIGINT is ignored: in the foreground a Ctrl-C reaches the whole process group and the master
   decides. The worker also exits if the master dies (parent-death signal, and a periodic check).
+
+Once its listeners and channel are set up, and before it tells the master READY, the worker drops
+its privileges as configured (``chroot``, ``user``, ``group``: ``proxy.privileges``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import signal
 import socket
 from typing import NoReturn
 
+from proxy import privileges
 from proxy.backend import Backend
 from proxy.config.model import Config
 from proxy.donor import Donor, WorkerLink
@@ -170,6 +174,9 @@ def run(
 
             server = loop.run_until_complete(loop.create_server(factory, sock=lst.sock, backlog=1024))
             state.servers.append(server)
+        if privileges.wanted(config.global_):
+            privileges.drop(config.global_)  # everything is set up: nothing more is read from files
+            _set_pdeathsig()  # a change of credentials cleared it
         with contextlib.suppress(OSError):
             ctl.send(f"READY {slot} {os.getpid()}".encode())
         _watch_parent(loop, ppid, state)

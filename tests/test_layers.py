@@ -40,6 +40,7 @@ CORE = [
     "proxy.log",
     "proxy.atomics",
     "proxy.limits",
+    "proxy.privileges",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = ["proxy.listener", "proxy.mux_h1", "proxy.server_conn", "proxy.takeover", "proxy.donor"]

@@ -76,7 +76,11 @@ def render_reference() -> str:
         "`no` prefix.",
         "",
     ]
-    out += _keyword_rows([kw for kw in supported if Section.GLOBAL not in kw.sections], with_matrix=True)
+    out += _keyword_rows([kw for kw in supported if kw.sections & set(PROXY_COLUMNS)], with_matrix=True)
+
+    out += ["", "### `http-errors` section", ""]
+    out += ["`http-errors <name>` holds pages that `errorfiles <name>` imports into proxies.", ""]
+    out += _keyword_rows([kw for kw in supported if Section.HTTP_ERRORS in kw.sections], with_matrix=False)
 
     out += ["", "### Server parameters", ""]
     out += ["Written after `server <name> <host>:<port>` or after `default-server`.", ""]

@@ -11,9 +11,12 @@ have (its pollers, splicing) are accepted with a warning that they are ignored.
 
 from __future__ import annotations
 
+import grp
 import os.path
+import pwd
 import socket
 
+from proxy.config.errors import DirectiveError
 from proxy.config.kwtypes import GLOBAL, Directive, Keyword, ParseFn, SectionState, ignored, unsupported
 from proxy.config.model import LogTarget
 from proxy.config.timeunit import parse_int, parse_size, parse_time
@@ -185,6 +188,45 @@ def _log_send_hostname(st: SectionState, d: Directive) -> None:
     st.global_.log_send_hostname = d.args[0] if d.args else socket.gethostname()
 
 
+def _chroot(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<directory>")
+    st.global_.chroot = d.args[0]
+
+
+def _user(by_name: bool) -> ParseFn:
+    def parse(st: SectionState, d: Directive) -> None:
+        d.expect(1, "<name>" if by_name else "<number>")
+        if st.global_.uid is not None:
+            st.warn("user/uid already specified. Continuing.")
+            return
+        if by_name:
+            try:
+                st.global_.uid = pwd.getpwnam(d.args[0]).pw_uid
+            except KeyError:
+                raise DirectiveError(f"cannot find user id for '{d.args[0]}'") from None
+        else:
+            st.global_.uid = _int(d, d.args[0], 0)
+
+    return parse
+
+
+def _group(by_name: bool) -> ParseFn:
+    def parse(st: SectionState, d: Directive) -> None:
+        d.expect(1, "<name>" if by_name else "<number>")
+        if st.global_.gid is not None:
+            st.warn("gid/group was already specified. Continuing.")
+            return
+        if by_name:
+            try:
+                st.global_.gid = grp.getgrnam(d.args[0]).gr_gid
+            except KeyError:
+                raise DirectiveError(f"cannot find group id for '{d.args[0]}'") from None
+        else:
+            st.global_.gid = _int(d, d.args[0], 0)
+
+    return parse
+
+
 def _h1_engine(st: SectionState, d: Directive) -> None:
     d.expect(1, "h11|llhttp")
     if d.args[0] not in H1_ENGINES:
@@ -262,6 +304,15 @@ KEYWORDS: list[Keyword] = [
             _hard_stop_after, default="60s"),
     Keyword("stats timeout", GLOBAL, "<time>", "Idle timeout of runtime API connections.",
             _stats_timeout, default="10s"),
+    Keyword("chroot", GLOBAL, "<directory>",
+            "Workers chroot here before serving (files and host names are read before).",
+            _chroot, default="none"),
+    Keyword("user", GLOBAL, "<name>", "Workers switch to this user before serving (the master stays).",
+            _user(True), default="unchanged"),
+    Keyword("uid", GLOBAL, "<number>", "Same as user, by number.", _user(False), default="unchanged"),
+    Keyword("group", GLOBAL, "<name>", "Workers switch to this group (and no other) before serving.",
+            _group(True), default="unchanged"),
+    Keyword("gid", GLOBAL, "<number>", "Same as group, by number.", _group(False), default="unchanged"),
     Keyword("log-tag", GLOBAL, "<string>", "The tag (program name) in syslog headers.",
             _log_tag, default="poolproxy"),
     Keyword("log-send-hostname", GLOBAL, "[<string>]",
@@ -276,27 +327,14 @@ KEYWORDS: list[Keyword] = [
         ("insecure-setuid-wanted", "setuid programs"),
         ("expose-experimental-directives", "no experimental directive exists"),
     )
-] + [
-    # Inert: these only set defaults for TLS, and every keyword that would use TLS (``ssl`` on a
-    # bind or server line, ``crt``...) is refused, so accepting them changes nothing. They are
-    # accepted so that stock configurations (Debian's haproxy.cfg has them) need no edit for them.
-    Keyword(name, GLOBAL, "<value>...", "Accepted, no effect: TLS defaults (TLS is not supported).",
-            _inert_tls, default="none")
-    for name in (
-        "ca-base", "crt-base", "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites",
-        "ssl-default-bind-options", "ssl-default-server-ciphers", "ssl-default-server-ciphersuites",
-        "ssl-default-server-options",
-    )
 ]  # fmt: skip
 
-_PRIVS = "not supported: start poolproxy as the user it should run as (systemd User=)"
 _TLS = "not supported yet: poolproxy has no TLS"
+# TLS defaults: every keyword that would use them (``ssl`` on a bind or server line, ``crt``...) is
+# refused, so they have no effect until TLS is supported; accepted with a warning so that stock
+# configurations (Debian's haproxy.cfg has them) need no edit.
+_TLS_DEFAULT = "TLS binds and servers are not supported yet, so TLS defaults have no effect."
 KEYWORDS += [
-    unsupported("user", _PRIVS, GLOBAL),
-    unsupported("group", _PRIVS, GLOBAL),
-    unsupported("uid", _PRIVS, GLOBAL),
-    unsupported("gid", _PRIVS, GLOBAL),
-    unsupported("chroot", "not supported", GLOBAL),
     unsupported(
         "nbproc", "not supported (removed from HAProxy 2.5): use 'nbthread' for the worker count", GLOBAL
     ),
@@ -308,7 +346,13 @@ KEYWORDS += [
     unsupported("resetenv", "not supported", GLOBAL),
     unsupported("server-state-file", "not supported", GLOBAL),
     unsupported("lua-load", "not supported", GLOBAL),
-    unsupported("tune.ssl.default-dh-param", _TLS, GLOBAL),
+    *(ignored(name, _TLS_DEFAULT, GLOBAL, "<value>...", parse=_inert_tls) for name in (
+        "ca-base", "crt-base", "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites",
+        "ssl-default-bind-options", "ssl-default-server-ciphers", "ssl-default-server-ciphersuites",
+        "ssl-default-server-options", "ssl-default-bind-curves", "ssl-default-bind-sigalgs",
+        "ssl-default-bind-client-sigalgs", "ssl-dh-param-file", "ssl-server-verify",
+        "tune.ssl.default-dh-param",
+    )),
     unsupported("tune.maxrewrite", "not supported", GLOBAL),
 ]
 

@@ -210,8 +210,6 @@ KEYWORDS += [
     unsupported("id", _NOT_YET),
     unsupported("disabled", _NOT_YET),
     unsupported("enabled", _NOT_YET),
-    unsupported("errorfile", _NOT_YET),
-    unsupported("errorfiles", _NOT_YET),
     unsupported("errorloc", _NOT_YET),
     unsupported("errorloc302", _NOT_YET),
     unsupported("errorloc303", _NOT_YET),

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from proxy.config.errors import DirectiveError
-from proxy.config.model import Global, Proxy, Server, Where
+from proxy.config.model import ErrorPage, Global, Proxy, Server, Where
 
 
 class Section(enum.Enum):
@@ -40,6 +40,7 @@ class Section(enum.Enum):
     FRONTEND = "frontend"
     LISTEN = "listen"
     BACKEND = "backend"
+    HTTP_ERRORS = "http-errors"
 
 
 # The section sets that HAProxy's keyword matrix uses, spelled once.
@@ -93,6 +94,7 @@ class SectionState:
     source: tuple[str, bool] | None = None  # (address[:port], usesrc clientip)
     refs: dict[str, Where] = field(default_factory=dict)  # "default_backend" -> where it was set
     warnings: list[str] = field(default_factory=list)  # the current directive's, without location
+    http_errors: dict[int, ErrorPage] | None = None  # an http-errors section's pages
     base_dir: str = ""  # the directory relative file names are read from ("default-path")
 
     def path(self, name: str) -> str:

@@ -27,6 +27,7 @@ import copy
 import os
 from collections.abc import Mapping
 
+from proxy.config import errorfile
 from proxy.config.acl_syntax import NAME_RE
 from proxy.config.errors import (
     WARNING,
@@ -83,7 +84,10 @@ def config_files(paths: list[str], diag: Diagnostics) -> list[str]:
 class Parser:
     """Reads files into one ``Config``; ``finish`` runs the whole-configuration checks."""
 
-    __slots__ = ("cfg", "defaults", "diag", "env", "last_defaults", "names", "proxies", "skipping", "state")
+    __slots__ = (
+        "cfg", "defaults", "diag", "env", "http_errors", "last_defaults", "names", "proxies", "skipping",
+        "state",
+    )  # fmt: skip
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
@@ -95,6 +99,7 @@ class Parser:
         self.defaults: dict[str, list[SectionState]] = {}
         self.names: dict[str, Where] = {}
         self.proxies: list[SectionState] = []
+        self.http_errors: dict[str, Where] = {}  # http-errors section name -> where declared
 
     def __repr__(self) -> str:
         section = self.state.section.value if self.state else None
@@ -180,6 +185,14 @@ class Parser:
                 self.skipping = keyword
                 raise DirectiveError(f"'global' takes no argument (found '{args[0]}')")
             self.state = SectionState(Section.GLOBAL, where, self.cfg.global_)
+            return
+        if section is Section.HTTP_ERRORS:
+            st = SectionState(section, where, self.cfg.global_, http_errors={})
+            self.state = st  # before the checks: a broken header's lines are still read, and dropped
+            if len(args) > 1:
+                raise DirectiveError(f"'http-errors': unexpected '{' '.join(args[1:])}'")
+            name = args[0] if args else ""
+            st.http_errors = errorfile.open_http_errors(self.cfg, name, where, self.http_errors)
             return
         try:
             name, base = self.section_header(section, args, where)
@@ -356,6 +369,11 @@ class Parser:
             for st in self.proxies:
                 self.check_proxy(st)
                 self.warn_proxy(st)
+                alerts, warnings = errorfile.resolve(self.cfg, st.px)
+                for text in alerts:
+                    self.diag.add(after_parse(None, text))
+                for text in warnings:
+                    self.diag.warn(after_parse(None, text, WARNING))
         if self.diag.warnings and (zero_warning or self.cfg.global_.zero_warning):
             self.diag.add(ZERO_WARNING)
         self.diag.raise_if_any()
