@@ -45,7 +45,10 @@ def _ms(a: float, b: float) -> int:
 
 
 class StreamEnv:
-    __slots__ = ("bufsize", "clients", "engine_name", "frontend", "limits", "log", "requests")
+    """``log`` is used only when the frontend says ``log global`` (HAProxy: a proxy without a log
+    target logs nothing)."""
+
+    __slots__ = ("bufsize", "clients", "engine_name", "frontend", "limits", "log", "logging", "requests")
 
     def __init__(
         self,
@@ -59,6 +62,7 @@ class StreamEnv:
         self.frontend = frontend
         self.clients = clients
         self.log = log
+        self.logging = frontend.cfg.log_global
         self.engine_name = engine_name
         self.limits = limits
         self.bufsize = bufsize  # request body bytes a stream holds while it has no connection
@@ -88,7 +92,7 @@ class StreamEnv:
 
     # -- logging --------------------------------------------------------------------------------
     def log_stream(self, stream: Stream, status: int) -> None:
-        if not self.log.enabled:
+        if not self.logging or not self.log.enabled:
             return
         now = time.monotonic()
         t0 = stream.t_start
@@ -124,7 +128,7 @@ class StreamEnv:
         )
 
     def log_error(self, side: ClientSide, status: int, term: str) -> None:
-        if not self.log.enabled:
+        if not self.logging or not self.log.enabled:
             return
         session = side.session
         nclients = self.clients.client_count()

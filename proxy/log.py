@@ -64,10 +64,13 @@ def format_httplog(r: HttpLogRecord) -> str:
 
 
 class LogSink:
-    """Sends finished lines to every configured target; never raises on the hot path."""
+    """Sends finished lines to every configured target; never raises on the hot path. Syslog
+    targets get an RFC 3164 header: ``<134>Mmm dd hh:mm:ss [hostname ]tag[pid]: `` (``log-tag``,
+    ``log-send-hostname``)."""
 
-    def __init__(self, targets: list[str], tag: str = "poolproxy") -> None:
+    def __init__(self, targets: list[str], tag: str = "poolproxy", hostname: str | None = None) -> None:
         self.tag = tag
+        self.host = f"{hostname} " if hostname else ""
         self.raw: list[int] = []
         self.dgram: list[tuple[socket.socket, str | tuple[str, int]]] = []
         for t in targets:
@@ -92,7 +95,8 @@ class LogSink:
             with contextlib.suppress(OSError):
                 os.write(fd, (line + "\n").encode())
         if self.dgram:
-            msg = f"<134>{time.strftime('%b %d %H:%M:%S')} {self.tag}[{os.getpid()}]: {line}".encode()
+            stamp = time.strftime("%b %d %H:%M:%S")
+            msg = f"<134>{stamp} {self.host}{self.tag}[{os.getpid()}]: {line}".encode()
             for s, addr in self.dgram:
                 try:
                     s.sendto(msg, addr)
@@ -100,9 +104,26 @@ class LogSink:
                     pass
 
 
+_QUIET = [False]
+
+
+def set_quiet(quiet: bool = True) -> None:
+    """``quiet``: from now on ``notice`` prints nothing in this process (and the ones it forks)."""
+    _QUIET[0] = quiet
+
+
 def notice(msg: str) -> None:
     """A master/worker event line on stderr, HAProxy-style: ``[NOTICE]   (pid) : message``."""
+    if _QUIET[0]:
+        return
     sys.stderr.write(f"[NOTICE]   ({os.getpid()}) : {msg}\n")
+    sys.stderr.flush()
+
+
+def warning(msg: str) -> None:
+    if _QUIET[0]:
+        return
+    sys.stderr.write(f"[WARNING]  ({os.getpid()}) : {msg}\n")
     sys.stderr.flush()
 
 

@@ -1,7 +1,11 @@
 """Command line: ``poolproxy`` / ``python -m proxy``, with HAProxy's flags.
 
 ``-f FILE|DIR`` (repeatable), ``-c`` (check the configuration and exit 0/1), ``-d`` (foreground,
-debug: event lines on stderr), ``-p PIDFILE``, ``-v`` (version). Without ``-d`` the master still
+debug: event lines on stderr), ``-p PIDFILE``, ``-q`` (quiet), ``-dW`` (zero-warning: a warning is
+fatal), ``-v`` (version). Configuration warnings go to stderr as ``[WARNING]`` lines; with ``-c``
+a configuration with warnings prints "Warnings were found." before "Configuration file is valid"
+(HAProxy's output), both on stdout. ``-q`` or ``quiet`` silence warnings and the valid line (and
+the master's start-up notices unless ``-d``); alerts are always printed. Without ``-d`` the master still
 runs in the foreground (use systemd or a supervisor to daemonize; ``daemon`` in ``global`` is honoured
 by forking once). Exit codes: 0 success, 1 configuration or start-up error.
 """
@@ -14,6 +18,7 @@ import sys
 
 from proxy import __version__
 from proxy.config import ConfigError, load
+from proxy.log import set_quiet
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-D", dest="daemon", action="store_true", help="daemonize")
     p.add_argument("-p", dest="pidfile", metavar="PIDFILE", help="write the master's pid here")
     p.add_argument("-q", dest="quiet", action="store_true", help="quiet mode (with -c: print nothing)")
+    p.add_argument("-dW", dest="zero_warning", action="store_true", help="zero-warning: warnings are fatal")
     p.add_argument("-v", "--version", action="version", version=f"poolproxy version {__version__}")
     p.add_argument("-vv", dest="build_info", action="store_true", help="version and build/run-time options")
     return p
@@ -62,19 +68,27 @@ def main(argv: list[str] | None = None) -> int:
         print("[ALERT] no configuration file given (use -f FILE|DIR)", file=sys.stderr)
         return 1
     try:
-        config = load(args.files)
+        config = load(args.files, zero_warning=args.zero_warning)
     except ConfigError as exc:
-        for msg in exc.messages:
+        for msg in exc.lines:
             print(msg, file=sys.stderr)
         print("[ALERT] config: Fatal errors found in configuration.", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"[ALERT] config: cannot open configuration: {exc}", file=sys.stderr)
         return 1
+    quiet = args.quiet or config.global_.quiet
+    if not quiet:
+        for msg in config.warnings:
+            print(msg, file=sys.stderr)
     if args.check:
-        if not args.quiet:
+        if not quiet:
+            if config.warnings:
+                print("Warnings were found.")
             print("Configuration file is valid")
         return 0
+    if quiet and not args.debug:
+        set_quiet()
     if (args.daemon or config.global_.daemon) and not args.debug:
         if os.fork() > 0:
             return 0

@@ -9,7 +9,12 @@ a ``handle_<name>`` method (gunicorn's arbiter shape):
 - SIGTERM / SIGINT → hard stop: SIGTERM to every worker, SIGKILL to those still alive after
   ``HARD_STOP_GRACE``, exit;
 - SIGUSR1 → soft stop: SIGUSR1 to every worker (they finish in-flight requests), exit when all are
-  gone (SIGKILL after ``hard-stop-after``-like ``SOFT_STOP_LIMIT``).
+  gone (SIGKILL after ``hard-stop-after``, ``SOFT_STOP_LIMIT`` when it is not set).
+
+Before binding, the master raises the file descriptor limit to what ``maxconn``/``ulimit-n`` need
+(``proxy.limits``); under ``strict-limits`` (the default) failing to is fatal. It keeps its own
+privileges; the workers drop theirs (``chroot``, ``user``, ``group``: ``proxy.privileges``), which
+the master checks they will be able to do before it binds.
 
 The master owns the shared-memory table (``proxy.shm``): it removes the segments of dead earlier
 runs, creates this generation's before forking, and unlinks it on exit. When it reaps a worker it
@@ -36,9 +41,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from proxy import privileges
 from proxy.config.model import Config
+from proxy.limits import needed_fds, raise_fd_limit
 from proxy.listener import Listener, bind_all
-from proxy.log import alert, notice
+from proxy.log import alert, notice, warning
 from proxy.pool_policy import purge_plan
 from proxy.shm import R_EST_NEED, R_MAX_USED, ShmTable, WorkerState, cleanup_stale
 from proxy.slot_array import NSLOTS
@@ -88,6 +95,7 @@ class Master:
         self.wake_r, self.wake_w = os.pipe()
         self.table: ShmTable | None = None
         self.next_purge: dict[int, float] = {}  # server index -> monotonic time of its next purge
+        self.soft_stop_limit = config.global_.hard_stop_after or SOFT_STOP_LIMIT
 
     # -- signals --------------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -135,7 +143,7 @@ class Master:
         if not self.state.stopping:
             notice("soft-stopping workers (finishing in-flight requests)")
             self.state.stopping = "soft"
-            self.state.stop_deadline = time.monotonic() + SOFT_STOP_LIMIT
+            self.state.stop_deadline = time.monotonic() + self.soft_stop_limit
             self._signal_workers(signal.SIGUSR1)
             for lst in self.listeners:
                 lst.sock.close()
@@ -254,6 +262,20 @@ class Master:
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> int:
+        g = self.config.global_
+        problem = raise_fd_limit(needed_fds(g, sum(len(fe.binds) for fe in self.config.frontends.values())))
+        if problem is not None:
+            if g.strict_limits:
+                alert(problem)
+                return 1
+            warning(problem)
+        if privileges.wanted(g):  # the workers drop them; check now that they will be able to
+            problem = privileges.preflight(g)
+            if problem is None and g.chroot:
+                problem = privileges.resolve_servers(self.config)
+            if problem is not None:
+                alert(problem)
+                return 1
         try:
             self.listeners = bind_all(self.config)
         except Exception as exc:

@@ -7,6 +7,11 @@ with HTTP/1's framing rules — a body delimited by close is re-framed as chunke
 (so the connection can stay alive), a chunked one is delimited by close for an HTTP/1.0 client, 1xx
 interim responses go to HTTP/1.1 clients only, HEAD responses carry no body.
 
+The proxy's own answers (``proxy.replies.Reply``: error pages, errorfiles, ``http-request return``,
+redirects) are framed by ``writer.reply``: a Content-Length, no body for HEAD, ``Connection: close``
+unless the exchange keeps the connection. A request the parser rejects before any stream exists gets
+the frontend's errorfile for its status, if one is configured.
+
 Client-side timeouts:
 - ``timeout http-request``: the whole request head must arrive within it (408, ``cR``);
 - ``timeout http-keep-alive`` (falls back to http-request): the wait for the next request after a
@@ -38,10 +43,12 @@ from typing import TYPE_CHECKING
 
 from proxy.h1 import ProtocolError, engine, writer
 from proxy.message import Data, EndOfMessage, Event, Framing, RequestHead, ResponseHead
+from proxy.replies import error_reply
 from proxy.session import Session
 
 if TYPE_CHECKING:
     from proxy.message import Headers
+    from proxy.replies import Reply
     from proxy.sides import ClientEnv, StreamHandle
 
 PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
@@ -370,8 +377,7 @@ class ClientConn(asyncio.Protocol):
     def _reject(self, exc: ProtocolError) -> None:
         status = exc.status
         if self.transport is not None and self.phase is not Phase.CLOSED:
-            body = writer.error_body(status)
-            self.write(writer.simple_response(status, body=body, content_type="text/html", keep_alive=False))
+            self.send_reply(error_reply(status, self.cfg.errorfiles.get(status)), keep_alive=False)
             self.env.log_error(self, status, "cR" if status == 408 else "PR")
         self.close()
 
@@ -400,7 +406,7 @@ class ClientConn(asyncio.Protocol):
                 resp, body=framing, content_length=resp.content_length, keep_alive=keep, version=version
             )
         except ProtocolError:  # the server's head cannot be written safely: answer 502 instead
-            self.send_error(502)
+            self.send_reply(error_reply(502, self.cfg.errorfiles.get(502)), keep_alive=False)
             self.resp_framing = Framing.NONE
             return False
         self.write(data)
@@ -420,21 +426,21 @@ class ClientConn(asyncio.Protocol):
             except ProtocolError:
                 self.write(writer.end(framing))  # unsafe trailers are dropped, the body still ends
 
-    def send_local(self, status: int, body: bytes, content_type: str | None, *, keep_alive: bool) -> bool:
+    def send_reply(self, reply: Reply, *, keep_alive: bool) -> bool:
+        if reply.silent:
+            return False  # an empty errorfile: the connection closes without an answer
         keep = keep_alive and self.keep_alive_allowed()
         head = self.stream_head
         version = head.version if head is not None else b"1.1"
-        self.write(
-            writer.simple_response(
-                status, body=body, content_type=content_type, keep_alive=keep, version=version
-            )
-        )
+        head_only = head is not None and head.method == b"HEAD"
+        try:
+            data = writer.reply(reply, keep_alive=keep, version=version, head_only=head_only)
+        except ProtocolError:  # a header value that could split the head (a rule's doing): 500
+            fallback = error_reply(500, self.cfg.errorfiles.get(500))
+            keep = False
+            data = writer.reply(fallback, keep_alive=False, version=version, head_only=head_only)
+        self.write(data)
         return keep
-
-    def send_error(self, status: int) -> int:
-        body = writer.error_body(status)
-        self.write(writer.simple_response(status, body=body, content_type="text/html", keep_alive=False))
-        return len(body)
 
     def pause_request(self) -> None:
         self._set_pause(PAUSE_BODY, True)

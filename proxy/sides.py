@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from proxy.config.model import Proxy
     from proxy.h1 import Limits, ProtocolError
     from proxy.message import Event, Headers, RequestHead, ResponseHead
+    from proxy.replies import Reply
     from proxy.session import Session
 
 
@@ -66,12 +67,10 @@ class ClientSide(Protocol):
 
     def send_end(self, trailers: Headers) -> None: ...
 
-    def send_local(self, status: int, body: bytes, content_type: str | None, *, keep_alive: bool) -> bool:
-        """A complete response made by the proxy; returns whether the connection stays alive."""
-        ...
-
-    def send_error(self, status: int) -> int:
-        """The proxy's own error answer; the connection closes after it. Returns the body size."""
+    def send_reply(self, reply: Reply, *, keep_alive: bool) -> bool:
+        """A complete response made by the proxy (an error page, an errorfile, ``http-request
+        return``, a redirect), framed by the mux; a ``silent`` reply closes without answering.
+        Returns whether the connection stays alive after it."""
         ...
 
     def cork(self) -> None:

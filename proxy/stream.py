@@ -21,6 +21,10 @@ and to the server connection through its ``send_*`` methods, receiving its respo
 
 ``Phase`` is the stream's state machine (``_PHASES`` lists the legal moves; an illegal one raises).
 
+The proxy's own answers are ``proxy.replies.Reply`` objects handed to the client side
+(``send_reply``), which frames them; an error uses the backend's ``errorfile`` for its status, else
+the frontend's, else the default page.
+
 Failures are answered like HAProxy (status, termination state):
 - no backend / no usable server → 503 ``SC``; queue full 503 ``SQ``; queue timeout 503 ``sQ``;
   connect failure after ``retries`` → 503 ``SC``;
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.backend import AcquireError
 from proxy.message import Data, EndOfMessage, Event, Framing, ResponseHead, header_values
+from proxy.replies import Reply, error_reply, local_reply
 from proxy.shm import R_REQUESTS
 
 if TYPE_CHECKING:
@@ -194,7 +199,7 @@ class Stream:
         ret, backend = fe.route(head, session.client_ip)
         if ret is not None:
             self.term = "PR"
-            self.local_response(ret.status, ret.body, ret.content_type)
+            self.local_response(local_reply(ret.status, ret.body, ret.content_type))
             return
         if backend is None:
             self.fail(503, "SC")
@@ -524,21 +529,31 @@ class Stream:
         self._end(log_status=-1)
 
     # -- endings --------------------------------------------------------------------------------
-    def local_response(self, status: int, body: bytes, content_type: str | None) -> None:
+    def local_response(self, reply: Reply) -> None:
         """Answer locally (``http-request return``); the client connection may stay alive."""
-        self.client_keep = self.side.send_local(
-            status, body, content_type, keep_alive=self.client_keep and self.req_done
-        )
-        self.bytes_out = len(body)
-        self._end(log_status=status)
+        self.client_keep = self.side.send_reply(reply, keep_alive=self.client_keep and self.req_done)
+        self.bytes_out = len(reply.body)
+        self._end(log_status=reply.status)
 
     def fail(self, status: int, term: str) -> None:
         """Answer an error and close the client connection afterwards."""
         self.term = term
         self.client_keep = False
         self.server_keep = False
-        self.bytes_out = self.side.send_error(status)
+        reply = self.error_reply(status)
+        self.side.send_reply(reply, keep_alive=False)
+        self.bytes_out = 0 if reply.silent else len(reply.body)
         self._end(log_status=status)
+
+    def error_reply(self, status: int) -> Reply:
+        """The answer for an error: the backend's errorfile, else the frontend's, else the default
+        page (HAProxy's order)."""
+        page = None
+        if self.backend is not None:
+            page = self.backend.cfg.errorfiles.get(status)
+        if page is None:
+            page = self.env.frontend.cfg.errorfiles.get(status)
+        return error_reply(status, page)
 
     def abort(self, term: str) -> None:
         """A failure after the response head went out: cut the client connection."""

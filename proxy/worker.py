@@ -17,6 +17,9 @@ start, how it takes other workers' connections: with ``pidfd_getfd`` (``proxy.st
 on the master's descriptor works, else over the SCM_RIGHTS channel; the start-up line says which
 and why. A sweep every ``SWEEP_TICK`` finalizes the slots other workers took, and every
 ``LIVENESS_EVERY`` ticks peeks at every parked connection (reading is paused while parked).
+
+Once its listeners and channel are set up, and before it tells the master READY, the worker drops
+its privileges as configured (``chroot``, ``user``, ``group``: ``proxy.privileges``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import socket
 import time
 from typing import NoReturn
 
-from proxy import pidfd
+from proxy import pidfd, privileges
 from proxy.backend import Backend
 from proxy.config.model import Config
 from proxy.donor import Donor, WorkerLink
@@ -83,7 +86,7 @@ class WorkerState:
         self.link.late = self.donor.adopt_late
         self.clients: set[ClientConn] = set()
         self.stopping = False
-        self.log = LogSink(g.logs)
+        self.log = LogSink(g.logs, g.log_tag, g.log_send_hostname)
         self.envs = {
             name: StreamEnv(Frontend(cfg, self.backends, g.h1_engine, limits), self, self.log, g.h1_engine,
                             limits, g.bufsize)
@@ -224,6 +227,9 @@ def run(
 
             server = loop.run_until_complete(loop.create_server(factory, sock=lst.sock, backlog=1024))
             state.servers.append(server)
+        if privileges.wanted(config.global_):
+            privileges.drop(config.global_)  # everything is set up: nothing more is read from files
+            _set_pdeathsig()  # a change of credentials cleared it
         with contextlib.suppress(OSError):
             ctl.send(f"READY {slot} {os.getpid()}".encode())
         _watch_parent(loop, ppid, state)

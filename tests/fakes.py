@@ -36,6 +36,7 @@ from proxy.log import LogSink
 from proxy.message import Framing, Headers, RequestHead, ResponseHead
 from proxy.pool import ConnKey, ListKind
 from proxy.queue import Queues
+from proxy.replies import Reply
 from proxy.server import Acct, ServerRuntime
 from proxy.server_conn import ServerConn, State
 from proxy.session import Session
@@ -130,13 +131,15 @@ class RecordingSide:
     """A ``ClientSide`` that records, in order, every call a stream makes (cork/uncork apart).
 
     Answers like an HTTP/1 mux would: ``send_response_head`` keeps the connection alive only when
-    asked to and the request was read to its end; ``send_local`` keeps it when asked to."""
+    asked to and the request was read to its end; ``send_reply`` keeps it when asked to (and keeps
+    the replies in ``replies``)."""
 
     def __init__(self, session: Session | None = None) -> None:
         self.session = session if session is not None else Session(*PEER)
         self.write_paused = False
         self.last_io = time.monotonic()
         self.calls: list[tuple[Any, ...]] = []
+        self.replies: list[Reply] = []
         self.corked = 0  # cork depth: 0 when every cork was uncorked
         self.early = b""  # what start_tunnel returns (client bytes read past the upgrade request)
         self.allow_keep_alive = True
@@ -168,13 +171,10 @@ class RecordingSide:
     def send_end(self, trailers: Headers) -> None:
         self.calls.append(("send_end", list(trailers)))
 
-    def send_local(self, status: int, body: bytes, content_type: str | None, *, keep_alive: bool) -> bool:
-        self.calls.append(("send_local", status, body, content_type, keep_alive))
-        return keep_alive and self.allow_keep_alive
-
-    def send_error(self, status: int) -> int:
-        self.calls.append(("send_error", status))
-        return 100 + status  # a recognisable body size
+    def send_reply(self, reply: Reply, *, keep_alive: bool) -> bool:
+        self.calls.append(("send_reply", reply.status, keep_alive))
+        self.replies.append(reply)
+        return keep_alive and self.allow_keep_alive and not reply.silent
 
     def cork(self) -> None:
         self.corked += 1
@@ -504,7 +504,7 @@ class World:
         )  # fmt: skip
         self.fe_cfg = Proxy(
             name="fe", cap=Cap.FRONTEND, default_backend="be", http_conn_mode=fe_conn_mode,
-            http_request_returns=list(returns or []), forwardfor=forwardfor,
+            http_request_returns=list(returns or []), forwardfor=forwardfor, log_global=True,
         )  # fmt: skip
         config = Config(frontends={"fe": self.fe_cfg}, backends={"be": self.be_cfg})
         self.table = ShmTable.create(config, 2, generation=next(_generations))

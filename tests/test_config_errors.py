@@ -2,7 +2,8 @@
 
 A ``# expect: <text>`` line is a substring that one of the messages must contain (``{file}`` stands for
 the file's path, so the substrings pin ``file:line`` and the keyword); ``# expect-count: N`` is the
-exact number of messages, so nothing extra (a cascade of follow-up errors) slips in.
+exact number of messages, so nothing extra (a cascade of follow-up errors) slips in. The same with
+``# warn: <text>`` and ``# warn-count: N`` for the ``[WARNING]`` lines.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ BAD = Path(__file__).parent / "data" / "config" / "bad"
 CASES = sorted(BAD.glob("*.cfg"))
 
 
-def expectations(path: Path) -> tuple[list[str], int | None]:
+def expectations(path: Path, kind: str = "expect") -> tuple[list[str], int | None]:
     expected: list[str] = []
     count = None
     for line in path.read_text().splitlines():
-        if line.startswith("# expect: "):
-            expected.append(line.removeprefix("# expect: ").replace("{file}", str(path)))
-        elif line.startswith("# expect-count: "):
-            count = int(line.removeprefix("# expect-count: "))
+        if line.startswith(f"# {kind}: "):
+            expected.append(line.removeprefix(f"# {kind}: ").replace("{file}", str(path)))
+        elif line.startswith(f"# {kind}-count: "):
+            count = int(line.removeprefix(f"# {kind}-count: "))
     return expected, count
 
 
@@ -44,6 +45,14 @@ def test_bad_config(path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load([str(path)], env={})
     assert err.value.messages == messages
+    warned, warn_count = expectations(path, "warn")
+    warnings = err.value.warnings
+    for text in warned:
+        assert any(text in m for m in warnings), f"missing warning {text!r} in:\n" + "\n".join(warnings)
+    if warn_count is not None:
+        assert len(warnings) == warn_count, "\n".join(warnings)
+    for warning in warnings:
+        assert warning.startswith("[WARNING] config : ")
 
 
 def test_every_message_is_one_alert_line() -> None:
@@ -83,6 +92,6 @@ def test_parsing_goes_on_after_an_error(tmp_path: Path) -> None:
 def test_whole_config_checks_wait_for_a_clean_parse(tmp_path: Path) -> None:
     # With a parse error, a dangling default_backend is not reported (it may be a consequence).
     path = tmp_path / "t.cfg"
-    path.write_text("frontend fe\n    bind :1\n    default_backend nope\n    retries x\n")
+    path.write_text("frontend fe\n    bind :1\n    default_backend nope\n    timeout client x\n")
     (message,) = check([str(path)])
-    assert "'retries' is not allowed" in message
+    assert "'timeout client': invalid" in message

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 from harness import (
@@ -126,6 +127,39 @@ def test_503_when_the_server_refuses_connections(make_proxy: MakeProxy, origin: 
         raw = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         assert status_of(raw) == 503, raw
     assert proxy.worker_pids() == workers
+
+
+# ---- errorfile: the configured pages replace the proxy's own ----------------------------------------------
+
+
+def test_errorfile_pages_replace_the_proxys_own(
+    make_proxy: MakeProxy, origin: Origin, tmp_path: Path
+) -> None:
+    """The backend's page for a 503, the frontend's for a 400 the parser rejects (before any stream),
+    and an empty file for 408: the connection closes without an answer."""
+    page503 = tmp_path / "503.http"
+    head = b"HTTP/1.0 503 Come back later\r\nX-Page: be\r\nContent-Type: text/plain\r\n\r\n"
+    page503.write_bytes(head + b"later\n")
+    page400 = tmp_path / "400.http"
+    page400.write_bytes(b"HTTP/1.1 400 Bad\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nbad\n")
+    empty = tmp_path / "408.http"
+    empty.write_bytes(b"")
+    closed = free_port()
+    port = free_port()
+    config = proxy_config(
+        port, origin.port, defaults=f"errorfile 400 {page400}\n    errorfile 408 {empty}\n"
+        "    timeout http-request 300ms\n    retries 0",
+        backend=f"errorfile 503 {page503}", servers=f"server s1 127.0.0.1:{closed}",
+    )  # fmt: skip
+    make_proxy(config, ports=[port], workers=1)
+    raw = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert raw == (
+        b"HTTP/1.1 503 Come back later\r\nX-Page: be\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
+        b"Connection: close\r\n\r\nlater\n"
+    )
+    raw = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400 Bad\r\n") and raw.endswith(b"\r\n\r\nbad\n"), raw
+    assert raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n") == b""  # 408 -> /dev/null
 
 
 # ---- 502: the server's answer is unusable ---------------------------------------------------------------

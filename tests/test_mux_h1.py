@@ -16,6 +16,7 @@ from fakes import ENGINES, FakeClientEnv, FakeStream, FakeTransport, in_loop, re
 from proxy.config.model import Cap, Proxy, Timeouts
 from proxy.message import Framing, ResponseHead
 from proxy.mux_h1 import FAIR_SHARE, ClientConn, Phase
+from proxy.replies import local_reply
 
 
 @pytest.fixture(params=ENGINES)
@@ -201,12 +202,12 @@ def test_unwritable_server_head_becomes_502(engine: str) -> None:
 
 @in_loop
 def test_local_response_keeps_an_http10_client_alive(engine: str) -> None:
-    """``send_local`` to a keep-alive HTTP/1.0 client says ``Connection: keep-alive``."""
+    """``send_reply`` to a keep-alive HTTP/1.0 client says ``Connection: keep-alive``."""
     conn, t, _ = client(engine)
     conn.data_received(get(version=b"1.0", extra=b"Connection: keep-alive\r\n"))
-    assert conn.send_local(200, b"ok", "text/plain", keep_alive=True) is True
+    assert conn.send_reply(local_reply(200, b"ok", "text/plain"), keep_alive=True) is True
     assert t.take() == (
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
         b"Connection: keep-alive\r\n\r\nok"
     )
 

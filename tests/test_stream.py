@@ -61,7 +61,9 @@ def test_local_return_answers_without_a_server(make_world: Callable[..., World],
     w = make_world(returns=[HttpReturn(status=403, content_type="text/plain", body=b"no")])
     stream, side = w.new_stream(head)
     w.sync(stream.start)
-    assert side.calls == [("send_local", 403, b"no", "text/plain", keep), ("stream_done", keep)]
+    assert side.calls == [("send_reply", 403, keep), ("stream_done", keep)]
+    (reply,) = side.replies
+    assert (reply.body, reply.headers) == (b"no", [(b"Content-Type", b"text/plain")])
     assert stream.phase is Phase.DONE and stream.bytes_out == 2
     assert w.env.logged == [(403, "PR")]
     assert w.gauges() == ZERO and w.srv.row.requests == 0
@@ -73,7 +75,7 @@ def test_no_usable_server_is_503_sc(make_world: Callable[..., World]) -> None:
     w.srv.maint = True
     stream, side = w.new_stream(request())
     w.sync(stream.start)
-    assert side.calls == [("send_error", 503), ("stream_done", False)]
+    assert side.calls == [("send_reply", 503, False), ("stream_done", False)]
     assert stream.task is None and w.env.logged == [(503, "SC")]
 
 
@@ -288,7 +290,7 @@ def test_queue_full_is_503_sq(make_world: Callable[..., World]) -> None:
         await settle()
 
     w.run(main())
-    assert side.calls == [("send_error", 503), ("stream_done", False)]
+    assert side.calls == [("send_reply", 503, False), ("stream_done", False)]
     assert w.env.logged == [(503, "SQ")] and w.fake.finished == [(None, False)]
     assert w.gauges() == dict(ZERO, served=1, queued=1)  # worker 1's, untouched
 
@@ -305,7 +307,8 @@ def test_connect_failures_after_retries_are_503_sc(make_world: Callable[..., Wor
 
     w.run(main())
     assert w.fake.connects == 3
-    assert side.calls == [("send_error", 503), ("stream_done", False)] and w.env.logged == [(503, "SC")]
+    assert side.calls == [("send_reply", 503, False), ("stream_done", False)]
+    assert w.env.logged == [(503, "SC")]
     assert w.gauges() == ZERO
 
 
@@ -317,7 +320,7 @@ def test_invalid_response_before_the_head_is_502(make_world: Callable[..., World
     stream, side, conn = reused(w)
     w.sync(stream.start)
     conn.data_received(b"NOT HTTP AT ALL\r\n\r\n")
-    assert side.calls == [("send_error", 502), ("stream_done", False)]
+    assert side.calls == [("send_reply", 502, False), ("stream_done", False)]
     assert w.env.logged == [(502, "PH")] and conn.transport.aborted
     assert w.fake.finished == [(None, False)] and w.gauges() == ZERO
 
@@ -468,7 +471,7 @@ def test_new_connection_closed_before_any_byte_is_502(make_world: Callable[..., 
         w.fake.opened[0].connection_lost(None)
 
     w.run(main())
-    assert side.calls == [("send_error", 502), ("stream_done", False)]
+    assert side.calls == [("send_reply", 502, False), ("stream_done", False)]
     assert w.env.logged == [(502, "SH")] and w.fake.connects == 1 and w.gauges() == ZERO
 
 
@@ -482,7 +485,7 @@ def test_server_timeout_before_the_head_is_504(make_world: Callable[..., World])
         await asyncio.sleep(0.08)
 
     w.run(main())
-    assert side.calls == [("send_error", 504), ("stream_done", False)]
+    assert side.calls == [("send_reply", 504, False), ("stream_done", False)]
     assert w.env.logged == [(504, "sH")] and conn.transport.aborted and w.gauges() == ZERO
 
 
@@ -520,7 +523,7 @@ def test_server_timeout_is_checked_lazily(make_world: Callable[..., World]) -> N
         assert side.calls == []
         stream.server_last_io -= 11.0  # now idle for longer than the timeout
         assert stream.check_timeouts(time.monotonic()) is None
-        assert side.calls == [("send_error", 504), ("stream_done", False)]
+        assert side.calls == [("send_reply", 504, False), ("stream_done", False)]
         assert stream.check_timeouts(time.monotonic()) is None  # ended: nothing to watch
 
     w.run(main())
@@ -588,7 +591,7 @@ def test_stream_ending_while_paused_resumes_the_client(make_world: Callable[...,
     w.run(main())
     assert side.calls == [
         ("pause_request",),
-        ("send_error", 503),
+        ("send_reply", 503, False),
         ("resume_request",),
         ("stream_done", False),
     ]
@@ -657,7 +660,7 @@ def test_101_without_an_upgrade_request_is_502(make_world: Callable[..., World])
     stream, side, conn = reused(w)
     w.sync(stream.start)
     conn.data_received(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n")
-    assert side.calls == [("send_error", 502), ("stream_done", False)]
+    assert side.calls == [("send_reply", 502, False), ("stream_done", False)]
     assert w.env.logged == [(502, "PH")] and w.gauges() == ZERO
 
 

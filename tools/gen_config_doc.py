@@ -55,8 +55,15 @@ def _keyword_rows(keywords: list[Keyword], with_matrix: bool) -> list[str]:
     return rows
 
 
+def _sections(kw: Keyword) -> str:
+    if kw.sections == {Section.GLOBAL}:
+        return "global"
+    return "defaults" if kw.sections == {Section.DEFAULTS} else "proxies"
+
+
 def render_reference() -> str:
-    supported = [kw for kw in REGISTRY if kw.supported]
+    supported = [kw for kw in REGISTRY if kw.supported and kw.ignored is None]
+    ignored = [kw for kw in REGISTRY if kw.ignored is not None]
     refused = [kw for kw in REGISTRY if not kw.supported]
     out: list[str] = [MARKER, "", "## Reference", ""]
 
@@ -69,7 +76,11 @@ def render_reference() -> str:
         "`no` prefix.",
         "",
     ]
-    out += _keyword_rows([kw for kw in supported if Section.GLOBAL not in kw.sections], with_matrix=True)
+    out += _keyword_rows([kw for kw in supported if kw.sections & set(PROXY_COLUMNS)], with_matrix=True)
+
+    out += ["", "### `http-errors` section", ""]
+    out += ["`http-errors <name>` holds pages that `errorfiles <name>` imports into proxies.", ""]
+    out += _keyword_rows([kw for kw in supported if Section.HTTP_ERRORS in kw.sections], with_matrix=False)
 
     out += ["", "### Server parameters", ""]
     out += ["Written after `server <name> <host>:<port>` or after `default-server`.", ""]
@@ -96,6 +107,16 @@ def render_reference() -> str:
     for name, (fetch, patterns) in PREDEFINED.items():
         out.append(f"| `{name}` | `{' '.join((fetch, *patterns))}` |")
 
+    out += ["", "### Accepted and ignored, with a warning", ""]
+    out += [
+        "These change nothing a configuration relies on in poolproxy; each is accepted with a `[WARNING]`",
+        "saying why (so `zero-warning` and `-dW` refuse them).",
+        "",
+    ]
+    out += ["| keyword | sections | why |", "|---|---|---|"]
+    for kw in sorted(ignored, key=lambda k: (k.name, sorted(s.value for s in k.sections))):
+        out.append(f"| `{kw.name}` | {_sections(kw)} | {_cell(kw.ignored or '')} |")
+
     out += ["", "### Not supported", ""]
     out += [
         "Each of these is refused with an error naming it (never ignored). A keyword absent from this page",
@@ -104,12 +125,7 @@ def render_reference() -> str:
     ]
     out += ["| keyword | sections | why |", "|---|---|---|"]
     for kw in sorted(refused, key=lambda k: (k.name, sorted(s.value for s in k.sections))):
-        sections = (
-            "global"
-            if kw.sections == {Section.GLOBAL}
-            else ("defaults" if kw.sections == {Section.DEFAULTS} else "proxies")
-        )
-        out.append(f"| `{kw.name}` | {sections} | {_cell(kw.unsupported or '')} |")
+        out.append(f"| `{kw.name}` | {_sections(kw)} | {_cell(kw.unsupported or '')} |")
     out += ["", "Server parameters:", ""]
     out += ["| parameter | why |", "|---|---|"]
     for param in sorted(SERVER_PARAMS.values(), key=lambda p: p.name):

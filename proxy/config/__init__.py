@@ -5,8 +5,10 @@ Public API:
 - ``load(paths, *, env=None) -> Config``: read the files (a directory stands for its ``*.cfg`` files
   in lexical order), apply ``defaults`` inheritance and validate. Raises ``ConfigError`` whose
   ``messages`` list every problem found, each naming ``file:line`` and the keyword at fault.
-- ``check(paths, *, env=None) -> list[str]``: the same, for ``poolproxy -c``: the messages to print
-  (an empty list means "Configuration file is valid").
+- ``check(paths, *, env=None) -> list[str]``: the same, for ``poolproxy -c``: the alerts
+  (an empty list means "Configuration file is valid"). Warnings do not refuse a configuration
+  (unless ``zero-warning``/``-dW``): a loaded ``Config`` lists them in ``warnings``,
+  ``ConfigError.warnings`` when it is refused.
 - ``ConfigError``; the model classes live in ``proxy.config.model``; the keyword registry, which
   also produces ``docs/configuration.md``, in ``proxy.config.keywords``.
 
@@ -28,9 +30,10 @@ from proxy.config.parser import parse_files
 VALID_MESSAGE = "Configuration file is valid"
 
 
-def load(paths: list[str], *, env: Mapping[str, str] | None = None) -> Config:
-    """The validated configuration read from ``paths``; ``ConfigError`` if anything is wrong."""
-    return parse_files(list(paths), os.environ if env is None else env)
+def load(paths: list[str], *, env: Mapping[str, str] | None = None, zero_warning: bool = False) -> Config:
+    """The validated configuration read from ``paths``; ``ConfigError`` if anything is wrong.
+    ``zero_warning`` (``-dW``) refuses a configuration that causes warnings."""
+    return parse_files(list(paths), os.environ if env is None else env, zero_warning)
 
 
 def check(paths: list[str], *, env: Mapping[str, str] | None = None) -> list[str]:

@@ -1,10 +1,25 @@
-"""Keywords of the ``global`` section: process-wide settings, stored in ``model.Global``."""
+"""Keywords of the ``global`` section: process-wide settings, stored in ``model.Global``.
+
+Start-up switches follow HAProxy: ``zero-warning`` makes any warning fatal, ``quiet`` silences the
+start-up output (warnings, notices, "Configuration file is valid"; poolproxy still prints the alerts
+that explain an exit status of 1), ``strict-limits`` (on by default, as in HAProxy 2.6) makes a file
+descriptor limit that cannot be raised fatal, ``default-path`` says where relative file names are
+read from. Permission switches for things poolproxy never forbids (``insecure-fork-wanted``...) are
+accepted: what they allow is always allowed. Tunings of HAProxy's own machinery that poolproxy does not
+have (its pollers, splicing) are accepted with a warning that they are ignored.
+"""
 
 from __future__ import annotations
 
-from proxy.config.kwtypes import GLOBAL, Directive, Keyword, SectionState, unsupported
+import grp
+import os.path
+import pwd
+import socket
+
+from proxy.config.errors import DirectiveError
+from proxy.config.kwtypes import GLOBAL, Directive, Keyword, ParseFn, SectionState, ignored, unsupported
 from proxy.config.model import DEFAULT_H1_ENGINE, LogTarget
-from proxy.config.timeunit import parse_int, parse_size
+from proxy.config.timeunit import parse_int, parse_size, parse_time
 
 SYSLOG_FACILITIES = (
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2",
@@ -95,6 +110,123 @@ def _inert_tls(st: SectionState, d: Directive) -> None:
         raise d.fail("expects a value")
 
 
+def _flag(attr: str) -> ParseFn:
+    def parse(st: SectionState, d: Directive) -> None:
+        d.expect(0, "")
+        setattr(st.global_, attr, not d.negated)
+
+    return parse
+
+
+def _no_args(st: SectionState, d: Directive) -> None:
+    d.expect(0, "")
+
+
+def _any_args(st: SectionState, d: Directive) -> None:
+    pass
+
+
+def _time(d: Directive) -> float:
+    d.expect(1, "<time>")
+    try:
+        return parse_time(d.args[0])
+    except ValueError as exc:
+        raise d.fail(str(exc)) from None
+
+
+def _hard_stop_after(st: SectionState, d: Directive) -> None:
+    st.global_.hard_stop_after = _time(d) or None
+
+
+def _stats_timeout(st: SectionState, d: Directive) -> None:
+    st.global_.stats_timeout = _time(d) or None
+
+
+def _ulimit_n(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<number>")
+    st.global_.ulimit_n = _int(d, d.args[0], 1)
+
+
+DEFAULT_PATH_MODES = ("current", "config", "parent", "origin")
+
+
+def _default_path(st: SectionState, d: Directive) -> None:
+    if not d.args or d.args[0] not in DEFAULT_PATH_MODES:
+        raise d.fail("expects 'current', 'config', 'parent' or 'origin <path>'")
+    mode = d.args[0]
+    if mode == "origin":
+        d.expect(2, "origin <path>")
+        origin = d.args[1]
+    else:
+        d.expect(1, "current|config|parent|origin <path>")
+        origin = ""
+    st.global_.default_path = (mode, origin)
+    st.base_dir = base_dir(st.global_.default_path, d.where.file)
+
+
+def base_dir(default_path: tuple[str, str], config_file: str) -> str:
+    """The directory relative file names are read from, for ``default-path`` and the file being read
+    ("" for the current directory)."""
+    mode, origin = default_path
+    if mode == "config":
+        return os.path.dirname(config_file)
+    if mode == "parent":
+        return os.path.dirname(os.path.dirname(os.path.abspath(config_file)))
+    if mode == "origin":
+        return origin
+    return ""
+
+
+def _log_tag(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<string>")
+    st.global_.log_tag = d.args[0]
+
+
+def _log_send_hostname(st: SectionState, d: Directive) -> None:
+    if len(d.args) > 1:
+        raise d.fail("expects at most one argument: log-send-hostname [<string>]")
+    st.global_.log_send_hostname = d.args[0] if d.args else socket.gethostname()
+
+
+def _chroot(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<directory>")
+    st.global_.chroot = d.args[0]
+
+
+def _user(by_name: bool) -> ParseFn:
+    def parse(st: SectionState, d: Directive) -> None:
+        d.expect(1, "<name>" if by_name else "<number>")
+        if st.global_.uid is not None:
+            st.warn("user/uid already specified. Continuing.")
+            return
+        if by_name:
+            try:
+                st.global_.uid = pwd.getpwnam(d.args[0]).pw_uid
+            except KeyError:
+                raise DirectiveError(f"cannot find user id for '{d.args[0]}'") from None
+        else:
+            st.global_.uid = _int(d, d.args[0], 0)
+
+    return parse
+
+
+def _group(by_name: bool) -> ParseFn:
+    def parse(st: SectionState, d: Directive) -> None:
+        d.expect(1, "<name>" if by_name else "<number>")
+        if st.global_.gid is not None:
+            st.warn("gid/group was already specified. Continuing.")
+            return
+        if by_name:
+            try:
+                st.global_.gid = grp.getgrnam(d.args[0]).gr_gid
+            except KeyError:
+                raise DirectiveError(f"cannot find group id for '{d.args[0]}'") from None
+        else:
+            st.global_.gid = _int(d, d.args[0], 0)
+
+    return parse
+
+
 def _h1_engine(st: SectionState, d: Directive) -> None:
     d.expect(1, "native|llhttp|h11")
     if d.args[0] not in H1_ENGINES:
@@ -156,45 +288,89 @@ KEYWORDS: list[Keyword] = [
             _bufsize, default="16384"),
     Keyword("tune.http.maxhdr", GLOBAL, "<number>", "Most header lines accepted in a message (1..32767).",
             _maxhdr, default="101"),
+    Keyword("zero-warning", GLOBAL, "", "Refuse the configuration if it causes any warning (as -dW does).",
+            _flag("zero_warning"), default="off"),
+    Keyword("quiet", GLOBAL, "",
+            "No warning, notice or 'valid' line at start-up (as -q does); alerts are still printed.",
+            _flag("quiet"), default="off"),
+    Keyword("strict-limits", GLOBAL, "",
+            "Refuse to start if the file descriptor limit cannot be raised to what maxconn needs.",
+            _flag("strict_limits"), default="on", negatable=True),
+    Keyword("ulimit-n", GLOBAL, "<number>", "File descriptor limit (RLIMIT_NOFILE) set at start-up.",
+            _ulimit_n, default="from maxconn, else unchanged"),
+    Keyword("default-path", GLOBAL, "current|config|parent|origin <path>",
+            "Where relative file names (errorfile, http-request return file) are read from.",
+            _default_path, default="current"),
+    Keyword("hard-stop-after", GLOBAL, "<time>",
+            "Longest a soft stop may last; workers still running then are killed.",
+            _hard_stop_after, default="60s"),
+    Keyword("stats timeout", GLOBAL, "<time>", "Idle timeout of runtime API connections.",
+            _stats_timeout, default="10s"),
+    Keyword("chroot", GLOBAL, "<directory>",
+            "Workers chroot here before serving (files and host names are read before).",
+            _chroot, default="none"),
+    Keyword("user", GLOBAL, "<name>", "Workers switch to this user before serving (the master stays).",
+            _user(True), default="unchanged"),
+    Keyword("uid", GLOBAL, "<number>", "Same as user, by number.", _user(False), default="unchanged"),
+    Keyword("group", GLOBAL, "<name>", "Workers switch to this group (and no other) before serving.",
+            _group(True), default="unchanged"),
+    Keyword("gid", GLOBAL, "<number>", "Same as group, by number.", _group(False), default="unchanged"),
+    Keyword("log-tag", GLOBAL, "<string>", "The tag (program name) in syslog headers.",
+            _log_tag, default="poolproxy"),
+    Keyword("log-send-hostname", GLOBAL, "[<string>]",
+            "Put this host name (default: the system's) in syslog headers.",
+            _log_send_hostname, default="none"),
 ] + [
-    # Inert: these only set defaults for TLS, and every keyword that would use TLS (``ssl`` on a
-    # bind or server line, ``crt``...) is refused, so accepting them changes nothing. They are
-    # accepted so that stock configurations (Debian's haproxy.cfg has them) need no edit for them.
-    Keyword(name, GLOBAL, "<value>...", "Accepted, no effect: TLS defaults (TLS is not supported).",
-            _inert_tls, default="none")
-    for name in (
-        "ca-base", "crt-base", "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites",
-        "ssl-default-bind-options", "ssl-default-server-ciphers", "ssl-default-server-ciphersuites",
-        "ssl-default-server-options",
+    # What these allow is never forbidden in poolproxy: accepted, and true without doing anything.
+    Keyword(name, GLOBAL, "", f"Accepted: poolproxy never forbids what it allows ({what}).", _no_args,
+            default="always allowed")
+    for name, what in (
+        ("insecure-fork-wanted", "forking"),
+        ("insecure-setuid-wanted", "setuid programs"),
+        ("expose-experimental-directives", "no experimental directive exists"),
     )
 ]  # fmt: skip
 
-_PRIVS = "not supported: start poolproxy as the user it should run as (systemd User=)"
 _TLS = "not supported yet: poolproxy has no TLS"
+# TLS defaults: every keyword that would use them (``ssl`` on a bind or server line, ``crt``...) is
+# refused, so they have no effect until TLS is supported; accepted with a warning so that stock
+# configurations (Debian's haproxy.cfg has them) need no edit.
+_TLS_DEFAULT = "TLS binds and servers are not supported yet, so TLS defaults have no effect."
 KEYWORDS += [
-    unsupported("user", _PRIVS, GLOBAL),
-    unsupported("group", _PRIVS, GLOBAL),
-    unsupported("uid", _PRIVS, GLOBAL),
-    unsupported("gid", _PRIVS, GLOBAL),
-    unsupported("chroot", "not supported", GLOBAL),
     unsupported(
         "nbproc", "not supported (removed from HAProxy 2.5): use 'nbthread' for the worker count", GLOBAL
     ),
     unsupported("cpu-map", "not supported", GLOBAL),
-    unsupported("hard-stop-after", "not supported yet", GLOBAL),
-    unsupported("stats timeout", "not supported yet", GLOBAL),
     unsupported("stats maxconn", "not supported yet", GLOBAL),
-    unsupported("log-send-hostname", "not supported yet", GLOBAL),
-    unsupported("log-tag", "not supported yet", GLOBAL),
-    unsupported("node", "not supported yet", GLOBAL),
-    unsupported("description", "not supported yet", GLOBAL),
     unsupported("setenv", "not supported: set environment variables before starting poolproxy", GLOBAL),
     unsupported("presetenv", "not supported: set environment variables before starting poolproxy", GLOBAL),
     unsupported("unsetenv", "not supported", GLOBAL),
     unsupported("resetenv", "not supported", GLOBAL),
-    unsupported("ulimit-n", "not supported: raise the limit before starting poolproxy", GLOBAL),
     unsupported("server-state-file", "not supported", GLOBAL),
     unsupported("lua-load", "not supported", GLOBAL),
-    unsupported("tune.ssl.default-dh-param", _TLS, GLOBAL),
+    *(ignored(name, _TLS_DEFAULT, GLOBAL, "<value>...", parse=_inert_tls) for name in (
+        "ca-base", "crt-base", "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites",
+        "ssl-default-bind-options", "ssl-default-server-ciphers", "ssl-default-server-ciphersuites",
+        "ssl-default-server-options", "ssl-default-bind-curves", "ssl-default-bind-sigalgs",
+        "ssl-default-bind-client-sigalgs", "ssl-dh-param-file", "ssl-server-verify",
+        "tune.ssl.default-dh-param",
+    )),
     unsupported("tune.maxrewrite", "not supported", GLOBAL),
 ]
+
+_POLLER = "poolproxy's event loop is uvloop (libuv), not HAProxy's pollers."
+KEYWORDS += [
+    ignored("noepoll", _POLLER, GLOBAL, parse=_no_args),
+    ignored("nopoll", _POLLER, GLOBAL, parse=_no_args),
+    ignored("nokqueue", _POLLER, GLOBAL, parse=_no_args),
+    ignored("noevports", _POLLER, GLOBAL, parse=_no_args),
+    ignored("busy-polling", _POLLER, GLOBAL, parse=_no_args),
+    ignored("tune.maxpollevents", _POLLER, GLOBAL, "<number>", parse=_any_args),
+    ignored("tune.maxaccept", _POLLER, GLOBAL, "<number>", parse=_any_args),
+    ignored("nosplice", "poolproxy never splices: bodies are copied in user space.", GLOBAL, parse=_no_args),
+    ignored("noreuseport", "poolproxy binds without SO_REUSEPORT already.", GLOBAL, parse=_no_args),
+    ignored("node", "the node name is shown by HAProxy's stats page, which poolproxy does not have.",
+            GLOBAL, "<name>", parse=_any_args),
+    ignored("description", "it is shown by HAProxy's stats page, which poolproxy does not have.",
+            GLOBAL, "<text>", parse=_any_args),
+]  # fmt: skip

@@ -138,8 +138,13 @@ def _dontlognull(st: SectionState, d: Directive) -> None:
 
 
 def _log(st: SectionState, d: Directive) -> None:
+    if d.negated:  # "no log": forget the targets inherited from defaults
+        d.expect(0, "")
+        st.px.log_global = False
+        return
     if d.args != ["global"]:
         raise d.fail("only 'log global' is supported in proxies; declare targets with 'log' in 'global'")
+    st.px.log_global = True
 
 
 KEYWORDS: list[Keyword] = [
@@ -182,8 +187,9 @@ KEYWORDS: list[Keyword] = [
             _httplog, default="off", negatable=True),
     Keyword("option dontlognull", FRONT, "", "Do not log connections that sent no request.",
             _dontlognull, default="off", negatable=True),
-    Keyword("log", ALL_PROXIES, "global", "Log to the targets of the global section (the only form).",
-            _log, default="global"),
+    Keyword("log", ALL_PROXIES, "global",
+            "Log to the targets of the global section (the only form); 'no log' stops logging.",
+            _log, default="no logging", negatable=True),
 ]  # fmt: skip
 
 _NO_CHECKS = "not supported yet: poolproxy has no health checks"
@@ -204,8 +210,6 @@ KEYWORDS += [
     unsupported("id", _NOT_YET),
     unsupported("disabled", _NOT_YET),
     unsupported("enabled", _NOT_YET),
-    unsupported("errorfile", _NOT_YET),
-    unsupported("errorfiles", _NOT_YET),
     unsupported("errorloc", _NOT_YET),
     unsupported("errorloc302", _NOT_YET),
     unsupported("errorloc303", _NOT_YET),

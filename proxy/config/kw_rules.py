@@ -122,7 +122,7 @@ def _http_return(st: SectionState, d: Directive) -> None:
             elif opt == "lf-string":
                 ret.body = _lf_string(d, value).encode()
             else:
-                ret.body = _read_file(d, value)
+                ret.body = _read_file(d, st.path(value))
     if body_from in ("string", "lf-string") or (body_from == "file" and ret.body):
         if ret.content_type is None:
             raise d.fail(f"'{body_from}' requires a 'content-type'")

@@ -207,10 +207,11 @@ def apply_proxy_source(st: SectionState) -> None:
 
 KEYWORDS: list[Keyword] = [
     Keyword("server", BACK_ONLY, "<name> <host>:<port> [params...]",
-            "Declare a server; parameters are listed under 'Server parameters'.", _server),
+            "Declare a server; parameters are listed under 'Server parameters'.", _server,
+            other_cap_fatal=True),
     Keyword("default-server", BACK, "[params...]",
             "Parameters applied to the servers declared after it (inherited from defaults).",
-            _default_server),
+            _default_server, other_cap_fatal=True),
     Keyword("source", BACK, "<addr>[:<port>] [usesrc clientip]",
             "Outgoing address for the servers that have no 'source' of their own.", _proxy_source,
             default="none"),

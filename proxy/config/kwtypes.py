@@ -5,11 +5,19 @@ configuration machinery needs: its name (possibly several words, ``timeout clien
 that accept it, a synopsis of its arguments, its default, a one-line doc, whether HAProxy's ``no``
 prefix applies, and the function that parses its arguments into the model. A keyword HAProxy has but
 poolproxy does not support is declared too, with ``unsupported`` saying why, so that using it gives a
-clear error (never silence) and the reference lists it.
+clear error (never silence) and the reference lists it. A keyword whose effect poolproxy does not have
+but which changes nothing a user relies on (a tuning of HAProxy's own poller, say) is declared with
+``ignored`` saying why: it is accepted with a ``[WARNING]`` (so ``zero-warning`` refuses it).
+
+A proxy keyword written in a proxy of the other capability (``timeout client`` in a ``backend``,
+``balance`` in a ``frontend``) is ignored with HAProxy's warning ("... ignored because backend 'be'
+has no frontend capability"), except the few that HAProxy refuses there (``other_cap_fatal``:
+``server``, ``default-server``).
 
 A parse function receives the ``SectionState`` of the section being read and the ``Directive`` (the
 words after the keyword, where they were written, whether ``no`` preceded it); it stores into the
-model objects of the state, and raises ``DirectiveError`` for a bad argument. It never reads files
+model objects of the state, and raises ``DirectiveError`` for a bad argument, or calls
+``SectionState.warn`` for a warning (the parser adds the location). It never reads files
 other than the one it is told to, never looks at other sections (cross-section checks run after every
 file was read), and keeps no state of its own.
 """
@@ -18,11 +26,12 @@ from __future__ import annotations
 
 import difflib
 import enum
+import os.path
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from proxy.config.errors import DirectiveError
-from proxy.config.model import Global, Proxy, Server, Where
+from proxy.config.model import ErrorPage, Global, Proxy, Server, Where
 
 
 class Section(enum.Enum):
@@ -31,6 +40,7 @@ class Section(enum.Enum):
     FRONTEND = "frontend"
     LISTEN = "listen"
     BACKEND = "backend"
+    HTTP_ERRORS = "http-errors"
 
 
 # The section sets that HAProxy's keyword matrix uses, spelled once.
@@ -83,6 +93,19 @@ class SectionState:
     server_template: Server = field(default_factory=lambda: Server(name="", host="", port=0))
     source: tuple[str, bool] | None = None  # (address[:port], usesrc clientip)
     refs: dict[str, Where] = field(default_factory=dict)  # "default_backend" -> where it was set
+    warnings: list[str] = field(default_factory=list)  # the current directive's, without location
+    http_errors: dict[int, ErrorPage] | None = None  # an http-errors section's pages
+    base_dir: str = ""  # the directory relative file names are read from ("default-path")
+
+    def path(self, name: str) -> str:
+        """A file name from the configuration, resolved as ``default-path`` says."""
+        if self.base_dir and not os.path.isabs(name):
+            return os.path.join(self.base_dir, name)
+        return name
+
+    def warn(self, text: str) -> None:
+        """A warning about the directive being parsed (the parser prefixes its location)."""
+        self.warnings.append(text)
 
     @property
     def px(self) -> Proxy:
@@ -104,6 +127,8 @@ class Keyword:
     default: str = ""
     negatable: bool = False  # accepts HAProxy's "no" prefix
     unsupported: str | None = None  # why poolproxy refuses it (parse is None then)
+    ignored: str | None = None  # accepted with a [WARNING] saying why it has no effect
+    other_cap_fatal: bool = False  # refused (not HAProxy's warning) in a proxy of the other capability
 
     @property
     def supported(self) -> bool:
@@ -113,6 +138,19 @@ class Keyword:
 def unsupported(name: str, why: str, sections: frozenset[Section] = ALL_PROXIES) -> Keyword:
     """A keyword HAProxy knows that poolproxy refuses, with the reason shown to the user."""
     return Keyword(name=name, sections=sections, synopsis="", doc="", unsupported=why)
+
+
+def ignored(
+    name: str,
+    why: str,
+    sections: frozenset[Section] = ALL_PROXIES,
+    synopsis: str = "",
+    parse: ParseFn | None = None,
+) -> Keyword:
+    """A keyword accepted with a ``[WARNING]`` that it is ignored, ``why`` saying why that is harmless;
+    ``parse`` (optional) only checks its arguments."""
+    return Keyword(name=name, sections=sections, synopsis=synopsis, doc=f"Ignored: {why}", parse=parse,
+                   ignored=why, negatable=True)  # fmt: skip
 
 
 class Registry:

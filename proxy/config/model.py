@@ -118,6 +118,38 @@ class HttpReturn:
     where: Where | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorPage:
+    """A response that replaces one of the proxy's own (``errorfile <code> <file>``).
+
+    HAProxy's file format is a whole HTTP/1 response; it is parsed when the configuration is loaded
+    (``proxy.config.errorfile``) into these protocol-neutral fields, and sent as the file says
+    (its status line's status and reason, its headers, its body; the framing and ``Connection``
+    headers are the client mux's). An empty file (``errorfile 408 /dev/null``, a common way to
+    silence pre-connects) has ``status`` 0: the connection is closed without an answer.
+    """
+
+    status: int
+    reason: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    source: str = ""  # the file it came from
+
+    @property
+    def silent(self) -> bool:
+        return self.status == 0
+
+
+@dataclass(slots=True)
+class ErrorfilesImport:
+    """``errorfiles <name> [<code>...]``: import pages from an ``http-errors`` section, resolved once
+    every file was read (the section may come later); ``codes`` empty means all of them."""
+
+    section: str
+    codes: list[int]
+    where: Where | None = None
+
+
 @dataclass(slots=True)
 class Bind:
     host: str  # "" means every address
@@ -172,6 +204,10 @@ class Proxy:
     http_request_returns: list[HttpReturn] = field(default_factory=list)
     # both sides
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # ``errorfile``/``errorfiles`` in the order written (later ones override earlier ones);
+    # ``errorfiles`` is the result per status, filled once every file was read.
+    error_sources: list[tuple[int, ErrorPage] | ErrorfilesImport] = field(default_factory=list)
+    errorfiles: dict[int, ErrorPage] = field(default_factory=dict)
     forwardfor: bool = False
     forwardfor_header: str = "x-forwarded-for"
     # Client-side connection mode: "keep-alive" (default), "http-server-close" or "httpclose".
@@ -179,6 +215,9 @@ class Proxy:
     # ``option httplog`` / ``option dontlognull`` (frontend side; logging reads them).
     httplog: bool = False
     dontlognull: bool = False
+    # ``log global``: this proxy logs to the global section's targets (``no log`` clears it). A
+    # frontend without it logs nothing, as in HAProxy.
+    log_global: bool = False
     # backend side
     retries: int = 3
     balance: str = "roundrobin"  # roundrobin | leastconn | first | source
@@ -213,6 +252,21 @@ class Global:
     maxhdr: int = 101  # tune.http.maxhdr: the most header lines accepted
     daemon: bool = False
     pidfile: str | None = None
+    # Diagnostics and start-up switches.
+    zero_warning: bool = False  # any warning refuses the configuration
+    quiet: bool = False  # no warning, notice or "valid" line at start-up (alerts still print)
+    strict_limits: bool = True  # failing to raise the file descriptor limit is fatal (HAProxy 2.6 default)
+    ulimit_n: int = 0  # RLIMIT_NOFILE to set at start-up (0: computed from maxconn, or left alone)
+    hard_stop_after: float | None = None  # longest soft stop before the workers are killed
+    # ``default-path``: how relative file names are resolved: current | config | parent | origin
+    default_path: tuple[str, str] = ("current", "")  # (mode, origin path)
+    stats_timeout: float | None = None  # runtime API connections: idle timeout
+    # Privileges the workers drop before serving (``proxy.privileges``): names resolved at load time.
+    chroot: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    log_tag: str = "poolproxy"  # the syslog tag (``log-tag``; HAProxy's default is the program name)
+    log_send_hostname: str | None = None  # ``log-send-hostname``: the host name put in syslog headers
 
 
 @dataclass(slots=True)
@@ -220,4 +274,7 @@ class Config:
     global_: Global = field(default_factory=Global)
     frontends: dict[str, Proxy] = field(default_factory=dict)
     backends: dict[str, Proxy] = field(default_factory=dict)
+    # ``http-errors <name>`` sections: status -> page, and where each section was declared
+    http_errors: dict[str, dict[int, ErrorPage]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # [WARNING] lines found while loading

@@ -16,7 +16,9 @@ options, ``balance``, ``http-reuse``, ``retries``, ``default_backend``, ``defaul
 Errors never stop the reading: each bad line adds a message and the next line is read, so one run
 reports every problem of every file. Checks that need the whole configuration (a ``default_backend``
 or ``use_backend`` naming a backend that does not exist, a frontend without ``bind``) run only when
-every line parsed, as in HAProxy, and name the line of the directive at fault.
+every line parsed, as in HAProxy, and name the line of the directive at fault; so do HAProxy's
+whole-configuration warnings (a proxy without its timeouts, ``option httplog`` with nowhere to log).
+With ``zero-warning`` (or ``-dW``), any warning refuses the configuration, as in HAProxy.
 """
 
 from __future__ import annotations
@@ -25,15 +27,31 @@ import copy
 import os
 from collections.abc import Mapping
 
+from proxy.config import errorfile
 from proxy.config.acl_syntax import NAME_RE
-from proxy.config.errors import Diagnostics, DirectiveError, after_parse, at_line, general
+from proxy.config.errors import (
+    WARNING,
+    ZERO_WARNING,
+    Diagnostics,
+    DirectiveError,
+    after_parse,
+    at_line,
+    general,
+)
 from proxy.config.keywords import REGISTRY, UNSUPPORTED_SECTIONS
+from proxy.config.kw_global import base_dir
 from proxy.config.kw_server import apply_proxy_source
-from proxy.config.kwtypes import Directive, Section, SectionState
+from proxy.config.kwtypes import Directive, Keyword, Section, SectionState
 from proxy.config.lexer import iter_lines, split_words
 from proxy.config.model import Cap, Config, Proxy, Where
 
 SECTION_WORDS = {s.value: s for s in Section}
+_MISSING_TIMEOUTS = (
+    "missing timeouts for {kind} '{name}'.\n"
+    "   | While not properly invalid, you will certainly encounter various problems\n"
+    "   | with such a configuration. To fix this, please ensure that all following\n"
+    "   | timeouts are set to a non-zero value: 'client', 'connect', 'server'."
+)
 _CAPS = {
     Section.FRONTEND: Cap.FRONTEND,
     Section.BACKEND: Cap.BACKEND,
@@ -66,7 +84,10 @@ def config_files(paths: list[str], diag: Diagnostics) -> list[str]:
 class Parser:
     """Reads files into one ``Config``; ``finish`` runs the whole-configuration checks."""
 
-    __slots__ = ("cfg", "defaults", "diag", "env", "last_defaults", "names", "proxies", "skipping", "state")
+    __slots__ = (
+        "cfg", "defaults", "diag", "env", "http_errors", "last_defaults", "names", "proxies", "skipping",
+        "state",
+    )  # fmt: skip
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
@@ -78,6 +99,7 @@ class Parser:
         self.defaults: dict[str, list[SectionState]] = {}
         self.names: dict[str, Where] = {}
         self.proxies: list[SectionState] = []
+        self.http_errors: dict[str, Where] = {}  # http-errors section name -> where declared
 
     def __repr__(self) -> str:
         section = self.state.section.value if self.state else None
@@ -121,11 +143,21 @@ class Parser:
             return
         try:
             if words[0] in SECTION_WORDS or words[0] in UNSUPPORTED_SECTIONS:
-                self.open_section(words, where)
+                try:
+                    self.open_section(words, where)
+                finally:
+                    if self.state is not None:
+                        self.state.base_dir = base_dir(self.cfg.global_.default_path, where.file)
             elif self.skipping is None:
                 self.directive(words, where)
         except DirectiveError as exc:
             self.diag.add(at_line(where, exc.text))
+        finally:
+            st = self.state
+            if st is not None and st.warnings:
+                for text in st.warnings:
+                    self.diag.warn(at_line(where, text, WARNING))
+                st.warnings.clear()
 
     # -- sections ----------------------------------------------------------------------------------
 
@@ -153,6 +185,14 @@ class Parser:
                 self.skipping = keyword
                 raise DirectiveError(f"'global' takes no argument (found '{args[0]}')")
             self.state = SectionState(Section.GLOBAL, where, self.cfg.global_)
+            return
+        if section is Section.HTTP_ERRORS:
+            st = SectionState(section, where, self.cfg.global_, http_errors={})
+            self.state = st  # before the checks: a broken header's lines are still read, and dropped
+            if len(args) > 1:
+                raise DirectiveError(f"'http-errors': unexpected '{' '.join(args[1:])}'")
+            name = args[0] if args else ""
+            st.http_errors = errorfile.open_http_errors(self.cfg, name, where, self.http_errors)
             return
         try:
             name, base = self.section_header(section, args, where)
@@ -251,6 +291,8 @@ class Parser:
         if st.section not in kw.sections:
             if not kw.supported:  # only an unsupported declaration elsewhere: as good as unknown here
                 raise DirectiveError(self.unknown(words, st.section, negated))
+            if self.other_capability(kw, st):
+                return
             allowed = ", ".join(s.value for s in Section if s in kw.sections)
             raise DirectiveError(
                 f"'{kw.name}' is not allowed in '{st.section.value}' section (allowed in: {allowed})"
@@ -265,8 +307,38 @@ class Parser:
             raise DirectiveError(f"'{shown}' is {kw.unsupported}")
         if negated and not kw.negatable:
             raise DirectiveError(f"'no {kw.name}': '{kw.name}' cannot be negated with 'no'")
+        directive = Directive(kw.name, words[count:], where, st.section, negated)
+        if kw.ignored is not None:
+            if kw.parse is not None:
+                kw.parse(st, directive)  # checks the arguments only
+            st.warn(f"'{'no ' if negated else ''}{kw.name}' is ignored: {kw.ignored}")
+            return
         assert kw.parse is not None
-        kw.parse(st, Directive(kw.name, words[count:], where, st.section, negated))
+        kw.parse(st, directive)
+
+    @staticmethod
+    def other_capability(kw: Keyword, st: SectionState) -> bool:
+        """A keyword of the other proxy capability (``balance`` in a frontend, ``timeout client`` in a
+        backend): HAProxy ignores it with a warning, or refuses it (``other_cap_fatal``). True when it
+        was handled here (warned about); False when it is not such a keyword."""
+        if st.section is Section.FRONTEND:
+            have, lacks = "frontend", "backend"
+        elif st.section is Section.BACKEND:
+            have, lacks = "backend", "frontend"
+        else:
+            return False
+        if Section.LISTEN not in kw.sections:
+            return False
+        name = st.px.name
+        if kw.other_cap_fatal:
+            raise DirectiveError(
+                f"'{kw.name}' not allowed because {have} '{name}' has no {lacks} capability."
+            )
+        if kw.name.startswith("timeout "):  # HAProxy words these differently
+            st.warn(f"'{kw.name}' will be ignored because {have} '{name}' has no {lacks} capability")
+        else:
+            st.warn(f"'{kw.name}' ignored because {have} '{name}' has no {lacks} capability.")
+        return True
 
     @staticmethod
     def unknown(words: list[str], section: Section, negated: bool) -> str:
@@ -289,14 +361,37 @@ class Parser:
 
     # -- whole-configuration checks ----------------------------------------------------------------
 
-    def finish(self) -> Config:
-        """The ``Config``, or ``ConfigError`` with every message collected."""
+    def finish(self, zero_warning: bool = False) -> Config:
+        """The ``Config``, or ``ConfigError`` with every message collected. ``zero_warning``
+        (``-dW``), or ``zero-warning`` in ``global``, makes any warning an error."""
         self.end_section()
         if not self.diag:
             for st in self.proxies:
                 self.check_proxy(st)
+                self.warn_proxy(st)
+                alerts, warnings = errorfile.resolve(self.cfg, st.px)
+                for text in alerts:
+                    self.diag.add(after_parse(None, text))
+                for text in warnings:
+                    self.diag.warn(after_parse(None, text, WARNING))
+        if self.diag.warnings and (zero_warning or self.cfg.global_.zero_warning):
+            self.diag.add(ZERO_WARNING)
         self.diag.raise_if_any()
+        self.cfg.warnings = list(self.diag.warnings)
         return self.cfg
+
+    def warn_proxy(self, st: SectionState) -> None:
+        """HAProxy's whole-configuration warnings about one proxy."""
+        px = st.px
+        kind = st.section.value
+        t = px.timeouts
+        front = Cap.FRONTEND in px.cap
+        back = Cap.BACKEND in px.cap and px.servers
+        if (front and not t.client) or (back and not (t.connect and t.server)):
+            self.diag.warn(after_parse(px.where, _MISSING_TIMEOUTS.format(kind=kind, name=px.name), WARNING))
+        if front and px.httplog and not (px.log_global and self.cfg.global_.log_targets):
+            text = f"log format ignored for {kind} '{px.name}' since it has no log address."
+            self.diag.warn(after_parse(px.where, text, WARNING))
 
     def check_proxy(self, st: SectionState) -> None:
         px = st.px
@@ -325,10 +420,12 @@ class Parser:
             self.diag.add(after_parse(where, f"{kind} '{px.name}': '{keyword}': {problem}"))
 
 
-def parse_files(paths: list[str], env: Mapping[str, str]) -> Config:
-    """Read ``paths`` (files or directories) into a validated ``Config``; ``ConfigError`` otherwise."""
+def parse_files(paths: list[str], env: Mapping[str, str], zero_warning: bool = False) -> Config:
+    """Read ``paths`` (files or directories) into a validated ``Config``; ``ConfigError`` otherwise.
+    ``zero_warning`` (the command line's ``-dW``) refuses a configuration with warnings."""
     parser = Parser(env)
     files = config_files(paths, parser.diag)
     for path in files:
         parser.read_file(path)
-    return parser.finish()
+    return parser.finish(zero_warning)
+

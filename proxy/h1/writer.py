@@ -12,7 +12,8 @@ Contract:
   could split a line (CR, LF, NUL): such a head raises ProtocolError (400 for a request head, 502
   for a response head), since the bytes came from the peer whose message is being re-written.
 - ``data``/``end`` frame body bytes; an empty chunk is b"" (never a premature terminator).
-- ``simple_response`` builds the proxy's own answers (errors, ``http-request return``).
+- ``reply`` frames the proxy's own answers (``proxy.replies.Reply``: errors, errorfiles,
+  ``http-request return``, redirects) for HTTP/1; ``simple_response`` is the older shortcut.
 """
 
 from __future__ import annotations
@@ -29,74 +30,7 @@ from proxy.message import (
     connection_tokens,
     header_value,
 )
-
-REASONS: dict[int, bytes] = {
-    100: b"Continue",
-    101: b"Switching Protocols",
-    103: b"Early Hints",
-    200: b"OK",
-    201: b"Created",
-    202: b"Accepted",
-    203: b"Non-Authoritative Information",
-    204: b"No Content",
-    205: b"Reset Content",
-    206: b"Partial Content",
-    300: b"Multiple Choices",
-    301: b"Moved Permanently",
-    302: b"Found",
-    303: b"See Other",
-    304: b"Not Modified",
-    307: b"Temporary Redirect",
-    308: b"Permanent Redirect",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    403: b"Forbidden",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    406: b"Not Acceptable",
-    407: b"Proxy Authentication Required",
-    408: b"Request Timeout",
-    409: b"Conflict",
-    410: b"Gone",
-    411: b"Length Required",
-    412: b"Precondition Failed",
-    413: b"Payload Too Large",
-    414: b"URI Too Long",
-    415: b"Unsupported Media Type",
-    416: b"Range Not Satisfiable",
-    417: b"Expectation Failed",
-    421: b"Misdirected Request",
-    422: b"Unprocessable Content",
-    425: b"Too Early",
-    426: b"Upgrade Required",
-    428: b"Precondition Required",
-    429: b"Too Many Requests",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    501: b"Not Implemented",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-    505: b"HTTP Version Not Supported",
-}
-
-# One sentence per status the proxy generates itself (our wording).
-_ERROR_TEXT: dict[int, bytes] = {
-    400: b"The request could not be understood.",
-    403: b"Access to this resource is not allowed.",
-    404: b"The requested resource could not be found.",
-    405: b"This method is not allowed here.",
-    408: b"The request was not received in time.",
-    413: b"The request body is larger than allowed.",
-    414: b"The request target is longer than allowed.",
-    429: b"Too many requests; please slow down.",
-    431: b"The request header fields are larger than allowed.",
-    500: b"The proxy met an internal error.",
-    501: b"The proxy does not support what this request asks for.",
-    502: b"The server returned an invalid or incomplete response.",
-    503: b"No server is available for this request right now.",
-    504: b"The server did not respond in time.",
-}
+from proxy.replies import REASONS, Reply, error_body, reason
 
 # What callers may pass as extra headers: a list (``Headers``) or a tuple.
 Fields = Sequence[tuple[bytes, bytes]]
@@ -108,17 +42,6 @@ _TRAILER_DROPPED = _ALWAYS_DROPPED | {b"host"}
 _STATUS_BYTES = {status: b"%d" % status for status in REASONS}
 # Module constants for the members: an enum member lookup costs ~150 ns in Python 3.11.
 _NONE, _LENGTH, _CHUNKED, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
-
-
-def reason(status: int) -> bytes:
-    """The standard reason phrase for ``status`` (b"" when there is none)."""
-    return REASONS.get(status, b"")
-
-
-def error_body(status: int) -> bytes:
-    """A small HTML page for a status the proxy answers itself (generic for unlisted ones)."""
-    text = _ERROR_TEXT.get(status, b"The request could not be completed.")
-    return b"<html><body><h1>%d %s</h1>\n%s\n</body></html>\n" % (status, reason(status), text)
 
 
 def request_head(
@@ -228,6 +151,32 @@ def end(framing: Framing, trailers: Fields = ()) -> bytes:
             lines += 1
     parts.append(b"\r\n")
     return _checked(b"".join(parts), lines, 502)
+
+
+def reply(r: Reply, *, keep_alive: bool, version: bytes = b"1.1", head_only: bool = False) -> bytes:
+    """A ``Reply`` for an HTTP/1 client: its status and headers (framing and hop-by-hop ones dropped:
+    ours are a Content-Length and Connection), then its body (none for a HEAD request,
+    ``head_only``). A header value with CR, LF or NUL raises ProtocolError (500)."""
+    status = r.status
+    status_bytes = _STATUS_BYTES.get(status) or b"%d" % status
+    parts = [b"HTTP/1.1 ", status_bytes, b" ", r.reason or reason(status), b"\r\n"]
+    lines = 1
+    for name, value in r.headers:
+        if name.lower() not in _ALWAYS_DROPPED:
+            parts += (name, b": ", value, b"\r\n")
+            lines += 1
+    if status >= 200 and status not in (204, 304):
+        parts.append(b"Content-Length: %d\r\n" % len(r.body))
+        lines += 1
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+        lines += 1
+    elif version == b"1.0":
+        parts.append(b"Connection: keep-alive\r\n")
+        lines += 1
+    parts.append(b"\r\n")
+    head = _checked(b"".join(parts), lines + 1, 500)
+    return head if head_only or status in (204, 304) else head + r.body
 
 
 def simple_response(
