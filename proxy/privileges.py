@@ -69,15 +69,18 @@ def resolve_servers(config: Config) -> str | None:
 
 
 def warm_up() -> None:
-    """Load what libc would read from the file system later (the time zone)."""
+    """Load what would be read from the file system later: the time zone (libc), and the IDNA codec
+    that the event loop's resolver imports lazily on a connect (a worker running as another user can
+    no longer read the interpreter's own directory when it was installed under /root)."""
     time.localtime()
     time.strftime("%b %d %H:%M:%S")
+    "localhost".encode("idna")
 
 
 def drop(g: Global) -> None:
     """chroot, then group, then user, as configured; raises OSError when refused."""
+    warm_up()
     if g.chroot:
-        warm_up()
         os.chroot(g.chroot)
         os.chdir("/")
     if g.gid is not None and (g.gid != os.getgid() or os.getgroups() not in ([], [g.gid])):

@@ -43,6 +43,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.backend import AcquireError
+from proxy.log import notice
 from proxy.message import Data, EndOfMessage, Event, Framing, ResponseHead, header_values
 from proxy.replies import Reply, error_reply, local_reply
 from proxy.shm import R_REQUESTS
@@ -239,6 +240,15 @@ class Stream:
             self.task = None
             if self.phase is not Phase.DONE:
                 self.fail(exc.status, exc.term)
+            elif acq.has_slot:
+                backend.finish(acq, None, False)
+            return
+        except Exception as exc:  # a bug or the environment (e.g. a lazy import refused after a
+            # privilege drop): the client gets an answer, the slot is given back, the worker lives on
+            self.task = None
+            notice(f"internal error while getting a server connection: {exc!r}")
+            if self.phase is not Phase.DONE:
+                self.fail(503, "SC")
             elif acq.has_slot:
                 backend.finish(acq, None, False)
             return

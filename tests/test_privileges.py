@@ -96,3 +96,18 @@ def test_workers_serve_from_the_jail_as_the_configured_user(
         assert response.status == 200
     assert http_get(port, "/status/503").status == 503
     wait_for(lambda: proxy.logs().count(" fe be/s1 ") >= 5, message="access log lines from the jail")
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not ROOT or NOGROUP is None, reason="needs root and a 'nogroup' group")
+def test_workers_serve_as_the_configured_user_without_a_jail(make_proxy: MakeProxy, origin: Origin) -> None:
+    """Regression: with `user`/`group` and no `chroot`, a worker's first connect imported the IDNA
+    codec lazily from the interpreter's directory, unreadable to the new user (under /root): the
+    request hung. The codec is now loaded before the drop, and any such error is answered."""
+    port = free_port()
+    config = proxy_config(port, origin.port, nbthread=2, glob="user nobody\n    group nogroup")
+    proxy = make_proxy(config, ports=[port], workers=2)
+    for pid in wait_for(lambda: proxy.worker_pids() if len(proxy.worker_pids()) == 2 else None):
+        wait_for(lambda pid=pid: _status(pid, "Uid")[0] == NOBODY, message=f"worker {pid} is nobody")
+    for _ in range(6):
+        assert http_get(port, "/echo").status == 200

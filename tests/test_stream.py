@@ -312,6 +312,24 @@ def test_connect_failures_after_retries_are_503_sc(make_world: Callable[..., Wor
     assert w.gauges() == ZERO
 
 
+def test_unexpected_error_while_connecting_is_answered(make_world: Callable[..., World]) -> None:
+    """Regression (privilege drop): a connect raised LookupError (the IDNA codec could not be imported
+    by a worker running as another user); the acquire task died and the client waited forever. Any
+    error now answers 503 ``SC``, gives everything back, and the worker goes on."""
+    w = make_world(retries=0)
+    w.fake.fail = LookupError("unknown encoding: idna")
+    stream, side = w.new_stream(request())
+
+    async def main() -> None:
+        stream.start()
+        await settle()
+
+    w.run(main())
+    assert side.calls == [("send_reply", 503, False), ("stream_done", False)]
+    assert w.env.logged == [(503, "SC")]
+    assert w.gauges() == ZERO
+
+
 # -- server failures -------------------------------------------------------------------------------
 def test_invalid_response_before_the_head_is_502(make_world: Callable[..., World]) -> None:
     """An invalid response before any head reached the client: 502 ``PH``, connection closed and
