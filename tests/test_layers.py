@@ -42,6 +42,8 @@ CORE = [
     "proxy.limits",
     "proxy.privileges",
     "proxy.replies",
+    "proxy.logformat",
+    "proxy.rules",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = ["proxy.listener", "proxy.mux_h1", "proxy.server_conn", "proxy.takeover", "proxy.donor"]
