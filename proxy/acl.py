@@ -204,7 +204,8 @@ def prepare(config: Config) -> None:
     for proxy in {id(p): p for p in (*config.frontends.values(), *config.backends.values())}.values():
         for acl in proxy.acls.values():
             compile_acl(acl)
-        conds = [u.cond for u in proxy.use_backends] + [r.cond for r in proxy.http_request_returns]
+        rules = proxy.http_request + proxy.http_response + proxy.http_after_response
+        conds = [u.cond for u in proxy.use_backends] + [r.cond for r in rules]
         for cond in conds:
             if cond is not None:
                 for group in cond.terms_or:

@@ -35,6 +35,9 @@ class Clients(Protocol):
     def client_count(self) -> int: ...
 
 
+_SERIAL = [0]  # requests opened in this process, all frontends together (``%rt``)
+
+
 def request_line(head: RequestHead) -> str:
     method = head.method.decode("latin-1")
     return f"{method} {head.target.decode('latin-1')} HTTP/{head.version.decode('latin-1')}"
@@ -79,6 +82,10 @@ class StreamEnv:
     @property
     def stopping(self) -> bool:
         return self.clients.stopping
+
+    def next_serial(self) -> int:
+        _SERIAL[0] += 1
+        return _SERIAL[0]
 
     def open_stream(self, side: ClientSide, head: RequestHead, t_start: float) -> Stream:
         self.requests += 1

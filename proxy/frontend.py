@@ -1,37 +1,33 @@
 """A frontend inside one worker: the rules applied to each request before a server is chosen.
 
-``route`` applies them in HAProxy's order: the frontend's ``http-request return`` rules, then ``use_backend``
-rules in order (first match wins), else ``default_backend``; then the chosen backend's own
-``http-request return`` rules (a ``listen`` section is its own backend). ACLs are evaluated by
-``proxy.acl`` on a ``RequestCtx`` built once per request.
+``route`` applies them in HAProxy's order: the frontend's ``http-request`` rules (which may rewrite
+the request or answer it), then ``use_backend`` rules in order (first match wins; their conditions
+see the rewritten request), else ``default_backend``; then the chosen backend's own ``http-request``
+rules (a ``listen`` section is its own backend: its rules run once). ACLs are evaluated by
+``proxy.acl`` and rules carried out by ``proxy.rules``, on a ``RuleCtx`` the stream builds at most
+once per request, and only when there is a rule to evaluate.
+
+``response_sets`` gives, per backend, the ``http-response`` and ``http-after-response`` sets to run
+on answers: the backend's, then the frontend's (HAProxy's order), computed once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from proxy.acl import RequestCtx, cond_holds
 from proxy.backend import Backend
-from proxy.config.model import HttpReturn, Proxy
+from proxy.config.model import HttpRule, Proxy
 from proxy.h1 import Limits
 from proxy.message import RequestHead
+from proxy.rules import RuleCtx, Stop, request_ctx, request_rules
 
-
-def request_ctx(head: RequestHead, client_ip: str) -> RequestCtx:
-    target = head.target
-    if target[:1] != b"/" and b"://" in target:  # absolute-form: the path part (RFC 3986 §3.2)
-        rest = target.split(b"://", 1)[1]
-        end = len(rest)  # the authority ends at the first "/" or "?"
-        for sep in (b"/", b"?"):
-            i = rest.find(sep)
-            if 0 <= i < end:
-                end = i
-        target = rest[end:] if rest[end : end + 1] == b"/" else b"/" + rest[end:]
-    q = target.find(b"?")
-    path = target if q < 0 else target[:q]
-    return RequestCtx(method=head.method, path=path, headers=head.headers, src=client_ip)
+RuleSets = list[list[HttpRule]]
+__all__ = ["Frontend", "RuleSets", "request_ctx"]
 
 
 class Frontend:
-    __slots__ = ("backends", "cfg", "default_backend", "engine_name", "limits", "name", "rules")
+    __slots__ = ("_sets", "backends", "cfg", "default_backend", "engine_name", "limits", "name", "rules")
 
     def __init__(self, cfg: Proxy, backends: dict[str, Backend], engine_name: str, limits: Limits) -> None:
         self.cfg = cfg
@@ -43,26 +39,31 @@ class Frontend:
         if self.default_backend is None and cfg.name in backends:  # listen section
             self.default_backend = backends[cfg.name]
         self.rules = [(backends[u.backend], u.cond) for u in cfg.use_backends]
+        self._sets: dict[int, tuple[RuleSets, RuleSets]] = {}
 
     def __repr__(self) -> str:
         return f"<Frontend {self.name} binds={len(self.cfg.binds)}>"
 
-    def route(self, head: RequestHead, client_ip: str) -> tuple[HttpReturn | None, Backend | None]:
-        """Where a request goes: a local answer (``http-request return``, the frontend's then the
-        chosen backend's), or a backend (None for both: no backend matched, answer 503)."""
-        if not self.rules and not self.cfg.http_request_returns:
+    def route(self, head: RequestHead, ctx: Callable[[], RuleCtx]) -> tuple[Stop | None, Backend | None]:
+        """Where a request goes: a rule's answer (``Stop``, with the backend whose rules gave it,
+        if any), or a backend (None: no backend matched, answer 503). ``ctx`` makes the rules'
+        context; it is called only if a rule or condition has to be evaluated."""
+        cfg = self.cfg
+        if not self.rules and not cfg.http_request:
             backend = self.default_backend  # no rule to evaluate here: no request context to build
-            if backend is None or backend.cfg is self.cfg or not backend.cfg.http_request_returns:
+            if backend is None or backend.cfg is cfg or not backend.cfg.http_request:
                 return None, backend
-        ctx = request_ctx(head, client_ip)
-        ret = first_return(self.cfg, ctx)
-        if ret is not None:
-            return ret, None
-        backend = self.choose_backend(ctx)
-        if backend is not None and backend.cfg is not self.cfg:
-            ret = first_return(backend.cfg, ctx)
-            if ret is not None:
-                return ret, None
+        c = ctx()
+        if cfg.http_request:
+            stop = request_rules(cfg.http_request, head, c)
+            if stop is not None:
+                return stop, None
+        backend = self.choose_backend(c.acl)
+        if backend is not None and backend.cfg is not cfg and backend.cfg.http_request:
+            c.sample.backend = backend.name
+            stop = request_rules(backend.cfg.http_request, head, c)
+            if stop is not None:
+                return stop, backend
         return None, backend
 
     def choose_backend(self, ctx: RequestCtx) -> Backend | None:
@@ -71,9 +72,16 @@ class Frontend:
                 return backend
         return self.default_backend
 
-
-def first_return(cfg: Proxy, ctx: RequestCtx) -> HttpReturn | None:
-    for ret in cfg.http_request_returns:
-        if cond_holds(ret.cond, ctx):
-            return ret
-    return None
+    def response_sets(self, backend: Backend | None) -> tuple[RuleSets, RuleSets]:
+        """``(http-response sets, http-after-response sets)`` for answers to requests sent to
+        ``backend`` (None: answered before a backend was chosen); empty lists when there is none."""
+        key = id(backend)
+        sets = self._sets.get(key)
+        if sets is None:
+            proxies = [self.cfg] if backend is None or backend.cfg is self.cfg else [backend.cfg, self.cfg]
+            sets = (
+                [p.http_response for p in proxies if p.http_response],
+                [p.http_after_response for p in proxies if p.http_after_response],
+            )
+            self._sets[key] = sets
+        return sets

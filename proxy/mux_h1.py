@@ -374,6 +374,12 @@ class ClientConn(asyncio.Protocol):
     def keep_alive_allowed(self) -> bool:
         return self.cfg.http_conn_mode != "httpclose" and not self.env.stopping
 
+    def local_address(self) -> tuple[str, int]:
+        sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        if isinstance(sockname, tuple):
+            return str(sockname[0]), int(sockname[1])
+        return ("", 0)
+
     def _reject(self, exc: ProtocolError) -> None:
         status = exc.status
         if self.transport is not None and self.phase is not Phase.CLOSED:

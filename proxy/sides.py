@@ -51,6 +51,10 @@ class ClientSide(Protocol):
         """Whether the client connection may outlive this exchange (mode, soft stop)."""
         ...
 
+    def local_address(self) -> tuple[str, int]:
+        """The address and port the client connected to (asked only when a rule needs them)."""
+        ...
+
     def send_interim(self, resp: ResponseHead) -> None:
         """A 1xx response (not 101): forwarded when the client's protocol can carry it."""
         ...

@@ -42,10 +42,13 @@ import enum
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from proxy.acl import RequestCtx
 from proxy.backend import AcquireError
 from proxy.log import notice
+from proxy.logformat import SampleCtx
 from proxy.message import Data, EndOfMessage, Event, Framing, ResponseHead, header_values
-from proxy.replies import Reply, error_reply, local_reply
+from proxy.replies import Reply, error_reply
+from proxy.rules import RuleCtx, Stop, after_response_rules, request_ctx, response_rules
 from proxy.shm import R_REQUESTS
 
 if TYPE_CHECKING:
@@ -76,6 +79,10 @@ class Environment(Protocol):
         ...
 
     def log_stream(self, stream: Stream, status: int) -> None: ...
+
+    def next_serial(self) -> int:
+        """A number for this request, unique in this worker process (``%rt``)."""
+        ...
 
 
 class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
@@ -113,12 +120,14 @@ class Stream:
         "pending",
         "pending_len",
         "phase",
+        "rctx",
         "replay",
         "replay_len",
         "req_done",
         "req_trailers",
         "resp_head",
         "retried",
+        "serial",
         "server_keep",
         "server_last_io",
         "server_timeout",
@@ -163,6 +172,8 @@ class Stream:
         self.term = "--"
         self.server_timeout = 0.0  # ``timeout server`` once attached (0: none); checked lazily
         self.server_last_io = 0.0
+        self.rctx: RuleCtx | None = None  # the rules' context, made on first use
+        self.serial = env.next_serial()
 
     def __repr__(self) -> str:
         h = self.head
@@ -197,11 +208,13 @@ class Stream:
         if head.upgrade == b"h2c":  # never tunnel an h2c upgrade: serve the request as HTTP/1.1
             head.upgrade = None
         session = self.side.session
-        ret, backend = fe.route(head, session.client_ip)
-        if ret is not None:
-            self.term = "PR"
-            self.local_response(local_reply(ret.status, ret.body, ret.content_type))
+        stop, backend = fe.route(head, self.rule_ctx)
+        if stop is not None:
+            self.backend = backend  # the backend whose rule answered: its errorfiles and rules apply
+            self._answer(stop)
             return
+        if self.rctx is not None and backend is not None:
+            self.rctx.sample.backend = backend.name
         if backend is None:
             self.fail(503, "SC")
             return
@@ -287,12 +300,55 @@ class Stream:
         self._arm_server_timer()
 
     def _added_headers(self) -> Headers:
+        """``option forwardfor`` and ``unique-id-header``: added after every request rule ran."""
         fe_cfg = self.env.frontend.cfg
         be_cfg = self.backend.cfg if self.backend is not None else fe_cfg
+        added: Headers = []
         if fe_cfg.forwardfor or be_cfg.forwardfor:
             name = (fe_cfg.forwardfor_header if fe_cfg.forwardfor else be_cfg.forwardfor_header).encode()
-            return [(name, self.side.session.client_ip.encode())]
-        return []
+            added.append((name, self.side.session.client_ip.encode()))
+        if fe_cfg.unique_id_header is not None:
+            added.append((fe_cfg.unique_id_header, self.rule_ctx().sample.unique_id()))
+        return added
+
+    # -- rules ----------------------------------------------------------------------------------
+    def rule_ctx(self) -> RuleCtx:
+        """What rules and expressions look at, made on first use (never, without rules)."""
+        c = self.rctx
+        if c is None:
+            head, session, fe = self.head, self.side.session, self.env.frontend
+            sample = SampleCtx(
+                head, session.client_ip, session.client_port,
+                accept_ts=time.time() - (time.monotonic() - self.t_start), frontend=fe.name,
+                local_addr=self.side.local_address, request_no=self.serial,
+                unique_id_format=fe.cfg.unique_id_format,
+                backend=self.backend.name if self.backend is not None else "",
+            )  # fmt: skip
+            c = self.rctx = RuleCtx(request_ctx(head, session.client_ip), sample)
+        return c
+
+    def _response_ctx(self, status: int, headers: Headers) -> RuleCtx:
+        """The rules' context for an answer: ACLs and ``hdr()`` see the response's headers."""
+        c = self.rule_ctx()
+        c.sample.resp_status, c.sample.resp_headers = status, headers
+        acl = c.acl
+        return RuleCtx(RequestCtx(acl.method, acl.path, headers, acl.src), c.sample)
+
+    def _after_response(self, status: int, headers: Headers) -> None:
+        """``http-after-response``: the backend's set, then the frontend's, on any answer."""
+        sets = self.env.frontend.response_sets(self.backend)[1]
+        if sets:
+            ctx = self._response_ctx(status, headers)
+            for rules in sets:
+                after_response_rules(rules, headers, ctx)
+
+    def _answer(self, stop: Stop) -> None:
+        """A rule answered (``return``, ``redirect``, ``deny``) or failed (500)."""
+        self.term = stop.term
+        if not stop.keep:
+            self.fail(stop.status, stop.term)
+            return
+        self.local_response(stop.reply if stop.reply is not None else self.error_reply(stop.status))
 
     def on_request_data(self, data: bytes) -> None:
         phase = self.phase
@@ -405,6 +461,17 @@ class Stream:
             return
         if self.t_resp == 0.0:
             self.t_resp = time.monotonic()
+        if status != 101:
+            response_sets, after_sets = self.env.frontend.response_sets(self.backend)
+            if response_sets or after_sets:
+                ctx = self._response_ctx(status, resp.headers)
+                for rules in response_sets:
+                    stop = response_rules(rules, resp.headers, ctx)
+                    if stop is not None:  # deny, or a failed rewrite: the server's answer is dropped
+                        self.fail(stop.status, stop.term)
+                        return
+                for rules in after_sets:
+                    after_response_rules(rules, resp.headers, ctx)
         self.resp_head = resp
         if status == 101:
             if not self.head.upgrade:
@@ -541,6 +608,7 @@ class Stream:
     # -- endings --------------------------------------------------------------------------------
     def local_response(self, reply: Reply) -> None:
         """Answer locally (``http-request return``); the client connection may stay alive."""
+        self._after_response(reply.status, reply.headers)
         self.client_keep = self.side.send_reply(reply, keep_alive=self.client_keep and self.req_done)
         self.bytes_out = len(reply.body)
         self._end(log_status=reply.status)
@@ -551,6 +619,7 @@ class Stream:
         self.client_keep = False
         self.server_keep = False
         reply = self.error_reply(status)
+        self._after_response(reply.status, reply.headers)
         self.side.send_reply(reply, keep_alive=False)
         self.bytes_out = 0 if reply.silent else len(reply.body)
         self._end(log_status=status)

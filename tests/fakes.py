@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from proxy import h1
 from proxy.backend import Acquisition, Backend
-from proxy.config.model import Cap, Config, HttpReturn, Proxy, ReuseMode, Server, Timeouts
+from proxy.config.model import Cap, Config, HttpReturn, HttpRule, Proxy, ReuseMode, Server, Timeouts
 from proxy.donor import WorkerLink
 from proxy.env import StreamEnv
 from proxy.frontend import Frontend
@@ -157,6 +157,9 @@ class RecordingSide:
 
     def keep_alive_allowed(self) -> bool:
         return self.allow_keep_alive
+
+    def local_address(self) -> tuple[str, int]:
+        return ("127.0.0.1", 8080)
 
     def send_interim(self, resp: ResponseHead) -> None:
         self.calls.append(("send_interim", resp.status))
@@ -504,7 +507,8 @@ class World:
         )  # fmt: skip
         self.fe_cfg = Proxy(
             name="fe", cap=Cap.FRONTEND, default_backend="be", http_conn_mode=fe_conn_mode,
-            http_request_returns=list(returns or []), forwardfor=forwardfor, log_global=True,
+            http_request=[HttpRule("return", cond=r.cond, ret=r) for r in returns or []],
+            forwardfor=forwardfor, log_global=True,
         )  # fmt: skip
         config = Config(frontends={"fe": self.fe_cfg}, backends={"be": self.be_cfg})
         self.table = ShmTable.create(config, 2, generation=next(_generations))

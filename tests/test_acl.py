@@ -10,7 +10,7 @@ from proxy.acl import RequestCtx, acl_matches, compile_acl, cond_holds, prepare
 from proxy.config import load
 from proxy.config.acl_syntax import declare_acl, parse_condition
 from proxy.config.lexer import split_words
-from proxy.config.model import Acl, Condition, Where
+from proxy.config.model import Acl, Condition, HttpReturn, Proxy, Where
 
 HERE = Where("test.cfg", 1)
 
@@ -167,8 +167,13 @@ def test_prepare_compiles_every_acl_of_a_config(tmp_path: Path) -> None:
     (rule,) = fe.use_backends
     assert rule.cond is not None
     assert all(t.acl.matcher is not None for group in rule.cond.terms_or for t in group)
-    assert fe.http_request_returns[0].cond is not None
+    assert returns_of(fe)[0].cond is not None
     ctx = req("/x", headers=[("Host", "API.example.com")])
     assert cond_holds(rule.cond, ctx)
-    assert not cond_holds(fe.http_request_returns[0].cond, ctx)
-    assert cond_holds(fe.http_request_returns[0].cond, req("/ping"))
+    assert not cond_holds(returns_of(fe)[0].cond, ctx)
+    assert cond_holds(returns_of(fe)[0].cond, req("/ping"))
+
+
+def returns_of(px: Proxy) -> list[HttpReturn]:
+    """The ``http-request return`` rules' responses, in order."""
+    return [r.ret for r in px.http_request if r.ret is not None]

@@ -8,7 +8,7 @@ import pytest
 
 from proxy import h1
 from proxy.config import VALID_MESSAGE, ConfigError, check, load
-from proxy.config.model import Cap, Config, ReuseMode, Where
+from proxy.config.model import Cap, Config, HttpReturn, Proxy, ReuseMode, Where
 
 DATA = Path(__file__).parent / "data" / "config"
 GOOD = DATA / "good"
@@ -229,7 +229,7 @@ def test_environment_expansion() -> None:
     fe = load_good("env_quoting.cfg").frontends["fe"]
     assert [(b.host, b.port) for b in fe.binds] == [("", 8088), ("127.0.0.1", 8088), ("127.0.0.2", 9090)]
     assert fe.acls["prefixes"].patterns == ["/a", "/b"]  # ${VAR[*]} gives one word per value
-    first = fe.http_request_returns[0]
+    first = returns_of(fe)[0]
     assert (first.status, first.content_type, first.body) == (
         200,
         "text/plain; charset=utf-8",
@@ -248,7 +248,7 @@ def test_quoting_and_escapes() -> None:
 
 def test_http_request_return_variants() -> None:
     fe = load_good("env_quoting.cfg").frontends["fe"]
-    line_rule, busy, from_file, fallback = fe.http_request_returns[1:]
+    line_rule, busy, from_file, fallback = returns_of(fe)[1:]
     assert line_rule.cond is not None and line_rule.cond.terms_or[0][0].acl.patterns == ["/line-14"]
     assert (line_rule.status, line_rule.content_type, line_rule.body) == (204, None, b"")
     assert busy.body == b"100% busy"
@@ -286,3 +286,8 @@ def test_keyword_family_alone_lists_its_members(tmp_path: Path) -> None:
     (message,) = check([write(tmp_path, "backend b\n    timeout\n")])
     assert "unknown keyword 'timeout' in 'backend' section (supported 'timeout' keywords here:" in message
     assert "connect, http-keep-alive, http-request, queue, server)" in message
+
+
+def returns_of(px: Proxy) -> list[HttpReturn]:
+    """The ``http-request return`` rules' responses, in order."""
+    return [r.ret for r in px.http_request if r.ret is not None]

@@ -15,7 +15,7 @@ import pytest
 from proxy import limits
 from proxy.config import ConfigError, load
 from proxy.config.errors import ZERO_WARNING
-from proxy.config.model import Global
+from proxy.config.model import Config, Global
 from proxy.log import LogSink
 from proxy.main import main
 
@@ -120,13 +120,19 @@ def test_default_path_config_reads_files_next_to_the_configuration(tmp_path: Pat
         "    default_backend be\n", "    default_backend be\n" + rule
     )
     cfg = load([write(sub, text, "p.cfg")], env={})
-    assert cfg.frontends["fe"].http_request_returns[0].body == b"from the config dir"
+    assert return_body(cfg) == b"from the config dir"
     origin = text.replace("default-path config", f"default-path origin {sub}")
     cfg = load([write(tmp_path, origin, "o.cfg")], env={})
-    assert cfg.frontends["fe"].http_request_returns[0].body == b"from the config dir"
+    assert return_body(cfg) == b"from the config dir"
     bad = text.replace("default-path config", "default-path somewhere")
     with pytest.raises(ConfigError, match="expects 'current', 'config', 'parent' or 'origin <path>'"):
         load([write(tmp_path, bad, "bad.cfg")], env={})
+
+
+def return_body(cfg: Config) -> bytes:
+    ret = cfg.frontends["fe"].http_request[0].ret
+    assert ret is not None
+    return ret.body
 
 
 def test_global_switches_are_stored(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -463,3 +464,70 @@ backend api
         assert where("/", host="API.Example.COM") == "api"  # -i
         assert where("/", host="api.example.com:8080") == "web"  # hdr(host) includes the port
         assert where("/", host="www.api.example.com") == "web"
+
+
+def test_header_and_request_rules_end_to_end(make_proxy: MakeProxy, origin: Origin) -> None:
+    """One configuration exercising each rule kind; the origin's /echo shows what it received."""
+    port = free_port()
+    make_proxy(
+        f"""\
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend fe
+    bind 127.0.0.1:{port}
+    unique-id-format %{{+X}}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
+    unique-id-header X-Unique-ID
+    http-request redirect location /elsewhere code 301 if {{ path /old }}
+    http-request redirect scheme https if {{ path /secure }}
+    http-request deny deny_status 429 if {{ path_beg /denied }}
+    http-request set-header X-Bad %[query,url_dec] if {{ path_beg /inject }}
+    http-request set-header X-Client %[src]
+    http-request set-header X-Host %[req.hdr(host),lower]
+    http-request add-header X-Added "from %ci"
+    http-request del-header X-Remove
+    http-request replace-header X-Repl ^foo=(.*)$ bar=\\1
+    http-request set-path /echo if {{ path_beg /rewrite }}
+    http-request set-query %[query]&added=1 if {{ path /echo }}
+    http-response add-header X-Order fe
+    http-response set-header X-Type %[res.hdr(content-type)]
+    http-response del-header X-Conn-Id
+    http-after-response set-header X-After %[status]
+    default_backend be
+
+backend be
+    http-request set-header X-Backend %[be_name]
+    http-response add-header X-Order be
+    server s1 127.0.0.1:{origin.port}
+""",
+        ports=[port],
+        workers=1,
+    )
+    sent = {"Host": "Example.COM", "X-Remove": "x", "X-Repl": "foo=1"}
+    response = http_get(port, "/rewrite/x?q=1", headers=sent)
+    assert response.status == 200
+    got = echoed(response.body)
+    assert got["target"] == "/echo?q=1&added=1"
+    headers = dict(echoed_headers(response.body))
+    assert "x-remove" not in headers
+    assert (headers["x-client"], headers["x-host"]) == ("127.0.0.1", "example.com")
+    assert headers["x-added"] == "from 127.0.0.1"
+    assert (headers["x-repl"], headers["x-backend"]) == ("bar=1", "be")
+    # the format's leading blank is not there: the origin strips a value's leading whitespace
+    unique = r"7F000001:[0-9A-F]{4}_7F000001:[0-9A-F]{4}_[0-9A-F]{8}_[0-9A-F]{4,}:[0-9A-F]{4,}"
+    assert re.fullmatch(unique, headers["x-unique-id"]), headers["x-unique-id"]
+    assert response.headers.get_all("X-Order") == ["be", "fe"]  # the backend's rules first
+    assert response.headers["X-Type"] == "application/json" and "X-Conn-Id" not in response.headers
+    assert response.headers["X-After"] == "200"
+
+    moved = http_get(port, "/old")
+    assert (moved.status, moved.headers["Location"], moved.headers["X-After"]) == (301, "/elsewhere", "301")
+    secure = http_get(port, "/secure?x=1", headers={"Host": "a.example"})
+    assert (secure.status, secure.headers["Location"]) == (302, "https://a.example/secure?x=1")
+    denied = http_get(port, "/denied")
+    assert (denied.status, denied.headers["X-After"]) == (429, "429")
+    assert http_get(port, "/inject?a%0d%0aInjected:%201").status == 500  # CR LF in a value: refused
+    assert origin.stats()["requests"] == 1  # only the first one reached the server

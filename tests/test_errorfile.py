@@ -14,7 +14,7 @@ from fakes import World, request, worlds
 from proxy.config import ConfigError, load
 from proxy.config.errorfile import PageError, parse_page
 from proxy.h1 import ProtocolError, writer
-from proxy.replies import Reply, error_reply, local_reply
+from proxy.replies import Reply, error_body, error_reply, local_reply
 
 GOOD = Path(__file__).parent / "data" / "config" / "good"
 TIMEOUTS = "    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n"
@@ -200,7 +200,7 @@ def test_writer_frames_a_reply() -> None:
     assert head.endswith(b"Content-Length: 2\r\n\r\n")
     default = writer.reply(error_reply(504), keep_alive=False, version=b"1.0")
     assert default.startswith(b"HTTP/1.1 504 Gateway Timeout\r\nCache-Control: no-cache\r\n")
-    assert default.endswith(writer.error_body(504))
+    assert default.endswith(error_body(504))
     with pytest.raises(ProtocolError) as err:
         writer.reply(Reply(200, [(b"X", b"a\r\nInjected: 1")]), keep_alive=True)
     assert err.value.status == 500

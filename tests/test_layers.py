@@ -44,6 +44,8 @@ CORE = [
     "proxy.limits",
     "proxy.privileges",
     "proxy.replies",
+    "proxy.logformat",
+    "proxy.rules",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [

@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
 from proxy.config.acl_syntax import MATCH_METHODS, PREDEFINED  # noqa: E402
 from proxy.config.keywords import CRITERIA, REGISTRY, SERVER_PARAMS, UNSUPPORTED_SECTIONS  # noqa: E402
 from proxy.config.kwtypes import Keyword, Section  # noqa: E402
+from proxy.logformat import ALIASES, CONVERTERS, FETCHES, Stage  # noqa: E402
 
 DOC = ROOT / "docs" / "configuration.md"
 MARKER = "<!-- generated reference below: tools/gen_config_doc.py writes it from proxy/config/keywords.py -->"
@@ -106,6 +107,24 @@ def render_reference() -> str:
     out += ["| name | equivalent |", "|---|---|"]
     for name, (fetch, patterns) in PREDEFINED.items():
         out.append(f"| `{name}` | `{' '.join((fetch, *patterns))}` |")
+
+    out += ["", "### Log-format expressions", ""]
+    out += [
+        "Values of `http-request`/`http-response` rules, `unique-id-format`, `lf-string`: text with",
+        "`%<alias>`, `%[<fetch>(<args>),<converter>...]`, `%%`; flags `%{+Q}` (quote), `%{+X}`",
+        "(hexadecimal), `%{+X}o` for all that follows.",
+        "",
+        "| fetch | arguments | usable in | value |",
+        "|---|---|---|---|",
+    ]
+    for sample in FETCHES.values():
+        args = "" if not sample.max_args else ("`<name>[,<occ>]`" if sample.max_args == 2 else "`<text>`")
+        where = {Stage.REQUEST: "requests", Stage.RESPONSE: "responses"}.get(sample.stage, "everywhere")
+        out.append(f"| `{sample.name}` | {args} | {where} | {_cell(sample.doc)} |")
+    out += ["", "`hdr(<name>)` is `req.hdr` in request rules and `res.hdr` in response rules.", ""]
+    out += ["| alias | value |", "|---|---|"]
+    out += [f"| `%{name}` | {_cell(doc)} |" for name, (_, doc) in ALIASES.items()]
+    out += ["", f"Converters: {', '.join(f'`{name}`' for name in CONVERTERS)}.", ""]
 
     out += ["", "### Accepted and ignored, with a warning", ""]
     out += [

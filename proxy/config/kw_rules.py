@@ -1,13 +1,8 @@
-"""Keywords that decide per request: ``acl``, ``use_backend``, ``default_backend``,
-``http-request return``.
+"""Keywords that decide where a request goes: ``acl``, ``use_backend``, ``default_backend``.
 
 Rules are kept in the order written. Backend names are checked after every file was read (a rule may
-name a backend declared further down); ACL names are resolved at once (see ``acl_syntax``).
-``http-request return`` follows HAProxy's rules for the response it builds: ``status`` in 200..599,
-a ``content-type`` required with ``string`` and with a non-empty ``file``, and ignored when there is
-no body. ``lf-string`` is taken as a plain string: a log-format expression (``%[...]``, ``%ci``...) in
-it is refused, ``%%`` is a percent sign. ``file`` is read when the configuration is loaded, relative
-to the current directory as in HAProxy.
+name a backend declared further down); ACL names are resolved at once (see ``acl_syntax``). The
+``http-request``/``http-response``/``http-after-response`` rules are in ``kw_http``.
 """
 
 from __future__ import annotations
@@ -23,8 +18,7 @@ from proxy.config.kwtypes import (
     SectionState,
     unsupported,
 )
-from proxy.config.model import Condition, HttpReturn, UseBackend
-from proxy.config.timeunit import parse_int
+from proxy.config.model import Condition, UseBackend
 
 DEFAULTS = frozenset({Section.DEFAULTS})
 
@@ -64,74 +58,6 @@ def _default_backend(st: SectionState, d: Directive) -> None:
     st.refs["default_backend"] = d.where
 
 
-def _lf_string(d: Directive, text: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] == "%":
-            if text[i + 1 : i + 2] != "%":
-                raise d.fail(
-                    f"log-format expressions are not supported yet in 'lf-string' (in '{text}');"
-                    " write '%%' for a percent sign"
-                )
-            i += 1
-        out.append(text[i])
-        i += 1
-    return "".join(out)
-
-
-def _read_file(d: Directive, path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise d.fail(f"cannot read file '{path}': {exc.strerror}") from None
-
-
-def _http_return(st: SectionState, d: Directive) -> None:
-    ret = HttpReturn(where=d.where)
-    body_from: str | None = None
-    args = list(d.args)
-    while args and args[0] not in ("if", "unless"):
-        opt = args.pop(0)
-        if opt in ("errorfile", "errorfiles", "default-errorfiles", "lf-file", "hdr"):
-            raise d.fail(
-                f"'{opt}' is not supported yet (supported: status, content-type, string, lf-string, file)"
-            )
-        if opt not in ("status", "content-type", "string", "lf-string", "file"):
-            raise d.fail(
-                f"unknown argument '{opt}' (expected status, content-type, string, lf-string,"
-                " file, if or unless)"
-            )
-        if not args:
-            raise d.fail(f"'{opt}' expects a value")
-        value = args.pop(0)
-        if opt == "status":
-            try:
-                ret.status = parse_int(value, 200, 599)
-            except ValueError as exc:
-                raise d.fail(f"status: {exc}") from None
-        elif opt == "content-type":
-            ret.content_type = value
-        else:
-            if body_from is not None:
-                raise d.fail(f"'{opt}' conflicts with '{body_from}': give one body only")
-            body_from = opt
-            if opt == "string":
-                ret.body = value.encode()
-            elif opt == "lf-string":
-                ret.body = _lf_string(d, value).encode()
-            else:
-                ret.body = _read_file(d, st.path(value))
-    if body_from in ("string", "lf-string") or (body_from == "file" and ret.body):
-        if ret.content_type is None:
-            raise d.fail(f"'{body_from}' requires a 'content-type'")
-    else:
-        ret.content_type = None  # HAProxy ignores it without a body
-    ret.cond = _condition(st, d, args, "http-request return")
-    st.px.http_request_returns.append(ret)
-
-
 def _not_in_defaults(name: str) -> Keyword:
     return unsupported(name, "not supported in 'defaults' sections yet (declare it in each proxy)", DEFAULTS)
 
@@ -144,24 +70,5 @@ KEYWORDS: list[Keyword] = [
     Keyword("default_backend", FRONT, "<backend>",
             "Backend for requests that no use_backend rule sent elsewhere.", _default_backend,
             default="none (503)"),
-    Keyword("http-request return", RULES,
-            "[status <code>] [content-type <type>] [string <str> | lf-string <str> | file <path>]"
-            " [if|unless <condition>]",
-            "Answer the request directly with this response; the first matching rule wins.", _http_return),
     _not_in_defaults("acl"),
-    _not_in_defaults("http-request return"),
-]  # fmt: skip
-
-_ACTION = "not supported yet (the only supported http-request action is 'return')"
-KEYWORDS += [
-    unsupported(f"http-request {action}", _ACTION)
-    for action in (
-        "allow", "deny", "tarpit", "redirect", "auth", "add-header", "set-header", "del-header",
-        "replace-header", "replace-value", "set-path", "set-pathq", "set-uri", "set-query", "set-method",
-        "set-var", "unset-var", "set-src", "set-dst", "capture", "set-log-level", "track-sc0",
-        "track-sc1", "track-sc2", "lua", "use-service", "wait-for-body", "early-hint", "normalize-uri",
-        "cache-use", "silent-drop", "reject", "set-timeout", "disable-l7-retry", "set-map", "del-map",
-        "add-acl", "del-acl", "do-resolve", "set-priority-class", "set-priority-offset",
-        "set-bandwidth-limit", "sc-inc-gpc0", "sc-inc-gpc1", "sc-set-gpt0", "strict-mode",
-    )
 ]  # fmt: skip

@@ -13,7 +13,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import re
+
+    from proxy.logformat import LogFormat
 
 
 def _default_h1_engine() -> str:
@@ -109,13 +114,51 @@ class UseBackend:
 
 @dataclass(slots=True)
 class HttpReturn:
-    """``http-request return [status N] [content-type T] [string S | lf-string S] [if|unless cond]``."""
+    """``http-request return [status N] [content-type T] [string S | lf-string S | file F]
+    [hdr <name> <fmt>]... [if|unless cond]``: ``body_fmt`` is the ``lf-string`` (rendered per
+    request), else ``body`` is the text."""
 
     status: int = 200
     content_type: str | None = None
     body: bytes = b""
     cond: Condition | None = None
     where: Where | None = None
+    body_fmt: LogFormat | None = None
+    headers: list[tuple[bytes, LogFormat]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Redirect:
+    """``redirect location|prefix|scheme <fmt> [code N] [drop-query] [append-slash]``."""
+
+    kind: str  # "location", "prefix" or "scheme"
+    value: LogFormat
+    code: int = 302
+    drop_query: bool = False
+    append_slash: bool = False
+
+
+@dataclass(slots=True)
+class HttpRule:
+    """One ``http-request``, ``http-response`` or ``http-after-response`` rule, in the order written.
+
+    ``action`` names the handler in ``proxy.rules``; the other fields are that action's arguments:
+    a header ``name`` (as written; compared case-insensitively), a value ``fmt``, a ``regex``
+    (``replace-header``, ``replace-value``, ``del-header -m reg``), ``match`` (``del-header -m``),
+    ``status`` (``deny_status``), ``ret`` (``return``), ``redirect``, ``strict`` (``strict-mode``).
+    """
+
+    action: str
+    cond: Condition | None = None
+    where: Where | None = None
+    name: bytes = b""
+    fmt: LogFormat | None = None
+    regex: re.Pattern[bytes] | None = None
+    match: str = "str"
+    status: int = 0
+    ret: HttpReturn | None = None
+    redirect: Redirect | None = None
+    strict: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +244,15 @@ class Proxy:
     default_backend: str | None = None
     use_backends: list[UseBackend] = field(default_factory=list)
     acls: dict[str, Acl] = field(default_factory=dict)
-    http_request_returns: list[HttpReturn] = field(default_factory=list)
+    # ``unique-id-format`` / ``unique-id-header`` (frontend side)
+    unique_id_format: LogFormat | None = None
+    unique_id_header: bytes | None = None
     # both sides
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # rules, in the order written (a listen section's run once, as its frontend's)
+    http_request: list[HttpRule] = field(default_factory=list)
+    http_response: list[HttpRule] = field(default_factory=list)
+    http_after_response: list[HttpRule] = field(default_factory=list)
     # ``errorfile``/``errorfiles`` in the order written (later ones override earlier ones);
     # ``errorfiles`` is the result per status, filled once every file was read.
     error_sources: list[tuple[int, ErrorPage] | ErrorfilesImport] = field(default_factory=list)
