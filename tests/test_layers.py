@@ -44,9 +44,12 @@ CORE = [
     "proxy.replies",
     "proxy.logformat",
     "proxy.rules",
+    "proxy.admission",
 ]
 STATE = ["proxy.server", "proxy.session"]
-ADAPTERS = ["proxy.listener", "proxy.mux_h1", "proxy.server_conn", "proxy.takeover", "proxy.donor"]
+ADAPTERS = [
+    "proxy.acceptor", "proxy.listener", "proxy.mux_h1", "proxy.server_conn", "proxy.takeover", "proxy.donor",
+]  # fmt: skip
 ORCHESTRATION = [
     "proxy.stream",
     "proxy.backend",

@@ -137,6 +137,22 @@ def _dontlognull(st: SectionState, d: Directive) -> None:
     st.px.dontlognull = not d.negated
 
 
+def _maxconn(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<conns>")
+    try:
+        st.px.maxconn = parse_int(d.args[0], 0)
+    except ValueError as exc:
+        raise d.fail(str(exc)) from None
+
+
+def _option(attr: str) -> ParseFn:
+    def parse(st: SectionState, d: Directive) -> None:
+        d.expect(0, "")
+        setattr(st.px, attr, not d.negated)
+
+    return parse
+
+
 def _log(st: SectionState, d: Directive) -> None:
     if d.negated:  # "no log": forget the targets inherited from defaults
         d.expect(0, "")
@@ -166,6 +182,18 @@ KEYWORDS: list[Keyword] = [
             _timeout("connect"), default="unset"),
     Keyword("timeout queue", BACK, "<time>", "Longest wait in a server or backend queue (503 beyond).",
             _timeout("queue"), default="unset"),
+    Keyword("timeout tunnel", BACK, "<time>",
+            "Inactivity allowed both ways once a connection became a tunnel (WebSocket, 101).",
+            _timeout("tunnel"), default="timeout client"),
+    Keyword("maxconn", FRONT, "<conns>",
+            "Client connections at once; more wait in the backlog (divided between the workers).",
+            _maxconn, default="0 (no limit but global maxconn)"),
+    Keyword("option http-ignore-probes", FRONT, "",
+            "A connection that sent nothing before its timeout is closed without 408 and not logged.",
+            _option("http_ignore_probes"), default="off", negatable=True),
+    Keyword("option abortonclose", BACK, "",
+            "A client that closes while its request waits for a server (queue, connect) aborts it.",
+            _option("abortonclose"), default="off", negatable=True),
     Keyword("retries", BACK, "<number>", "Connection retries to a server after a failed connect.",
             _retries, default="3"),
     Keyword("balance", BACK, "roundrobin|leastconn|first|source", "Load-balancing algorithm.",
@@ -196,7 +224,6 @@ _NO_CHECKS = "not supported yet: poolproxy has no health checks"
 _NO_STATS = "not supported yet (see the runtime API: 'stats socket' in 'global')"
 _NOT_YET = "not supported yet"
 KEYWORDS += [
-    unsupported("maxconn", "not supported yet in proxies (use 'maxconn' in 'global', or on 'server' lines)"),
     unsupported("backlog", _NOT_YET),
     unsupported("fullconn", _NOT_YET),
     unsupported("hash-type", "not supported ('balance' hash algorithms are not supported)"),
@@ -239,7 +266,6 @@ KEYWORDS += [
     unsupported("email-alert", _NOT_YET),
     unsupported("stats", _NO_STATS),
     unsupported("timeout check", _NO_CHECKS),
-    unsupported("timeout tunnel", _NOT_YET),
     unsupported("timeout client-fin", _NOT_YET),
     unsupported("timeout server-fin", _NOT_YET),
     unsupported("timeout tarpit", _NOT_YET),
@@ -247,7 +273,6 @@ KEYWORDS += [
     unsupported("option httpchk", _NO_CHECKS),
     unsupported("option log-health-checks", _NO_CHECKS),
     unsupported("option redispatch", _NOT_YET),
-    unsupported("option abortonclose", _NOT_YET),
     unsupported("option tcplog", "not supported (poolproxy proxies HTTP only)"),
     unsupported("option tcpka", _NOT_YET),
     unsupported("option clitcpka", _NOT_YET),
@@ -255,7 +280,6 @@ KEYWORDS += [
     unsupported("option http-buffer-request", _NOT_YET),
     unsupported("option http-pretend-keepalive", _NOT_YET),
     unsupported("option http-no-delay", _NOT_YET),
-    unsupported("option http-ignore-probes", _NOT_YET),
     unsupported("option http-use-proxy-header", _NOT_YET),
     unsupported("option prefer-last-server", _NOT_YET),
     unsupported("option persist", _NOT_YET),
