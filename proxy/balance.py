@@ -24,10 +24,13 @@ Algorithms, registered by name (``balancer_names()``); a new one is a class with
   (0 = unlimited); when all are full, the first usable one (the request will queue there).
 - ``source`` — a hash of the client IP over the usable servers, weighted; the same IP gets the same
   server while the usable set is unchanged, in every worker and across restarts.
+- ``random`` — HAProxy's ``random(2)``, "power of two choices": two servers drawn at random (weighted),
+  the one with the lower ``load / weight`` wins (the first drawn on a tie).
 """
 
 from __future__ import annotations
 
+import random
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -195,3 +198,26 @@ class Source:
                 return i
             point -= weight
         raise AssertionError("unreachable: point < total weight")
+
+
+@register("random")
+class Random:
+    """Two weighted random draws among the usable servers; the less loaded (per weight) wins. The
+    only randomness in the module: a private generator, so tests may seed ``_rng``."""
+
+    __slots__ = ("_rng", "_weights")
+
+    def __init__(self, servers: Sequence[Server]) -> None:
+        self._weights = [max(s.weight, 0) for s in servers]
+        self._rng = random.Random()
+
+    def pick(
+        self, *, client_ip: str, usable: Callable[[int], bool], load: Callable[[int], int]
+    ) -> int | None:
+        candidates = [i for i, w in enumerate(self._weights) if w > 0 and usable(i)]
+        if not candidates:
+            return None
+        weights = [self._weights[i] for i in candidates]
+        a, b = self._rng.choices(candidates, weights, k=2)
+        wa, wb = self._weights[a], self._weights[b]
+        return b if load(b) * wa < load(a) * wb else a

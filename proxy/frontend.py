@@ -23,11 +23,15 @@ from proxy.message import RequestHead
 from proxy.rules import RuleCtx, Stop, request_ctx, request_rules
 
 RuleSets = list[list[HttpRule]]
+_NO_SETS: tuple[RuleSets, RuleSets] = ([], [])
 __all__ = ["Frontend", "RuleSets", "request_ctx"]
 
 
 class Frontend:
-    __slots__ = ("_sets", "backends", "cfg", "default_backend", "engine_name", "limits", "name", "rules")
+    __slots__ = (
+        "_answer_rules", "_sets", "backends", "cfg", "default_backend", "engine_name", "limits", "name",
+        "rules",
+    )  # fmt: skip
 
     def __init__(self, cfg: Proxy, backends: dict[str, Backend], engine_name: str, limits: Limits) -> None:
         self.cfg = cfg
@@ -40,6 +44,7 @@ class Frontend:
             self.default_backend = backends[cfg.name]
         self.rules = [(backends[u.backend], u.cond) for u in cfg.use_backends]
         self._sets: dict[int, tuple[RuleSets, RuleSets]] = {}
+        self._answer_rules: bool | None = None  # known on the first answer (rules are set by then)
 
     def __repr__(self) -> str:
         return f"<Frontend {self.name} binds={len(self.cfg.binds)}>"
@@ -75,6 +80,13 @@ class Frontend:
     def response_sets(self, backend: Backend | None) -> tuple[RuleSets, RuleSets]:
         """``(http-response sets, http-after-response sets)`` for answers to requests sent to
         ``backend`` (None: answered before a backend was chosen); empty lists when there is none."""
+        if not self._answer_rules:
+            if self._answer_rules is not None:
+                return _NO_SETS  # none anywhere (the usual case): answers skip the lookup
+            every = (self.cfg, *(b.cfg for b in self.backends.values()))
+            self._answer_rules = any(p.http_response or p.http_after_response for p in every)
+            if not self._answer_rules:
+                return _NO_SETS
         key = id(backend)
         sets = self._sets.get(key)
         if sets is None:

@@ -198,6 +198,16 @@ def _res_hdr(split: bool) -> Callable[[SampleCtx, tuple[str, ...]], Value]:
     return fetch
 
 
+def split_pathq(target: bytes) -> bytes:
+    """The path and query of a target (an absolute-form one without its scheme and authority)."""
+    if target[:1] != b"/" and b"://" in target:
+        rest = target.split(b"://", 1)[1]
+        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        rest = rest[cut:]
+        return rest if rest[:1] == b"/" else b"/" + rest
+    return target
+
+
 def _url(ctx: SampleCtx, args: tuple[str, ...]) -> Value:
     return ctx.head.target
 
@@ -219,6 +229,8 @@ FETCHES: dict[str, Fetch] = {f.name: f for f in [
     Fetch("path", lambda c, a: c.path(), stage=Stage.REQUEST, doc="the request's path (before '?')"),
     Fetch("query", lambda c, a: c.query(), stage=Stage.REQUEST, doc="the request's query (after '?')"),
     Fetch("url", _url, stage=Stage.REQUEST, doc="the request target as received"),
+    Fetch("pathq", lambda c, a: split_pathq(c.head.target), stage=Stage.REQUEST,
+          doc="the path and query (an absolute-form target's too)"),
     Fetch("method", lambda c, a: c.head.method, stage=Stage.REQUEST, doc="the request method"),
     Fetch("req.ver", lambda c, a: c.head.version, stage=Stage.REQUEST, doc="the request's HTTP version"),
     Fetch("status", lambda c, a: c.resp_status or None, stage=Stage.RESPONSE, doc="the response status"),
@@ -226,6 +238,7 @@ FETCHES: dict[str, Fetch] = {f.name: f for f in [
     Fetch("fe_name", lambda c, a: c.frontend.encode(), doc="the frontend's name"),
     Fetch("be_name", lambda c, a: c.backend.encode() or None, doc="the backend's name, once chosen"),
     Fetch("str", _str, 1, 1, doc="the text given as argument"),
+    Fetch("ssl_fc", lambda c, a: 0, doc="1 on a TLS client connection: always 0 (no TLS listener yet)"),
 ]}  # fmt: skip
 # "hdr" reads the request's headers in request rules and the response's in response rules (HAProxy).
 _HDR_ALIASES = {"hdr": ("req.hdr", "res.hdr"), "fhdr": ("req.fhdr", "res.fhdr")}

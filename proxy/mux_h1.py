@@ -16,7 +16,11 @@ Client-side timeouts:
 - ``timeout http-request``: the whole request head must arrive within it (408, ``cR``);
 - ``timeout http-keep-alive`` (falls back to http-request): the wait for the next request after a
   response; on expiry the connection closes silently;
-- ``timeout client``: client inactivity while a stream is running (``cD``).
+- ``timeout client``: client inactivity while a stream is running (``cD``);
+- ``timeout tunnel`` (the backend's; falls back to ``timeout client``): once the exchange became a
+  tunnel, inactivity in both directions ends it (``cD``).
+With ``option http-ignore-probes``, a connection that sent no byte before its head timeout is closed
+without the 408 (and without a log line).
 One timer per connection, lazily re-armed: it fires at the earliest deadline that may matter,
 re-reads the timestamps and either acts or re-arms; a request only stores timestamps (a sooner
 deadline than the armed one re-arms it at once). The stream's ``timeout server`` is checked by the
@@ -109,6 +113,7 @@ class ClientConn(asyncio.Protocol):
         "timer",
         "timer_at",
         "transport",
+        "tunnel_timeout",
         "upgrade_held",
         "write_paused",
     )
@@ -141,6 +146,7 @@ class ClientConn(asyncio.Protocol):
         self.t_wait_start = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0  # when ``timer`` fires (time.monotonic())
+        self.tunnel_timeout: float | None = None  # inactivity both ways allowed in a tunnel
         self.loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:
@@ -222,8 +228,11 @@ class ClientConn(asyncio.Protocol):
             return None  # truncated request (or an engine failure): the client is gone
         self._process()
         if self.stream is not None or self.inbox:
-            # Half-closed with requests in flight: answer them, then close.
+            # Half-closed with requests in flight: answer them, then close (option abortonclose:
+            # the stream may give up first, if it still waits for a server).
             self.half_closed = True
+            if self.stream is not None and self.req_eom:
+                self.stream.on_client_shutdown()
             return True
         return None
 
@@ -459,6 +468,9 @@ class ClientConn(asyncio.Protocol):
         self.write(writer.response_head(resp, body=Framing.NONE, content_length=None, keep_alive=True))
         self._to(Phase.TUNNEL)
         self._disarm()
+        self.tunnel_timeout = stream.tunnel_timeout or self.cfg.timeouts.client
+        if self.tunnel_timeout:
+            self._want(time.monotonic() + self.tunnel_timeout)
         self.inbox = []
         self.inbox_at = 0
         self.upgrade_held = False
@@ -568,9 +580,18 @@ class ClientConn(asyncio.Protocol):
     def _expire(self, now: float) -> float | None:
         """Act on whatever timeout expired by ``now``; return the next deadline (None: none)."""
         phase = self.phase
-        if phase is Phase.CLOSED or phase is Phase.TUNNEL:
+        if phase is Phase.CLOSED:
             return None
         stream = self.stream
+        if phase is Phase.TUNNEL:
+            timeout = self.tunnel_timeout
+            if not timeout or stream is None:
+                return None
+            deadline = max(self.last_io, stream.server_last_io) + timeout
+            if now >= deadline:
+                stream.on_client_timeout()  # inactive both ways: the tunnel ends (cD)
+                return None
+            return deadline
         if stream is None:
             # Waiting for a request head: measured from its first byte (or the previous response).
             if phase is Phase.IDLE and self.session.requests_done > 0:
@@ -585,6 +606,9 @@ class ClientConn(asyncio.Protocol):
             if not head:
                 return None
             if now >= self.t_wait_start + head:
+                if phase is Phase.IDLE and self.cfg.http_ignore_probes:
+                    self.close()  # not a byte came (a browser's pre-connect): no 408, no log
+                    return None
                 self._reject(ProtocolError("timeout waiting for the request head", 408))
                 return None
             return self.t_wait_start + head

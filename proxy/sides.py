@@ -143,7 +143,16 @@ class StreamHandle(Protocol):
     def on_client_writable(self, writable: bool) -> None: ...
 
     def on_client_timeout(self) -> None:
-        """``timeout client`` expired while this stream ran."""
+        """``timeout client`` expired while this stream ran (``timeout tunnel``, in a tunnel)."""
+        ...
+
+    def on_client_shutdown(self) -> None:
+        """The client half-closed (FIN) after its request; the stream may abort (abortonclose)."""
+        ...
+
+    @property
+    def tunnel_timeout(self) -> float | None:
+        """``timeout tunnel`` of the backend (None: the mux uses its ``timeout client``)."""
         ...
 
     def check_timeouts(self, now: float) -> float | None:

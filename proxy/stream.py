@@ -507,6 +507,7 @@ class Stream:
             conn.tunnel_send(early)
 
     def on_tunnel_data(self, data: bytes) -> None:
+        self.server_last_io = time.monotonic()  # the tunnel's timeout counts activity both ways
         self.bytes_out += len(data)
         self.side.tunnel_send(data)
 
@@ -587,6 +588,23 @@ class Stream:
     def on_client_timeout(self) -> None:
         if self.phase is not Phase.DONE:
             self.abort("cD")
+
+    def on_client_shutdown(self) -> None:
+        """The client half-closed after its request. With ``option abortonclose``, a request still
+        waiting for a server (queued: ``CQ``, connecting: ``CC``) is aborted, as in HAProxy; otherwise
+        (and once a connection is attached) the answer still goes out before the connection closes."""
+        backend = self.backend
+        if self.phase is not Phase.CONNECTING or backend is None or not backend.cfg.abortonclose:
+            return
+        acq = self.acq
+        self.term = "CQ" if acq is None or not acq.has_slot else "CC"
+        self.client_keep = False
+        self.server_keep = False
+        self._end(log_status=-1)
+
+    @property
+    def tunnel_timeout(self) -> float | None:
+        return self.backend.cfg.timeouts.tunnel if self.backend is not None else None
 
     def on_client_closed(self) -> None:
         """The client went away: drop everything (the server connection is not reusable)."""

@@ -18,8 +18,11 @@ on the master's descriptor works, else over the SCM_RIGHTS channel; the start-up
 and why. A sweep every ``SWEEP_TICK`` finalizes the slots other workers took, and every
 ``LIVENESS_EVERY`` ticks peeks at every parked connection (reading is paused while parked).
 
-Once its listeners and channel are set up, and before it tells the master READY, the worker drops
-its privileges as configured (``chroot``, ``user``, ``group``: ``proxy.privileges``).
+Each listener is served through an ``Acceptor`` that the worker switches off while it holds its
+share of a ``maxconn`` (global or the frontend's; ``proxy.admission``): connections beyond it wait
+in the shared backlog. Once its listeners and channel are set up, and before it tells the master
+READY, the worker drops its privileges as configured (``chroot``, ``user``, ``group``:
+``proxy.privileges``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import time
 from typing import NoReturn
 
 from proxy import pidfd, privileges
+from proxy.acceptor import Acceptor
+from proxy.admission import gate_for
 from proxy.backend import Backend
 from proxy.config.model import Config
 from proxy.donor import Donor, WorkerLink
@@ -92,7 +97,11 @@ class WorkerState:
                             limits, g.bufsize)
             for name, cfg in config.frontends.items()
         }  # fmt: skip
-        self.servers: list[asyncio.AbstractServer] = []
+        # maxconn: this worker's share of the global limit and of each frontend's (proxy.admission)
+        n = table.nworkers
+        self.gate = gate_for(g.maxconn, n, slot)
+        self.fe_gates = {name: gate_for(cfg.maxconn, n, slot) for name, cfg in config.frontends.items()}
+        self.acceptors: list[Acceptor] = []
 
     @property
     def requests(self) -> int:
@@ -102,12 +111,28 @@ class WorkerState:
     def client_opened(self, client: object) -> None:
         assert isinstance(client, ClientConn)
         self.clients.add(client)
+        full = self.fe_gates[client.cfg.name].opened()
+        if self.gate.opened() or full:
+            self.update_accepting()
 
     def client_closed(self, client: object) -> None:
         assert isinstance(client, ClientConn)
+        if client not in self.clients:
+            return
         self.clients.discard(client)
+        freed = self.fe_gates[client.cfg.name].closed()
+        if self.gate.closed() or freed:
+            self.update_accepting()
         if self.stopping and not self.clients:
             self.loop.stop()
+
+    def accepting(self, frontend: str) -> bool:
+        return not self.stopping and not self.gate.full and not self.fe_gates[frontend].full
+
+    def update_accepting(self) -> None:
+        """Accept on the listeners whose limits (global, frontend) leave room; the others wait."""
+        for acceptor in self.acceptors:
+            acceptor.switch(self.accepting(acceptor.frontend))
 
     def client_count(self) -> int:
         return len(self.clients)
@@ -163,8 +188,8 @@ class WorkerState:
             return
         self.stopping = True
         self.link.stopping = True
-        for srv in self.servers:
-            srv.close()
+        for acceptor in self.acceptors:
+            acceptor.stop()
         self.donor.close_idle()
         for client in list(self.clients):
             if client.idle:
@@ -225,8 +250,10 @@ def run(
             def factory(env: StreamEnv = env) -> ClientConn:
                 return ClientConn(env)
 
-            server = loop.run_until_complete(loop.create_server(factory, sock=lst.sock, backlog=1024))
-            state.servers.append(server)
+            acceptor = Acceptor(loop, lst, factory)
+            state.acceptors.append(acceptor)
+            if state.accepting(lst.frontend):  # a share of 0: this worker leaves it to the others
+                loop.run_until_complete(acceptor.start())
         if privileges.wanted(config.global_):
             privileges.drop(config.global_)  # everything is set up: nothing more is read from files
             _set_pdeathsig()  # a change of credentials cleared it

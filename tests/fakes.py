@@ -235,6 +235,7 @@ class FakeStream:
         self.calls: list[tuple[Any, ...]] = []
         self.server_last_io = 0.0
         self.tunnel = False
+        self.tunnel_timeout: float | None = None
         self.waiting_for_server = False
         self.response_started = False
         self.request_ended = head.body is Framing.NONE
@@ -266,6 +267,9 @@ class FakeStream:
 
     def on_client_writable(self, writable: bool) -> None:
         self.calls.append(("on_client_writable", writable))
+
+    def on_client_shutdown(self) -> None:
+        self.calls.append(("on_client_shutdown",))
 
     def on_client_timeout(self) -> None:
         self.calls.append(("on_client_timeout",))

@@ -40,12 +40,30 @@ def picks(
 
 # -- registry -------------------------------------------------------------------------------------
 def test_registry_names() -> None:
-    assert balancer_names() == {"roundrobin", "leastconn", "first", "source"}
+    assert balancer_names() == {"roundrobin", "leastconn", "first", "source", "random"}
 
 
 def test_unknown_algorithm() -> None:
-    with pytest.raises(ValueError, match="unknown balance algorithm 'random'"):
-        make_balancer("random", servers(1))
+    with pytest.raises(ValueError, match="unknown balance algorithm 'static-rr'"):
+        make_balancer("static-rr", servers(1))
+
+
+# -- random (power of two choices) -----------------------------------------------------------------
+def test_random_prefers_the_less_loaded_of_two_draws() -> None:
+    b = make_balancer("random", servers(1, 1, 1))
+    b._rng.seed(1)  # type: ignore[attr-defined]
+    got = Counter(picks(b, 3000, load=lambda i: [10, 0, 10][i]))
+    # server 1 wins every draw it is in: 1 - (2/3)^2 = 5/9 of the picks
+    assert abs(got[1] / 3000 - 5 / 9) < 0.05 and got[0] and got[2]
+    even = Counter(picks(b, 3000))
+    assert all(abs(n / 3000 - 1 / 3) < 0.05 for n in even.values())
+
+
+def test_random_follows_the_weights() -> None:
+    b = make_balancer("random", servers(1, 3))
+    b._rng.seed(2)  # type: ignore[attr-defined]
+    got = Counter(picks(b, 4000))
+    assert abs(got[1] / 4000 - 3 / 4) < 0.03  # equal loads: the first draw wins, weighted 1:3
 
 
 @pytest.mark.parametrize("name", sorted(balancer_names()))

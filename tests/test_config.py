@@ -285,7 +285,7 @@ def test_connection_mode_options(tmp_path: Path, lines: list[str], mode: str) ->
 def test_keyword_family_alone_lists_its_members(tmp_path: Path) -> None:
     (message,) = check([write(tmp_path, "backend b\n    timeout\n")])
     assert "unknown keyword 'timeout' in 'backend' section (supported 'timeout' keywords here:" in message
-    assert "connect, http-keep-alive, http-request, queue, server)" in message
+    assert "connect, http-keep-alive, http-request, queue, server, tunnel)" in message
 
 
 def returns_of(px: Proxy) -> list[HttpReturn]:

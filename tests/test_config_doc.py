@@ -51,7 +51,7 @@ def test_supported_keywords_are_documented(kw: object) -> None:
     from proxy.config.kwtypes import Keyword
 
     assert isinstance(kw, Keyword)
-    assert kw.parse is not None and kw.doc and kw.sections
+    assert (kw.parse is not None or kw.ignored is not None) and kw.doc and kw.sections
     assert kw.doc.endswith(".") and len(kw.doc) < 120
 
 
@@ -80,8 +80,19 @@ def test_brief_keywords_are_registered() -> None:
 
 def test_server_params_and_criteria_documented() -> None:
     for param in SERVER_PARAMS.values():
-        assert (param.apply is None) == (param.unsupported is not None), param.name
-        if param.unsupported is None:
+        refused_or_ignored = param.unsupported is not None or param.ignored is not None
+        assert (param.apply is None) == refused_or_ignored, param.name
+        if not refused_or_ignored:
             assert param.doc and param.default, param.name
     for crit in CRITERIA.values():
         assert crit.doc
+
+
+def test_every_keyword_is_in_a_compatibility_family() -> None:
+    """The compatibility table covers everything the registry knows."""
+    from proxy.config.keywords import FAMILIES, UNSUPPORTED_SECTIONS, family_of
+
+    assert [kw.name for kw in REGISTRY if family_of(kw.name) is None] == []
+    params = [p for f in FAMILIES for p in f.params]
+    assert sorted(params) == sorted(SERVER_PARAMS), "each server parameter in exactly one family"
+    assert sorted(s for f in FAMILIES for s in f.sections) == sorted(UNSUPPORTED_SECTIONS)

@@ -231,3 +231,37 @@ backend be
         return message.split("] : ", 1)[1] if "] : " in message else message
 
     assert [text_of(m) for m in ours] == [text_of(m) for m in theirs]
+
+
+# -- health checks: their tunings are ignored with a warning, 'check' itself is refused ------------------
+
+
+def test_health_check_tunings_warn_and_check_is_refused(tmp_path: Path) -> None:
+    text = "defaults\n" + TIMEOUTS + """\
+    default-server inter 3s fall 3 rise 2
+frontend fe
+    bind 127.0.0.1:18080 name plain
+    default_backend be
+    http-request redirect scheme https unless { ssl_fc }
+backend be
+    option httpchk GET /health
+    http-check expect status 200
+    timeout check 2s
+    server s1 127.0.0.1:18081 observe layer7
+"""
+    path = write(tmp_path, text)
+    warnings = warnings_of(path)
+    assert [w.split(" : ", 2)[2].split(" is ignored")[0] for w in warnings] == [
+        "'default-server': parameter 'inter'", "'default-server': parameter 'fall'",
+        "'default-server': parameter 'rise'", "'option httpchk'", "'http-check'", "'timeout check'",
+        "'server s1': parameter 'observe'",
+    ]  # fmt: skip
+    assert all("it tunes health checks" in w for w in warnings)
+    refused = write(tmp_path, text.replace("observe layer7", "check"), "check.cfg")
+    with pytest.raises(ConfigError) as err:
+        load([refused], env={})
+    (alert,) = err.value.messages
+    assert "'server s1': parameter 'check' is not supported yet: poolproxy has no health checks" in alert
+    redispatch = write(tmp_path, text.replace("timeout check 2s", "option redispatch"), "redispatch.cfg")
+    with pytest.raises(ConfigError, match="a request whose connection fails is retried on the same server"):
+        load([redispatch], env={})

@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import json
 import socket
+import time
 
 import pytest
 from harness import KeepAliveClient, MakeProxy, Origin, Response, free_port, http_get, proxy_config, wait_for
@@ -337,3 +338,26 @@ def test_http_server_close_opens_one_server_connection_per_request(
     assert [req_seq(r) for r in responses] == [1] * 10
     assert origin.stats()["connections"] == 10
     wait_for(lambda: origin.stats()["open"] == 0, message="server connections closed after each response")
+
+
+def test_websocket_tunnel_ends_after_timeout_tunnel_of_silence(make_proxy: MakeProxy, origin: Origin) -> None:
+    """``timeout tunnel``: traffic either way keeps the tunnel; silence both ways ends it (both sides
+    closed), while ``timeout client`` (30s here) no longer applies."""
+    port = start(make_proxy, origin, "safe", defaults="timeout tunnel 400ms")
+    request = (
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + WS_KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        head, _ = _read_head(sock)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        for _ in range(4):  # 4 x 200 ms of echoes: longer than the timeout, never silent that long
+            time.sleep(0.2)
+            sock.sendall(b"ping")
+            assert _recv_exactly(sock, 4) == b"ping"
+        started = time.monotonic()
+        sock.settimeout(5)
+        assert sock.recv(1) == b""  # closed by the proxy
+        assert 0.3 < time.monotonic() - started < 3
+    wait_for(lambda: origin.stats()["open"] == 0, message="the tunnel's server connection closed")

@@ -204,3 +204,30 @@ def test_writer_frames_a_reply() -> None:
     with pytest.raises(ProtocolError) as err:
         writer.reply(Reply(200, [(b"X", b"a\r\nInjected: 1")]), keep_alive=True)
     assert err.value.status == 500
+
+
+EXAMPLES = Path("/usr/share/doc/haproxy/examples")
+# What docs/configuration.md records for each of Debian's examples: substrings of the refusals.
+EXAMPLE_RESULTS = {
+    "quick-test.cfg": [],
+    "basic-config-edge.cfg": ["'stats uri'", "bind option 'ssl' is not supported yet", "'compression'",
+                              "'http-request cache-use'", "section 'cache'", "'cookie'", "'zero-warning'"],
+    "content-sw-sample.cfg": ["'monitor-uri'", "'option prefer-last-server'", "'option redispatch'",
+                              "parameter 'check'", "'fullconn'", "parameter 'minconn'"],
+    "option-http_proxy.cfg": ["criterion 'url_ip'", "'http-request set-dst'", "missing port",
+                              "criterion 'res.hdr(content-type)'"],
+    "socks4.cfg": ["mode tcp", "'option tcplog'", "'option tcp-check'", "parameter 'ssl'", "'stats uri'"],
+    "transparent_proxy.cfg": ["'usesrc client' is not supported"],
+    "wurfl-example.cfg": ["'wurfl-data-file'"],
+}  # fmt: skip
+
+
+@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="Debian's haproxy examples are not installed")
+@pytest.mark.parametrize("name", sorted(EXAMPLE_RESULTS))
+def test_debian_examples_are_judged_as_documented(name: str) -> None:
+    from proxy.config import check
+
+    messages = check([str(EXAMPLES / name)], env={})
+    for text in EXAMPLE_RESULTS[name]:
+        assert any(text in m for m in messages), (text, messages)
+    assert bool(messages) == bool(EXAMPLE_RESULTS[name])

@@ -46,9 +46,11 @@ CORE = [
     "proxy.replies",
     "proxy.logformat",
     "proxy.rules",
+    "proxy.admission",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [
+    "proxy.acceptor",
     "proxy.listener",
     "proxy.mux_h1",
     "proxy.server_conn",

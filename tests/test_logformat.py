@@ -48,6 +48,7 @@ def out(text: str, c: SampleCtx | None = None, stage: Stage = Stage.REQUEST) -> 
         ("<%[req.hdr(absent)]>", b"<>"),
         ("%[path]|%[query]|%[url]|%[method]|%[req.ver]", b"/p/q|a=1&b=%0D%0A|/p/q?a=1&b=%0D%0A|GET|1.1"),
         ("%[path,upper]", b"/P/Q"),
+        ("%[pathq]|%[ssl_fc]", b"/p/q?a=1&b=%0D%0A|0"),
         ("%[query,url_dec]", b"a=1&b=\r\n"),
         ("%[str(hi),base64]|%[str(hi),hex]", b"aGk=|6869"),
         ("%HM %HU %HP %HQ %HV", b"GET /p/q?a=1&b=%0D%0A /p/q ?a=1&b=%0D%0A HTTP/1.1"),
@@ -85,6 +86,11 @@ def test_response_fetches() -> None:
     assert out("%[status] %[res.hdr(server)] %[hdr(set-cookie)]", c, Stage.RESPONSE) == b"404 origin a=1"
     assert parse("%[hdr(x)]", Stage.RESPONSE).nodes[0].fetch.name == "res.hdr"  # type: ignore[union-attr]
     assert parse("%[hdr(x)]", Stage.REQUEST).nodes[0].fetch.name == "req.hdr"  # type: ignore[union-attr]
+
+
+def test_pathq_of_an_absolute_form_target() -> None:
+    assert out("%[pathq]", ctx(b"http://h.example:81/x?y")) == b"/x?y"
+    assert out("%[pathq]", ctx(b"http://h.example?y")) == b"/?y"
 
 
 def test_constant() -> None:

@@ -394,6 +394,56 @@ def test_incomplete_head_times_out_with_408(engine: str) -> None:
     asyncio.run(main())
 
 
+def test_http_ignore_probes_closes_a_silent_connection_without_408(engine: str) -> None:
+    """``option http-ignore-probes``: no byte before the head timeout (a browser's pre-connect):
+    closed without the 408 and without a log line; a started head still gets its 408."""
+
+    async def main() -> None:
+        timeouts = Timeouts(http_request=0.02)
+        cfg = Proxy(name="fe", cap=Cap.FRONTEND, timeouts=timeouts, http_ignore_probes=True)
+        conn, t, env = client(engine, cfg=cfg)
+        await asyncio.sleep(0.08)
+        assert t.closed and t.data == b"" and env.errors == []
+        conn, t, env = client(engine, cfg=cfg)
+        conn.data_received(b"GET / HT")
+        await asyncio.sleep(0.08)
+        assert t.data.startswith(b"HTTP/1.1 408 ") and env.errors == [(408, "cR")]
+
+    asyncio.run(main())
+
+
+def test_tunnel_times_out_when_silent_both_ways(engine: str) -> None:
+    """``timeout tunnel`` (the stream's): activity either way keeps a tunnel; silence ends it."""
+
+    async def main() -> None:
+        cfg = Proxy(name="fe", cap=Cap.FRONTEND, timeouts=Timeouts(client=30.0))
+        conn, _, env = client(engine, cfg=cfg)
+        conn.data_received(UPGRADE)
+        (stream,) = env.streams
+        stream.tunnel_timeout = 0.1
+        conn.start_tunnel(stream, ResponseHead(101, b"", b"1.1", [(b"Upgrade", b"websocket")]))
+        for _ in range(3):  # the client talks: no timeout
+            await asyncio.sleep(0.05)
+            conn.data_received(b"x")
+        for _ in range(3):  # the server talks
+            await asyncio.sleep(0.05)
+            stream.server_last_io = time.monotonic()
+        assert ("on_client_timeout",) not in stream.calls
+        await asyncio.sleep(0.2)
+        assert stream.calls[-1] == ("on_client_timeout",)
+
+    asyncio.run(main())
+
+
+@in_loop
+def test_eof_after_a_whole_request_tells_the_stream(engine: str) -> None:
+    """The client's FIN once its request was read: the stream hears it (``option abortonclose``)."""
+    conn, _, env = client(engine)
+    conn.data_received(get())
+    assert conn.eof_received() is True
+    assert env.streams[0].calls[-1] == ("on_client_shutdown",)
+
+
 def test_keep_alive_wait_expiry_closes_silently(engine: str) -> None:
     """``timeout http-keep-alive``: no next request in time, the connection closes, nothing written."""
 

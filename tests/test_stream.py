@@ -251,6 +251,41 @@ def test_client_leaving_while_queued_gives_the_place_back(make_world: Callable[.
     assert w.gauges() == ZERO
 
 
+@pytest.mark.parametrize("abort", [False, True], ids=["no-abortonclose", "abortonclose"])
+def test_client_shutdown_while_queued_aborts_only_with_abortonclose(
+    make_world: Callable[..., World], abort: bool
+) -> None:
+    """The client half-closes while its request is queued: with ``option abortonclose`` the request
+    is abandoned (``CQ``, the place given back); without, it keeps waiting for its answer."""
+    w = make_world(maxconn=1)
+    w.be_cfg.abortonclose = abort
+    assert w.other[0].cell.try_take_slot(1)
+    stream, side = w.new_stream(request())
+
+    async def main() -> None:
+        stream.start()
+        await settle()
+        stream.on_client_shutdown()
+        await settle()
+
+    w.run(main())
+    if abort:
+        assert side.names() == ["stream_done"] and w.env.logged == [(-1, "CQ")]
+        assert w.gauges() == dict(ZERO, served=1) and not w.srv.waiters
+    else:
+        assert stream.phase is Phase.CONNECTING and side.names() == [] and w.env.logged == []
+        stream.on_client_closed()
+    w.other[0].cell.release_slot()
+
+
+def test_tunnel_timeout_is_the_backends(make_world: Callable[..., World]) -> None:
+    w = make_world(timeouts=Timeouts(tunnel=7.0))
+    stream, _ = w.new_stream(request())
+    assert stream.tunnel_timeout is None  # no backend yet
+    stream.backend = w.backend
+    assert stream.tunnel_timeout == 7.0
+
+
 @pytest.mark.parametrize("swallow", [False, True], ids=["cancelled", "cancel-swallowed"])
 def test_client_leaving_while_connecting_gives_everything_back(
     make_world: Callable[..., World], swallow: bool

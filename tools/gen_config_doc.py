@@ -21,7 +21,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from proxy.config.acl_syntax import MATCH_METHODS, PREDEFINED  # noqa: E402
-from proxy.config.keywords import CRITERIA, REGISTRY, SERVER_PARAMS, UNSUPPORTED_SECTIONS  # noqa: E402
+from proxy.config.keywords import (  # noqa: E402
+    CRITERIA,
+    FAMILIES,
+    REGISTRY,
+    SERVER_PARAMS,
+    UNSUPPORTED_SECTIONS,
+    Family,
+)
 from proxy.config.kwtypes import Keyword, Section  # noqa: E402
 from proxy.logformat import ALIASES, CONVERTERS, FETCHES, Stage  # noqa: E402
 
@@ -62,11 +69,59 @@ def _sections(kw: Keyword) -> str:
     return "defaults" if kw.sections == {Section.DEFAULTS} else "proxies"
 
 
+def _family_row(family: Family) -> str:
+    """One row of the compatibility table: the status is counted from the registry."""
+    supported: list[str] = []
+    ignored: list[str] = []
+    refused: list[str] = []
+    for kw in REGISTRY:
+        if not family.has(kw.name) or (kw.sections == {Section.DEFAULTS} and not kw.supported):
+            continue  # "not in defaults yet" declarations are not a feature of their own
+        (refused if not kw.supported else ignored if kw.ignored is not None else supported).append(kw.name)
+    for name in family.params:
+        param = SERVER_PARAMS[name]
+        kind = refused if param.unsupported else ignored if param.ignored else supported
+        kind.append(f"{name} (server)")
+    refused += [f"{name} (section)" for name in family.sections]
+    if supported and not (ignored or refused):
+        status = "supported"
+    elif supported:
+        status = "partial"
+    elif ignored and not refused:
+        status = "ignored (warning)"
+    else:
+        status = "refused"
+    not_supported = sorted(set(refused))
+    detail = ""
+    if not_supported and supported:
+        shown = ", ".join(f"`{n}`" for n in not_supported[:8])
+        detail = f" Refused: {shown}{', ...' if len(not_supported) > 8 else ''}."
+    if ignored and supported:
+        detail += f" Ignored with a warning: {', '.join(f'`{n}`' for n in sorted(set(ignored))[:6])}."
+    counts = f"{len(set(supported))} / {len(set(ignored))} / {len(not_supported)}"
+    return f"| {family.label} | {status} | {counts} | {_cell(family.note + detail)} |"
+
+
+def render_compatibility() -> list[str]:
+    out = ["## Compatibility", ""]
+    out += [
+        "HAProxy's keyword families and what poolproxy does with them, counted from the keyword registry",
+        "(keywords and server parameters supported / accepted but ignored with a warning / refused with the",
+        "reason given in the reference below). A keyword HAProxy has that appears nowhere on this page is",
+        "refused as unknown.",
+        "",
+        "| family | status | supported / ignored / refused | notes |",
+        "|---|---|:-:|---|",
+    ]
+    out += [_family_row(family) for family in FAMILIES]
+    return [*out, ""]
+
+
 def render_reference() -> str:
     supported = [kw for kw in REGISTRY if kw.supported and kw.ignored is None]
     ignored = [kw for kw in REGISTRY if kw.ignored is not None]
     refused = [kw for kw in REGISTRY if not kw.supported]
-    out: list[str] = [MARKER, "", "## Reference", ""]
+    out: list[str] = [MARKER, "", *render_compatibility(), "## Reference", ""]
 
     out += ["### `global` section", ""]
     out += _keyword_rows([kw for kw in supported if Section.GLOBAL in kw.sections], with_matrix=False)
@@ -87,7 +142,7 @@ def render_reference() -> str:
     out += ["Written after `server <name> <host>:<port>` or after `default-server`.", ""]
     out += ["| parameter | arguments | default | description |", "|---|---|---|---|"]
     for param in sorted(SERVER_PARAMS.values(), key=lambda p: p.name):
-        if param.unsupported is None:
+        if param.unsupported is None and param.ignored is None:
             out.append(
                 f"| `{param.name}` | {_code(param.synopsis)} | {_cell(param.default)} | {_cell(param.doc)} |"
             )
@@ -135,6 +190,9 @@ def render_reference() -> str:
     out += ["| keyword | sections | why |", "|---|---|---|"]
     for kw in sorted(ignored, key=lambda k: (k.name, sorted(s.value for s in k.sections))):
         out.append(f"| `{kw.name}` | {_sections(kw)} | {_cell(kw.ignored or '')} |")
+    for param in sorted(SERVER_PARAMS.values(), key=lambda p: p.name):
+        if param.ignored is not None:
+            out.append(f"| `{param.name}` | server parameter | {_cell(param.ignored)} |")
 
     out += ["", "### Not supported", ""]
     out += [

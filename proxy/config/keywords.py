@@ -13,6 +13,8 @@ To add a keyword: declare a ``Keyword`` in the module of its section with its pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from proxy.config import errorfile, kw_global, kw_http, kw_proxy, kw_rules, kw_server
 from proxy.config.acl_syntax import CRITERIA, PREDEFINED, Criterion
 from proxy.config.kw_server import PARAMS as SERVER_PARAMS
@@ -31,15 +33,120 @@ UNSUPPORTED_SECTIONS: dict[str, str] = {
     )
 }  # fmt: skip
 
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A family of HAProxy keywords for the compatibility table: its members are the registry's
+    keywords named in ``names`` or starting with one of ``prefixes``, the server parameters in
+    ``params`` and the sections in ``sections``; ``note`` says what poolproxy does about it."""
+
+    label: str
+    note: str
+    names: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    sections: tuple[str, ...] = ()
+
+    def has(self, name: str) -> bool:
+        return name in self.names or name.startswith(self.prefixes)
+
+
+_CHECK_PARAMS = ("check", "inter", "fastinter", "downinter", "rise", "fall", "port", "addr", "agent-check",
+                 "observe", "error-limit", "on-error", "on-marked-down", "on-marked-up", "track")
+_TLS_PARAMS = ("ssl", "verify", "sni", "ca-file", "crt", "alpn")
+FAMILIES: list[Family] = [
+    Family("Process management", "The master runs the workers; privileges are dropped by each worker.",
+           names=("daemon", "nbthread", "nbproc", "pidfile", "master-worker", "chroot", "user", "group",
+                  "uid", "gid", "hard-stop-after", "cpu-map", "setenv", "presetenv", "unsetenv", "resetenv",
+                  "insecure-fork-wanted", "insecure-setuid-wanted", "expose-experimental-directives")),
+    Family("Start-up checks and limits", "HAProxy's warnings, zero-warning, quiet, file descriptor limits.",
+           names=("zero-warning", "quiet", "strict-limits", "ulimit-n", "default-path")),
+    Family("Pollers, splicing, node identity", "HAProxy's own machinery: accepted, ignored with a warning.",
+           names=("noepoll", "nopoll", "nokqueue", "noevports", "busy-polling", "nosplice", "noreuseport",
+                  "node", "tune.maxpollevents", "tune.maxaccept")),
+    Family("Tuning", "The HTTP/1 engine, buffer and header limits, pool sharing.",
+           prefixes=("tune.",)),
+    Family("TLS", "No TLS listener or server yet: TLS defaults are ignored with a warning, TLS uses refused.",
+           names=("ca-base", "crt-base"), prefixes=("ssl-",), params=_TLS_PARAMS),
+    Family("Logging", "HAProxy's httplog line to the global targets; custom log formats not yet.",
+           names=("log", "log-tag", "log-send-hostname", "option httplog", "option dontlognull", "log-format",
+                  "error-log-format", "option log-separate-errors", "option logasap"),
+           prefixes=("capture ", "declare capture")),
+    Family("Runtime API and stats page", "The runtime API socket; no stats page yet.",
+           names=("stats socket", "stats timeout", "stats maxconn", "stats", "option contstats",
+                  "option socket-stats")),
+    Family("Proxies and listeners", "HTTP only; bind without TLS; maxconn divided between workers.",
+           names=("mode", "bind", "maxconn", "backlog", "fullconn", "disabled", "enabled", "id",
+                  "description", "rate-limit sessions", "monitor-uri", "monitor fail")),
+    Family("Timeouts", "All but the TCP half-close and tarpit ones; 'timeout check' tunes absent checks.",
+           prefixes=("timeout ",)),
+    Family("Routing", "ACLs (path, hdr, method, src, ssl_fc...), use_backend, default_backend.",
+           names=("acl", "use_backend", "default_backend", "use-server", "redirect", "dispatch")),
+    Family("http-request rules", "Header, target, redirect, deny, return, allow rules; no variables yet.",
+           prefixes=("http-request ",)),
+    Family("http-response rules", "Header rules and deny.", prefixes=("http-response ",)),
+    Family("http-after-response rules", "Header rules, on every answer.", prefixes=("http-after-response ",)),
+    Family("Error pages", "errorfile, errorfiles and http-errors; errorloc redirects not yet.",
+           names=("errorfile", "errorfiles"), prefixes=("errorloc",)),
+    Family("Unique request id", "unique-id-format (log-format expressions) and unique-id-header.",
+           prefixes=("unique-id-",)),
+    Family("HTTP connection options", "Connection modes, forwardfor, probes, abortonclose; strict parsing.",
+           names=("option http-keep-alive", "option http-server-close", "option httpclose",
+                  "option forwardfor", "option http-ignore-probes", "option abortonclose",
+                  "option http-buffer-request",
+                  "option http-pretend-keepalive", "option http-no-delay", "option http-use-proxy-header",
+                  "option originalto", "option nolinger", "option splice-auto", "retry-on",
+                  "http-send-name-header"),
+           prefixes=("option accept-",)),
+    Family("Load balancing", "roundrobin, leastconn, first, source, random; hash-based ones not yet.",
+           names=("balance", "hash-type", "option allbackups")),
+    Family("Servers", "server, default-server, source (usesrc clientip), weights, maxconn and queues.",
+           names=("server", "default-server", "source", "server-template", "retries", "server-state-file",
+                  "load-server-state-from-file"),
+           params=("weight", "disabled", "enabled", "maxconn", "maxqueue", "source", "usesrc", "backup", "id",
+                   "minconn", "slowstart", "redir", "proto", "send-proxy", "send-proxy-v2", "resolvers",
+                   "init-addr", "resolve-prefer", "tfo", "namespace", "interface")),
+    Family("Connection pooling", "HAProxy's http-reuse and pool settings, shared across workers.",
+           names=("http-reuse",),
+           params=("pool-low-conn", "pool-max-conn", "pool-purge-delay", "strict-maxconn", "max-reuse")),
+    Family("Health checks", "Not yet: 'check' is refused; check tunings are ignored with a warning.",
+           names=("http-check", "external-check", "option httpchk", "option log-health-checks",
+                  "option redispatch", "email-alert"),
+           params=_CHECK_PARAMS),
+    Family("Persistence and stick tables", "Not yet.",
+           names=("cookie", "force-persist", "ignore-persist", "option persist", "option prefer-last-server",
+                  "stick-table"),
+           prefixes=("stick ",), params=("cookie",)),
+    Family("TCP mode", "HTTP only.", names=("tcp-request", "tcp-response", "option tcplog", "option tcpka",
+                                             "option clitcpka", "option srvtcpka")),
+    Family("Compression, cache, filters, Lua", "Not supported.",
+           names=("compression", "filter", "lua-load"), sections=("cache", "program", "fcgi-app")),
+    Family("Other sections", "Read as an error naming the section; its lines are skipped.",
+           sections=tuple(sorted(set(UNSUPPORTED_SECTIONS) - {"cache", "program", "fcgi-app"}))),
+]  # fmt: skip
+
+
+def family_of(name: str) -> Family | None:
+    """The family a registry keyword belongs to (None: none claims it, which a test forbids)."""
+    for family in FAMILIES:
+        if family.has(name):
+            return family
+    return None
+
+
 __all__ = [
     "CRITERIA",
+    "FAMILIES",
     "PREDEFINED",
     "REGISTRY",
     "SERVER_PARAMS",
     "UNSUPPORTED_SECTIONS",
     "Criterion",
+    "Family",
     "Keyword",
     "Registry",
     "Section",
     "ServerParam",
+    "family_of",
 ]

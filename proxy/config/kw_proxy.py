@@ -11,6 +11,7 @@ that name things (``bind``, ``server``). The rule keywords (``acl``, ``use_backe
 from __future__ import annotations
 
 from proxy.config.address import parse_bind_address
+from proxy.config.kw_server import CHECK_TUNING
 from proxy.config.kwtypes import (
     ALL_PROXIES,
     BACK,
@@ -20,13 +21,14 @@ from proxy.config.kwtypes import (
     Keyword,
     ParseFn,
     SectionState,
+    ignored,
     unsupported,
 )
 from proxy.config.model import Bind, ReuseMode
 from proxy.config.timeunit import parse_int, parse_time
 
-BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "first", "source")
-BALANCE_UNSUPPORTED = ("static-rr", "uri", "url_param", "hdr", "random", "rdp-cookie", "hash")
+BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "first", "source", "random")
+BALANCE_UNSUPPORTED = ("static-rr", "uri", "url_param", "hdr", "rdp-cookie", "hash")
 
 
 def _mode(st: SectionState, d: Directive) -> None:
@@ -38,11 +40,21 @@ def _mode(st: SectionState, d: Directive) -> None:
     st.px.mode = "http"
 
 
+_TLS_BIND = frozenset({
+    "ssl", "crt", "crt-list", "ca-file", "alpn", "npn", "verify", "ciphers", "ciphersuites", "ssl-min-ver",
+    "ssl-max-ver", "strict-sni",
+})  # fmt: skip
+
+
 def _bind(st: SectionState, d: Directive) -> None:
     if not d.args:
         raise d.fail("expects an address: bind [<address>]:<port>[,...]")
-    if len(d.args) > 1:
-        raise d.fail(f"bind option '{d.args[1]}' is not supported (no bind option is)")
+    rest = d.args[1:]
+    while rest[:1] == ["name"] and len(rest) >= 2:
+        rest = rest[2:]  # a label for HAProxy's stats: nothing else reads it
+    if rest:
+        why = "not supported yet: poolproxy has no TLS" if rest[0] in _TLS_BIND else "not supported"
+        raise d.fail(f"bind option '{rest[0]}' is {why} (the only bind option is 'name <name>')")
     for part in d.args[0].split(","):
         try:
             pairs = parse_bind_address(part)
@@ -76,6 +88,10 @@ def _balance(st: SectionState, d: Directive) -> None:
     if not d.args:
         raise d.fail(f"expects an algorithm: {' | '.join(BALANCE_ALGORITHMS)}")
     algo = d.args[0]
+    if algo == "random(2)":  # HAProxy's default number of draws, written out
+        algo = "random"
+    elif algo.startswith("random("):
+        raise d.fail(f"'{algo}' is not supported (only random's default of two draws: 'random')")
     if algo in BALANCE_UNSUPPORTED:
         raise d.fail(f"algorithm '{algo}' is not supported (supported: {', '.join(BALANCE_ALGORITHMS)})")
     if algo not in BALANCE_ALGORITHMS:
@@ -137,6 +153,22 @@ def _dontlognull(st: SectionState, d: Directive) -> None:
     st.px.dontlognull = not d.negated
 
 
+def _maxconn(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<conns>")
+    try:
+        st.px.maxconn = parse_int(d.args[0], 0)
+    except ValueError as exc:
+        raise d.fail(str(exc)) from None
+
+
+def _option(attr: str) -> ParseFn:
+    def parse(st: SectionState, d: Directive) -> None:
+        d.expect(0, "")
+        setattr(st.px, attr, not d.negated)
+
+    return parse
+
+
 def _log(st: SectionState, d: Directive) -> None:
     if d.negated:  # "no log": forget the targets inherited from defaults
         d.expect(0, "")
@@ -150,7 +182,7 @@ def _log(st: SectionState, d: Directive) -> None:
 KEYWORDS: list[Keyword] = [
     Keyword("mode", ALL_PROXIES, "http", "Proxy mode; only http is supported ('mode tcp' is an error).",
             _mode, default="http"),
-    Keyword("bind", FRONT_ONLY, "[<address>]:<port>[,...]",
+    Keyword("bind", FRONT_ONLY, "[<address>]:<port>[,...] [name <name>]",
             "Listen on an address (IPv4, [IPv6], host name, '*' or empty = all) and port or port range.",
             _bind),
     Keyword("timeout client", FRONT, "<time>", "Inactivity timeout on the client side.",
@@ -166,9 +198,21 @@ KEYWORDS: list[Keyword] = [
             _timeout("connect"), default="unset"),
     Keyword("timeout queue", BACK, "<time>", "Longest wait in a server or backend queue (503 beyond).",
             _timeout("queue"), default="unset"),
+    Keyword("timeout tunnel", BACK, "<time>",
+            "Inactivity allowed both ways once a connection became a tunnel (WebSocket, 101).",
+            _timeout("tunnel"), default="timeout client"),
+    Keyword("maxconn", FRONT, "<conns>",
+            "Client connections at once; more wait in the backlog (divided between the workers).",
+            _maxconn, default="0 (no limit but global maxconn)"),
+    Keyword("option http-ignore-probes", FRONT, "",
+            "A connection that sent nothing before its timeout is closed without 408 and not logged.",
+            _option("http_ignore_probes"), default="off", negatable=True),
+    Keyword("option abortonclose", BACK, "",
+            "A client that closes while its request waits for a server (queue, connect) aborts it.",
+            _option("abortonclose"), default="off", negatable=True),
     Keyword("retries", BACK, "<number>", "Connection retries to a server after a failed connect.",
             _retries, default="3"),
-    Keyword("balance", BACK, "roundrobin|leastconn|first|source", "Load-balancing algorithm.",
+    Keyword("balance", BACK, "roundrobin|leastconn|first|source|random", "Load-balancing algorithm.",
             _balance, default="roundrobin"),
     Keyword("http-reuse", BACK, "never|safe|aggressive|always",
             "Which idle server connections a request may reuse.", _http_reuse, default="safe"),
@@ -192,11 +236,10 @@ KEYWORDS: list[Keyword] = [
             _log, default="no logging", negatable=True),
 ]  # fmt: skip
 
-_NO_CHECKS = "not supported yet: poolproxy has no health checks"
+_NO_CHECKS = "not supported yet: poolproxy has no health checks (a server is never taken out of rotation)"
 _NO_STATS = "not supported yet (see the runtime API: 'stats socket' in 'global')"
 _NOT_YET = "not supported yet"
 KEYWORDS += [
-    unsupported("maxconn", "not supported yet in proxies (use 'maxconn' in 'global', or on 'server' lines)"),
     unsupported("backlog", _NOT_YET),
     unsupported("fullconn", _NOT_YET),
     unsupported("hash-type", "not supported ('balance' hash algorithms are not supported)"),
@@ -234,20 +277,19 @@ KEYWORDS += [
     unsupported("filter", _NOT_YET),
     unsupported("rate-limit sessions", _NOT_YET),
     unsupported("load-server-state-from-file", _NOT_YET),
-    unsupported("http-check", _NO_CHECKS),
+    ignored("http-check", CHECK_TUNING, BACK),
     unsupported("external-check", _NO_CHECKS),
     unsupported("email-alert", _NOT_YET),
     unsupported("stats", _NO_STATS),
-    unsupported("timeout check", _NO_CHECKS),
-    unsupported("timeout tunnel", _NOT_YET),
+    ignored("timeout check", CHECK_TUNING, BACK, "<time>"),
     unsupported("timeout client-fin", _NOT_YET),
     unsupported("timeout server-fin", _NOT_YET),
     unsupported("timeout tarpit", _NOT_YET),
     unsupported("timeout client-hs", _NOT_YET),
-    unsupported("option httpchk", _NO_CHECKS),
-    unsupported("option log-health-checks", _NO_CHECKS),
-    unsupported("option redispatch", _NOT_YET),
-    unsupported("option abortonclose", _NOT_YET),
+    ignored("option httpchk", CHECK_TUNING, BACK, "[<method> <uri> [<version>]]"),
+    ignored("option log-health-checks", CHECK_TUNING, BACK),
+    unsupported("option redispatch",
+                "not supported yet: a request whose connection fails is retried on the same server"),
     unsupported("option tcplog", "not supported (poolproxy proxies HTTP only)"),
     unsupported("option tcpka", _NOT_YET),
     unsupported("option clitcpka", _NOT_YET),
@@ -255,7 +297,6 @@ KEYWORDS += [
     unsupported("option http-buffer-request", _NOT_YET),
     unsupported("option http-pretend-keepalive", _NOT_YET),
     unsupported("option http-no-delay", _NOT_YET),
-    unsupported("option http-ignore-probes", _NOT_YET),
     unsupported("option http-use-proxy-header", _NOT_YET),
     unsupported("option prefer-last-server", _NOT_YET),
     unsupported("option persist", _NOT_YET),

@@ -38,6 +38,7 @@ class ServerParam:
     default: str = ""
     apply: Callable[[Server, list[str]], None] | None = None
     unsupported: str | None = None
+    ignored: str | None = None  # accepted with a warning saying why (its value is not used)
 
 
 def _int_field(attr: str, lo: int, hi: int | None = None) -> Callable[[Server, list[str]], None]:
@@ -68,7 +69,11 @@ def _usesrc(srv: Server, args: list[str]) -> None:
     srv.usesrc_clientip = True
 
 
-_NO_CHECKS = "not supported yet: poolproxy has no health checks"
+_NO_CHECKS = "not supported yet: poolproxy has no health checks (a server is never taken out of rotation)"
+# A health check's tuning: without 'check' (refused) HAProxy runs no check either, so it changes nothing.
+CHECK_TUNING = (
+    "it tunes health checks, which poolproxy does not have yet (HAProxy runs none without 'check' either)."
+)
 _NO_TLS = "not supported yet: poolproxy has no TLS"
 _NOT_YET = "not supported yet"
 
@@ -98,11 +103,12 @@ PARAMS: dict[str, ServerParam] = {p.name: p for p in [
                 "none", _source),
     ServerParam("usesrc", 1, "clientip",
                 "With 'source': connect from the client's address (transparent proxying).", "off", _usesrc),
+    *(ServerParam(name, nargs, "<value>", f"Ignored: {CHECK_TUNING}", ignored=CHECK_TUNING)
+      for name, nargs in [("inter", 1), ("fastinter", 1), ("downinter", 1), ("rise", 1), ("fall", 1),
+                          ("port", 1), ("addr", 1), ("observe", 1)]),
     *(ServerParam(name, nargs, "", "", unsupported=why) for name, nargs, why in [
-        ("check", 0, _NO_CHECKS), ("inter", 1, _NO_CHECKS), ("fastinter", 1, _NO_CHECKS),
-        ("downinter", 1, _NO_CHECKS), ("rise", 1, _NO_CHECKS), ("fall", 1, _NO_CHECKS),
-        ("port", 1, _NO_CHECKS), ("addr", 1, _NO_CHECKS), ("agent-check", 0, _NO_CHECKS),
-        ("observe", 1, _NO_CHECKS), ("error-limit", 1, _NO_CHECKS), ("on-error", 1, _NO_CHECKS),
+        ("check", 0, _NO_CHECKS), ("agent-check", 0, _NO_CHECKS),
+        ("error-limit", 1, _NO_CHECKS), ("on-error", 1, _NO_CHECKS),
         ("backup", 0, _NOT_YET), ("cookie", 1, _NOT_YET), ("id", 1, _NOT_YET), ("minconn", 1, _NOT_YET),
         ("max-reuse", 1, _NOT_YET), ("slowstart", 1, _NOT_YET), ("track", 1, _NO_CHECKS),
         ("redir", 1, _NOT_YET), ("proto", 1, _NOT_YET), ("alpn", 1, _NO_TLS), ("ssl", 0, _NO_TLS),
@@ -115,8 +121,9 @@ PARAMS: dict[str, ServerParam] = {p.name: p for p in [
 ]}  # fmt: skip
 
 
-def apply_params(srv: Server, args: list[str], label: str) -> None:
-    """Apply ``server``/``default-server`` parameters to ``srv``; errors name ``label`` (``server s1``)."""
+def apply_params(srv: Server, args: list[str], label: str, warn: Callable[[str], None] | None = None) -> None:
+    """Apply ``server``/``default-server`` parameters to ``srv``; errors name ``label`` (``server s1``),
+    ``warn`` receives the warnings (ignored parameters)."""
     i = 0
     while i < len(args):
         name = args[i]
@@ -128,6 +135,11 @@ def apply_params(srv: Server, args: list[str], label: str) -> None:
         values = args[i + 1 : i + 1 + param.nargs]
         if len(values) < param.nargs:
             raise DirectiveError(f"'{label}': '{name}' expects a value: {name} {param.synopsis}")
+        if param.ignored is not None:
+            if warn is not None:
+                warn(f"'{label}': parameter '{name}' is ignored: {param.ignored}")
+            i += 1 + param.nargs
+            continue
         assert param.apply is not None
         try:
             param.apply(srv, values)
@@ -155,7 +167,7 @@ def _server(st: SectionState, d: Directive) -> None:
     except ValueError as exc:
         raise DirectiveError(f"'{label}': {exc}") from None
     srv = dataclasses.replace(st.server_template, name=name, host=host, port=port, where=d.where)
-    apply_params(srv, d.args[2:], label)
+    apply_params(srv, d.args[2:], label, st.warn)
     for other in st.px.servers:
         if other.name == name:
             raise DirectiveError(
@@ -167,7 +179,7 @@ def _server(st: SectionState, d: Directive) -> None:
 
 def _default_server(st: SectionState, d: Directive) -> None:
     template = dataclasses.replace(st.server_template)
-    apply_params(template, d.args, "default-server")
+    apply_params(template, d.args, "default-server", st.warn)
     st.server_template = template
 
 

@@ -229,6 +229,7 @@ class Timeouts:
     http_request: float | None = None
     http_keep_alive: float | None = None
     queue: float | None = None
+    tunnel: float | None = None  # inactivity both ways once the exchange became a tunnel (101)
 
 
 @dataclass(slots=True)
@@ -241,6 +242,8 @@ class Proxy:
     where: Where | None = None
     # frontend side
     binds: list[Bind] = field(default_factory=list)
+    maxconn: int = 0  # client connections at once, divided between the workers (0: no limit)
+    http_ignore_probes: bool = False  # a connection that sent nothing gets no 408 and no log
     default_backend: str | None = None
     use_backends: list[UseBackend] = field(default_factory=list)
     acls: dict[str, Acl] = field(default_factory=dict)
@@ -269,6 +272,7 @@ class Proxy:
     log_global: bool = False
     # backend side
     retries: int = 3
+    abortonclose: bool = False  # a client that closes while its request waits for a server aborts it
     balance: str = "roundrobin"  # roundrobin | leastconn | first | source
     servers: list[Server] = field(default_factory=list)
     http_reuse: ReuseMode = ReuseMode.SAFE
