@@ -44,6 +44,8 @@ CORE = [
     "proxy.limits",
     "proxy.privileges",
     "proxy.replies",
+    "proxy.stats",
+    "proxy.cli",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [
