@@ -79,6 +79,10 @@ def _servers_conn(ctx: Context, args: list[str]) -> str:
     return stats.show_servers_conn(ctx.snapshot(), ctx.config, _backend_arg(ctx, args))
 
 
+def _servers_state(ctx: Context, args: list[str]) -> str:
+    return stats.show_servers_state(ctx.snapshot(), ctx.config, _backend_arg(ctx, args))
+
+
 def _not_yet(ctx: Context, args: list[str]) -> str:
     return "Not supported yet by poolproxy.\n"
 
@@ -93,6 +97,8 @@ REGISTRY: list[Command] = [
             lambda c, a: stats.show_stat(c.snapshot(), c.config)),
     Command(("show", "servers", "conn"), "show servers conn [<backend>]",
             "dump server connections status (all or for a single backend)", 0, _servers_conn),
+    Command(("show", "servers", "state"), "show servers state [<backend>]",
+            "dump volatile server information (all or for a single backend)", 0, _servers_state),
     Command(("show", "backend"), "show backend", "list backends in the current running config", 0,
             lambda c, a: stats.show_backend(c.config)),
     Command(("clear", "counters"), "clear counters", "clear max statistics counters (not supported yet)", 1,

@@ -69,6 +69,28 @@ def show_servers_conn(snap: dict[str, Any], config: Config, backend: str | None 
     return "\n".join(lines) + "\n"
 
 
+SERVERS_STATE_HEAD = (
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+    "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+    "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl "
+    "srv_check_port srv_check_addr srv_agent_addr srv_agent_port"
+)
+
+
+def show_servers_state(snap: dict[str, Any], config: Config, backend: str | None = None) -> str:
+    """``show servers state [BE]``: HAProxy's version line ``1``, header, one line per server (no
+    health checks: HAProxy's values for a server without them)."""
+    lines = ["1", SERVERS_STATE_HEAD]
+    for s in _servers(snap, backend):
+        conf = _server_conf(config, s["backend"], s["server"])
+        iweight = conf.weight if conf else 1
+        lines.append(
+            f"{s['bkid']} {s['backend']} {s['svid']} {s['server']} {s['host']} {s['oper_state']}"
+            f" {s['admin_state']} {s['weight']} {iweight} 0 1 0 2 0 0 0 0 - {s['port']} - 0 0 - - 0"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def show_backend(config: Config) -> str:
     return "\n".join(["# name", *config.backends]) + "\n"
 

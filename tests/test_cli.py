@@ -33,7 +33,7 @@ def snap() -> dict[str, Any]:
         ("served", "cur_conns", "used", "idle", "safe", "queue_len", "max_used", "max_served",
          "max_cur_conns", "max_queue", "est_need", "weight", "connects", "reuses",
          "requests"), 0)  # fmt: skip
-    row.update(idle=3, safe=1, used=2, max_used=4, est_need=5, weight=1)
+    row.update(idle=3, safe=1, used=2, max_used=4, est_need=5, weight=1, oper_state=2, admin_state=0)
     s = dict(row, backend="be", server="s1", host="127.0.0.1", port=2, bkid=3, svid=1, maxconn=0,
              maxqueue=0, cells=[{"idle": 1}, {"idle": 2}])  # fmt: skip
     return {"header": {"nworkers": 2}, "servers": [s], "workers": []}
@@ -62,6 +62,13 @@ def test_servers_conn_format(ctx: cli.Context) -> None:
     assert out[0] == stats.SERVERS_CONN_HEAD.format(n=2)
     assert out[1] == "be/s1 3/1 127.0.0.1 2 - 5000 2 4 5 2 1 -1 3 1 2"
     assert cli.execute(ctx, ["show", "servers", "conn", "nope"]) == "Can't find backend.\n"
+
+
+def test_servers_state_format(ctx: cli.Context) -> None:
+    out = cli.execute(ctx, ["show", "servers", "state", "be"]).splitlines()
+    assert out[:2] == ["1", stats.SERVERS_STATE_HEAD]
+    assert out[2] == "3 be 1 s1 127.0.0.1 2 0 1 1 0 1 0 2 0 0 0 0 - 2 - 0 0 - - 0"
+    assert len(out[2].split()) == len(out[1].split()) - 1
 
 
 def test_levels_and_unknown(ctx: cli.Context) -> None:

@@ -92,6 +92,13 @@ def test_headers_match_haproxy(make_proxy: MakeProxy, origin: Origin, sockdir: P
         h_conn = ask(theirs, "show servers conn\n").splitlines()[1].split()
         assert len(o_conn) == len(h_conn)
         assert o_conn[2:6] == h_conn[2:6]  # addr port - purge_delay
+        o_state = ask(ours, "show servers state\n").splitlines()
+        h_state = ask(theirs, "show servers state\n").splitlines()
+        assert o_state[:2] == h_state[:2]
+        o_row, h_row = o_state[2].split(), h_state[2].split()
+        assert len(o_row) == len(h_row)
+        same = [i for i in range(len(h_row)) if i not in (0, 9)]  # be_id numbering, time since change
+        assert [o_row[i] for i in same] == [h_row[i] for i in same]
         o_keys = [k.split(":")[0] for k in ask(ours, "show info\n").splitlines() if k]
         h_keys = [k.split(":")[0] for k in ask(theirs, "show info\n").splitlines() if k]
         assert [k for k in h_keys if k in o_keys] == o_keys  # ours: a subset, in HAProxy's order
