@@ -67,6 +67,7 @@ class Context:
     snapshot: Callable[[], dict[str, Any]]
     started: float
     level: int = 0
+    clear_max: Callable[[], None] | None = None  # ``clear counters``: peaks back to current values
 
 
 def _backend_arg(ctx: Context, args: list[str]) -> str | None:
@@ -81,6 +82,14 @@ def _servers_conn(ctx: Context, args: list[str]) -> str:
 
 def _servers_state(ctx: Context, args: list[str]) -> str:
     return stats.show_servers_state(ctx.snapshot(), ctx.config, _backend_arg(ctx, args))
+
+
+def _clear_counters(ctx: Context, args: list[str]) -> str:
+    if args:  # "clear counters all" resets cumulative counters too, which the workers own
+        return "Not supported yet by poolproxy.\n"
+    if ctx.clear_max is not None:
+        ctx.clear_max()
+    return ""
 
 
 def _not_yet(ctx: Context, args: list[str]) -> str:
@@ -101,8 +110,8 @@ REGISTRY: list[Command] = [
             "dump volatile server information (all or for a single backend)", 0, _servers_state),
     Command(("show", "backend"), "show backend", "list backends in the current running config", 0,
             lambda c, a: stats.show_backend(c.config)),
-    Command(("clear", "counters"), "clear counters", "clear max statistics counters (not supported yet)", 1,
-            _not_yet),
+    Command(("clear", "counters"), "clear counters", "clear max statistics counters", 1,
+            _clear_counters),
     Command(("set", "server"), "set server <bk>/<srv> ...", "change a server's state (not supported yet)", 2,
             _not_yet),
     Command(("enable", "server"), "enable server <bk>/<srv>", "enable a server (not supported yet)", 2,
@@ -194,8 +203,13 @@ class Session:
 class CliServer:
     """The listening sockets and sessions; the master's selector calls ``on_*``."""
 
-    def __init__(self, config: Config, snapshot: Callable[[], dict[str, Any]]) -> None:
-        self.ctx = Context(config, snapshot, time.time())
+    def __init__(
+        self,
+        config: Config,
+        snapshot: Callable[[], dict[str, Any]],
+        clear_max: Callable[[], None] | None = None,
+    ) -> None:
+        self.ctx = Context(config, snapshot, time.time(), clear_max=clear_max)
         self.timeout = config.global_.stats_timeout or 10.0
         self.listeners: list[tuple[socket.socket, SocketSpec]] = []
         self.sessions: dict[int, Session] = {}

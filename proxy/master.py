@@ -49,7 +49,16 @@ from proxy.limits import needed_fds, raise_fd_limit
 from proxy.listener import Listener, bind_all
 from proxy.log import alert, notice, warning
 from proxy.pool_policy import purge_plan
-from proxy.shm import R_EST_NEED, R_MAX_USED, ShmTable, WorkerState, cleanup_stale
+from proxy.shm import (
+    R_EST_NEED,
+    R_MAX_CUR_CONNS,
+    R_MAX_QUEUE,
+    R_MAX_SERVED,
+    R_MAX_USED,
+    ShmTable,
+    WorkerState,
+    cleanup_stale,
+)
 from proxy.slot_array import NSLOTS
 from proxy.takeover import PURGE, Message, notify
 
@@ -298,7 +307,7 @@ class Master:
             with open(self.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
         self._install_signals()
-        self.cli = CliServer(self.config, self.table.snapshot)
+        self.cli = CliServer(self.config, self.table.snapshot, self._clear_max)
         try:
             self.cli.bind()
         except (OSError, ValueError) as exc:
@@ -374,6 +383,17 @@ class Master:
         sess = cli.accept(lsock, spec)
         if sess is not None:
             self.selector.register(sess.sock, selectors.EVENT_READ, sess)
+
+    def _clear_max(self) -> None:
+        """``clear counters``: each row's peaks (smax, qmax...) back to the current values."""
+        table = self.table
+        if table is None:
+            return
+        for info in table.servers:
+            row = table.row(info.index)
+            row.store(R_MAX_SERVED, row.served)
+            row.store(R_MAX_CUR_CONNS, row.cur_conns)
+            row.store(R_MAX_QUEUE, row.queue_len)
 
     def _cli_expire(self, now: float) -> None:
         if self.cli is None:

@@ -77,6 +77,10 @@ def test_levels_and_unknown(ctx: cli.Context) -> None:
     assert "clear counters" not in cli.execute(ctx, ["help"])
     ctx.level = cli.LEVELS["operator"]
     assert "clear counters" in cli.execute(ctx, ["help"])
+    cleared: list[bool] = []
+    ctx.clear_max = lambda: cleared.append(True)
+    assert cli.execute(ctx, ["clear", "counters"]) == "" and cleared == [True]
+    assert "Not supported" in cli.execute(ctx, ["clear", "counters", "all"])
     assert cli.execute(ctx, ["set", "server", "be/s1", "state", "maint"]) == "Permission denied\n"
     unknown = cli.execute(ctx, ["frobnicate"])
     assert unknown.startswith("Unknown command: 'frobnicate'\n")

@@ -57,6 +57,9 @@ def test_runtime_api(make_proxy: MakeProxy, origin: Origin, sockdir: Path) -> No
     assert "Name: poolproxy\n" in info and "Nbthread: 2\n" in info and "# name\nbe\n" in info
     assert "CumReq: 5\n" in info
     assert ask(user, "clear counters\n") == "Permission denied\n\n"
+    assert ask(admin, "clear counters\n") == "\n"
+    (row,) = [r.split(",") for r in ask(admin, "show stat\n").splitlines() if r.startswith("be,s1,")]
+    assert row[5] == row[4]  # smax back to scur (no request in flight)
     assert ask(user, "bogus\n").startswith("Unknown command: 'bogus'")
     prompt = ask(user, "prompt\nshow backend\nquit\n")
     assert prompt == "> # name\nbe\n\n> "
