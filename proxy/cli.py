@@ -68,6 +68,7 @@ class Context:
     started: float
     level: int = 0
     clear_max: Callable[[], None] | None = None  # ``clear counters``: peaks back to current values
+    set_maint: Callable[[str, str, bool], bool] | None = None  # (backend, server, maint) -> found
 
 
 def _backend_arg(ctx: Context, args: list[str]) -> str | None:
@@ -92,6 +93,29 @@ def _clear_counters(ctx: Context, args: list[str]) -> str:
     return ""
 
 
+def _set_maint(ctx: Context, name: str, maint: bool) -> str:
+    be, _, srv = name.partition("/")
+    if not srv:
+        return "Require 'backend/server'.\n"
+    if ctx.set_maint is None or not ctx.set_maint(be, srv, maint):
+        return "No such server.\n" if be in ctx.config.backends else "No such backend.\n"
+    return ""
+
+
+def _set_server(ctx: Context, args: list[str]) -> str:
+    if len(args) == 3 and args[1] == "state" and args[2] in ("ready", "maint"):
+        return _set_maint(ctx, args[0], args[2] == "maint")
+    return "Not supported yet by poolproxy (only 'set server <bk>/<srv> state ready|maint').\n"
+
+
+def _enable_server(ctx: Context, args: list[str]) -> str:
+    return _set_maint(ctx, args[0], False) if len(args) == 1 else "Require 'backend/server'.\n"
+
+
+def _disable_server(ctx: Context, args: list[str]) -> str:
+    return _set_maint(ctx, args[0], True) if len(args) == 1 else "Require 'backend/server'.\n"
+
+
 def _not_yet(ctx: Context, args: list[str]) -> str:
     return "Not supported yet by poolproxy.\n"
 
@@ -112,12 +136,12 @@ REGISTRY: list[Command] = [
             lambda c, a: stats.show_backend(c.config)),
     Command(("clear", "counters"), "clear counters", "clear max statistics counters", 1,
             _clear_counters),
-    Command(("set", "server"), "set server <bk>/<srv> ...", "change a server's state (not supported yet)", 2,
-            _not_yet),
-    Command(("enable", "server"), "enable server <bk>/<srv>", "enable a server (not supported yet)", 2,
-            _not_yet),
-    Command(("disable", "server"), "disable server <bk>/<srv>", "disable a server (not supported yet)", 2,
-            _not_yet),
+    Command(("set", "server"), "set server <bk>/<srv> state ready|maint", "change a server's state", 2,
+            _set_server),
+    Command(("enable", "server"), "enable server <bk>/<srv>", "enable a server (leave maintenance)", 2,
+            _enable_server),
+    Command(("disable", "server"), "disable server <bk>/<srv>", "disable a server (maintenance)", 2,
+            _disable_server),
 ]  # fmt: skip
 
 
@@ -208,8 +232,9 @@ class CliServer:
         config: Config,
         snapshot: Callable[[], dict[str, Any]],
         clear_max: Callable[[], None] | None = None,
+        set_maint: Callable[[str, str, bool], bool] | None = None,
     ) -> None:
-        self.ctx = Context(config, snapshot, time.time(), clear_max=clear_max)
+        self.ctx = Context(config, snapshot, time.time(), clear_max=clear_max, set_maint=set_maint)
         self.timeout = config.global_.stats_timeout or 10.0
         self.listeners: list[tuple[socket.socket, SocketSpec]] = []
         self.sessions: dict[int, Session] = {}

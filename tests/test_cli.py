@@ -82,6 +82,14 @@ def test_levels_and_unknown(ctx: cli.Context) -> None:
     assert cli.execute(ctx, ["clear", "counters"]) == "" and cleared == [True]
     assert "Not supported" in cli.execute(ctx, ["clear", "counters", "all"])
     assert cli.execute(ctx, ["set", "server", "be/s1", "state", "maint"]) == "Permission denied\n"
+    ctx.level = cli.LEVELS["admin"]
+    calls: list[tuple[str, str, bool]] = []
+    ctx.set_maint = lambda b, s, m: calls.append((b, s, m)) is None and s == "s1"
+    assert cli.execute(ctx, ["set", "server", "be/s1", "state", "maint"]) == ""
+    assert cli.execute(ctx, ["enable", "server", "be/s1"]) == ""
+    assert cli.execute(ctx, ["disable", "server", "be/x"]) == "No such server.\n"
+    assert calls == [("be", "s1", True), ("be", "s1", False), ("be", "x", True)]
+    assert "Not supported yet" in cli.execute(ctx, ["set", "server", "be/s1", "weight", "5"])
     unknown = cli.execute(ctx, ["frobnicate"])
     assert unknown.startswith("Unknown command: 'frobnicate'\n")
     assert "show info" in unknown

@@ -63,6 +63,14 @@ def test_runtime_api(make_proxy: MakeProxy, origin: Origin, sockdir: Path) -> No
     assert ask(user, "bogus\n").startswith("Unknown command: 'bogus'")
     prompt = ask(user, "prompt\nshow backend\nquit\n")
     assert prompt == "> # name\nbe\n\n> "
+    # maintenance from the admin socket: the workers stop picking the server (503), then resume
+    assert ask(user, "disable server be/s1\n") == "Permission denied\n\n"
+    assert ask(admin, "set server be/nope state maint\n") == "No such server.\n\n"
+    assert ask(admin, "set server be/s1 state maint\n") == "\n"
+    assert "be 1 s1 " in ask(admin, "show servers state be\n")
+    assert http_get(port, "/").status == 503
+    assert ask(admin, "enable server be/s1\n") == "\n"
+    assert http_get(port, "/").status == 200
     # an idle interactive session is closed after stats timeout (1s)
     t0 = time.monotonic()
     assert ask(user, "prompt\n", timeout=5) == "> "
