@@ -40,14 +40,27 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from proxy import privileges
+from proxy.cli import CliServer, Session, SocketSpec
 from proxy.config.model import Config
 from proxy.limits import needed_fds, raise_fd_limit
 from proxy.listener import Listener, bind_all
 from proxy.log import alert, notice, warning
 from proxy.pool_policy import purge_plan
-from proxy.shm import R_EST_NEED, R_MAX_USED, ShmTable, WorkerState, cleanup_stale
+from proxy.shm import (
+    R_ADMIN_STATE,
+    R_EST_NEED,
+    R_MAX_CUR_CONNS,
+    R_MAX_QUEUE,
+    R_MAX_SERVED,
+    R_MAX_USED,
+    AdminState,
+    ShmTable,
+    WorkerState,
+    cleanup_stale,
+)
 from proxy.slot_array import NSLOTS
 from proxy.takeover import PURGE, Message, notify
 
@@ -94,6 +107,7 @@ class Master:
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         self.table: ShmTable | None = None
+        self.cli: CliServer | None = None
         self.next_purge: dict[int, float] = {}  # server index -> monotonic time of its next purge
         self.soft_stop_limit = config.global_.hard_stop_after or SOFT_STOP_LIMIT
 
@@ -295,6 +309,15 @@ class Master:
             with open(self.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
         self._install_signals()
+        self.cli = CliServer(self.config, self.table.snapshot, self._clear_max, self._set_maint)
+        try:
+            self.cli.bind()
+        except (OSError, ValueError) as exc:
+            alert(f"cannot bind the stats socket: {exc}")
+            self.cli.close()
+            return 1
+        for lsock, spec in self.cli.listeners:
+            self.selector.register(lsock, selectors.EVENT_READ, (lsock, spec))
         notice(
             f"poolproxy master started, {len(self.workers)} workers, {len(self.listeners)} listeners, "
             f"HTTP/1 engine {self.config.global_.h1_engine}"
@@ -304,6 +327,7 @@ class Master:
         try:
             return self._loop()
         finally:
+            self.cli.close()
             self.table.close()
             self.table.unlink()
             if self.pidfile:
@@ -324,10 +348,13 @@ class Master:
                     except OSError as exc:
                         if exc.errno != errno.EAGAIN:
                             raise
-                else:
+                elif isinstance(key.data, WorkerRecord):
                     self._read_ctl(key.data)
+                else:
+                    self._cli_event(key.data)
             self._dispatch_signals()
             now = time.monotonic()
+            self._cli_expire(now)
             if self.state.stopping:
                 alive = [w for w in self.workers if w.pid]
                 if not alive:
@@ -343,6 +370,53 @@ class Master:
                 if not w.pid and w.respawn_at and now >= w.respawn_at:
                     self.spawn(w)
             self._purge(now)
+
+    # -- runtime API ----------------------------------------------------------------------------
+    def _cli_event(self, data: object) -> None:
+        cli = self.cli
+        if cli is None:
+            return
+        if isinstance(data, Session):
+            if not cli.readable(data):
+                self.selector.unregister(data.sock)
+                cli.close_session(data)
+            return
+        lsock, spec = cast("tuple[socket.socket, SocketSpec]", data)
+        sess = cli.accept(lsock, spec)
+        if sess is not None:
+            self.selector.register(sess.sock, selectors.EVENT_READ, sess)
+
+    def _clear_max(self) -> None:
+        """``clear counters``: each row's peaks (smax, qmax...) back to the current values."""
+        table = self.table
+        if table is None:
+            return
+        for info in table.servers:
+            row = table.row(info.index)
+            row.store(R_MAX_SERVED, row.served)
+            row.store(R_MAX_CUR_CONNS, row.cur_conns)
+            row.store(R_MAX_QUEUE, row.queue_len)
+
+    def _set_maint(self, backend: str, server: str, maint: bool) -> bool:
+        """``set server BE/SRV state maint|ready``: the FMAINT bit the workers' ``usable`` reads."""
+        table = self.table
+        if table is None:
+            return False
+        try:
+            i = table.server_index(backend, server)
+        except (KeyError, LookupError):
+            return False
+        row = table.row(i)
+        state = AdminState(row.admin_state)
+        row.store(R_ADMIN_STATE, state | AdminState.FMAINT if maint else state & ~AdminState.FMAINT)
+        return True
+
+    def _cli_expire(self, now: float) -> None:
+        if self.cli is None:
+            return
+        for sess in self.cli.expired(now):
+            self.selector.unregister(sess.sock)
+            self.cli.close_session(sess)
 
     # -- purge planning -------------------------------------------------------------------------
     def _purge(self, now: float) -> None:

@@ -47,6 +47,8 @@ CORE = [
     "proxy.logformat",
     "proxy.rules",
     "proxy.admission",
+    "proxy.stats",
+    "proxy.cli",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [

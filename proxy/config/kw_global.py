@@ -269,7 +269,7 @@ KEYWORDS: list[Keyword] = [
             "Send logs to a target (stdout, stderr, a Unix socket path, host:port); repeatable.",
             _log, default="none"),
     Keyword("stats socket", GLOBAL, "<path> [params...]",
-            "Runtime API socket; the line is kept as written and served by the master.",
+            "Runtime API socket, served by the master: [mode M] [level user|operator|admin].",
             _stats_socket, default="none"),
     Keyword("daemon", GLOBAL, "", "Detach from the terminal and run in the background.",
             _daemon, default="foreground", negatable=True),

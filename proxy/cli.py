@@ -1,0 +1,302 @@
+"""The runtime API (HAProxy's CLI) on ``stats socket`` lines, served by the master.
+
+Line protocol: one command line per connection (``;`` separates commands), or ``prompt`` mode (a
+``> `` prompt, commands until ``quit``). Levels: ``user`` reads, ``operator`` may also clear
+counters, ``admin`` may change state. Answers come from the shared table (``proxy.stats``); no
+event loop, no HTTP code: the master's ``selectors`` loop drives the sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy import stats
+from proxy.config.model import Config
+
+LEVELS = {"user": 0, "operator": 1, "admin": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class SocketSpec:
+    path: str
+    mode: int | None = None
+    level: str = "user"  # HAProxy's default level
+
+
+def parse_socket_line(line: str) -> SocketSpec:
+    """``PATH [mode M] [level user|operator|admin] ...`` (other bind options are ignored)."""
+    words = line.split()
+    if not words:
+        raise ValueError("stats socket: expects a path")
+    mode: int | None = None
+    level = "user"
+    i = 1
+    while i < len(words):
+        w = words[i]
+        if w in ("mode", "level", "user", "group", "uid", "gid", "expose-fd") and i + 1 < len(words):
+            if w == "mode":
+                mode = int(words[i + 1], 8)
+            elif w == "level":
+                if words[i + 1] not in LEVELS:
+                    raise ValueError(f"stats socket: unknown level {words[i + 1]}")
+                level = words[i + 1]
+            i += 2
+        else:
+            i += 1
+    return SocketSpec(words[0], mode, level)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    words: tuple[str, ...]
+    usage: str
+    help: str
+    level: int
+    run: Callable[[Context, list[str]], str]
+
+
+@dataclass(slots=True)
+class Context:
+    config: Config
+    snapshot: Callable[[], dict[str, Any]]
+    started: float
+    level: int = 0
+    clear_max: Callable[[], None] | None = None  # ``clear counters``: peaks back to current values
+    set_maint: Callable[[str, str, bool], bool] | None = None  # (backend, server, maint) -> found
+
+
+def _backend_arg(ctx: Context, args: list[str]) -> str | None:
+    if args and args[0] not in ctx.config.backends:
+        raise LookupError("Can't find backend.\n")
+    return args[0] if args else None
+
+
+def _servers_conn(ctx: Context, args: list[str]) -> str:
+    return stats.show_servers_conn(ctx.snapshot(), ctx.config, _backend_arg(ctx, args))
+
+
+def _servers_state(ctx: Context, args: list[str]) -> str:
+    return stats.show_servers_state(ctx.snapshot(), ctx.config, _backend_arg(ctx, args))
+
+
+def _clear_counters(ctx: Context, args: list[str]) -> str:
+    if args:  # "clear counters all" resets cumulative counters too, which the workers own
+        return "Not supported yet by poolproxy.\n"
+    if ctx.clear_max is not None:
+        ctx.clear_max()
+    return ""
+
+
+def _set_maint(ctx: Context, name: str, maint: bool) -> str:
+    be, _, srv = name.partition("/")
+    if not srv:
+        return "Require 'backend/server'.\n"
+    if ctx.set_maint is None or not ctx.set_maint(be, srv, maint):
+        return "No such server.\n" if be in ctx.config.backends else "No such backend.\n"
+    return ""
+
+
+def _set_server(ctx: Context, args: list[str]) -> str:
+    if len(args) == 3 and args[1] == "state" and args[2] in ("ready", "maint"):
+        return _set_maint(ctx, args[0], args[2] == "maint")
+    return "Not supported yet by poolproxy (only 'set server <bk>/<srv> state ready|maint').\n"
+
+
+def _enable_server(ctx: Context, args: list[str]) -> str:
+    return _set_maint(ctx, args[0], False) if len(args) == 1 else "Require 'backend/server'.\n"
+
+
+def _disable_server(ctx: Context, args: list[str]) -> str:
+    return _set_maint(ctx, args[0], True) if len(args) == 1 else "Require 'backend/server'.\n"
+
+
+def _not_yet(ctx: Context, args: list[str]) -> str:
+    return "Not supported yet by poolproxy.\n"
+
+
+REGISTRY: list[Command] = [
+    Command(("help",), "help [<command>]", "list all commands", 0, lambda c, a: help_text(c.level)),
+    Command(("prompt",), "prompt", "toggle interactive mode with prompt", 0, lambda c, a: ""),
+    Command(("quit",), "quit", "disconnect", 0, lambda c, a: ""),
+    Command(("show", "info"), "show info", "report information about the running process", 0,
+            lambda c, a: stats.show_info(c.snapshot(), c.config, c.started)),
+    Command(("show", "stat"), "show stat", "report counters for each proxy and server", 0,
+            lambda c, a: stats.show_stat(c.snapshot(), c.config)),
+    Command(("show", "servers", "conn"), "show servers conn [<backend>]",
+            "dump server connections status (all or for a single backend)", 0, _servers_conn),
+    Command(("show", "servers", "state"), "show servers state [<backend>]",
+            "dump volatile server information (all or for a single backend)", 0, _servers_state),
+    Command(("show", "backend"), "show backend", "list backends in the current running config", 0,
+            lambda c, a: stats.show_backend(c.config)),
+    Command(("clear", "counters"), "clear counters", "clear max statistics counters", 1,
+            _clear_counters),
+    Command(("set", "server"), "set server <bk>/<srv> state ready|maint", "change a server's state", 2,
+            _set_server),
+    Command(("enable", "server"), "enable server <bk>/<srv>", "enable a server (leave maintenance)", 2,
+            _enable_server),
+    Command(("disable", "server"), "disable server <bk>/<srv>", "disable a server (maintenance)", 2,
+            _disable_server),
+]  # fmt: skip
+
+
+def help_text(level: int) -> str:
+    lines = ["The following commands are valid at this level:"]
+    for c in REGISTRY:
+        if c.level <= level:
+            lines.append(f"  {c.usage:<39} : {c.help}")
+    return "\n".join(lines) + "\n"
+
+
+def split_commands(line: str) -> list[list[str]]:
+    """One input line: ``;``-separated commands (``\\;`` escapes a semicolon), each split on blanks."""
+    out: list[list[str]] = []
+    cur = ""
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and i + 1 < len(line):
+            cur += line[i + 1]
+            i += 2
+            continue
+        if ch == ";":
+            out.append(cur.split())
+            cur = ""
+        else:
+            cur += ch
+        i += 1
+    out.append(cur.split())
+    return [c for c in out if c]
+
+
+def execute(ctx: Context, words: list[str]) -> str:
+    """One command's answer (HAProxy's texts for unknown commands and refusals)."""
+    best: Command | None = None
+    for c in REGISTRY:
+        if tuple(words[: len(c.words)]) == c.words and (best is None or len(c.words) > len(best.words)):
+            best = c
+    if best is None:
+        return "Unknown command: '" + " ".join(words) + "'\n" + help_text(ctx.level)
+    if best.level > ctx.level:
+        return "Permission denied\n"
+    try:
+        return best.run(ctx, words[len(best.words):])
+    except LookupError as e:
+        return str(e)
+
+
+@dataclass(slots=True)
+class Session:
+    """One CLI connection: its buffer, mode and idle deadline."""
+
+    sock: socket.socket
+    level: int
+    deadline: float
+    buf: bytes = b""
+    prompt: bool = False
+    out: bytearray = field(default_factory=bytearray)
+
+    def feed(self, ctx: Context, data: bytes) -> bool:
+        """Consume ``data``; queue the answers; False when the connection should close."""
+        self.buf += data
+        while b"\n" in self.buf:
+            raw, self.buf = self.buf.split(b"\n", 1)
+            line = raw.decode("utf-8", "replace").rstrip("\r")
+            ctx.level = self.level
+            closing = not self.prompt
+            for words in split_commands(line):
+                if words == ["prompt"]:
+                    self.prompt = not self.prompt
+                    closing = not self.prompt
+                    continue
+                if words == ["quit"]:
+                    return False
+                self.out += execute(ctx, words).encode() + b"\n"  # HAProxy ends each answer so
+            if closing:
+                return False
+            if self.prompt:
+                self.out += b"> "
+        return True
+
+
+class CliServer:
+    """The listening sockets and sessions; the master's selector calls ``on_*``."""
+
+    def __init__(
+        self,
+        config: Config,
+        snapshot: Callable[[], dict[str, Any]],
+        clear_max: Callable[[], None] | None = None,
+        set_maint: Callable[[str, str, bool], bool] | None = None,
+    ) -> None:
+        self.ctx = Context(config, snapshot, time.time(), clear_max=clear_max, set_maint=set_maint)
+        self.timeout = config.global_.stats_timeout or 10.0
+        self.listeners: list[tuple[socket.socket, SocketSpec]] = []
+        self.sessions: dict[int, Session] = {}
+
+    def bind(self) -> None:
+        for line in self.ctx.config.global_.stats_sockets:
+            spec = parse_socket_line(line)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spec.path)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(spec.path)
+            if spec.mode is not None:
+                os.chmod(spec.path, spec.mode)
+            s.listen(16)
+            s.setblocking(False)
+            self.listeners.append((s, spec))
+
+    def accept(self, lsock: socket.socket, spec: SocketSpec) -> Session | None:
+        try:
+            conn, _ = lsock.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        conn.setblocking(False)
+        sess = Session(conn, LEVELS[spec.level], time.monotonic() + self.timeout)
+        self.sessions[conn.fileno()] = sess
+        return sess
+
+    def readable(self, sess: Session) -> bool:
+        """Read and answer; False when the session is over (the caller unregisters, then closes)."""
+        try:
+            data = sess.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            data = b""
+        keep = bool(data) and sess.feed(self.ctx, data)
+        sess.deadline = time.monotonic() + self.timeout
+        self._flush(sess)
+        return keep
+
+    def _flush(self, sess: Session) -> None:
+        if not sess.out:
+            return
+        sess.sock.setblocking(True)
+        sess.sock.settimeout(self.timeout)
+        with contextlib.suppress(OSError):
+            sess.sock.sendall(bytes(sess.out))
+        sess.out.clear()
+        sess.sock.setblocking(False)
+
+    def expired(self, now: float) -> list[Session]:
+        return [s for s in self.sessions.values() if now >= s.deadline]
+
+    def close_session(self, sess: Session) -> None:
+        self.sessions.pop(sess.sock.fileno(), None)
+        sess.sock.close()
+
+    def close(self) -> None:
+        for sess in list(self.sessions.values()):
+            self.close_session(sess)
+        for s, spec in self.listeners:
+            s.close()
+            with contextlib.suppress(OSError):
+                os.unlink(spec.path)
+        self.listeners.clear()

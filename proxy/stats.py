@@ -1,0 +1,159 @@
+"""Runtime API output formats (HAProxy 2.6's), computed from a ``ShmTable.snapshot()``.
+
+Pure functions of plain data: no I/O, no HTTP code (the master imports this). The column sets and
+their order are HAProxy 2.6's (``reference/haproxy-pooling.md`` §6); fields poolproxy does not track
+are left empty, as HAProxy leaves its unused ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from proxy import __version__
+from proxy.config.model import Config
+
+# HAProxy 2.6's ``show stat`` columns, in order (the header ends with a trailing comma).
+_STAT_HEAD = (
+    "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,"
+    "status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,"
+    "type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,"
+    "hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt,comp_in,"
+    "comp_out,comp_byp,comp_rsp,lastsess,last_chk,last_agt,qtime,ctime,rtime,ttime,agent_status,"
+    "agent_code,agent_duration,check_desc,agent_desc,check_rise,check_fall,check_health,agent_rise,"
+    "agent_fall,agent_health,addr,cookie,mode,algo,conn_rate,conn_rate_max,conn_tot,intercepted,dcon,"
+    "dses,wrew,connect,reuse,cache_lookups,cache_hits,srv_icur,src_ilim,qtime_max,ctime_max,rtime_max,"
+    "ttime_max,eint,idle_conn_cur,safe_conn_cur,used_conn_cur,need_conn_est,uweight,agg_server_status,"
+    "agg_server_check_status,agg_check_status,-,ssl_sess,ssl_reused_sess,ssl_failed_handshake,"
+    "h2_headers_rcvd,h2_data_rcvd,h2_settings_rcvd,h2_rst_stream_rcvd,h2_goaway_rcvd,"
+    "h2_detected_conn_protocol_errors,h2_detected_strm_protocol_errors,h2_rst_stream_resp,"
+    "h2_goaway_resp,h2_open_connections,h2_backend_open_streams,h2_total_connections,"
+    "h2_backend_total_streams,h1_open_connections,h1_open_streams,h1_total_connections,"
+    "h1_total_streams,h1_bytes_in,h1_bytes_out,h1_spliced_bytes_in,h1_spliced_bytes_out"
+)
+STAT_COLUMNS = tuple(_STAT_HEAD.split(","))
+
+SERVERS_CONN_HEAD = (
+    "# bkname/svname bkid/svid addr port - purge_delay used_cur used_max need_est unsafe_nb safe_nb "
+    "idle_lim idle_cur idle_per_thr[{n}]"
+)
+
+
+def _server_conf(config: Config, backend: str, server: str) -> Any:
+    be = config.backends.get(backend)
+    for s in be.servers if be is not None else ():
+        if s.name == server:
+            return s
+    return None
+
+
+def _servers(snap: dict[str, Any], backend: str | None) -> list[dict[str, Any]]:
+    return [s for s in snap["servers"] if backend is None or s["backend"] == backend]
+
+
+def show_servers_conn(snap: dict[str, Any], config: Config, backend: str | None = None) -> str:
+    """``show servers conn [BE]``: HAProxy 2.6's header and one line per server."""
+    lines = [SERVERS_CONN_HEAD.format(n=snap["header"]["nworkers"])]
+    for s in _servers(snap, backend):
+        conf = _server_conf(config, s["backend"], s["server"])
+        purge_ms = round((conf.pool_purge_delay if conf else 5.0) * 1000)
+        idle_lim = conf.pool_max_conn if conf else -1
+        per_thr = " ".join(str(c["idle"]) for c in s["cells"])
+        unsafe = max(0, s["idle"] - s["safe"])
+        lines.append(
+            f"{s['backend']}/{s['server']} {s['bkid']}/{s['svid']} {s['host']} {s['port']} - {purge_ms}"
+            f" {s['used']} {s['max_used']} {s['est_need']} {unsafe} {s['safe']} {idle_lim}"
+            f" {s['idle']} {per_thr}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+SERVERS_STATE_HEAD = (
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+    "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+    "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl "
+    "srv_check_port srv_check_addr srv_agent_addr srv_agent_port"
+)
+
+
+def show_servers_state(snap: dict[str, Any], config: Config, backend: str | None = None) -> str:
+    """``show servers state [BE]``: HAProxy's version line ``1``, header, one line per server (no
+    health checks: HAProxy's values for a server without them)."""
+    lines = ["1", SERVERS_STATE_HEAD]
+    for s in _servers(snap, backend):
+        conf = _server_conf(config, s["backend"], s["server"])
+        iweight = conf.weight if conf else 1
+        lines.append(
+            f"{s['bkid']} {s['backend']} {s['svid']} {s['server']} {s['host']} {s['oper_state']}"
+            f" {s['admin_state']} {s['weight']} {iweight} 0 1 0 2 0 0 0 0 - {s['port']} - 0 0 - - 0"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def show_backend(config: Config) -> str:
+    return "\n".join(["# name", *config.backends]) + "\n"
+
+
+def show_info(snap: dict[str, Any], config: Config, started: float) -> str:
+    """``show info``: HAProxy's keys in HAProxy's order, where poolproxy has a value for them."""
+    up = max(0, int(time.time() - started))
+    d, rem = divmod(up, 86400)
+    h, rem = divmod(rem, 3600)
+    m, sec = divmod(rem, 60)
+    servers = snap["servers"]
+    cur = sum(s["cur_conns"] for s in servers)
+    reqs = sum(s["requests"] for s in servers)
+    g = config.global_
+    maxconn = getattr(g, "maxconn", 0) or 0
+    pairs = [
+        ("Name", "poolproxy"),
+        ("Version", __version__),
+        ("Release_date", ""),
+        ("Nbthread", snap["header"]["nworkers"]),
+        ("Nbproc", 1),
+        ("Process_num", 1),
+        ("Pid", os.getpid()),
+        ("Uptime", f"{d}d {h}h{m:02d}m{sec:02d}s"),
+        ("Uptime_sec", up),
+        ("Maxconn", maxconn),
+        ("Hard_maxconn", maxconn),
+        ("CurrConns", cur),
+        ("CumReq", reqs),
+    ]
+    return "".join(f"{k}: {v}\n" for k, v in pairs)
+
+
+def _row(values: dict[str, Any]) -> str:
+    return ",".join("" if values.get(c) is None else str(values[c]) for c in STAT_COLUMNS) + ","
+
+
+def show_stat(snap: dict[str, Any], config: Config) -> str:
+    """``show stat``: the CSV header, then FRONTEND rows, and per backend its servers and BACKEND."""
+    pid = 1
+    out = ["# " + ",".join(STAT_COLUMNS) + ","]
+    for iid, name in enumerate(config.frontends, start=1):
+        out.append(_row({"pxname": name, "svname": "FRONTEND", "status": "OPEN", "pid": pid, "iid": iid,
+                         "sid": 0, "type": 0, "mode": "http"}))  # fmt: skip
+    nfe = len(config.frontends)
+    for bki, be in enumerate(config.backends, start=1):
+        rows = _servers(snap, be)
+        iid = nfe + bki
+        for s in rows:
+            out.append(_row({
+                "pxname": be, "svname": s["server"], "qcur": s["queue_len"], "qmax": s["max_queue"],
+                "scur": s["cur_conns"], "smax": s["max_cur_conns"], "slim": s["maxconn"] or None,
+                "stot": s["connects"], "status": "no check", "weight": s["weight"], "act": 1, "bck": 0,
+                "pid": pid, "iid": iid, "sid": s["svid"], "type": 2, "addr": f"{s['host']}:{s['port']}",
+                "mode": "http", "connect": s["connects"], "reuse": s["reuses"], "req_tot": s["requests"],
+                "idle_conn_cur": s["idle"], "safe_conn_cur": s["safe"], "used_conn_cur": s["used"],
+                "need_conn_est": s["est_need"],
+            }))  # fmt: skip
+        out.append(_row({
+            "pxname": be, "svname": "BACKEND", "qcur": sum(s["queue_len"] for s in rows),
+            "scur": sum(s["cur_conns"] for s in rows), "stot": sum(s["connects"] for s in rows),
+            "status": "UP", "act": len(rows), "bck": 0, "pid": pid, "iid": iid, "sid": 0, "type": 1,
+            "mode": "http", "connect": sum(s["connects"] for s in rows),
+            "reuse": sum(s["reuses"] for s in rows), "req_tot": sum(s["requests"] for s in rows),
+        }))  # fmt: skip
+    return "\n".join(out) + "\n"

@@ -1,0 +1,118 @@
+"""End-to-end runtime API: the real proxy with ``stats socket`` lines, queried with ``socat`` (the real
+client) and with Python; the headers compared with the installed HAProxy's on the same config."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import MakeProxy, Origin, free_port, http_get, proxy_config, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def ask(path: str, text: str, timeout: float = 5.0) -> str:
+    """Send ``text`` on the Unix socket ``path`` and read until the server closes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(text.encode())
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    return b"".join(chunks).decode()
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="ppcli", dir="/tmp"))  # short: sun_path is 108 bytes
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def glob_lines(d: Path) -> str:
+    return (f"stats socket {d}/admin.sock mode 600 level admin\n"
+            f"    stats socket {d}/user.sock level user\n    stats timeout 1s")  # fmt: skip
+
+
+def test_runtime_api(make_proxy: MakeProxy, origin: Origin, sockdir: Path) -> None:
+    port = free_port()
+    make_proxy(proxy_config(port, origin.port, nbthread=2, glob=glob_lines(sockdir)), ports=[port], workers=2)
+    admin, user = str(sockdir / "admin.sock"), str(sockdir / "user.sock")
+    wait_for(lambda: Path(admin).exists())
+    for _ in range(5):
+        assert http_get(port, "/").status == 200
+    out = subprocess.run(["socat", "stdio", f"UNIX:{admin}"], input="show servers conn\n",
+                         capture_output=True, text=True, timeout=10, check=True).stdout  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0].endswith("idle_per_thr[2]") and lines[1].startswith("be/s1 ")
+    assert len(lines[1].split()) == len(lines[0].split()) - 2 + 2  # "#", idle_per_thr[2] -> 2 columns
+    info = ask(admin, "show info; show backend\n")
+    assert "Name: poolproxy\n" in info and "Nbthread: 2\n" in info and "# name\nbe\n" in info
+    assert "CumReq: 5\n" in info
+    assert ask(user, "clear counters\n") == "Permission denied\n\n"
+    assert ask(admin, "clear counters\n") == "\n"
+    (row,) = [r.split(",") for r in ask(admin, "show stat\n").splitlines() if r.startswith("be,s1,")]
+    assert row[5] == row[4]  # smax back to scur (no request in flight)
+    assert ask(user, "bogus\n").startswith("Unknown command: 'bogus'")
+    prompt = ask(user, "prompt\nshow backend\nquit\n")
+    assert prompt == "> # name\nbe\n\n> "
+    # maintenance from the admin socket: the workers stop picking the server (503), then resume
+    assert ask(user, "disable server be/s1\n") == "Permission denied\n\n"
+    assert ask(admin, "set server be/nope state maint\n") == "No such server.\n\n"
+    assert ask(admin, "set server be/s1 state maint\n") == "\n"
+    assert "be 1 s1 " in ask(admin, "show servers state be\n")
+    assert http_get(port, "/").status == 503
+    assert ask(admin, "enable server be/s1\n") == "\n"
+    assert http_get(port, "/").status == 200
+    # an idle interactive session is closed after stats timeout (1s)
+    t0 = time.monotonic()
+    assert ask(user, "prompt\n", timeout=5) == "> "
+    assert time.monotonic() - t0 < 4
+
+
+HAPROXY = shutil.which("haproxy")
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_headers_match_haproxy(make_proxy: MakeProxy, origin: Origin, sockdir: Path) -> None:
+    port, hport = free_port(), free_port()
+    glob = f"stats socket {sockdir}/ours.sock level admin"
+    make_proxy(proxy_config(port, origin.port, nbthread=2, glob=glob), ports=[port], workers=2)
+    cfg = sockdir / "h.cfg"
+    hglob = f"stats socket {sockdir}/h.sock level admin"
+    cfg.write_text(proxy_config(hport, origin.port, nbthread=2, glob=hglob))
+    hap = subprocess.Popen([str(HAPROXY), "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: (sockdir / "h.sock").exists() and (sockdir / "ours.sock").exists())
+        ours, theirs = str(sockdir / "ours.sock"), str(sockdir / "h.sock")
+        for cmd in ("show servers conn", "show stat"):
+            assert ask(ours, cmd + "\n").splitlines()[0] == ask(theirs, cmd + "\n").splitlines()[0], cmd
+        o_stat = [line.split(",") for line in ask(ours, "show stat\n").splitlines() if line]
+        h_stat = [line.split(",") for line in ask(theirs, "show stat\n").splitlines() if line]
+        assert [r[:2] for r in o_stat] == [r[:2] for r in h_stat]
+        assert [len(r) for r in o_stat] == [len(r) for r in h_stat]
+        o_conn = ask(ours, "show servers conn\n").splitlines()[1].split()
+        h_conn = ask(theirs, "show servers conn\n").splitlines()[1].split()
+        assert len(o_conn) == len(h_conn)
+        assert o_conn[2:6] == h_conn[2:6]  # addr port - purge_delay
+        o_state = ask(ours, "show servers state\n").splitlines()
+        h_state = ask(theirs, "show servers state\n").splitlines()
+        assert o_state[:2] == h_state[:2]
+        o_row, h_row = o_state[2].split(), h_state[2].split()
+        assert len(o_row) == len(h_row)
+        same = [i for i in range(len(h_row)) if i not in (0, 9)]  # be_id numbering, time since change
+        assert [o_row[i] for i in same] == [h_row[i] for i in same]
+        o_keys = [k.split(":")[0] for k in ask(ours, "show info\n").splitlines() if k]
+        h_keys = [k.split(":")[0] for k in ask(theirs, "show info\n").splitlines() if k]
+        assert [k for k in h_keys if k in o_keys] == o_keys  # ours: a subset, in HAProxy's order
+    finally:
+        hap.terminate()
+        hap.wait(5)
