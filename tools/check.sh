@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null 2>&1; then
     missing=""
-    for tool in curl socat; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+    # haproxy: the tests compare formats with HAProxy's real output (runtime API, log formats, warnings)
+    for tool in curl socat haproxy; do
+        command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing="$missing $tool"
+    done
     if [ -n "$missing" ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq && apt-get install -y -qq $missing >/dev/null
