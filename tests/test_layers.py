@@ -52,6 +52,7 @@ ADAPTERS = [
 ]  # fmt: skip
 ORCHESTRATION = [
     "proxy.stream",
+    "proxy.stream_rules",
     "proxy.backend",
     "proxy.frontend",
     "proxy.queue",
