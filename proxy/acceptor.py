@@ -20,7 +20,7 @@ from proxy.listener import BACKLOG, Listener
 
 
 class Acceptor:
-    __slots__ = ("factory", "listener", "loop", "server", "starting", "wanted")
+    __slots__ = ("closed", "factory", "listener", "loop", "server", "starting", "wanted")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, listener: Listener, factory: Callable[[], asyncio.Protocol]
@@ -31,6 +31,7 @@ class Acceptor:
         self.server: asyncio.AbstractServer | None = None
         self.starting = False
         self.wanted = False
+        self.closed = False
 
     def __repr__(self) -> str:
         state = "on" if self.server is not None else ("starting" if self.starting else "off")
@@ -45,18 +46,21 @@ class Acceptor:
         return socket.fromfd(sock.fileno(), sock.family, sock.type)
 
     async def start(self) -> None:
-        """Accept from now on (awaited once at start-up; later by ``switch``)."""
+        """Accept from now on (awaited once at start-up; later ``switch`` does it)."""
         self.wanted = True
-        if self.server is not None or self.starting:
+        await self._serve()
+
+    async def _serve(self) -> None:
+        if self.server is not None or self.starting or not self.wanted or self.closed:
             return
         self.starting = True
         try:
             server = await self.loop.create_server(self.factory, sock=self._dup(), backlog=BACKLOG)
         finally:
             self.starting = False
-        if self.wanted:
+        if self.wanted and not self.closed:
             self.server = server
-        else:  # switched off while the server was being made
+        else:  # switched off (or closed) while the server was being made
             server.close()
 
     def stop(self) -> None:
@@ -68,8 +72,17 @@ class Acceptor:
 
     def switch(self, on: bool) -> None:
         """Called from callbacks: on (in a task, the first time it is needed) or off (at once)."""
+        if self.closed:
+            return
         if on and not self.wanted:
             self.wanted = True
-            self.loop.create_task(self.start())
+            self.loop.create_task(self._serve())
         elif not on and self.wanted:
             self.stop()
+
+    def close(self) -> None:
+        """For good (soft stop): this worker's copy of the listening socket is closed too, so that
+        once every process closed its copy the kernel refuses new connections at once."""
+        self.closed = True
+        self.stop()
+        self.listener.sock.close()

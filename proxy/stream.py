@@ -42,20 +42,19 @@ import enum
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from proxy.acl import RequestCtx
 from proxy.backend import AcquireError
 from proxy.log import notice
-from proxy.logformat import SampleCtx
 from proxy.message import Data, EndOfMessage, Event, Framing, ResponseHead, header_values
-from proxy.replies import Reply, error_reply
-from proxy.rules import RuleCtx, Stop, after_response_rules, request_ctx, response_rules
 from proxy.shm import R_REQUESTS
+from proxy.stream_rules import StreamRules
 
 if TYPE_CHECKING:
     from proxy.backend import Acquisition, Backend
     from proxy.frontend import Frontend
     from proxy.h1 import ProtocolError
     from proxy.message import Headers, RequestHead
+    from proxy.replies import Reply
+    from proxy.rules import RuleCtx, Stop
     from proxy.server import ServerRuntime
     from proxy.server_conn import ServerConn
     from proxy.sides import ClientSide
@@ -106,7 +105,8 @@ class IllegalPhase(RuntimeError):
     """A stream was moved between two phases that ``_PHASES`` does not link."""
 
 
-class Stream:
+class Stream(StreamRules):
+    env: Environment  # (annotated for the mixin, which knows only its ``frontend``)
     __slots__ = (
         "acq",
         "backend",
@@ -120,7 +120,6 @@ class Stream:
         "pending",
         "pending_len",
         "phase",
-        "rctx",
         "replay",
         "replay_len",
         "req_done",
@@ -299,57 +298,6 @@ class Stream:
             conn.pause_reading()
         self._arm_server_timer()
 
-    def _added_headers(self) -> Headers:
-        """``option forwardfor`` and ``unique-id-header``: added after every request rule ran."""
-        fe_cfg = self.env.frontend.cfg
-        be_cfg = self.backend.cfg if self.backend is not None else fe_cfg
-        added: Headers = []
-        if fe_cfg.forwardfor or be_cfg.forwardfor:
-            name = (fe_cfg.forwardfor_header if fe_cfg.forwardfor else be_cfg.forwardfor_header).encode()
-            added.append((name, self.side.session.client_ip.encode()))
-        if fe_cfg.unique_id_header is not None:
-            added.append((fe_cfg.unique_id_header, self.rule_ctx().sample.unique_id()))
-        return added
-
-    # -- rules ----------------------------------------------------------------------------------
-    def rule_ctx(self) -> RuleCtx:
-        """What rules and expressions look at, made on first use (never, without rules)."""
-        c = self.rctx
-        if c is None:
-            head, session, fe = self.head, self.side.session, self.env.frontend
-            sample = SampleCtx(
-                head, session.client_ip, session.client_port,
-                accept_ts=time.time() - (time.monotonic() - self.t_start), frontend=fe.name,
-                local_addr=self.side.local_address, request_no=self.serial,
-                unique_id_format=fe.cfg.unique_id_format,
-                backend=self.backend.name if self.backend is not None else "",
-            )  # fmt: skip
-            c = self.rctx = RuleCtx(request_ctx(head, session.client_ip), sample)
-        return c
-
-    def _response_ctx(self, status: int, headers: Headers) -> RuleCtx:
-        """The rules' context for an answer: ACLs and ``hdr()`` see the response's headers."""
-        c = self.rule_ctx()
-        c.sample.resp_status, c.sample.resp_headers = status, headers
-        acl = c.acl
-        return RuleCtx(RequestCtx(acl.method, acl.path, headers, acl.src), c.sample)
-
-    def _after_response(self, status: int, headers: Headers) -> None:
-        """``http-after-response``: the backend's set, then the frontend's, on any answer."""
-        sets = self.env.frontend.response_sets(self.backend)[1]
-        if sets:
-            ctx = self._response_ctx(status, headers)
-            for rules in sets:
-                after_response_rules(rules, headers, ctx)
-
-    def _answer(self, stop: Stop) -> None:
-        """A rule answered (``return``, ``redirect``, ``deny``) or failed (500)."""
-        self.term = stop.term
-        if not stop.keep:
-            self.fail(stop.status, stop.term)
-            return
-        self.local_response(stop.reply if stop.reply is not None else self.error_reply(stop.status))
-
     def on_request_data(self, data: bytes) -> None:
         phase = self.phase
         if phase is Phase.DONE or phase is Phase.TUNNEL:
@@ -462,16 +410,10 @@ class Stream:
         if self.t_resp == 0.0:
             self.t_resp = time.monotonic()
         if status != 101:
-            response_sets, after_sets = self.env.frontend.response_sets(self.backend)
-            if response_sets or after_sets:
-                ctx = self._response_ctx(status, resp.headers)
-                for rules in response_sets:
-                    stop = response_rules(rules, resp.headers, ctx)
-                    if stop is not None:  # deny, or a failed rewrite: the server's answer is dropped
-                        self.fail(stop.status, stop.term)
-                        return
-                for rules in after_sets:
-                    after_response_rules(rules, resp.headers, ctx)
+            stop = self._response_rules(resp)
+            if stop is not None:  # deny, or a failed rewrite: the server's answer is dropped
+                self.fail(stop.status, stop.term)
+                return
         self.resp_head = resp
         if status == 101:
             if not self.head.upgrade:
@@ -624,6 +566,14 @@ class Stream:
         self._end(log_status=-1)
 
     # -- endings --------------------------------------------------------------------------------
+    def _answer(self, stop: Stop) -> None:
+        """A rule answered (``return``, ``redirect``, ``deny``) or failed (500)."""
+        self.term = stop.term
+        if not stop.keep:
+            self.fail(stop.status, stop.term)
+            return
+        self.local_response(stop.reply if stop.reply is not None else self.error_reply(stop.status))
+
     def local_response(self, reply: Reply) -> None:
         """Answer locally (``http-request return``); the client connection may stay alive."""
         self._after_response(reply.status, reply.headers)
@@ -641,16 +591,6 @@ class Stream:
         self.side.send_reply(reply, keep_alive=False)
         self.bytes_out = 0 if reply.silent else len(reply.body)
         self._end(log_status=status)
-
-    def error_reply(self, status: int) -> Reply:
-        """The answer for an error: the backend's errorfile, else the frontend's, else the default
-        page (HAProxy's order)."""
-        page = None
-        if self.backend is not None:
-            page = self.backend.cfg.errorfiles.get(status)
-        if page is None:
-            page = self.env.frontend.cfg.errorfiles.get(status)
-        return error_reply(status, page)
 
     def abort(self, term: str) -> None:
         """A failure after the response head went out: cut the client connection."""

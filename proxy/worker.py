@@ -189,7 +189,7 @@ class WorkerState:
         self.stopping = True
         self.link.stopping = True
         for acceptor in self.acceptors:
-            acceptor.stop()
+            acceptor.close()
         self.donor.close_idle()
         for client in list(self.clients):
             if client.idle:

@@ -63,6 +63,7 @@ ADAPTERS = [
 ]
 ORCHESTRATION = [
     "proxy.stream",
+    "proxy.stream_rules",
     "proxy.backend",
     "proxy.frontend",
     "proxy.queue",
