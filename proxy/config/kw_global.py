@@ -15,6 +15,7 @@ import grp
 import os.path
 import pwd
 import socket
+from collections.abc import Callable
 
 from proxy.config.errors import DirectiveError
 from proxy.config.kwtypes import GLOBAL, Directive, Keyword, ParseFn, SectionState, ignored, unsupported
@@ -193,38 +194,35 @@ def _chroot(st: SectionState, d: Directive) -> None:
     st.global_.chroot = d.args[0]
 
 
-def _user(by_name: bool) -> ParseFn:
+def _account(attr: str, lookup: Callable[[str], int], kind: str, again: str, by_name: bool) -> ParseFn:
+    """``user``/``uid`` (attr ``uid``) or ``group``/``gid`` (attr ``gid``): by name through ``lookup``
+    or by number; the second of a pair is ignored with HAProxy's warning ``again``."""
+
     def parse(st: SectionState, d: Directive) -> None:
         d.expect(1, "<name>" if by_name else "<number>")
-        if st.global_.uid is not None:
-            st.warn("user/uid already specified. Continuing.")
+        if getattr(st.global_, attr) is not None:
+            st.warn(again)
             return
         if by_name:
             try:
-                st.global_.uid = pwd.getpwnam(d.args[0]).pw_uid
+                value = lookup(d.args[0])
             except KeyError:
-                raise DirectiveError(f"cannot find user id for '{d.args[0]}'") from None
+                raise DirectiveError(f"cannot find {kind} id for '{d.args[0]}'") from None
         else:
-            st.global_.uid = _int(d, d.args[0], 0)
+            value = _int(d, d.args[0], 0)
+        setattr(st.global_, attr, value)
 
     return parse
+
+
+def _user(by_name: bool) -> ParseFn:
+    again = "user/uid already specified. Continuing."
+    return _account("uid", lambda name: pwd.getpwnam(name).pw_uid, "user", again, by_name)
 
 
 def _group(by_name: bool) -> ParseFn:
-    def parse(st: SectionState, d: Directive) -> None:
-        d.expect(1, "<name>" if by_name else "<number>")
-        if st.global_.gid is not None:
-            st.warn("gid/group was already specified. Continuing.")
-            return
-        if by_name:
-            try:
-                st.global_.gid = grp.getgrnam(d.args[0]).gr_gid
-            except KeyError:
-                raise DirectiveError(f"cannot find group id for '{d.args[0]}'") from None
-        else:
-            st.global_.gid = _int(d, d.args[0], 0)
-
-    return parse
+    again = "gid/group was already specified. Continuing."
+    return _account("gid", lambda name: grp.getgrnam(name).gr_gid, "group", again, by_name)
 
 
 def _h1_engine(st: SectionState, d: Directive) -> None:
