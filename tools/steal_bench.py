@@ -1,8 +1,6 @@
-"""What a steal costs, and what stealing does to the server's connection count, next to HAProxy.
+"""What a steal costs, next to a connect.
 
     python -m tools.steal_bench cost [--samples 2000]
-    python -m tools.steal_bench lab [--workers 4] [--users 50] [--seconds 3] [--reuse always]
-                                    [--steal pidfd|channel] [--rounds 1]
 
 ``cost``: one owner process holds idle loopback connections published in its slots of a real shared
 table; this process steals them one by one through the code a worker runs (``proxy.steal.Thief``:
@@ -12,39 +10,23 @@ loopback connections the way ``Backend._connect`` does (non-blocking connect on 
 same wrap) and times *connect → usable transport*. Printed: median, p90 and p99 of each, raw
 (descriptor in hand) and wrapped (transport ready), and their ratio.
 
-``lab``: the reference article's row "clients close after each response" for one ``http-reuse``
-mode: ``tools.origin`` counts the server connections; poolproxy (``--workers`` workers) and then
-Debian's HAProxy (as many threads) run the same generated configuration in one run, each in front
-of the same origin, driven by ``hey -disable-keepalive -c USERS -z SECONDS``. Printed per proxy:
-requests answered, server connections opened (the origin's accepts), the maximum of concurrent
-server connections, and for poolproxy its takeover counters from the shared table (asked, given,
-failed) and how its workers steal. ``--steal channel`` runs poolproxy with the SCM_RIGHTS channel
-instead of ``pidfd_getfd`` (the mechanism before), for comparison.
+What stealing does to the server's connection count, next to HAProxy, is the reference lab's
+question: ``python -m tools.lab`` (``--steal channel`` there runs poolproxy with the SCM_RIGHTS channel).
 
-Everything listens on 127.0.0.1 and stops by itself; ``lab`` needs ``hey`` and ``haproxy``.
+Everything listens on 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import json
 import os
-import re
-import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
-
-from tools.benchlib import wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -219,178 +201,14 @@ def cost(samples: int, batch: int) -> int:
     return 0
 
 
-# -- lab ----------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _config(port: int, origin: int, workers: int, reuse: str, engine: str | None) -> str:
-    tune = f"    tune.h1-engine {engine}\n" if engine else ""
-    return (
-        f"global\n    nbthread {workers}\n{tune}defaults\n    mode http\n    timeout connect 5s\n"
-        f"    timeout client 30s\n    timeout server 30s\n    http-reuse {reuse}\n"
-        f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n"
-        f"backend be\n    server s1 127.0.0.1:{origin}\n"
-    )
-
-
-def _stats(stats_port: int, path: str = "/__stats") -> dict[str, int]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}{path}", timeout=5) as r:
-        data: dict[str, int] = json.loads(r.read())
-    return data
-
-
-
-
-def _start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as f:
-        return subprocess.Popen(
-            cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True, env=env
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _hey(port: int, users: int, seconds: int) -> tuple[int, float, str]:
-    out = subprocess.run(
-        ["hey", "-disable-keepalive", "-c", str(users), "-z", f"{seconds}s", f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, check=True, timeout=seconds + 60,
-    ).stdout  # fmt: skip
-    ok = re.search(r"\[200\]\s+(\d+) responses", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    errors = out.split("Error distribution:")[1].strip() if "Error distribution:" in out else ""
-    return int(ok.group(1)) if ok else 0, float(rps.group(1)) if rps else 0.0, errors
-
-
-def _shm_counters(master_pid: int) -> dict[str, Any]:
-    from proxy.shm import ShmTable, backend_name, read_header
-    from tools.shmdump import find_newest
-
-    name = find_newest(master_pid)
-    if name is None:
-        return {}
-    table = ShmTable.attach(name, backend=backend_name(read_header(name)))
-    try:
-        row = table.snapshot()["servers"][0]
-        return {k: row[k] for k in ("connects", "takeovers_asked", "takeovers_given", "takeovers_failed",
-                                      "max_cur_conns", "reuses")}  # fmt: skip
-    finally:
-        table.close()
-
-
-def _wait_workers_running(master_pid: int, n: int, timeout: float = 20.0) -> None:
-    from proxy.shm import ShmTable, WorkerState, backend_name, read_header
-    from tools.shmdump import find_newest
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        name = find_newest(master_pid)
-        if name is not None:
-            table = ShmTable.attach(name, backend=backend_name(read_header(name)))
-            try:
-                if all(table.worker(w).state is WorkerState.RUNNING for w in range(n)):
-                    return
-            finally:
-                table.close()
-        time.sleep(0.05)
-    raise RuntimeError("poolproxy's workers did not all start")
-
-
-def lab(
-    workers: int, users: int, seconds: int, reuse: str, steal: str, rounds: int, engine: str | None
-) -> int:
-    for tool in ("hey", "haproxy"):
-        if shutil.which(tool) is None:
-            print(f"{tool} is required (apt-get install {tool})", file=sys.stderr)
-            return 1
-    rows: list[tuple[str, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="steal-lab-") as tmp:
-        d = Path(tmp)
-        origin_port, stats_port = _free_port(), _free_port()
-        cmd = [sys.executable, "-m", "tools.origin", "--port", str(origin_port), "--stats-port"]
-        origin = _start([*cmd, str(stats_port)], d / "origin.log")
-        procs = [origin]
-        try:
-            wait_listening(origin_port, timeout=15.0)
-            wait_listening(stats_port, timeout=15.0)
-            for rnd, name in itertools.product(range(rounds), ("poolproxy", "haproxy")):
-                port = _free_port()
-                cfg = d / f"{name}-{rnd}.cfg"
-                mine = name == "poolproxy"
-                cfg.write_text(_config(port, origin_port, workers, reuse, engine if mine else None))
-                log = d / f"{name}-{rnd}.log"
-                if name == "poolproxy":
-                    env = dict(os.environ, POOLPROXY_STEAL=steal)
-                    proc = _start([sys.executable, "-m", "proxy", "-f", str(cfg)], log, env)
-                else:
-                    proc = _start(["haproxy", "-db", "-f", str(cfg)], log)
-                procs.append(proc)
-                wait_listening(port, timeout=15.0)
-                if name == "poolproxy":
-                    _wait_workers_running(proc.pid, workers)
-                else:
-                    time.sleep(0.5)
-                _stats(stats_port, "/__reset")
-                ok, rps, errors = _hey(port, users, seconds)
-                st = _stats(stats_port)
-                row: dict[str, Any] = {"ok": ok, "rps": rps, "errors": errors, "conns": st["connections"],
-                                       "max_open": st["max_open"]}  # fmt: skip
-                if name == "poolproxy":
-                    row |= _shm_counters(proc.pid)
-                    via = sorted(set(re.findall(r"stealing idle connections with (.*)", log.read_text())))
-                    row["via"] = "; ".join(via)
-                _stop(proc)
-                procs.remove(proc)
-                rows.append((name, row))
-        finally:
-            for p in procs:
-                _stop(p)
-    print(
-        f"clients close after each response, http-reuse {reuse}, {workers} workers/threads, {users} users"
-        f" (hey -disable-keepalive), {seconds}s per proxy, origin tools.origin (its accepts are counted)"
-    )
-    for name, row in rows:
-        line = (
-            f"  {name:9}  {row['ok']:6} answers ({row['rps']:7.0f} req/s)  server connections opened"
-            f" {row['conns']:4}  max concurrent {row['max_open']:3}"
-        )
-        if name == "poolproxy":
-            line += (
-                f"  takeovers asked {row.get('takeovers_asked')} given {row.get('takeovers_given')}"
-                f" failed {row.get('takeovers_failed')}  [{row.get('via')}]"
-            )
-        if row["errors"]:
-            line += f"  errors: {row['errors']}"
-        print(line)
-    return 0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="mode", required=True)
     c = sub.add_parser("cost", help="steal vs connect, claim → usable transport")
     c.add_argument("--samples", type=int, default=2000)
     c.add_argument("--batch", type=int, default=16, help="connections the owner publishes at a time")
-    lb = sub.add_parser("lab", help="the article's close-mode row, poolproxy and HAProxy")
-    lb.add_argument("--workers", type=int, default=4)
-    lb.add_argument("--users", type=int, default=50)
-    lb.add_argument("--seconds", type=int, default=3)
-    lb.add_argument("--reuse", default="always")
-    lb.add_argument("--steal", default="auto", choices=("auto", "pidfd", "channel"))
-    lb.add_argument("--rounds", type=int, default=1)
-    lb.add_argument("--engine", default=None, help="tune.h1-engine of poolproxy (default: its default)")
     args = ap.parse_args()
-    if args.mode == "cost":
-        return cost(args.samples, args.batch)
-    return lab(args.workers, args.users, args.seconds, args.reuse, args.steal, args.rounds, args.engine)
+    return cost(args.samples, args.batch)
 
 
 if __name__ == "__main__":
