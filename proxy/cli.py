@@ -20,6 +20,7 @@ from proxy import stats
 from proxy.config.model import Config
 
 LEVELS = {"user": 0, "operator": 1, "admin": 2}
+_SUN_PATH_MAX = 107  # bytes of a Unix socket path, without the NUL that ends it in sun_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,13 +243,28 @@ class CliServer:
     def bind(self) -> None:
         for line in self.ctx.config.global_.stats_sockets:
             spec = parse_socket_line(line)
+            # Bound and listening under a temporary name, then renamed into place: whoever sees the
+            # path can connect (no ECONNREFUSED between bind and listen), and a socket left by a
+            # previous run is replaced in one step, as HAProxy does. (Bound in place when the
+            # temporary name would not fit in sun_path, 108 bytes.)
+            tmp = f"{spec.path}.{os.getpid()}.tmp"
+            if len(os.fsencode(tmp)) > _SUN_PATH_MAX:
+                tmp = spec.path
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(spec.path)
+                os.unlink(tmp)  # a leftover of ours, or (in place) the previous run's socket
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.bind(spec.path)
-            if spec.mode is not None:
-                os.chmod(spec.path, spec.mode)
-            s.listen(16)
+            try:
+                s.bind(tmp)
+                if spec.mode is not None:
+                    os.chmod(tmp, spec.mode)
+                s.listen(16)
+                if tmp != spec.path:
+                    os.rename(tmp, spec.path)
+            except BaseException:
+                s.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
             s.setblocking(False)
             self.listeners.append((s, spec))
 

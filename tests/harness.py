@@ -24,10 +24,12 @@ this directory on ``sys.path``). Contracts:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import http.client
 import json
 import os
+import random
 import re
 import selectors
 import signal
@@ -50,12 +52,77 @@ T = TypeVar("T")
 STARTED: dict[int, str] = {}
 
 
+# Ports handed out by free_port() are chosen below the kernel's ephemeral range and reserved across
+# processes (a file per port, created with O_EXCL) for PORT_HOLD_S: see free_port().
+PORT_DIR = Path(tempfile.gettempdir()) / "poolproxy-test-ports"
+PORT_HOLD_S = 120.0
+_PORT_FLOOR = 10000
+_reserved: list[Path] = []
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _reserve(port: int) -> bool:
+    """Claim `port` for this process, unless another test process claimed it less than PORT_HOLD_S ago."""
+    PORT_DIR.mkdir(exist_ok=True)
+    path = PORT_DIR / str(port)
+    with contextlib.suppress(OSError):
+        if time.time() - path.stat().st_mtime > PORT_HOLD_S:
+            path.unlink()  # stale: whoever took it has bound it (or given up) long ago
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    os.write(fd, b"%d\n" % os.getpid())
+    os.close(fd)
+    _reserved.append(path)
+    return True
+
+
+@atexit.register
+def _release_ports() -> None:
+    for path in _reserved:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago (the usual bind-to-0 race applies)."""
+    """A TCP port on 127.0.0.1 that nothing uses and no other test process was given recently.
+
+    The port is for a process started next (a proxy, HAProxy), which binds it a moment later. The usual
+    bind-to-0 pick is racy on a loaded machine: the kernel hands ports of its ephemeral range to every
+    outgoing connection (a bench or a lab makes thousands a second) and to every other bind-to-0, so
+    the port may be taken before our process binds it (EADDRINUSE, or worse, a listener with
+    SO_REUSEPORT sharing it). So the port is picked at random *below* the ephemeral range, where the
+    kernel never picks, checked free by a bind without SO_REUSEADDR (which fails while any socket,
+    TIME_WAIT included, holds the port), and reserved for PORT_HOLD_S in PORT_DIR so that concurrent
+    test runs (other worktrees included) do not pick it too. Falls back to bind-to-0 when the range
+    below is too small.
+    """
+    low, _ = _ephemeral_range()
+    if low - _PORT_FLOOR >= 1000:
+        rng = random.Random()
+        for _ in range(200):
+            port = rng.randrange(_PORT_FLOOR, low)
+            if not _reserve(port):
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 def wait_for(pred: Callable[[], T], timeout: float = 5.0, interval: float = 0.02, message: str = "") -> T:

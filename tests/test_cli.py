@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +123,27 @@ def test_session_prompt_and_one_shot(ctx: cli.Context) -> None:
         assert bytes(sess.out) == b"> "
         assert sess.feed(ctx, b"show backend\n") is True
         assert sess.feed(ctx, b"quit\n") is False
+
+
+def test_bind_shows_the_path_only_once_listening(tmp_path: Path) -> None:
+    # The path appears only once the socket listens (it used to appear at bind(), before listen(): a
+    # client that waited for the file could be refused, seen in test_headers_match_haproxy under
+    # load): bound under a temporary name, then renamed into place; a leftover at the path is
+    # replaced; the mode applies.
+    d = Path(tempfile.mkdtemp(prefix="ppb", dir="/tmp"))  # short: sun_path is 108 bytes
+    try:
+        path = d / "s.sock"
+        path.write_text("stale")
+        (tmp_path / "p.cfg").write_text(CFG.replace("/tmp/x.sock", str(path)))
+        server = cli.CliServer(load([str(tmp_path / "p.cfg")]), snap)
+        server.bind()
+        try:
+            assert sorted(p.name for p in d.iterdir()) == ["s.sock"]  # no temporary name left
+            assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
+            with socket.socket(socket.AF_UNIX) as c:
+                c.connect(str(path))  # listening: accepted by the backlog, no one has to accept()
+        finally:
+            server.close()
+        assert not path.exists()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

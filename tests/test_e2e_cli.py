@@ -29,6 +29,16 @@ def ask(path: str, text: str, timeout: float = 5.0) -> str:
     return b"".join(chunks).decode()
 
 
+def accepts(path: Path) -> bool:
+    """Whether a Unix socket listens at `path` (a connection is accepted into its backlog)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+    return True
+
+
 @pytest.fixture
 def sockdir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="ppcli", dir="/tmp"))  # short: sun_path is 108 bytes
@@ -45,7 +55,7 @@ def test_runtime_api(make_proxy: MakeProxy, origin: Origin, sockdir: Path) -> No
     port = free_port()
     make_proxy(proxy_config(port, origin.port, nbthread=2, glob=glob_lines(sockdir)), ports=[port], workers=2)
     admin, user = str(sockdir / "admin.sock"), str(sockdir / "user.sock")
-    wait_for(lambda: Path(admin).exists())
+    wait_for(lambda: accepts(Path(admin)) and accepts(Path(user)), message="stats sockets accepting")
     for _ in range(5):
         assert http_get(port, "/").status == 200
     out = subprocess.run(["socat", "stdio", f"UNIX:{admin}"], input="show servers conn\n",
@@ -88,10 +98,18 @@ def test_headers_match_haproxy(make_proxy: MakeProxy, origin: Origin, sockdir: P
     cfg = sockdir / "h.cfg"
     hglob = f"stats socket {sockdir}/h.sock level admin"
     cfg.write_text(proxy_config(hport, origin.port, nbthread=2, glob=hglob))
-    hap = subprocess.Popen([str(HAPROXY), "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)  # fmt: skip
+    log = sockdir / "haproxy.log"
+    with open(log, "wb") as out:
+        hap = subprocess.Popen([str(HAPROXY), "-db", "-f", str(cfg)], stdout=out, stderr=out)
+
+    def both_answer() -> bool:
+        if hap.poll() is not None:  # e.g. its port taken meanwhile: say so, rather than time out
+            raise AssertionError(f"haproxy exited with {hap.returncode}: {log.read_text()}")
+        return accepts(sockdir / "h.sock") and accepts(sockdir / "ours.sock")
+
     try:
-        wait_for(lambda: (sockdir / "h.sock").exists() and (sockdir / "ours.sock").exists())
+        # Connectable, not only present: HAProxy's socket file appears before it listens.
+        wait_for(both_answer, message="both stats sockets accepting")
         ours, theirs = str(sockdir / "ours.sock"), str(sockdir / "h.sock")
         for cmd in ("show servers conn", "show stat"):
             assert ask(ours, cmd + "\n").splitlines()[0] == ask(theirs, cmd + "\n").splitlines()[0], cmd

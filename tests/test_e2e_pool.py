@@ -402,6 +402,7 @@ def describe(label: str, srv: dict[str, Any], stats: dict[str, int]) -> str:
         f"[{label}] connects={srv['connects']} (origin connections={stats['connections']})"
         f" reuses={srv['reuses']} takeovers asked={srv['takeovers_asked']} given={srv['takeovers_given']}"
         f" failed={srv['takeovers_failed']} max_cur_conns={srv['max_cur_conns']} idle at rest={srv['idle']}"
+        f" closed={srv['connects'] - srv['cur_conns']} (purged={srv['purged']}) est_need={srv['est_need']}"
         f" given per worker={per_worker(srv, 'takeovers_given')}"
         f" taken per worker={per_worker(srv, 'takeovers_taken')}"
     )
@@ -413,18 +414,26 @@ def test_close_mode_always_steals_instead_of_connecting(start: Start, origin: Or
     # request may take any idle connection, and a worker with none takes one from another worker
     # (claims a published slot and duplicates the descriptor with pidfd_getfd, scanning the victims
     # until one has one): about one server connection per concurrent client carries the 200
-    # requests. The slack of 2: a thief that finds nothing while a connection is being released
-    # elsewhere connects, as HAProxy's threads do (its lab: 51-54 connects for 50 users). Beyond
-    # that, each connect must be explained by a failed takeover (with the SCM_RIGHTS channel, where
-    # pidfd_getfd is refused: a victim not scheduled within 5 ms; such a thief connects instead of
-    # waiting, by design).
+    # requests.
+    # What the semantics bound is how many server connections exist *at once* (the proxy's exact
+    # peak, max_cur_conns): a worker connects only when every connection it looked at was busy, and
+    # 8 clients keep at most 8 busy. The slack of 2: a thief's scan of the other workers is not one
+    # instant, so it may miss a connection released behind it, as HAProxy's threads do (its lab:
+    # 51-54 connects for 50 users). Beyond that, each extra connection must be explained by a failed
+    # takeover (with the SCM_RIGHTS channel, where pidfd_getfd is refused: a victim not scheduled
+    # within 5 ms; such a thief connects instead of waiting, by design).
+    # The *total* of connects is not bounded that way: the pool shrinks toward its estimated need
+    # (the keep-on-release rule closes a connection once used + idle exceeds est_need, and est_need
+    # decays at every pool-purge-delay, 5 s) and grows back on demand, one connect per connection
+    # closed meanwhile. On a quiet machine the load is over before the first purge period ends; on a
+    # loaded one it spans several and 1-3 connections are replaced (seen: 11 connects, peak 8).
     clients = 8
     srv, stats = run_one_shot(start, origin, "")
     print("\n" + describe("always, pool-low-conn 0", srv, stats))
     assert stats["requests"] == 200 + clients
     assert srv["connects"] == stats["connections"]
     assert srv["takeovers_given"] > 0, srv
-    assert stats["connections"] <= clients + 2 + srv["takeovers_failed"], describe("always", srv, stats)
+    assert srv["max_cur_conns"] <= clients + 2 + srv["takeovers_failed"], describe("always", srv, stats)
     assert stats["connections"] <= 200 // 4, describe("always", srv, stats)  # far below one per request
 
 

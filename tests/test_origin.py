@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
+import harness
 import pytest
 from harness import (
     KeepAliveClient,
@@ -423,3 +424,19 @@ def test_proxy_harness_reports_an_early_exit_with_its_stderr(tmp_path: Path) -> 
     )
     with pytest.raises(AssertionError, match=r"exited with 1 during start-up(?s:.*)config error: line 1"):
         proxy.start()
+
+
+def test_free_port_below_the_ephemeral_range_and_reserved() -> None:
+    # The kernel gives ports of its ephemeral range to outgoing connections and to bind-to-0: a port
+    # picked there could be taken before the proxy binds it on a loaded machine. free_port() picks
+    # below that range, bindable, and reserves each port it gives (other test processes skip it).
+    low, _ = harness._ephemeral_range()
+    ports = [free_port() for _ in range(20)]
+    assert len(set(ports)) == 20
+    if low - 10000 >= 1000:
+        assert all(10000 <= p < low for p in ports), ports
+        assert all((harness.PORT_DIR / str(p)).exists() for p in ports)
+        assert not harness._reserve(ports[0])  # given once, not twice
+    for p in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))
