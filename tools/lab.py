@@ -39,8 +39,9 @@ poolproxy, poolproxy with ``tune.idle-pool.shared off`` (no stealing: the case i
 ``max_cur_conns`` (its own exact count) is printed too; the server sees a close a moment after it
 happened, so its peak may show one more.
 
-Everything listens on 127.0.0.1 and is stopped before the tool exits (also on Ctrl-C); every hey run is
-bounded (``-z``) and killed past twice its time. Needs ``hey`` and ``haproxy``.
+Everything listens on 127.0.0.1 and is stopped before the tool exits (also on Ctrl-C or SIGTERM);
+every hey run is bounded (``-z``) and killed past twice its time and 30 s. Needs ``hey`` and
+``haproxy``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import os
 import re
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -559,6 +561,10 @@ def lab_server() -> Iterator[tuple[LabServer, Path]]:
             server.stop()
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", help="rows, e.g. close-h1-always,keepalive-h2-safe (default: all)")
@@ -576,6 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--spikes", type=int, default=20)
     ap.add_argument("--spike-size", type=int, default=32)
     args = ap.parse_args(argv)
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C: every process started is stopped on the way out.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     for tool in ("hey", "haproxy"):
         if shutil.which(tool) is None:
             print(f"{tool} is required (apt-get install {tool})", file=sys.stderr)
