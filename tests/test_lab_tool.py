@@ -1,6 +1,6 @@
-"""tools.lab, the reference lab: its rows, the configurations it generates (valid for both proxies), the
-parsing of hey and of HAProxy's ``show stat``, the table; then one short row and a short ``--edge`` run
-for real (hey, HAProxy, poolproxy). No timing is asserted."""
+"""tools.lab (and tools.labkit), the reference lab: its rows, the configurations it generates (valid for
+both proxies), the parsing of hey and of HAProxy's ``show stat``, the table; then one short row and a
+short ``--edge`` run for real (hey, HAProxy, poolproxy). No timing is asserted."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from harness import REPO_ROOT, free_port
 
-from tools import lab
+from tools import lab, labkit
 
 HEY_OUTPUT = """
 Summary:
@@ -56,14 +56,14 @@ def test_rows_in_the_articles_order() -> None:
 
 
 def test_parse_hey() -> None:
-    res = lab.parse_hey(HEY_OUTPUT)
+    res = labkit.parse_hey(HEY_OUTPUT)
     assert (res.ok, res.other, res.errors, res.rps) == (12600, {503: 7}, 6, pytest.approx(12667.9899))
     assert res.error_text.startswith('[4]\tGet "http://127.0.0.1:1/"')
-    assert lab.parse_hey("Status code distribution:\n  [200]\t5 responses\n").errors == 0
+    assert labkit.parse_hey("Status code distribution:\n  [200]\t5 responses\n").errors == 0
 
 
 def test_parse_show_stat() -> None:
-    stat = lab.parse_show_stat(SHOW_STAT)
+    stat = labkit.parse_show_stat(SHOW_STAT)
     assert stat[("h1", "FRONTEND")]["conn_tot"] == "16529"
     assert stat[("h2", "FRONTEND")]["smax"] == "4"
 
@@ -106,7 +106,7 @@ def test_generated_configs_are_valid(tmp_path: Path, proto: str, mode: str) -> N
     # reports the row as refused, with that reason); everything else it must accept.
     cfg = tmp_path / "lab.cfg"
     cfg.write_text(lab.proxy_config(free_port(), free_port(), 4, mode, proto))
-    reason = lab.poolproxy_refusal(cfg)
+    reason = labkit.poolproxy_refusal(cfg)
     if proto == "h1":
         assert reason is None
     elif reason is not None:
@@ -126,7 +126,7 @@ def test_generated_edge_and_server_configs_are_valid(tmp_path: Path) -> None:
         out = _check([sys.executable, "-m", "proxy"] if proxy == "poolproxy" else ["haproxy"], cfg)
         assert out.returncode == 0, (variant, out.stdout + out.stderr)
     cfg = tmp_path / "server.cfg"
-    cfg.write_text(lab.server_config(free_port(), free_port(), tmp_path / "s.sock"))
+    cfg.write_text(labkit.server_config(free_port(), free_port(), tmp_path / "s.sock"))
     out = _check(["haproxy"], cfg)
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -14,10 +14,10 @@ them (50) for ``--seconds`` per row and proxy. For each row, one configuration f
 (``--workers`` threads, 4) and run by poolproxy, then by Debian's HAProxy: the *same file*, rows
 interleaved, each proxy started fresh for its row and stopped after it.
 
-The server. One HAProxy process answers empty 200s (``http-request return status 200``) on two
-frontends: one speaking HTTP/1.1, one ``bind ... proto h2`` (the article's set-up). It is never the
-proxy under test. Its runtime API (a stats socket) counts: before each run ``clear counters all``;
-after it, from ``show stat``, the frontend's ``conn_tot`` (the proxy's ``connect()`` calls that
+The server (``tools.labkit``). One HAProxy process answers empty 200s (``http-request return status
+200``) on two frontends: one speaking HTTP/1.1, one ``bind ... proto h2`` (the article's set-up). It is
+never the proxy under test. Its runtime API (a stats socket) counts: before each run ``clear counters
+all``; after it, from ``show stat``, the frontend's ``conn_tot`` (the proxy's ``connect()`` calls that
 reached the server), ``smax`` (the peak of concurrent connections: ``max(scur before, smax)``, since
 HAProxy raises ``smax`` only when it accepts) and ``req_tot`` (requests served).
 
@@ -48,16 +48,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import itertools
-import os
 import re
 import selectors
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,7 +62,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.benchlib import Contender, free_port, start, stop, wait_listening, wait_ready
+from tools.benchlib import free_port, stop
+from tools.labkit import LabServer, hey, poolproxy_refusal, shm_counters, start_proxy
 
 CLIENTS = ("close", "keepalive")
 PROTOS = ("h1", "h2")
@@ -156,203 +153,11 @@ backend be
 """
 
 
-def server_config(h1_port: int, h2_port: int, sock: Path) -> str:
-    """The lab's server: HAProxy answering empty 200s, HTTP/1.1 on one port, HTTP/2 on the other."""
-    return f"""global
-    nbthread 1
-    stats socket {sock} level admin
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend h1
-    bind 127.0.0.1:{h1_port}
-    http-request return status 200
-frontend h2
-    bind 127.0.0.1:{h2_port} proto h2
-    http-request return status 200
-"""
-
-
-# ---- the server and its runtime API -----------------------------------------------------------------------
-
-
-def runtime_api(sock: Path, command: str, timeout: float = 5.0) -> str:
-    """One command on HAProxy's stats socket (non-interactive: it answers, then closes)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(sock))
-        s.sendall(command.encode() + b"\n")
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
-def parse_show_stat(text: str) -> dict[tuple[str, str], dict[str, str]]:
-    """``show stat`` CSV -> {(pxname, svname): {column: value}}."""
-    body = text.lstrip()
-    if body.startswith("# "):
-        body = body[2:]
-    return {(r["pxname"], r["svname"]): r for r in csv.DictReader(io.StringIO(body)) if r.get("pxname")}
-
-
-@dataclass
-class ServerCounts:
-    connects: int
-    max_conns: int
-    requests: int
-    open_now: int
-
-
-class LabServer:
-    """The HAProxy process that plays the server; counts per frontend through its stats socket."""
-
-    def __init__(self, d: Path) -> None:
-        self.dir = d
-        self.sock = d / "server.sock"
-        self.ports = {"h1": free_port(), "h2": free_port()}
-        cfg = d / "server.cfg"
-        cfg.write_text(server_config(self.ports["h1"], self.ports["h2"], self.sock))
-        self.proc = start(["haproxy", "-db", "-f", str(cfg)], d / "server.log")
-        self._before: dict[str, int] = {}
-        try:
-            for port in self.ports.values():
-                wait_listening(port, timeout=15.0)
-            deadline = time.monotonic() + 15.0
-            while not self.sock.exists():
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the lab server's stats socket did not appear")
-                time.sleep(0.02)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _frontend(self, proto: str) -> dict[str, str]:
-        return parse_show_stat(runtime_api(self.sock, "show stat"))[(proto, "FRONTEND")]
-
-    def open_now(self, proto: str) -> int:
-        return int(self._frontend(proto)["scur"] or 0)
-
-    def reset(self, proto: str, settle: float = 5.0) -> None:
-        """Wait (up to `settle` s) for the previous proxy's connections to be gone, then zero the
-        counters; remember what is open at that instant (it counts in the peak)."""
-        deadline = time.monotonic() + settle
-        while self.open_now(proto) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        runtime_api(self.sock, "clear counters all")
-        self._before[proto] = self.open_now(proto)
-
-    def counts(self, proto: str) -> ServerCounts:
-        fe = self._frontend(proto)
-        scur = int(fe["scur"] or 0)
-        peak = max(int(fe["smax"] or 0), self._before.get(proto, 0), scur)
-        return ServerCounts(int(fe["conn_tot"] or 0), peak, int(fe["req_tot"] or 0), scur)
-
-    def stop(self) -> None:
-        stop(self.proc)
-
-
-# ---- the clients ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class HeyResult:
-    ok: int  # 200 answers
-    other: dict[int, int]  # status -> count, for any other status
-    errors: int  # requests that got no answer (hey's error distribution)
-    error_text: str  # its first lines
-    rps: float
-
-
-def parse_hey(out: str) -> HeyResult:
-    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
-    errors_part = out.split("Error distribution:", 1)[1] if "Error distribution:" in out else ""
-    error_lines = [line.strip() for line in errors_part.strip().splitlines() if line.strip()]
-    errors = sum(int(m[1]) for line in error_lines if (m := re.match(r"\[(\d+)\]", line)))
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return HeyResult(
-        ok=codes.pop(200, 0),
-        other=codes,
-        errors=errors,
-        error_text="; ".join(error_lines[:3]),
-        rps=float(rps[1]) if rps else 0.0,
-    )
-
-
-def hey(port: int, users: int, seconds: float, keepalive: bool) -> HeyResult:
-    cmd = ["hey", "-c", str(users), "-z", f"{seconds:g}s"]
-    if not keepalive:
-        cmd.append("-disable-keepalive")
-    cmd.append(f"http://127.0.0.1:{port}/")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=2 * seconds + 30, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"hey exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
-    return parse_hey(proc.stdout)
-
-
-# ---- the proxies ------------------------------------------------------------------------------------------
-
-
-def poolproxy_refusal(cfg: Path) -> str | None:
-    """Why poolproxy refuses this configuration (its first alert), or None if it accepts it."""
-    out = subprocess.run(
-        [sys.executable, "-m", "proxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60,
-        cwd=Path(__file__).resolve().parent.parent, check=False,
-    )  # fmt: skip
-    if out.returncode == 0:
-        return None
-    text = out.stdout + out.stderr
-    alerts = [line for line in text.splitlines() if "ALERT" in line and "Fatal errors" not in line]
-    line = alerts[0] if alerts else text.strip().splitlines()[-1] if text.strip() else "exit 1"
-    return re.sub(r"^\[ALERT\]\s*config\s*:\s*", "", line).strip()
-
-
 def refusal_label(proto: str, reason: str) -> str:
     """What the table says about a refused row: ``proto h2`` has its own words until it is built."""
     if proto == "h2" and "proto" in reason:
         return "poolproxy: proto h2 refused (not built)"
     return f"poolproxy refused the configuration: {reason}"
-
-
-def start_proxy(name: str, cfg: Path, port: int, workers: int, d: Path, env: dict[str, str]) -> Contender:
-    log = d / f"{cfg.stem}.{name}.log"
-    if name == "poolproxy":
-        cmd = [sys.executable, "-m", "proxy", "-f", str(cfg)]
-        with open(log, "wb") as f:
-            proc = subprocess.Popen(
-                cmd, stdout=f, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
-                start_new_session=True, env={**os.environ, **env},
-            )  # fmt: skip
-    else:
-        proc = start(["haproxy", "-db", "-f", str(cfg)], log)
-    c = Contender(name, port, proc, log)
-    try:
-        wait_ready(c, workers)
-    except BaseException:
-        stop(proc)
-        raise
-    return c
-
-
-SHM_KEYS = ("connects", "reuses", "takeovers_asked", "takeovers_given", "takeovers_failed", "max_cur_conns")
-
-
-def shm_counters(master_pid: int) -> dict[str, int]:
-    """poolproxy's own figures for be/s1 from its shared table ({} if it cannot be read)."""
-    from proxy.shm import ShmTable, backend_name, read_header
-    from tools.shmdump import find_newest
-
-    name = find_newest(master_pid)
-    if name is None:
-        return {}
-    table = ShmTable.attach(name, backend=backend_name(read_header(name)))
-    try:
-        row = table.snapshot()["servers"][table.server_index("be", "s1")]
-        return {k: int(row[k]) for k in SHM_KEYS}
-    finally:
-        table.close()
 
 
 @dataclass
