@@ -167,3 +167,11 @@ def test_lab_edge_for_real() -> None:
         assert own_max <= bound, (variant, out)  # the proxy's own exact count
     assert rows["poolproxy strict-maxconn"][2] <= 2, out
     assert "32 x 200" in out, out
+
+
+def test_lab_ports_below_the_ephemeral_range() -> None:
+    # The lab's own connections take source ports from the ephemeral range: its listeners stay below.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {labkit.free_port() for _ in range(10)}
+    if low - 10000 >= 1000:
+        assert all(10000 <= p < low for p in ports), ports

@@ -62,8 +62,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.benchlib import free_port, stop
-from tools.labkit import LabServer, hey, poolproxy_refusal, shm_counters, start_proxy
+from tools.benchlib import stop
+from tools.labkit import LabServer, free_port, hey, poolproxy_refusal, shm_counters, start_proxy
 
 CLIENTS = ("close", "keepalive")
 PROTOS = ("h1", "h2")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import random
 import re
 import socket
 import subprocess
@@ -21,9 +22,34 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.benchlib import Contender, free_port, start, stop, wait_listening, wait_ready
+from tools.benchlib import Contender, start, stop, wait_listening, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A port to give a process started next, picked at random *below* the kernel's ephemeral range.
+
+    The lab opens thousands of connections a second; each takes a source port from the ephemeral
+    range, and a port picked there with bind-to-0 may be taken by one of them before the proxy binds
+    it. Below that range only listeners live; the pick is checked by a bind (without SO_REUSEADDR,
+    which fails while any socket holds the port). Bind-to-0 where that range is too small."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    for _ in range(200 if low - 10000 >= 1000 else 0):
+        port = random.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def server_config(h1_port: int, h2_port: int, sock: Path) -> str:
