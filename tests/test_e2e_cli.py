@@ -108,7 +108,7 @@ def test_headers_match_haproxy(make_proxy: MakeProxy, origin: Origin, sockdir: P
         return accepts(sockdir / "h.sock") and accepts(sockdir / "ours.sock")
 
     try:
-        # Connectable, not only present: HAProxy's socket file appears before it listens.
+        # Connectable, not only present: a Unix socket's path exists from bind() on, before listen().
         wait_for(both_answer, message="both stats sockets accepting")
         ours, theirs = str(sockdir / "ours.sock"), str(sockdir / "h.sock")
         for cmd in ("show servers conn", "show stat"):
