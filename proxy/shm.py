@@ -98,7 +98,7 @@ dead worker's half-done operation left); then its cells are subtracted from the 
 - **both dead**: each is reconciled in turn; the owner's reconcile empties every slot, whatever the
   claimer did.
 
-Layout (LAYOUT_VERSION 2)
+Layout (LAYOUT_VERSION 3)
 -------------------------
 ::
 
@@ -122,7 +122,8 @@ Layout (LAYOUT_VERSION 2)
                  4 started (CLOCK_MONOTONIC ns)   5..7 zero
     row:         0 served   1 cur_conns   2 used   3 idle   4 safe   5 queue_len   6 next_ticket
                  7 max_used | 8 max_served   9 max_cur_conns   10 max_queue   11 est_need
-                 12 admin_state (AdminState)   13 oper_state (OperState)   14 weight   15 zero |
+                 12 admin_state (AdminState)   13 oper_state (OperState)   14 weight
+                 15 maxconn (the live limit: the config's, then ``set maxconn server``) |
                  16 connects   17 connect_errors   18 reuses   19 requests   20 purged
                  21 takeovers_asked   22 takeovers_given   23 takeovers_failed |
                  24 queue_timeouts   25 queue_full   26..31 zero
@@ -160,7 +161,7 @@ from proxy.pool_policy import oldest_waiter
 from proxy.slot_array import NSLOTS, S_META, SLOT_HEADER, SLOT_SIZE, SlotArray
 from proxy.slots import SlotState
 
-LAYOUT_VERSION: Final = 2
+LAYOUT_VERSION: Final = 3  # 3: row word 15 is the live maxconn
 MAGIC: Final = int.from_bytes(b"POOLPRXY", "little")
 HEADER_SIZE: Final = 256
 WORKER_SIZE: Final = 64
@@ -182,9 +183,8 @@ W_PID, W_INCARNATION, W_STATE, W_HEARTBEAT, W_STARTED = 0, 8, 16, 24, 32
 
 # row offsets
 R_SERVED, R_CUR_CONNS, R_USED, R_IDLE, R_SAFE, R_QUEUE_LEN, R_NEXT_TICKET, R_MAX_USED = range(0, 64, 8)
-R_MAX_SERVED, R_MAX_CUR_CONNS, R_MAX_QUEUE, R_EST_NEED, R_ADMIN_STATE, R_OPER_STATE, R_WEIGHT = range(
-    64, 120, 8
-)
+(R_MAX_SERVED, R_MAX_CUR_CONNS, R_MAX_QUEUE, R_EST_NEED, R_ADMIN_STATE, R_OPER_STATE, R_WEIGHT,
+ R_MAXCONN) = range(64, 128, 8)  # fmt: skip
 (R_CONNECTS, R_CONNECT_ERRORS, R_REUSES, R_REQUESTS, R_PURGED, R_TAKEOVERS_ASKED, R_TAKEOVERS_GIVEN,
  R_TAKEOVERS_FAILED, R_QUEUE_TIMEOUTS, R_QUEUE_FULL) = range(128, 208, 8)  # fmt: skip
 
@@ -328,8 +328,8 @@ class ServerRow(_View):
 
     # One read-only property per word, in layout order (ROW_FIELDS below lists them by name).
     served, cur_conns, used, idle, safe, queue_len, next_ticket, max_used = map(_Word, range(0, 64, 8))
-    max_served, max_cur_conns, max_queue, est_need, admin_state, oper_state, weight = map(
-        _Word, range(64, 120, 8)
+    max_served, max_cur_conns, max_queue, est_need, admin_state, oper_state, weight, maxconn = map(
+        _Word, range(64, 128, 8)
     )
     connects, connect_errors, reuses, requests, purged = map(_Word, range(128, 168, 8))
     takeovers_asked, takeovers_given, takeovers_failed, queue_timeouts, queue_full = map(
@@ -340,7 +340,7 @@ class ServerRow(_View):
         return self._a.load(self._base + off)
 
     def store(self, off: int, value: int) -> None:
-        """For states, weight and the purge's ``est_need``/``max_used``; never for a gauge."""
+        """For states, weight, maxconn and the purge's ``est_need``/``max_used``; never for a gauge."""
         self._a.store(self._base + off, value)
 
     def add(self, off: int, delta: int = 1) -> int:
@@ -751,6 +751,7 @@ class ShmTable:
             row = table._rows[k]
             row.store(R_NEXT_TICKET, 1)
             row.store(R_WEIGHT, cfg.weight)
+            row.store(R_MAXCONN, cfg.maxconn)
             row.store(R_ADMIN_STATE, AdminState.CMAINT if cfg.disabled else AdminState.READY)
             row.store(R_OPER_STATE, OperState.STOPPED if cfg.disabled else OperState.RUNNING)
         words.store(0, MAGIC)  # last: the table is complete

@@ -165,6 +165,7 @@ class WorkerState:
         if self.stopping:
             return
         for srv in self.by_index.values():
+            srv.close_idle_if_maint()  # the runtime API's ``maint`` reaches every worker here
             if tick % LIVENESS_EVERY == 0:
                 srv.sweep()
             elif srv.published:

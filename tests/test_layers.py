@@ -48,6 +48,9 @@ CORE = [
     "proxy.rules",
     "proxy.admission",
     "proxy.stats",
+    "proxy.stat_typed",
+    "proxy.server_admin",
+    "proxy.shmdump",
     "proxy.cli",
 ]
 STATE = ["proxy.server", "proxy.session"]
