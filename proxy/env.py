@@ -34,6 +34,20 @@ class Clients(Protocol):
 
     def client_count(self) -> int: ...
 
+    def feconn(self, frontend: str) -> int:
+        """Client connections open on ``frontend``, across workers (the shared table)."""
+        ...
+
+    def actconn(self) -> int:
+        """Client connections open on every frontend, across workers."""
+        ...
+
+    def count_request(self, frontend: str, status: int, bytes_out: int) -> None:
+        """An exchange ended (the frontend's counters in the shared table)."""
+        ...
+
+    def count_bad_request(self, frontend: str) -> None: ...
+
 
 _SERIAL = [0]  # requests opened in this process, all frontends together (``%rt``)
 
@@ -99,6 +113,10 @@ class StreamEnv:
 
     # -- logging --------------------------------------------------------------------------------
     def log_stream(self, stream: Stream, status: int) -> None:
+        """The exchange ended: count it, and log it when the frontend logs."""
+        bytes_out = stream.side.bytes_sent - stream.sent0
+        name = self.frontend.name
+        self.clients.count_request(name, status, bytes_out)
         if not self.logging or not self.log.enabled:
             return
         now = time.monotonic()
@@ -107,7 +125,6 @@ class StreamEnv:
         acq = stream.acq
         server = acq.server if acq is not None else None
         session = stream.side.session
-        nclients = self.clients.client_count()
         self.log.emit(
             format_httplog(
                 HttpLogRecord(
@@ -122,10 +139,10 @@ class StreamEnv:
                     tr=_ms(acq.t_connected, stream.t_resp) if acq is not None else -1,
                     ta=_ms(t0, now),
                     status=status,
-                    bytes_out=stream.bytes_out,
+                    bytes_out=bytes_out,
                     term=stream.term,
-                    actconn=nclients,
-                    feconn=nclients,
+                    actconn=self.clients.actconn(),
+                    feconn=self.clients.feconn(name),
                     beconn=sum(s.row.served for s in backend.servers) if backend is not None else 0,
                     srv_conn=server.row.served if server is not None else 0,
                     retries=1 if stream.retried else 0,
@@ -135,10 +152,11 @@ class StreamEnv:
         )
 
     def log_error(self, side: ClientSide, status: int, term: str) -> None:
+        self.clients.count_bad_request(self.frontend.name)
         if not self.logging or not self.log.enabled:
             return
         session = side.session
-        nclients = self.clients.client_count()
+        nclients = self.clients.actconn()
         self.log.emit(
             format_httplog(
                 HttpLogRecord(
@@ -156,7 +174,7 @@ class StreamEnv:
                     bytes_out=0,
                     term=term,
                     actconn=nclients,
-                    feconn=nclients,
+                    feconn=self.clients.feconn(self.frontend.name),
                     beconn=0,
                     srv_conn=0,
                     retries=0,

@@ -89,6 +89,7 @@ FAIR_SHARE = 65536
 
 class ClientConn(asyncio.Protocol):
     __slots__ = (
+        "bytes_sent",
         "cfg",
         "corked",
         "env",
@@ -121,6 +122,7 @@ class ClientConn(asyncio.Protocol):
     def __init__(self, env: ClientEnv) -> None:
         self.env = env
         self.cfg = env.cfg  # the frontend's settings, fixed for the life of the worker
+        self.bytes_sent = 0
         self.parser = engine(env.engine_name).request_parser(env.limits)
         self.transport: asyncio.Transport | None = None
         self.session = Session("", 0)
@@ -490,6 +492,7 @@ class ClientConn(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if not data:
             return
+        self.bytes_sent += len(data)  # what the log's bytes field counts: heads and bodies
         corked = self.corked
         if corked is not None:
             corked.append(data)

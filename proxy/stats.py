@@ -129,6 +129,9 @@ def _row(values: dict[str, Any]) -> str:
     return ",".join("" if values.get(c) is None else str(values[c]) for c in STAT_COLUMNS) + ","
 
 
+HRSP = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+
+
 def server_status(s: dict[str, Any]) -> str:
     """A server's ``status`` column: HAProxy's words for a server without health checks."""
     admin = AdminState(s["admin_state"])
@@ -145,9 +148,20 @@ def stat_rows(snap: dict[str, Any], config: Config) -> list[dict[str, Any]]:
     renderings all start from these."""
     pid = 1
     out: list[dict[str, Any]] = []
+    fronts = {f["name"]: f for f in snap.get("frontends", ())}
     for iid, name in enumerate(config.frontends, start=1):
-        out.append({"pxname": name, "svname": "FRONTEND", "status": "OPEN", "pid": pid, "iid": iid,
-                    "sid": 0, "type": 0, "mode": "http"})  # fmt: skip
+        row: dict[str, Any] = {"pxname": name, "svname": "FRONTEND", "status": "OPEN", "pid": pid,
+                               "iid": iid, "sid": 0, "type": 0, "mode": "http"}  # fmt: skip
+        f = fronts.get(name)
+        if f is not None:
+            row.update({
+                "scur": f["cur_conns"], "smax": f["max_conns"],
+                "slim": config.frontends[name].maxconn or None, "stot": f["conns_total"],
+                "conn_tot": f["conns_total"], "bout": f["bytes_out"], "req_tot": f["requests_total"],
+                "dreq": f["denied_req"], "ereq": f["bad_req"],
+                **{k: f[k] for k in HRSP},
+            })  # fmt: skip
+        out.append(row)
     nfe = len(config.frontends)
     for bki, be in enumerate(config.backends, start=1):
         rows = _servers(snap, be)

@@ -126,6 +126,7 @@ class Stream(StreamRules):
         "req_trailers",
         "resp_head",
         "retried",
+        "sent0",
         "serial",
         "server_keep",
         "server_last_io",
@@ -168,6 +169,7 @@ class Stream(StreamRules):
         self.retried = False
         self.tunnel_eofs = 0  # bit 1: the client half-closed, bit 2: the server did
         self.bytes_out = 0
+        self.sent0 = side.bytes_sent  # the log's bytes: what the client got since (heads included)
         self.term = "--"
         self.server_timeout = 0.0  # ``timeout server`` once attached (0: none); checked lazily
         self.server_last_io = 0.0
