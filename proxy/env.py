@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.log import HttpLogRecord, LogSink, format_httplog
+from proxy.replies import Reply, error_reply
 from proxy.stream import Stream
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from proxy.frontend import Frontend
     from proxy.h1 import Limits
     from proxy.message import RequestHead
+    from proxy.services import Services
     from proxy.sides import ClientSide
 
 
@@ -65,7 +67,9 @@ class StreamEnv:
     """``log`` is used only when the frontend says ``log global`` (HAProxy: a proxy without a log
     target logs nothing)."""
 
-    __slots__ = ("bufsize", "clients", "engine_name", "frontend", "limits", "log", "logging", "requests")
+    __slots__ = (
+        "bufsize", "clients", "engine_name", "frontend", "limits", "log", "logging", "requests", "services",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -84,6 +88,12 @@ class StreamEnv:
         self.limits = limits
         self.bufsize = bufsize  # request body bytes a stream holds while it has no connection
         self.requests = 0
+        self.services: Services | None = None  # the worker's (``proxy.services``), set once built
+
+    def serve(self, service: str, head: RequestHead) -> Reply:
+        if self.services is None:
+            return error_reply(503)
+        return self.services.serve(service, head)
 
     def __repr__(self) -> str:
         return f"<StreamEnv fe={self.frontend.name} requests={self.requests}>"

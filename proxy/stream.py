@@ -79,6 +79,10 @@ class Environment(Protocol):
 
     def log_stream(self, stream: Stream, status: int) -> None: ...
 
+    def serve(self, service: str, head: RequestHead) -> Reply:
+        """The answer of one of the worker's services (``use-service``, the stats page)."""
+        ...
+
     def next_serial(self) -> int:
         """A number for this request, unique in this worker process (``%rt``)."""
         ...
@@ -573,6 +577,9 @@ class Stream(StreamRules):
         self.term = stop.term
         if not stop.keep:
             self.fail(stop.status, stop.term)
+            return
+        if stop.service:
+            self.local_response(self.env.serve(stop.service, self.head))
             return
         self.local_response(stop.reply if stop.reply is not None else self.error_reply(stop.status))
 

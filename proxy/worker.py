@@ -50,6 +50,7 @@ from proxy.log import LogSink, notice
 from proxy.mux_h1 import ClientConn
 from proxy.queue import Queues
 from proxy.server import ServerRuntime
+from proxy.services import Services
 from proxy.shm import F_BAD_REQ, ShmTable
 from proxy.slots import make_owner
 from proxy.steal import Thief
@@ -103,6 +104,9 @@ class WorkerState:
         self.fe_gates = {name: gate_for(cfg.maxconn, n, slot) for name, cfg in config.frontends.items()}
         self.acceptors: list[Acceptor] = []
         self.front_ids = {name: table.front_index(name) for name in config.frontends}
+        services = Services(table, config)
+        for env in self.envs.values():
+            env.services = services
 
     @property
     def requests(self) -> int:

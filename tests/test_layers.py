@@ -51,6 +51,8 @@ CORE = [
     "proxy.stat_typed",
     "proxy.server_admin",
     "proxy.shmdump",
+    "proxy.prometheus",
+    "proxy.stats_page",
     "proxy.cli",
 ]
 STATE = ["proxy.server", "proxy.session"]
@@ -71,6 +73,7 @@ ORCHESTRATION = [
     "proxy.frontend",
     "proxy.queue",
     "proxy.env",
+    "proxy.services",
     "proxy.worker",
     "proxy.master",
 ]

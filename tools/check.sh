@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null 2>&1; then
     missing=""
-    # haproxy: the tests compare formats with HAProxy's real output (runtime API, log formats, warnings)
-    for tool in curl socat haproxy; do
+    # haproxy: the tests compare formats with HAProxy's real output (runtime API, log formats, warnings);
+    # chromium: the stats page is loaded in a real headless browser
+    for tool in curl socat haproxy chromium; do
         command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing="$missing $tool"
     done
     if [ -n "$missing" ]; then
