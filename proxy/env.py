@@ -83,7 +83,8 @@ class StreamEnv:
         self.frontend = frontend
         self.clients = clients
         self.log = log
-        self.logging = frontend.cfg.log_global
+        # ``log global``, and a target that takes ``info`` lines: else a request formats no line
+        self.logging = frontend.cfg.log_global and log.wants("info")
         self.engine_name = engine_name
         self.limits = limits
         self.bufsize = bufsize  # request body bytes a stream holds while it has no connection
@@ -127,7 +128,7 @@ class StreamEnv:
         bytes_out = stream.side.bytes_sent - stream.sent0
         name = self.frontend.name
         self.clients.count_request(name, status, bytes_out)
-        if not self.logging or not self.log.enabled:
+        if not self.logging:
             return
         now = time.monotonic()
         t0 = stream.t_start
@@ -163,7 +164,7 @@ class StreamEnv:
 
     def log_error(self, side: ClientSide, status: int, term: str) -> None:
         self.clients.count_bad_request(self.frontend.name)
-        if not self.logging or not self.log.enabled:
+        if not self.logging:
             return
         session = side.session
         nclients = self.clients.actconn()

@@ -92,7 +92,7 @@ class WorkerState:
         self.link.late = self.donor.adopt_late
         self.clients: set[ClientConn] = set()
         self.stopping = False
-        self.log = LogSink(g.logs, g.log_tag, g.log_send_hostname)
+        self.log = LogSink(list(g.log_targets), g.log_tag, g.log_send_hostname)
         self.envs = {
             name: StreamEnv(Frontend(cfg, self.backends, g.h1_engine, limits), self, self.log, g.h1_engine,
                             limits, g.bufsize)

@@ -359,7 +359,10 @@ class RecordingLog(LogSink):
     def enabled(self) -> bool:
         return True
 
-    def emit(self, line: str) -> None:
+    def wants(self, level: str) -> bool:
+        return True
+
+    def emit(self, line: str, level: str = "info") -> None:
         self.lines.append(line)
 
 
