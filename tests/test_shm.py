@@ -672,3 +672,15 @@ def test_frontend_cells_sum_across_workers_and_survive_a_dead_worker(table: ShmT
     table.reconcile_worker(1)
     assert table.actconn() == 0
     assert table.snapshot()["frontends"][0]["requests_total"] == 3
+
+
+def test_shmdump_is_an_installed_console_script() -> None:
+    """``pip install .`` installs ``poolproxy-shmdump`` (the package's module, not tools/, which a
+    clone's source tree would shadow); ``python -m tools.shmdump`` is kept as a thin wrapper."""
+    from pathlib import Path
+
+    import proxy.shmdump
+
+    setup = (Path(__file__).resolve().parent.parent / "setup.py").read_text()
+    assert '"poolproxy-shmdump=proxy.shmdump:main"' in setup
+    assert shmdump.main is proxy.shmdump.main
