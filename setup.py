@@ -67,9 +67,12 @@ setup(
         "h11>=0.16",
         "h2>=4.1",
         "posix_ipc>=1.1",
+        "prometheus_client>=0.16",  # the /metrics text format (proxy.prometheus)
     ],
     extras_require={"test": ["pytest", "pytest-timeout", "ruff", "mypy", "py-spy"]},
-    entry_points={"console_scripts": ["poolproxy=proxy.main:main"]},
+    entry_points={
+        "console_scripts": ["poolproxy=proxy.main:main", "poolproxy-shmdump=proxy.shmdump:main"]
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3.11",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
 from proxy.balance import make_balancer
@@ -95,6 +96,7 @@ class Backend:
         "balancer",
         "cfg",
         "engine_name",
+        "lb_params",
         "limits",
         "link",
         "loop",
@@ -121,6 +123,7 @@ class Backend:
         self.loop = link.loop
         self.servers = servers
         self.balancer = make_balancer(cfg.balance, cfg.servers)
+        self.lb_params = tuple((s.weight, s.maxconn) for s in cfg.servers)
         self.next_victim = 0
 
     def __repr__(self) -> str:
@@ -131,13 +134,24 @@ class Backend:
         servers = self.servers
         if len(servers) == 1:  # nothing to balance (weight 0 takes no traffic, as in every algorithm)
             only = servers[0]
-            return only if only.usable and only.cfg.weight > 0 else None
+            return only if only.pickable else None
+        self._follow_runtime()
         idx = self.balancer.pick(
             client_ip=client_ip,
-            usable=lambda i: servers[i].usable,
+            usable=lambda i: servers[i].pickable,
             load=lambda i: servers[i].row.served,
         )
         return None if idx is None else servers[idx]
+
+    def _follow_runtime(self) -> None:
+        """Weights and maxconn live in the shared rows (the runtime API changes them): when they
+        differ from what the balancer was built with, rebuild it (its rotation starts afresh, as
+        HAProxy's does on a weight change)."""
+        live = tuple((s.row.weight, s.row.maxconn) for s in self.servers)
+        if live != self.lb_params:
+            self.lb_params = live
+            cfgs = [replace(s.cfg, weight=w, maxconn=m) for s, (w, m) in zip(self.servers, live, strict=True)]
+            self.balancer = make_balancer(self.cfg.balance, cfgs)
 
     def key_for(self, srv: ServerRuntime, client_ip: str) -> ConnKey:
         """The connection key (``server_conn_key``); computed once per server unless it depends on
@@ -330,11 +344,12 @@ class Backend:
         timeout = self.cfg.timeouts.connect or 5.0
         deadline = self.loop.time() + timeout
         conn = ServerConn(srv, acq.key, self.engine_name, self.limits)
-        if cfg.maxconn > 0 and (cfg.strict_maxconn or self.mode is not ReuseMode.NEVER):
+        maxconn = srv.row.maxconn  # live: ``set maxconn server``
+        if maxconn > 0 and (cfg.strict_maxconn or self.mode is not ReuseMode.NEVER):
             # strict-maxconn: never above maxconn. Otherwise never above HAProxy's documented worst
             # case, maxconn + nbthread - 1 (SEMANTICS §4): without this cap a worker carrying
             # requests could also keep its one idle connection, one more than that bound.
-            limit = cfg.maxconn if cfg.strict_maxconn else cfg.maxconn + self.link.nworkers - 1
+            limit = maxconn if cfg.strict_maxconn else maxconn + self.link.nworkers - 1
             await self._room_for_one(srv, conn, deadline, limit)
         else:
             srv.move(conn, Acct.COUNTED, 0)

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy import stats
+from proxy import server_admin, shmdump, stat_typed, stats
 from proxy.config.model import Config
+from proxy.shm import ShmTable
 
 LEVELS = {"user": 0, "operator": 1, "admin": 2}
 _SUN_PATH_MAX = 107  # bytes of a Unix socket path, without the NUL that ends it in sun_path
@@ -69,7 +70,7 @@ class Context:
     started: float
     level: int = 0
     clear_max: Callable[[], None] | None = None  # ``clear counters``: peaks back to current values
-    set_maint: Callable[[str, str, bool], bool] | None = None  # (backend, server, maint) -> found
+    table: Callable[[], ShmTable | None] = lambda: None  # the current generation's table (admin)
 
 
 def _backend_arg(ctx: Context, args: list[str]) -> str | None:
@@ -86,6 +87,19 @@ def _servers_state(ctx: Context, args: list[str]) -> str:
     return stats.show_servers_state(ctx.snapshot(), ctx.config, _backend_arg(ctx, args))
 
 
+def _show_stat(ctx: Context, args: list[str]) -> str:
+    """``show stat [json|typed|up|no-maint]*`` (``desc`` and the object filter are not built)."""
+    rows = stats.stat_rows(ctx.snapshot(), ctx.config)
+    if "up" in args or "no-maint" in args:
+        down = ("MAINT", "DOWN") if "up" in args else ("MAINT",)
+        rows = [r for r in rows if r["type"] != 2 or r["status"] not in down]
+    if "json" in args:
+        return stat_typed.show_stat_json(rows)
+    if "typed" in args:
+        return stat_typed.show_stat_typed(rows)
+    return stats.csv(rows)
+
+
 def _clear_counters(ctx: Context, args: list[str]) -> str:
     if args:  # "clear counters all" resets cumulative counters too, which the workers own
         return "Not supported yet by poolproxy.\n"
@@ -94,31 +108,81 @@ def _clear_counters(ctx: Context, args: list[str]) -> str:
     return ""
 
 
-def _set_maint(ctx: Context, name: str, maint: bool) -> str:
-    be, _, srv = name.partition("/")
-    if not srv:
-        return "Require 'backend/server'.\n"
-    if ctx.set_maint is None or not ctx.set_maint(be, srv, maint):
-        return "No such server.\n" if be in ctx.config.backends else "No such backend.\n"
-    return ""
+def _target(ctx: Context, name: str) -> server_admin.Target:
+    """``backend/server`` resolved, or LookupError carrying HAProxy's refusal."""
+    t = server_admin.resolve(ctx.config, ctx.table(), name)
+    if isinstance(t, str):
+        raise LookupError(t)
+    return t
+
+
+def _table(ctx: Context) -> ShmTable:
+    table = ctx.table()
+    if table is None:
+        raise LookupError("No such server.\n")
+    return table
+
+
+SET_SERVER_USAGE = "usage: set server <backend>/<server> state | weight\n"
 
 
 def _set_server(ctx: Context, args: list[str]) -> str:
-    if len(args) == 3 and args[1] == "state" and args[2] in ("ready", "maint"):
-        return _set_maint(ctx, args[0], args[2] == "maint")
-    return "Not supported yet by poolproxy (only 'set server <bk>/<srv> state ready|maint').\n"
+    if not args:
+        return "Require 'backend/server'.\n"
+    t = _target(ctx, args[0])
+    if len(args) < 2:
+        return SET_SERVER_USAGE
+    if args[1] == "state":
+        return server_admin.set_state(_table(ctx), t, args[2] if len(args) > 2 else "")
+    if args[1] == "weight":
+        return server_admin.set_weight(_table(ctx), ctx.config, t, args[2] if len(args) > 2 else "")
+    if args[1] in ("addr", "agent", "agent-addr", "agent-port", "agent-send", "check-addr", "check-port",
+                   "fqdn", "health", "ssl"):  # fmt: skip
+        return f"Not supported yet by poolproxy ('set server ... {args[1]}').\n"
+    return SET_SERVER_USAGE
+
+
+def _set_weight(ctx: Context, args: list[str]) -> str:
+    """``set weight <bk>/<srv> <w>`` (HAProxy's deprecated spelling of ``set server ... weight``)."""
+    t = _target(ctx, args[0] if args else "")
+    return server_admin.set_weight(_table(ctx), ctx.config, t, args[1] if len(args) > 1 else "")
+
+
+def _get_weight(ctx: Context, args: list[str]) -> str:
+    t = _target(ctx, args[0] if args else "")
+    return server_admin.get_weight(_table(ctx), t)
+
+
+def _set_maxconn_server(ctx: Context, args: list[str]) -> str:
+    t = _target(ctx, args[0] if args else "")
+    return server_admin.set_maxconn(_table(ctx), t, args[1] if len(args) > 1 else "")
 
 
 def _enable_server(ctx: Context, args: list[str]) -> str:
-    return _set_maint(ctx, args[0], False) if len(args) == 1 else "Require 'backend/server'.\n"
+    t = _target(ctx, args[0] if args else "")
+    return server_admin.set_state(_table(ctx), t, "ready")
 
 
 def _disable_server(ctx: Context, args: list[str]) -> str:
-    return _set_maint(ctx, args[0], True) if len(args) == 1 else "Require 'backend/server'.\n"
+    t = _target(ctx, args[0] if args else "")
+    return server_admin.set_state(_table(ctx), t, "maint")
 
 
-def _not_yet(ctx: Context, args: list[str]) -> str:
-    return "Not supported yet by poolproxy.\n"
+def _show_pools(ctx: Context, args: list[str]) -> str:
+    return stats.show_pools(ctx.snapshot())
+
+
+def _show_sess(ctx: Context, args: list[str]) -> str:
+    return stats.show_sess(ctx.snapshot())
+
+
+def _show_pool_table(ctx: Context, args: list[str]) -> str:
+    snap = ctx.snapshot()
+    return (shmdump.render_json(snap) if "json" in args else shmdump.render(snap)) + "\n"
+
+
+def _show_cli_level(ctx: Context, args: list[str]) -> str:
+    return {v: k for k, v in LEVELS.items()}[ctx.level] + "\n"
 
 
 REGISTRY: list[Command] = [
@@ -127,22 +191,36 @@ REGISTRY: list[Command] = [
     Command(("quit",), "quit", "disconnect", 0, lambda c, a: ""),
     Command(("show", "info"), "show info", "report information about the running process", 0,
             lambda c, a: stats.show_info(c.snapshot(), c.config, c.started)),
-    Command(("show", "stat"), "show stat", "report counters for each proxy and server", 0,
-            lambda c, a: stats.show_stat(c.snapshot(), c.config)),
+    Command(("show", "stat"), "show stat [json|typed|up|no-maint]*",
+            "report counters for each proxy and server", 0, _show_stat),
     Command(("show", "servers", "conn"), "show servers conn [<backend>]",
             "dump server connections status (all or for a single backend)", 0, _servers_conn),
     Command(("show", "servers", "state"), "show servers state [<backend>]",
             "dump volatile server information (all or for a single backend)", 0, _servers_state),
     Command(("show", "backend"), "show backend", "list backends in the current running config", 0,
             lambda c, a: stats.show_backend(c.config)),
+    Command(("show", "pools"), "show pools", "report the idle connection pools, per server and worker",
+            0, _show_pools),
+    Command(("show", "sess"), "show sess", "report a summary of the current sessions, per worker", 0,
+            _show_sess),
+    Command(("show", "pool-table"), "show pool-table [json]",
+            "dump the shared table (rows, cells, slots: shmdump)", 0, _show_pool_table),
+    Command(("show", "cli", "level"), "show cli level", "display the level of the current CLI session",
+            0, _show_cli_level),
+    Command(("get", "weight"), "get weight <bk>/<srv>", "report a server's current weight", 0,
+            _get_weight),
     Command(("clear", "counters"), "clear counters", "clear max statistics counters", 1,
             _clear_counters),
-    Command(("set", "server"), "set server <bk>/<srv> state ready|maint", "change a server's state", 2,
+    Command(("set", "server"), "set server <bk>/<srv> [opts]", "change a server's state or weight", 2,
             _set_server),
-    Command(("enable", "server"), "enable server <bk>/<srv>", "enable a server (leave maintenance)", 2,
-            _enable_server),
-    Command(("disable", "server"), "disable server <bk>/<srv>", "disable a server (maintenance)", 2,
-            _disable_server),
+    Command(("set", "weight"), "set weight <bk>/<srv>  (DEPRECATED)",
+            "change a server's weight (use 'set server' instead)", 2, _set_weight),
+    Command(("set", "maxconn", "server"), "set maxconn server <bk>/<srv>",
+            "change a server's maxconn setting", 2, _set_maxconn_server),
+    Command(("enable", "server"), "enable server  (DEPRECATED)",
+            "enable a disabled server (use 'set server' instead)", 2, _enable_server),
+    Command(("disable", "server"), "disable server (DEPRECATED)",
+            "disable a server for maintenance (use 'set server' instead)", 2, _disable_server),
 ]  # fmt: skip
 
 
@@ -233,9 +311,11 @@ class CliServer:
         config: Config,
         snapshot: Callable[[], dict[str, Any]],
         clear_max: Callable[[], None] | None = None,
-        set_maint: Callable[[str, str, bool], bool] | None = None,
+        table: Callable[[], ShmTable | None] | None = None,
     ) -> None:
-        self.ctx = Context(config, snapshot, time.time(), clear_max=clear_max, set_maint=set_maint)
+        self.ctx = Context(config, snapshot, time.time(), clear_max=clear_max)
+        if table is not None:
+            self.ctx.table = table
         self.timeout = config.global_.stats_timeout or 10.0
         self.listeners: list[tuple[socket.socket, SocketSpec]] = []
         self.sessions: dict[int, Session] = {}

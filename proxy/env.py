@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.log import HttpLogRecord, LogSink, format_httplog
+from proxy.replies import Reply, error_reply
 from proxy.stream import Stream
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from proxy.frontend import Frontend
     from proxy.h1 import Limits
     from proxy.message import RequestHead
+    from proxy.services import Services
     from proxy.sides import ClientSide
 
 
@@ -33,6 +35,20 @@ class Clients(Protocol):
     def client_closed(self, side: object) -> None: ...
 
     def client_count(self) -> int: ...
+
+    def feconn(self, frontend: str) -> int:
+        """Client connections open on ``frontend``, across workers (the shared table)."""
+        ...
+
+    def actconn(self) -> int:
+        """Client connections open on every frontend, across workers."""
+        ...
+
+    def count_request(self, frontend: str, status: int, bytes_out: int) -> None:
+        """An exchange ended (the frontend's counters in the shared table)."""
+        ...
+
+    def count_bad_request(self, frontend: str) -> None: ...
 
 
 _SERIAL = [0]  # requests opened in this process, all frontends together (``%rt``)
@@ -51,7 +67,9 @@ class StreamEnv:
     """``log`` is used only when the frontend says ``log global`` (HAProxy: a proxy without a log
     target logs nothing)."""
 
-    __slots__ = ("bufsize", "clients", "engine_name", "frontend", "limits", "log", "logging", "requests")
+    __slots__ = (
+        "bufsize", "clients", "engine_name", "frontend", "limits", "log", "logging", "requests", "services",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -65,11 +83,18 @@ class StreamEnv:
         self.frontend = frontend
         self.clients = clients
         self.log = log
-        self.logging = frontend.cfg.log_global
+        # ``log global``, and a target that takes ``info`` lines: else a request formats no line
+        self.logging = frontend.cfg.log_global and log.wants("info")
         self.engine_name = engine_name
         self.limits = limits
         self.bufsize = bufsize  # request body bytes a stream holds while it has no connection
         self.requests = 0
+        self.services: Services | None = None  # the worker's (``proxy.services``), set once built
+
+    def serve(self, service: str, head: RequestHead) -> Reply:
+        if self.services is None:
+            return error_reply(503)
+        return self.services.serve(service, head)
 
     def __repr__(self) -> str:
         return f"<StreamEnv fe={self.frontend.name} requests={self.requests}>"
@@ -99,7 +124,11 @@ class StreamEnv:
 
     # -- logging --------------------------------------------------------------------------------
     def log_stream(self, stream: Stream, status: int) -> None:
-        if not self.logging or not self.log.enabled:
+        """The exchange ended: count it, and log it when the frontend logs."""
+        bytes_out = stream.side.bytes_sent - stream.sent0
+        name = self.frontend.name
+        self.clients.count_request(name, status, bytes_out)
+        if not self.logging:
             return
         now = time.monotonic()
         t0 = stream.t_start
@@ -107,7 +136,6 @@ class StreamEnv:
         acq = stream.acq
         server = acq.server if acq is not None else None
         session = stream.side.session
-        nclients = self.clients.client_count()
         self.log.emit(
             format_httplog(
                 HttpLogRecord(
@@ -122,10 +150,10 @@ class StreamEnv:
                     tr=_ms(acq.t_connected, stream.t_resp) if acq is not None else -1,
                     ta=_ms(t0, now),
                     status=status,
-                    bytes_out=stream.bytes_out,
+                    bytes_out=bytes_out,
                     term=stream.term,
-                    actconn=nclients,
-                    feconn=nclients,
+                    actconn=self.clients.actconn(),
+                    feconn=self.clients.feconn(name),
                     beconn=sum(s.row.served for s in backend.servers) if backend is not None else 0,
                     srv_conn=server.row.served if server is not None else 0,
                     retries=1 if stream.retried else 0,
@@ -135,10 +163,11 @@ class StreamEnv:
         )
 
     def log_error(self, side: ClientSide, status: int, term: str) -> None:
-        if not self.logging or not self.log.enabled:
+        self.clients.count_bad_request(self.frontend.name)
+        if not self.logging:
             return
         session = side.session
-        nclients = self.clients.client_count()
+        nclients = self.clients.actconn()
         self.log.emit(
             format_httplog(
                 HttpLogRecord(
@@ -156,7 +185,7 @@ class StreamEnv:
                     bytes_out=0,
                     term=term,
                     actconn=nclients,
-                    feconn=nclients,
+                    feconn=self.clients.feconn(self.frontend.name),
                     beconn=0,
                     srv_conn=0,
                     retries=0,

@@ -27,6 +27,15 @@ _NO_SETS: tuple[RuleSets, RuleSets] = ([], [])
 __all__ = ["Frontend", "RuleSets", "request_ctx"]
 
 
+def stats_stop(cfg: Proxy, head: RequestHead) -> Stop | None:
+    """The stats page answers when the proxy has one and the target starts with its ``stats uri``
+    (the service ``stats@<proxy>``: the worker renders it; logged ``LR``, a local answer)."""
+    page = cfg.stats
+    if page is None or not head.target.startswith(page.uri.encode()):
+        return None
+    return Stop(200, "LR", True, service="stats@" + cfg.name)
+
+
 class Frontend:
     __slots__ = (
         "_answer_rules", "_sets", "backends", "cfg", "default_backend", "engine_name", "limits", "name",
@@ -54,19 +63,26 @@ class Frontend:
         if any), or a backend (None: no backend matched, answer 503). ``ctx`` makes the rules'
         context; it is called only if a rule or condition has to be evaluated."""
         cfg = self.cfg
-        if not self.rules and not cfg.http_request:
+        if not self.rules and not cfg.http_request and cfg.stats is None:
             backend = self.default_backend  # no rule to evaluate here: no request context to build
-            if backend is None or backend.cfg is cfg or not backend.cfg.http_request:
+            if backend is None or backend.cfg is cfg or not (backend.cfg.http_request or backend.cfg.stats):
                 return None, backend
         c = ctx()
         if cfg.http_request:
             stop = request_rules(cfg.http_request, head, c)
             if stop is not None:
                 return stop, None
+        stop = stats_stop(cfg, head)  # after the proxy's http-request rules, as HAProxy
+        if stop is not None:
+            return stop, None
         backend = self.choose_backend(c.acl)
-        if backend is not None and backend.cfg is not cfg and backend.cfg.http_request:
+        if backend is not None and backend.cfg is not cfg:
             c.sample.backend = backend.name
-            stop = request_rules(backend.cfg.http_request, head, c)
+            if backend.cfg.http_request:
+                stop = request_rules(backend.cfg.http_request, head, c)
+                if stop is not None:
+                    return stop, backend
+            stop = stats_stop(backend.cfg, head)
             if stop is not None:
                 return stop, backend
         return None, backend

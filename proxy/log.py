@@ -8,19 +8,20 @@ The line reads like HAProxy's HTTP log format::
 fields: client ip:port, accept date, frontend, backend/server, Tq/Tw/Tc/Tr/Ta (ms; -1 when the phase
 did not happen), status, bytes sent to the client, captured cookies (-), termination state (2
 letters + 2 cookie letters), actconn/feconn/beconn/srv_conn/retries, srv_queue/backend_queue, and
-the request line. Targets follow HAProxy's ``log`` keyword: ``stdout``/``stderr`` (raw lines),
-``/path`` (a Unix datagram syslog socket), ``host[:port]`` (UDP syslog, default port 514), with an
-RFC 3164 header (facility local0, level info) for syslog targets.
+the request line. Targets follow HAProxy's ``log`` keyword: ``stdout``/``stderr``, ``/path`` (a Unix
+datagram syslog socket), ``host[:port]`` (UDP syslog, default port 514), each with its facility,
+levels and format (``LogSink``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
 import time
 from dataclasses import dataclass
+
+from proxy.config.model import LogTarget
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -63,45 +64,108 @@ def format_httplog(r: HttpLogRecord) -> str:
     )
 
 
-class LogSink:
-    """Sends finished lines to every configured target; never raises on the hot path. Syslog
-    targets get an RFC 3164 header: ``<134>Mmm dd hh:mm:ss [hostname ]tag[pid]: `` (``log-tag``,
-    ``log-send-hostname``)."""
+FACILITIES = (
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2", "ftp", "ntp",
+    "audit", "alert", "cron2", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+)  # fmt: skip  (the index is the syslog facility code)
+LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")  # index: severity
 
-    def __init__(self, targets: list[str], tag: str = "poolproxy", hostname: str | None = None) -> None:
+
+@dataclass(slots=True)
+class _Target:
+    """One ``log`` line of ``global``, ready to send: where, how (``format``), what (levels)."""
+
+    fd: int  # stdout/stderr: 1 or 2; -1 for a socket
+    sock: socket.socket | None
+    addr: str | tuple[str, int] | None
+    facility: int
+    max_level: int  # messages less severe than this are not sent (HAProxy's <max level>)
+    min_level: int  # messages more severe than this are capped to this level (<min level>)
+    format: str
+    length: int
+
+
+class LogSink:
+    """Sends finished lines to every configured target (HAProxy's ``log`` lines of ``global``); never
+    raises on the hot path.
+
+    Each message has a level (request lines: ``info``). A target whose ``<max level>`` is more
+    severe drops it (Debian's stock ``log /dev/log local1 notice`` gets no request lines); one
+    with a ``<min level>`` sends a more severe message at that level instead. The header follows
+    the target's ``format``: ``local`` (the default: RFC 3164 without a host name), ``rfc3164``
+    (the default when ``log-send-hostname`` is set), ``rfc5424``, ``priority`` (``<PRI>``),
+    ``short`` (``<severity>``), ``timed`` and ``iso`` (with an ISO date), ``raw`` (the line
+    alone); ``len`` truncates."""
+
+    def __init__(
+        self, targets: list[LogTarget | str], tag: str = "poolproxy", hostname: str | None = None
+    ) -> None:
         self.tag = tag
-        self.host = f"{hostname} " if hostname else ""
-        self.raw: list[int] = []
-        self.dgram: list[tuple[socket.socket, str | tuple[str, int]]] = []
-        for t in targets:
+        self.hostname = hostname
+        self.targets: list[_Target] = []
+        for spec in targets:
+            if isinstance(spec, str):
+                spec = LogTarget(target=spec)
+            t = spec.target
+            fd, sock = -1, None
+            addr_: str | tuple[str, int] | None = None
             if t in ("stdout", "stderr"):
-                self.raw.append(1 if t == "stdout" else 2)
+                fd = 1 if t == "stdout" else 2
             elif t.startswith("/"):
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                s.setblocking(False)
-                self.dgram.append((s, t))
+                sock, addr_ = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), t
             else:
                 host, _, port = t.rpartition(":") if ":" in t else (t, "", "514")
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.setblocking(False)
-                self.dgram.append((s, (host or t, int(port or 514))))
+                sock, addr_ = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), (host or t, int(port or 514))
+            if sock is not None:
+                sock.setblocking(False)
+            self.targets.append(_Target(
+                fd, sock, addr_, FACILITIES.index(spec.facility or "local0"),
+                LEVELS.index(spec.level or "debug"), LEVELS.index(spec.minlevel or "emerg"),
+                spec.format or ("rfc3164" if hostname else "local"), spec.length or 1024,
+            ))  # fmt: skip
 
     @property
     def enabled(self) -> bool:
-        return bool(self.raw or self.dgram)
+        return bool(self.targets)
 
-    def emit(self, line: str) -> None:
-        for fd in self.raw:
-            with contextlib.suppress(OSError):
-                os.write(fd, (line + "\n").encode())
-        if self.dgram:
-            stamp = time.strftime("%b %d %H:%M:%S")
-            msg = f"<134>{stamp} {self.host}{self.tag}[{os.getpid()}]: {line}".encode()
-            for s, addr in self.dgram:
-                try:
-                    s.sendto(msg, addr)
-                except OSError:
-                    pass
+    def wants(self, level: str) -> bool:
+        """Whether any target takes a message of ``level`` (to skip formatting one nobody takes)."""
+        sev = LEVELS.index(level)
+        return any(sev <= t.max_level for t in self.targets)
+
+    def _frame(self, t: _Target, sev: int, line: str) -> str:
+        pri = t.facility * 8 + sev
+        fmt = t.format
+        if fmt == "raw":
+            return line
+        if fmt == "short":
+            return f"<{sev}>{line}"
+        if fmt == "priority":
+            return f"<{pri}>{line}"
+        if fmt in ("timed", "iso", "rfc5424"):
+            iso = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            iso = iso[:-2] + ":" + iso[-2:]
+            if fmt == "timed":
+                return f"<{sev}>{iso} {line}"
+            if fmt == "iso":
+                return f"{iso} {line}"
+            return f"<{pri}>1 {iso} {self.hostname or '-'} {self.tag} {os.getpid()} - - {line}"
+        host = f"{self.hostname} " if fmt == "rfc3164" and self.hostname else ""
+        return f"<{pri}>{time.strftime('%b %d %H:%M:%S')} {host}{self.tag}[{os.getpid()}]: {line}"
+
+    def emit(self, line: str, level: str = "info") -> None:
+        sev = LEVELS.index(level)
+        for t in self.targets:
+            if sev > t.max_level:
+                continue
+            msg = self._frame(t, max(sev, t.min_level), line)[: t.length]
+            try:
+                if t.fd >= 0:
+                    os.write(t.fd, (msg + "\n").encode())
+                elif t.sock is not None and t.addr is not None:
+                    t.sock.sendto(msg.encode(), t.addr)
+            except OSError:
+                pass
 
 
 _QUIET = [False]

@@ -50,13 +50,11 @@ from proxy.listener import Listener, bind_all
 from proxy.log import alert, notice, warning
 from proxy.pool_policy import purge_plan
 from proxy.shm import (
-    R_ADMIN_STATE,
     R_EST_NEED,
     R_MAX_CUR_CONNS,
     R_MAX_QUEUE,
     R_MAX_SERVED,
     R_MAX_USED,
-    AdminState,
     ShmTable,
     WorkerState,
     cleanup_stale,
@@ -309,7 +307,7 @@ class Master:
             with open(self.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
         self._install_signals()
-        self.cli = CliServer(self.config, self.table.snapshot, self._clear_max, self._set_maint)
+        self.cli = CliServer(self.config, self.table.snapshot, self._clear_max, lambda: self.table)
         try:
             self.cli.bind()
         except (OSError, ValueError) as exc:
@@ -396,20 +394,6 @@ class Master:
             row.store(R_MAX_SERVED, row.served)
             row.store(R_MAX_CUR_CONNS, row.cur_conns)
             row.store(R_MAX_QUEUE, row.queue_len)
-
-    def _set_maint(self, backend: str, server: str, maint: bool) -> bool:
-        """``set server BE/SRV state maint|ready``: the FMAINT bit the workers' ``usable`` reads."""
-        table = self.table
-        if table is None:
-            return False
-        try:
-            i = table.server_index(backend, server)
-        except (KeyError, LookupError):
-            return False
-        row = table.row(i)
-        state = AdminState(row.admin_state)
-        row.store(R_ADMIN_STATE, state | AdminState.FMAINT if maint else state & ~AdminState.FMAINT)
-        return True
 
     def _cli_expire(self, now: float) -> None:
         if self.cli is None:

@@ -89,6 +89,7 @@ FAIR_SHARE = 65536
 
 class ClientConn(asyncio.Protocol):
     __slots__ = (
+        "bytes_sent",
         "cfg",
         "corked",
         "env",
@@ -121,6 +122,7 @@ class ClientConn(asyncio.Protocol):
     def __init__(self, env: ClientEnv) -> None:
         self.env = env
         self.cfg = env.cfg  # the frontend's settings, fixed for the life of the worker
+        self.bytes_sent = 0
         self.parser = engine(env.engine_name).request_parser(env.limits)
         self.transport: asyncio.Transport | None = None
         self.session = Session("", 0)
@@ -222,9 +224,11 @@ class ClientConn(asyncio.Protocol):
             if self.stream is not None:
                 self.stream.tunnel_client_eof()  # half-close: forwarded, keep relaying the other way
             return True
+        phase = self.phase
         try:
             self._queue(self.parser.feed_eof())
         except Exception:
+            self._log_closed_early(phase)
             return None  # truncated request (or an engine failure): the client is gone
         self._process()
         if self.stream is not None or self.inbox:
@@ -234,7 +238,21 @@ class ClientConn(asyncio.Protocol):
             if self.stream is not None and self.req_eom:
                 self.stream.on_client_shutdown()
             return True
+        self._log_closed_early(phase)
         return None
+
+    def _log_closed_early(self, phase: Phase) -> None:
+        """The client closed before a whole request head: HAProxy's ``CR--`` ``<BADREQ>`` line
+        (400), for a partial head, or for a connection that sent nothing at all unless
+        ``option dontlognull`` (or ``http-ignore-probes``) says not to log it. A keep-alive
+        connection closing between requests is not logged."""
+        if self.stream is not None or self.inbox or self.parse_error is not None:
+            return
+        if phase is Phase.HEAD or (
+            phase is Phase.IDLE and self.session.requests_done == 0
+            and not self.cfg.dontlognull and not self.cfg.http_ignore_probes
+        ):  # fmt: skip
+            self.env.log_error(self, 400, "CR")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = Phase.CLOSED
@@ -389,11 +407,12 @@ class ClientConn(asyncio.Protocol):
             return str(sockname[0]), int(sockname[1])
         return ("", 0)
 
-    def _reject(self, exc: ProtocolError) -> None:
+    def _reject(self, exc: ProtocolError, *, log: bool = True) -> None:
         status = exc.status
         if self.transport is not None and self.phase is not Phase.CLOSED:
             self.send_reply(error_reply(status, self.cfg.errorfiles.get(status)), keep_alive=False)
-            self.env.log_error(self, status, "cR" if status == 408 else "PR")
+            if log:
+                self.env.log_error(self, status, "cR" if status == 408 else "PR")
         self.close()
 
     # -- ClientSide: what the current stream sends back -----------------------------------------
@@ -490,6 +509,7 @@ class ClientConn(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if not data:
             return
+        self.bytes_sent += len(data)  # what the log's bytes field counts: heads and bodies
         corked = self.corked
         if corked is not None:
             corked.append(data)
@@ -609,7 +629,9 @@ class ClientConn(asyncio.Protocol):
                 if phase is Phase.IDLE and self.cfg.http_ignore_probes:
                     self.close()  # not a byte came (a browser's pre-connect): no 408, no log
                     return None
-                self._reject(ProtocolError("timeout waiting for the request head", 408))
+                # a connection that sent nothing is not logged under ``option dontlognull``
+                log = not (phase is Phase.IDLE and self.cfg.dontlognull)
+                self._reject(ProtocolError("timeout waiting for the request head", 408), log=log)
                 return None
             return self.t_wait_start + head
         nxt = stream.check_timeouts(now)  # timeout server: the stream's own

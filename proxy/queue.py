@@ -57,7 +57,7 @@ class Queues:
         """The fast path: a free slot and nobody waiting anywhere for this server."""
         if srv.row.queue_len:
             return False
-        return srv.cell.try_take_slot(srv.cfg.maxconn)
+        return srv.cell.try_take_slot(srv.row.maxconn)  # live: ``set maxconn server``
 
     async def wait(self, srv: ServerRuntime, timeout: float | None) -> Outcome:
         """Queue for a slot; on GRANTED the caller holds one (and must ``release`` it)."""
@@ -140,7 +140,7 @@ class Queues:
 
     def offer(self, srv: ServerRuntime) -> None:
         """Take free slots (if any) for the oldest waiters, wherever they are."""
-        maxconn = srv.cfg.maxconn
+        maxconn = srv.row.maxconn
         while srv.row.queue_len:
             oldest = self.table.oldest_waiter(srv.index)
             if oldest is None or not srv.cell.try_take_slot(maxconn):

@@ -56,6 +56,7 @@ class Stop:
     term: str
     keep: bool
     reply: Reply | None = None
+    service: str = ""  # ``use-service`` (and the stats page): the worker's service builds the reply
 
 
 class _Failed(Exception):
@@ -273,6 +274,10 @@ def _return(a: Action, rule: HttpRule) -> Stop | None:
     return Stop(ret.status, "PR", True, local_reply(ret.status, body, ret.content_type, headers))
 
 
+def _use_service(a: Action, rule: HttpRule) -> Stop | None:
+    return Stop(200, "LR", True, service=rule.name.decode())  # LR: answered locally, as HAProxy logs
+
+
 def _allow(a: Action, rule: HttpRule) -> Stop | None:
     raise _Allow
 
@@ -289,6 +294,7 @@ ACTIONS: dict[str, Callable[[Action, HttpRule], Stop | None]] = {
     "redirect": _redirect,
     "deny": _deny,
     "return": _return,
+    "use-service": _use_service,
     "allow": _allow,
 }
 

@@ -250,6 +250,9 @@ class Waiter:
     future: asyncio.Future[bool] = field(repr=False)
 
 
+_NOT_PICKABLE = AdminState.FMAINT | AdminState.FDRAIN
+
+
 class ServerRuntime:
     """One configured server inside one worker."""
 
@@ -305,6 +308,21 @@ class ServerRuntime:
     def usable(self) -> bool:
         # FMAINT: put in maintenance on the runtime API (``set server ... state maint``)
         return not self.maint and not self.row.admin_state & AdminState.FMAINT
+
+    @property
+    def pickable(self) -> bool:
+        """The balancer may choose it for a new request: usable, not draining (``set server ...
+        state drain``: HAProxy's FDRAIN; a session already on it may still use it) and weight > 0.
+        The admin state and weight are the shared row's, so every worker obeys a change at once."""
+        row = self.row
+        return not self.maint and not row.admin_state & _NOT_PICKABLE and row.weight > 0
+
+    def close_idle_if_maint(self) -> int:
+        """In maintenance, close this worker's pooled connections (HAProxy purges a server's idle
+        connections when it enters maintenance); the worker's sweep calls it. Returns the number closed."""
+        if not self.pool or self.usable:
+            return 0
+        return sum(self.drop_idle(conn) for conn in self.pool.oldest(len(self.pool)))
 
     # -- accounting ---------------------------------------------------------------------------
     def move(

@@ -98,7 +98,7 @@ dead worker's half-done operation left); then its cells are subtracted from the 
 - **both dead**: each is reconciled in turn; the owner's reconcile empties every slot, whatever the
   claimer did.
 
-Layout (LAYOUT_VERSION 2)
+Layout (LAYOUT_VERSION 3)
 -------------------------
 ::
 
@@ -111,18 +111,23 @@ Layout (LAYOUT_VERSION 2)
     slots_off                    nservers*nworkers  slot arrays, server-major, each slot_array_size =
                                    * slot_array_size  64 + nslots * 64: array(i, w) =
                                                       slots_off + (i*nworkers + w) * slot_array_size
-    names_off                    names_len          UTF-8 JSON: one object per server (names, address)
+    fronts_off                   nfrontends         per frontend: its row (16 words), then one cell
+                                   * (nworkers+1)     (16 words) per worker: front(f) = fronts_off + f *
+                                   * 128              (nworkers + 1) * 128, its cell w 128 * (w + 1) further
+    names_off                    names_len          UTF-8 JSON: {"servers": [one list per server: names,
+                                                      address, ids, limits], "frontends": [names]}
 
     header word: 0 magic ("POOLPRXY")   1 version   2 header_size   3 total_size   4 nworkers
                  5 nservers   6 worker_size   7 row_size   8 cell_size   9 workers_off   10 rows_off
                  11 cells_off   12 names_off   13 names_len   14 backend (atomics: c=1, fallback=2)
                  15 generation   16 master_pid   17 created_ns (CLOCK_REALTIME)   18 nslots
-                 19 slots_off   20 slot_array_size   21..31 zero
+                 19 slots_off   20 slot_array_size   21 nfrontends   22 fronts_off   23..31 zero
     worker:      0 pid   1 incarnation   2 state (WorkerState)   3 heartbeat (CLOCK_MONOTONIC ns)
                  4 started (CLOCK_MONOTONIC ns)   5..7 zero
     row:         0 served   1 cur_conns   2 used   3 idle   4 safe   5 queue_len   6 next_ticket
                  7 max_used | 8 max_served   9 max_cur_conns   10 max_queue   11 est_need
-                 12 admin_state (AdminState)   13 oper_state (OperState)   14 weight   15 zero |
+                 12 admin_state (AdminState)   13 oper_state (OperState)   14 weight
+                 15 maxconn (the live limit: the config's, then ``set maxconn server``) |
                  16 connects   17 connect_errors   18 reuses   19 requests   20 purged
                  21 takeovers_asked   22 takeovers_given   23 takeovers_failed |
                  24 queue_timeouts   25 queue_full   26..31 zero
@@ -130,6 +135,10 @@ Layout (LAYOUT_VERSION 2)
                  8 oldest_ticket (0 = no waiter)   9 takeovers_given   10 takeovers_taken   11..15 zero
     slot array:  0 bell (rung by takes and repairs)   1 high (one past the highest slot published)
                  2..7 zero, then nslots slots
+    front row:   0 max_conns (the peak of the sum of the cells' cur_conns)   1..15 zero
+    front cell:  0 cur_conns   1 conns_total   2 requests_total   3 bytes_out   4..9 hrsp_1xx .. hrsp_5xx,
+                 hrsp_other   10 denied_req   11 bad_req   12..15 zero (only its worker writes a cell;
+                 ``reconcile_worker`` zeroes a dead worker's cur_conns; the totals stay)
     slot:        0 tag (proxy.slots: state, discard, claimer, version)   1 owner (slot << 32 |
                  incarnation)   2 fd (the owner's descriptor number)   3 conn_id (the owner's)
                  4 ports (local << 16 | peer)   5 meta (safe: bit 0, protocol: bits 8-15,
@@ -160,12 +169,13 @@ from proxy.pool_policy import oldest_waiter
 from proxy.slot_array import NSLOTS, S_META, SLOT_HEADER, SLOT_SIZE, SlotArray
 from proxy.slots import SlotState
 
-LAYOUT_VERSION: Final = 2
+LAYOUT_VERSION: Final = 3  # 3: row word 15 is the live maxconn
 MAGIC: Final = int.from_bytes(b"POOLPRXY", "little")
 HEADER_SIZE: Final = 256
 WORKER_SIZE: Final = 64
 ROW_SIZE: Final = 256
 CELL_SIZE: Final = 128
+FRONT_SIZE: Final = 128  # a frontend's row, and each of its cells
 SHM_DIR: Final = "/dev/shm"
 BACKEND_IDS: Final = {"c": 1, "fallback": 2}
 
@@ -173,7 +183,7 @@ BACKEND_IDS: Final = {"c": 1, "fallback": 2}
 HEADER_KEYS: Final = (
     "magic", "version", "header_size", "total_size", "nworkers", "nservers", "worker_size", "row_size",
     "cell_size", "workers_off", "rows_off", "cells_off", "names_off", "names_len", "backend", "generation",
-    "master_pid", "created_ns", "nslots", "slots_off", "slot_array_size",
+    "master_pid", "created_ns", "nslots", "slots_off", "slot_array_size", "nfrontends", "fronts_off",
 )  # fmt: skip
 _HEADER = struct.Struct("<32q")
 
@@ -182,11 +192,20 @@ W_PID, W_INCARNATION, W_STATE, W_HEARTBEAT, W_STARTED = 0, 8, 16, 24, 32
 
 # row offsets
 R_SERVED, R_CUR_CONNS, R_USED, R_IDLE, R_SAFE, R_QUEUE_LEN, R_NEXT_TICKET, R_MAX_USED = range(0, 64, 8)
-R_MAX_SERVED, R_MAX_CUR_CONNS, R_MAX_QUEUE, R_EST_NEED, R_ADMIN_STATE, R_OPER_STATE, R_WEIGHT = range(
-    64, 120, 8
-)
+(R_MAX_SERVED, R_MAX_CUR_CONNS, R_MAX_QUEUE, R_EST_NEED, R_ADMIN_STATE, R_OPER_STATE, R_WEIGHT,
+ R_MAXCONN) = range(64, 128, 8)  # fmt: skip
 (R_CONNECTS, R_CONNECT_ERRORS, R_REUSES, R_REQUESTS, R_PURGED, R_TAKEOVERS_ASKED, R_TAKEOVERS_GIVEN,
  R_TAKEOVERS_FAILED, R_QUEUE_TIMEOUTS, R_QUEUE_FULL) = range(128, 208, 8)  # fmt: skip
+
+# frontend cell offsets (F_HRSP: hrsp_1xx; the next five words are 2xx..5xx and other)
+(F_CUR_CONNS, F_CONNS_TOTAL, F_REQUESTS_TOTAL, F_BYTES_OUT, F_HRSP, F_DENIED_REQ, F_BAD_REQ) = (
+    0, 8, 16, 24, 32, 80, 88)  # fmt: skip
+FRONT_FIELDS: Final = {
+    "cur_conns": F_CUR_CONNS, "conns_total": F_CONNS_TOTAL, "requests_total": F_REQUESTS_TOTAL,
+    "bytes_out": F_BYTES_OUT, "hrsp_1xx": F_HRSP, "hrsp_2xx": F_HRSP + 8, "hrsp_3xx": F_HRSP + 16,
+    "hrsp_4xx": F_HRSP + 24, "hrsp_5xx": F_HRSP + 32, "hrsp_other": F_HRSP + 40,
+    "denied_req": F_DENIED_REQ, "bad_req": F_BAD_REQ,
+}  # fmt: skip
 
 # cell offsets
 C_SEQ, C_IDLE, C_SAFE, C_USED, C_SERVED, C_INCOMING, C_CONNS, C_QUEUED = range(0, 64, 8)
@@ -328,8 +347,8 @@ class ServerRow(_View):
 
     # One read-only property per word, in layout order (ROW_FIELDS below lists them by name).
     served, cur_conns, used, idle, safe, queue_len, next_ticket, max_used = map(_Word, range(0, 64, 8))
-    max_served, max_cur_conns, max_queue, est_need, admin_state, oper_state, weight = map(
-        _Word, range(64, 120, 8)
+    max_served, max_cur_conns, max_queue, est_need, admin_state, oper_state, weight, maxconn = map(
+        _Word, range(64, 128, 8)
     )
     connects, connect_errors, reuses, requests, purged = map(_Word, range(128, 168, 8))
     takeovers_asked, takeovers_given, takeovers_failed, queue_timeouts, queue_full = map(
@@ -340,7 +359,7 @@ class ServerRow(_View):
         return self._a.load(self._base + off)
 
     def store(self, off: int, value: int) -> None:
-        """For states, weight and the purge's ``est_need``/``max_used``; never for a gauge."""
+        """For states, weight, maxconn and the purge's ``est_need``/``max_used``; never for a gauge."""
         self._a.store(self._base + off, value)
 
     def add(self, off: int, delta: int = 1) -> int:
@@ -660,16 +679,20 @@ def segment_name(master_pid: int, generation: int) -> str:
     return f"/poolproxy.{master_pid}.{generation}"
 
 
-def layout_sizes(nworkers: int, nservers: int, names_len: int, nslots: int = NSLOTS) -> dict[str, int]:
+def layout_sizes(
+    nworkers: int, nservers: int, names_len: int, nslots: int = NSLOTS, nfrontends: int = 0
+) -> dict[str, int]:
     """Every offset and size of the layout, from the counts (the one place they are computed)."""
     rows_off = HEADER_SIZE + nworkers * WORKER_SIZE
     cells_off = rows_off + nservers * ROW_SIZE
     slots_off = cells_off + nservers * nworkers * CELL_SIZE
     slot_array_size = SLOT_HEADER + nslots * SLOT_SIZE
-    names_off = slots_off + nservers * nworkers * slot_array_size
+    fronts_off = slots_off + nservers * nworkers * slot_array_size
+    names_off = fronts_off + nfrontends * (nworkers + 1) * FRONT_SIZE
     total_size = names_off + (names_len + 7) // 8 * 8
     return dict(workers_off=HEADER_SIZE, rows_off=rows_off, cells_off=cells_off, slots_off=slots_off,
-                slot_array_size=slot_array_size, names_off=names_off, total_size=total_size)  # fmt: skip
+                slot_array_size=slot_array_size, fronts_off=fronts_off, names_off=names_off,
+                total_size=total_size)  # fmt: skip
 
 
 class ShmTable:
@@ -680,7 +703,7 @@ class ShmTable:
         self.name = name
         self.atomics = words
         self.header = header
-        self.servers = _read_names(name, mm, header)
+        self.servers, self.frontends = _read_names(name, mm, header)
         self.nworkers = header["nworkers"]
         self.nservers = header["nservers"]
         self.generation = header["generation"]
@@ -696,6 +719,8 @@ class ShmTable:
         self._slots_off = header["slots_off"]
         self._slot_array_size = header["slot_array_size"]
         self._arrays: list[SlotArray | None] = [None] * (self.nservers * self.nworkers)
+        self._fronts_off = header["fronts_off"]
+        self._front_index = {fe: f for f, fe in enumerate(self.frontends)}
         self._closed = False
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -718,12 +743,15 @@ class ShmTable:
             for bkid, (bk, px) in enumerate(config.backends.items(), 1)
             for svid, s in enumerate(px.servers, 1)
         ]
-        names = json.dumps(
-            [[bk, s.name, s.host, s.port, bkid, svid, s.maxconn, s.maxqueue] for bk, s, bkid, svid in servers]
-        ).encode()
-        sizes = layout_sizes(nworkers, len(servers), len(names), nslots)
+        fronts = list(config.frontends)
+        names = json.dumps({
+            "servers": [[bk, s.name, s.host, s.port, bkid, svid, s.maxconn, s.maxqueue]
+                        for bk, s, bkid, svid in servers],
+            "frontends": fronts,
+        }).encode()  # fmt: skip
+        sizes = layout_sizes(nworkers, len(servers), len(names), nslots, len(fronts))
         header = dict(magic=MAGIC, version=LAYOUT_VERSION, header_size=HEADER_SIZE,
-                      nworkers=nworkers, nservers=len(servers), nslots=nslots,
+                      nworkers=nworkers, nservers=len(servers), nslots=nslots, nfrontends=len(fronts),
                       worker_size=WORKER_SIZE, row_size=ROW_SIZE, cell_size=CELL_SIZE, **sizes,
                       names_len=len(names), backend=BACKEND_IDS[backend], generation=generation,
                       master_pid=os.getpid(), created_ns=time.time_ns())  # fmt: skip
@@ -751,6 +779,7 @@ class ShmTable:
             row = table._rows[k]
             row.store(R_NEXT_TICKET, 1)
             row.store(R_WEIGHT, cfg.weight)
+            row.store(R_MAXCONN, cfg.maxconn)
             row.store(R_ADMIN_STATE, AdminState.CMAINT if cfg.disabled else AdminState.READY)
             row.store(R_OPER_STATE, OperState.STOPPED if cfg.disabled else OperState.RUNNING)
         words.store(0, MAGIC)  # last: the table is complete
@@ -904,6 +933,59 @@ class ShmTable:
             a.load(off + W_HEARTBEAT), a.load(off + W_STARTED),
         )  # fmt: skip
 
+    # -- frontends ------------------------------------------------------------------------------
+    def front_index(self, frontend: str) -> int:
+        return self._front_index[frontend]
+
+    def front_cell(self, f: int, slot: int) -> int:
+        """The offset of frontend ``f``'s cell of worker ``slot`` (``F_*`` words); only that worker
+        writes it."""
+        return self._fronts_off + (f * (self.nworkers + 1) + slot + 1) * FRONT_SIZE
+
+    def front_opened(self, f: int, slot: int) -> None:
+        """A client connection accepted by worker ``slot`` on frontend ``f``; keeps the peak."""
+        a, cell = self.atomics, self.front_cell(f, slot)
+        a.fetch_add(cell + F_CUR_CONNS, 1)
+        a.fetch_add(cell + F_CONNS_TOTAL, 1)
+        a.fetch_max(self._fronts_off + f * (self.nworkers + 1) * FRONT_SIZE, self.feconn(f))
+
+    def front_closed(self, f: int, slot: int) -> None:
+        self.atomics.fetch_add(self.front_cell(f, slot) + F_CUR_CONNS, -1)
+
+    def front_request(self, f: int, slot: int, status: int, bytes_out: int) -> None:
+        """An exchange ended on frontend ``f`` (its status class and the bytes sent to the client)."""
+        a, cell = self.atomics, self.front_cell(f, slot)
+        a.fetch_add(cell + F_REQUESTS_TOTAL, 1)
+        a.fetch_add(cell + F_BYTES_OUT, bytes_out)
+        cls = status // 100
+        a.fetch_add(cell + F_HRSP + 8 * ((cls - 1) if 1 <= cls <= 5 else 5), 1)
+
+    def front_count(self, f: int, slot: int, off: int) -> None:
+        """+1 on one counter of the cell (``F_DENIED_REQ``, ``F_BAD_REQ``)."""
+        self.atomics.fetch_add(self.front_cell(f, slot) + off, 1)
+
+    def feconn(self, f: int) -> int:
+        """Client connections open on frontend ``f``, across workers."""
+        a = self.atomics
+        return sum(a.load(self.front_cell(f, w) + F_CUR_CONNS) for w in range(self.nworkers))
+
+    def actconn(self) -> int:
+        """Client connections open on every frontend, across workers (HAProxy's actconn)."""
+        return sum(self.feconn(f) for f in range(len(self.frontends)))
+
+    def _front_snapshot(self) -> list[dict[str, Any]]:
+        a, out = self.atomics, []
+        for f, name in enumerate(self.frontends):
+            cells = [
+                {k: a.load(self.front_cell(f, w) + off) for k, off in FRONT_FIELDS.items()}
+                for w in range(self.nworkers)
+            ]
+            entry: dict[str, Any] = {k: sum(c[k] for c in cells) for k in FRONT_FIELDS}
+            max_conns = a.load(self._fronts_off + f * (self.nworkers + 1) * FRONT_SIZE)
+            entry.update(name=name, max_conns=max_conns, cells=cells)
+            out.append(entry)
+        return out
+
     # -- reconciliation --------------------------------------------------------------------------
     def reconcile_worker(self, slot: int, *, timeout: float = 0.1) -> ReconcileReport:
         """The master, after reaping the worker of ``slot``: remove its cells from the rows (slots,
@@ -912,6 +994,8 @@ class ShmTable:
         a = self.atomics
         self.set_worker_state(slot, WorkerState.DEAD)
         report = ReconcileReport(slot, self.worker(slot).pid)
+        for f in range(len(self.frontends)):  # its client connections died with it
+            a.store(self.front_cell(f, slot) + F_CUR_CONNS, 0)
         deadline = time.monotonic() + timeout
         for i in range(self.nservers):
             cell = self.cell(i, slot)._base
@@ -1014,7 +1098,7 @@ class ShmTable:
             entry["slots"] = [self.slots(s.index, slot).counts() for slot in range(self.nworkers)]
             servers.append(entry)
         header = dict(self.header, name=self.name, backend_name=self.backend)
-        return {"header": header, "workers": workers, "servers": servers}
+        return {"header": header, "workers": workers, "servers": servers, "frontends": self._front_snapshot()}
 
 
 def _map(name: str, *, writable: bool) -> mmap.mmap:
@@ -1041,7 +1125,7 @@ def _check_header(name: str, mm: mmap.mmap) -> dict[str, int]:
     want = dict(header_size=HEADER_SIZE, worker_size=WORKER_SIZE, row_size=ROW_SIZE, cell_size=CELL_SIZE)
     if h["nslots"] < 0:
         raise ShmLayoutError(f"{name}: bad slot count {h['nslots']}")
-    want.update(layout_sizes(h["nworkers"], h["nservers"], h["names_len"], h["nslots"]))
+    want.update(layout_sizes(h["nworkers"], h["nservers"], h["names_len"], h["nslots"], h["nfrontends"]))
     for k, v in want.items():
         if h[k] != v:
             raise ShmLayoutError(f"{name}: header {k}={h[k]}, expected {v} for this layout")
@@ -1052,12 +1136,12 @@ def _check_header(name: str, mm: mmap.mmap) -> dict[str, int]:
     return h
 
 
-def _read_names(name: str, mm: mmap.mmap, h: dict[str, int]) -> list[ServerInfo]:
+def _read_names(name: str, mm: mmap.mmap, h: dict[str, int]) -> tuple[list[ServerInfo], list[str]]:
     raw = json.loads(bytes(mm[h["names_off"] : h["names_off"] + h["names_len"]]))
-    servers = [ServerInfo(i, *entry) for i, entry in enumerate(raw)]
-    if len(servers) != h["nservers"]:
+    servers = [ServerInfo(i, *entry) for i, entry in enumerate(raw["servers"])]
+    if len(servers) != h["nservers"] or len(raw["frontends"]) != h["nfrontends"]:
         raise ShmLayoutError(f"{name}: {len(servers)} server names for {h['nservers']} rows")
-    return servers
+    return servers, list(raw["frontends"])
 
 
 def read_header(name: str) -> dict[str, int]:

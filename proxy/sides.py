@@ -38,6 +38,11 @@ class ClientSide(Protocol):
         ...
 
     @property
+    def bytes_sent(self) -> int:
+        """Bytes written to the client so far on this connection (heads, bodies, framing)."""
+        ...
+
+    @property
     def write_paused(self) -> bool:
         """True while the client does not take what is sent (its transport buffer is full)."""
         ...

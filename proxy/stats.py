@@ -13,6 +13,7 @@ from typing import Any
 
 from proxy import __version__
 from proxy.config.model import Config
+from proxy.shm import AdminState
 
 # HAProxy 2.6's ``show stat`` columns, in order (the header ends with a trailing comma).
 _STAT_HEAD = (
@@ -128,32 +129,111 @@ def _row(values: dict[str, Any]) -> str:
     return ",".join("" if values.get(c) is None else str(values[c]) for c in STAT_COLUMNS) + ","
 
 
-def show_stat(snap: dict[str, Any], config: Config) -> str:
-    """``show stat``: the CSV header, then FRONTEND rows, and per backend its servers and BACKEND."""
+HRSP = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+
+
+def server_status(s: dict[str, Any]) -> str:
+    """A server's ``status`` column: HAProxy's words for a server without health checks."""
+    admin = AdminState(s["admin_state"])
+    if admin & (AdminState.FMAINT | AdminState.CMAINT | AdminState.IMAINT):
+        return "MAINT"
+    if admin & (AdminState.FDRAIN | AdminState.IDRAIN):
+        return "DRAIN"
+    return "no check"
+
+
+def stat_rows(snap: dict[str, Any], config: Config) -> list[dict[str, Any]]:
+    """One dict per ``show stat`` line (FRONTEND rows, then per backend its servers and BACKEND),
+    column name -> value (None or absent: left empty). The CSV, typed, JSON, HTML and Prometheus
+    renderings all start from these."""
     pid = 1
-    out = ["# " + ",".join(STAT_COLUMNS) + ","]
+    out: list[dict[str, Any]] = []
+    fronts = {f["name"]: f for f in snap.get("frontends", ())}
     for iid, name in enumerate(config.frontends, start=1):
-        out.append(_row({"pxname": name, "svname": "FRONTEND", "status": "OPEN", "pid": pid, "iid": iid,
-                         "sid": 0, "type": 0, "mode": "http"}))  # fmt: skip
+        row: dict[str, Any] = {"pxname": name, "svname": "FRONTEND", "status": "OPEN", "pid": pid,
+                               "iid": iid, "sid": 0, "type": 0, "mode": "http"}  # fmt: skip
+        f = fronts.get(name)
+        if f is not None:
+            row.update({
+                "scur": f["cur_conns"], "smax": f["max_conns"],
+                "slim": config.frontends[name].maxconn or None, "stot": f["conns_total"],
+                "conn_tot": f["conns_total"], "bout": f["bytes_out"], "req_tot": f["requests_total"],
+                "dreq": f["denied_req"], "ereq": f["bad_req"],
+                **{k: f[k] for k in HRSP},
+            })  # fmt: skip
+        out.append(row)
     nfe = len(config.frontends)
     for bki, be in enumerate(config.backends, start=1):
         rows = _servers(snap, be)
         iid = nfe + bki
         for s in rows:
-            out.append(_row({
+            out.append({
                 "pxname": be, "svname": s["server"], "qcur": s["queue_len"], "qmax": s["max_queue"],
                 "scur": s["cur_conns"], "smax": s["max_cur_conns"], "slim": s["maxconn"] or None,
-                "stot": s["connects"], "status": "no check", "weight": s["weight"], "act": 1, "bck": 0,
-                "pid": pid, "iid": iid, "sid": s["svid"], "type": 2, "addr": f"{s['host']}:{s['port']}",
-                "mode": "http", "connect": s["connects"], "reuse": s["reuses"], "req_tot": s["requests"],
-                "idle_conn_cur": s["idle"], "safe_conn_cur": s["safe"], "used_conn_cur": s["used"],
-                "need_conn_est": s["est_need"],
-            }))  # fmt: skip
-        out.append(_row({
+                "stot": s["connects"], "status": server_status(s), "weight": s["weight"], "act": 1,
+                "bck": 0, "pid": pid, "iid": iid, "sid": s["svid"], "type": 2,
+                "addr": f"{s['host']}:{s['port']}", "mode": "http", "connect": s["connects"],
+                "reuse": s["reuses"], "req_tot": s["requests"], "idle_conn_cur": s["idle"],
+                "safe_conn_cur": s["safe"], "used_conn_cur": s["used"], "need_conn_est": s["est_need"],
+                "uweight": s["weight"],
+            })  # fmt: skip
+        up = [s for s in rows if server_status(s) != "MAINT"]
+        weight = sum(s["weight"] for s in up if server_status(s) == "no check")
+        out.append({
             "pxname": be, "svname": "BACKEND", "qcur": sum(s["queue_len"] for s in rows),
             "scur": sum(s["cur_conns"] for s in rows), "stot": sum(s["connects"] for s in rows),
-            "status": "UP", "act": len(rows), "bck": 0, "pid": pid, "iid": iid, "sid": 0, "type": 1,
-            "mode": "http", "connect": sum(s["connects"] for s in rows),
+            "status": "UP" if up else "DOWN", "weight": weight, "uweight": weight, "act": len(up),
+            "bck": 0, "pid": pid, "iid": iid, "sid": 0, "type": 1, "mode": "http",
+            "algo": config.backends[be].balance, "connect": sum(s["connects"] for s in rows),
             "reuse": sum(s["reuses"] for s in rows), "req_tot": sum(s["requests"] for s in rows),
-        }))  # fmt: skip
-    return "\n".join(out) + "\n"
+        })  # fmt: skip
+    return out
+
+
+def csv(rows: list[dict[str, Any]]) -> str:
+    """The CSV of ``stat_rows``: HAProxy's header line, then one line per row."""
+    return "\n".join(["# " + ",".join(STAT_COLUMNS) + ",", *(_row(r) for r in rows)]) + "\n"
+
+
+def show_stat(snap: dict[str, Any], config: Config) -> str:
+    """``show stat``: the CSV header, then FRONTEND rows, and per backend its servers and BACKEND."""
+    return csv(stat_rows(snap, config))
+
+
+def show_pools(snap: dict[str, Any]) -> str:
+    """``show pools``, poolproxy's kind: HAProxy's command reports its memory pools; ours reports
+    the idle *connection* pools, in the same shape (one ``  - Pool`` line each, then ``Total:``)."""
+    lines = ["Dumping idle connection pools (per server; per worker in [])."]
+    idle = safe = used = 0
+    for s in snap["servers"]:
+        cells = s["cells"]
+        lent = [sl.get("IDLE", 0) for sl in s.get("slots", [])]
+        lines.append(
+            f"  - Pool {s['backend']}/{s['server']} ({s['host']}:{s['port']}) : {s['idle']} idle"
+            f" ({s['safe']} safe), {s['used']} used, need_est {s['est_need']}, max_used {s['max_used']},"
+            f" idle [{' '.join(str(c['idle']) for c in cells)}],"
+            f" safe [{' '.join(str(c['safe']) for c in cells)}],"
+            f" used [{' '.join(str(c['used']) for c in cells)}],"
+            f" published [{' '.join(map(str, lent))}], takeovers {s['takeovers_asked']} asked"
+            f" {s['takeovers_given']} given {s['takeovers_failed']} failed, {s['purged']} purged"
+        )
+        idle, safe, used = idle + s["idle"], safe + s["safe"], used + s["used"]
+    lines.append(f"Total: {len(snap['servers'])} pools, {idle} idle ({safe} safe), {used} used.")
+    return "\n".join(lines) + "\n"
+
+
+def show_sess(snap: dict[str, Any]) -> str:
+    """``show sess``, summarised: the master does not see the workers' streams one by one (each
+    worker owns its own), so one line per worker with what the shared table knows of its traffic:
+    connections to servers in use and idle, requests waiting in a queue."""
+    lines = []
+    for w in snap["workers"]:
+        slot = w["slot"]
+        used = sum(s["cells"][slot]["used"] for s in snap["servers"])
+        idle = sum(s["cells"][slot]["idle"] for s in snap["servers"])
+        queued = sum(s["cells"][slot]["queued"] for s in snap["servers"])
+        lines.append(
+            f"worker={slot} pid={w['pid']} state={w['state']} srv_used={used} srv_idle={idle}"
+            f" queued={queued}"
+        )
+    return "\n".join(lines) + "\n"

@@ -79,6 +79,10 @@ class Environment(Protocol):
 
     def log_stream(self, stream: Stream, status: int) -> None: ...
 
+    def serve(self, service: str, head: RequestHead) -> Reply:
+        """The answer of one of the worker's services (``use-service``, the stats page)."""
+        ...
+
     def next_serial(self) -> int:
         """A number for this request, unique in this worker process (``%rt``)."""
         ...
@@ -126,6 +130,7 @@ class Stream(StreamRules):
         "req_trailers",
         "resp_head",
         "retried",
+        "sent0",
         "serial",
         "server_keep",
         "server_last_io",
@@ -168,6 +173,7 @@ class Stream(StreamRules):
         self.retried = False
         self.tunnel_eofs = 0  # bit 1: the client half-closed, bit 2: the server did
         self.bytes_out = 0
+        self.sent0 = side.bytes_sent  # the log's bytes: what the client got since (heads included)
         self.term = "--"
         self.server_timeout = 0.0  # ``timeout server`` once attached (0: none); checked lazily
         self.server_last_io = 0.0
@@ -571,6 +577,9 @@ class Stream(StreamRules):
         self.term = stop.term
         if not stop.keep:
             self.fail(stop.status, stop.term)
+            return
+        if stop.service:
+            self.local_response(self.env.serve(stop.service, self.head))
             return
         self.local_response(stop.reply if stop.reply is not None else self.error_reply(stop.status))
 

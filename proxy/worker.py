@@ -50,7 +50,8 @@ from proxy.log import LogSink, notice
 from proxy.mux_h1 import ClientConn
 from proxy.queue import Queues
 from proxy.server import ServerRuntime
-from proxy.shm import ShmTable
+from proxy.services import Services
+from proxy.shm import F_BAD_REQ, ShmTable
 from proxy.slots import make_owner
 from proxy.steal import Thief
 from proxy.takeover import Channel, Message
@@ -91,7 +92,7 @@ class WorkerState:
         self.link.late = self.donor.adopt_late
         self.clients: set[ClientConn] = set()
         self.stopping = False
-        self.log = LogSink(g.logs, g.log_tag, g.log_send_hostname)
+        self.log = LogSink(list(g.log_targets), g.log_tag, g.log_send_hostname)
         self.envs = {
             name: StreamEnv(Frontend(cfg, self.backends, g.h1_engine, limits), self, self.log, g.h1_engine,
                             limits, g.bufsize)
@@ -102,6 +103,10 @@ class WorkerState:
         self.gate = gate_for(g.maxconn, n, slot)
         self.fe_gates = {name: gate_for(cfg.maxconn, n, slot) for name, cfg in config.frontends.items()}
         self.acceptors: list[Acceptor] = []
+        self.front_ids = {name: table.front_index(name) for name in config.frontends}
+        services = Services(table, config)
+        for env in self.envs.values():
+            env.services = services
 
     @property
     def requests(self) -> int:
@@ -111,6 +116,7 @@ class WorkerState:
     def client_opened(self, client: object) -> None:
         assert isinstance(client, ClientConn)
         self.clients.add(client)
+        self.table.front_opened(self.front_ids[client.cfg.name], self.slot)
         full = self.fe_gates[client.cfg.name].opened()
         if self.gate.opened() or full:
             self.update_accepting()
@@ -120,6 +126,7 @@ class WorkerState:
         if client not in self.clients:
             return
         self.clients.discard(client)
+        self.table.front_closed(self.front_ids[client.cfg.name], self.slot)
         freed = self.fe_gates[client.cfg.name].closed()
         if self.gate.closed() or freed:
             self.update_accepting()
@@ -136,6 +143,18 @@ class WorkerState:
 
     def client_count(self) -> int:
         return len(self.clients)
+
+    def feconn(self, frontend: str) -> int:
+        return self.table.feconn(self.front_ids[frontend])
+
+    def actconn(self) -> int:
+        return self.table.actconn()
+
+    def count_request(self, frontend: str, status: int, bytes_out: int) -> None:
+        self.table.front_request(self.front_ids[frontend], self.slot, status, bytes_out)
+
+    def count_bad_request(self, frontend: str) -> None:
+        self.table.front_count(self.front_ids[frontend], self.slot, F_BAD_REQ)
 
     def _send(self, slot: int, msg: Message) -> bool:
         return self.channel.send(slot, msg) if self.channel is not None else False
@@ -165,6 +184,7 @@ class WorkerState:
         if self.stopping:
             return
         for srv in self.by_index.values():
+            srv.close_idle_if_maint()  # the runtime API's ``maint`` reaches every worker here
             if tick % LIVENESS_EVERY == 0:
                 srv.sweep()
             elif srv.published:

@@ -138,6 +138,7 @@ class RecordingSide:
         self.session = session if session is not None else Session(*PEER)
         self.write_paused = False
         self.last_io = time.monotonic()
+        self.bytes_sent = 0  # bodies only (no framing here)
         self.calls: list[tuple[Any, ...]] = []
         self.replies: list[Reply] = []
         self.corked = 0  # cork depth: 0 when every cork was uncorked
@@ -170,6 +171,7 @@ class RecordingSide:
 
     def send_data(self, data: bytes) -> None:
         self.calls.append(("send_data", data))
+        self.bytes_sent += len(data)
 
     def send_end(self, trailers: Headers) -> None:
         self.calls.append(("send_end", list(trailers)))
@@ -177,6 +179,7 @@ class RecordingSide:
     def send_reply(self, reply: Reply, *, keep_alive: bool) -> bool:
         self.calls.append(("send_reply", reply.status, keep_alive))
         self.replies.append(reply)
+        self.bytes_sent += len(reply.body)
         return keep_alive and self.allow_keep_alive and not reply.silent
 
     def cork(self) -> None:
@@ -356,7 +359,10 @@ class RecordingLog(LogSink):
     def enabled(self) -> bool:
         return True
 
-    def emit(self, line: str) -> None:
+    def wants(self, level: str) -> bool:
+        return True
+
+    def emit(self, line: str, level: str = "info") -> None:
         self.lines.append(line)
 
 
@@ -366,6 +372,7 @@ class FakeClients:
     def __init__(self) -> None:
         self.stopping = False
         self.clients: set[object] = set()
+        self.requests: list[tuple[str, int, int]] = []
 
     def client_opened(self, side: object) -> None:
         self.clients.add(side)
@@ -375,6 +382,18 @@ class FakeClients:
 
     def client_count(self) -> int:
         return len(self.clients)
+
+    def feconn(self, frontend: str) -> int:
+        return len(self.clients)
+
+    def actconn(self) -> int:
+        return len(self.clients)
+
+    def count_request(self, frontend: str, status: int, bytes_out: int) -> None:
+        self.requests.append((frontend, status, bytes_out))
+
+    def count_bad_request(self, frontend: str) -> None:
+        self.requests.append((frontend, 400, 0))
 
 
 class RecordingEnv(StreamEnv):

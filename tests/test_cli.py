@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import stat
 import tempfile
+from collections.abc import Iterator
+from itertools import count
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proxy import cli, stats
+from proxy import cli, server_admin, stat_typed, stats
 from proxy.config import load
+from proxy.shm import AdminState, OperState, ShmTable
 
 CFG = """\
 global
@@ -86,13 +91,8 @@ def test_levels_and_unknown(ctx: cli.Context) -> None:
     assert "Not supported" in cli.execute(ctx, ["clear", "counters", "all"])
     assert cli.execute(ctx, ["set", "server", "be/s1", "state", "maint"]) == "Permission denied\n"
     ctx.level = cli.LEVELS["admin"]
-    calls: list[tuple[str, str, bool]] = []
-    ctx.set_maint = lambda b, s, m: calls.append((b, s, m)) is None and s == "s1"
-    assert cli.execute(ctx, ["set", "server", "be/s1", "state", "maint"]) == ""
-    assert cli.execute(ctx, ["enable", "server", "be/s1"]) == ""
     assert cli.execute(ctx, ["disable", "server", "be/x"]) == "No such server.\n"
-    assert calls == [("be", "s1", True), ("be", "s1", False), ("be", "x", True)]
-    assert "Not supported yet" in cli.execute(ctx, ["set", "server", "be/s1", "weight", "5"])
+    assert cli.execute(ctx, ["disable", "server", "nope/s1"]) == "No such backend.\n"
     unknown = cli.execute(ctx, ["frobnicate"])
     assert unknown.startswith("Unknown command: 'frobnicate'\n")
     assert "show info" in unknown
@@ -147,3 +147,113 @@ def test_bind_shows_the_path_only_once_listening(tmp_path: Path) -> None:
         assert not path.exists()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+TWO = CFG.replace("    server s1 127.0.0.1:2\n",
+                  "    server s1 127.0.0.1:2 weight 4\n    server s2 127.0.0.1:3\n")  # fmt: skip
+_names = count()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[cli.Context]:
+    """A context over a real shared table (two servers, two workers), at the admin level."""
+    (tmp_path / "p.cfg").write_text(TWO)
+    config = load([str(tmp_path / "p.cfg")])
+    table = ShmTable.create(config, 2, name=f"/poolproxy-test.cli.{os.getpid()}.{next(_names)}")
+    try:
+        yield cli.Context(config, table.snapshot, 0.0, level=cli.LEVELS["admin"], table=lambda: table)
+    finally:
+        table.close()
+        table.unlink()
+
+
+def run(ctx: cli.Context, line: str) -> str:
+    return cli.execute(ctx, line.split())
+
+
+def test_set_server_state_lives_in_the_row(live: cli.Context) -> None:
+    table = live.table()
+    assert table is not None
+    row = table.row(table.server_index("be", "s1"))
+    assert run(live, "set server be/s1 state drain") == ""
+    assert row.admin_state == AdminState.FDRAIN and row.oper_state == OperState.RUNNING
+    assert "be,s1," in run(live, "show stat") and ",DRAIN," in run(live, "show stat")
+    assert run(live, "set server be/s1 state maint") == ""  # maint clears drain (HAProxy)
+    assert row.admin_state == AdminState.FMAINT and row.oper_state == OperState.STOPPED
+    assert ",MAINT," in run(live, "show stat")
+    assert "be,s1," not in run(live, "show stat up")
+    assert run(live, "set server be/s1 state ready") == "" and row.admin_state == 0
+    assert run(live, "set server be/s1 state foo") == (
+        "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n")
+    assert run(live, "disable server be/s1") == "" and row.admin_state == AdminState.FMAINT
+    assert run(live, "enable server be/s1") == "" and row.admin_state == 0
+    assert run(live, "set server be/nope state maint") == "No such server.\n"
+    assert run(live, "set server be state maint") == "Require 'backend/server'.\n"
+
+
+def test_weight_and_maxconn(live: cli.Context) -> None:
+    table = live.table()
+    assert table is not None
+    row = table.row(table.server_index("be", "s1"))
+    assert run(live, "get weight be/s1") == "4 (initial 4)\n"
+    assert run(live, "set server be/s1 weight 50%") == "" and row.weight == 2
+    assert run(live, "set server be/s1 weight 10") == "" and row.weight == 10
+    assert run(live, "set weight be/s1 7") == "" and run(live, "get weight be/s1") == "7 (initial 4)\n"
+    assert run(live, "set server be/s1 weight 300") == (
+        "Absolute weight can only be between 0 and 256 inclusive.\n")
+    assert run(live, "set server be/s1 weight 10000%") == "" and row.weight == 256  # capped
+    assert run(live, "set server be/s1 weight -1%") == "Relative weight must be positive.\n"
+    assert run(live, "set server be/s1 weight") == "Require <weight> or <weight%>.\n"
+    assert run(live, "get weight nope/s1") == "No such backend.\n"
+    assert row.maxconn == 0
+    assert run(live, "set maxconn server be/s1 20") == "" and row.maxconn == 20
+    assert run(live, "set maxconn server be/s1 x") == "maxconn string empty or preceded by garbage"
+    assert run(live, "set maxconn server be/s1") == "Require <maxconn>.\n"
+    assert ",20," in next(r for r in run(live, "show stat").splitlines() if r.startswith("be,s1,"))
+
+
+def test_static_algorithm_weights() -> None:
+    assert server_admin.parse_weight("5", 1, static=True) == (
+        "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'.\n")
+    assert server_admin.parse_weight("0%", 3, static=True) == 0
+    assert server_admin.parse_weight("100%", 3, static=True) == 3
+
+
+def test_levels_for_each_change(live: cli.Context) -> None:
+    changes = ["set server be/s1 state drain", "set server be/s1 weight 2", "set weight be/s1 2",
+               "set maxconn server be/s1 3", "enable server be/s1", "disable server be/s1"]
+    for level in ("user", "operator"):
+        live.level = cli.LEVELS[level]
+        for line in changes:
+            assert run(live, line) == "Permission denied\n", (level, line)
+        assert run(live, "get weight be/s1") == "4 (initial 4)\n"
+        assert "set server" not in run(live, "help") and "get weight" in run(live, "help")
+    live.level = cli.LEVELS["user"]
+    assert run(live, "show cli level") == "user\n"
+    live.level = cli.LEVELS["admin"]
+    assert "set maxconn server" in run(live, "help")
+
+
+def test_stat_typed_and_json_agree(live: cli.Context) -> None:
+    typed = run(live, "show stat typed").splitlines()
+    assert typed[0] == "F.1.0.0.pxname.1:KNS:str:fe"
+    assert "S.2.1.18.weight.1:MaP:u32:4" in typed
+    assert "B.2.0.19.act.1:MGP:u32:2" in typed and "S.2.2.19.act.1:SGP:u32:1" in typed
+    objs = json.loads(run(live, "show stat json"))
+    flat = [f for obj in objs for f in obj]
+    assert len(flat) == len(typed)
+    for f, line in zip(flat, typed, strict=True):
+        left, tag, typ, value = line.split(":", 3)
+        assert left.split(".")[3:5] == [str(f["field"]["pos"]), f["field"]["name"]]
+        assert (f["value"]["type"], str(f["value"]["value"])) == (typ, value)
+        assert tag[0] == f["tags"]["origin"][0] and tag[2] == f["tags"]["scope"][0]
+    assert [o[0]["objType"] for o in objs] == ["Frontend", "Server", "Server", "Backend"]
+    assert all(name in stat_typed.TAGS for name in (f["field"]["name"] for f in flat))
+
+
+def test_show_pools_and_sess(live: cli.Context) -> None:
+    pools = run(live, "show pools").splitlines()
+    assert pools[1].startswith("  - Pool be/s1 (127.0.0.1:2) : 0 idle (0 safe), 0 used,")
+    assert "idle [0 0]" in pools[1] and pools[-1] == "Total: 2 pools, 0 idle (0 safe), 0 used."
+    sess = run(live, "show sess").splitlines()
+    assert len(sess) == 2 and sess[1].startswith("worker=1 pid=0 state=FREE")
+    assert "be/s2" in run(live, "show pool-table")
+    assert json.loads(run(live, "show pool-table json"))["header"]["nworkers"] == 2

@@ -3,12 +3,14 @@ client) and with Python; the headers compared with the installed HAProxy's on th
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,104 @@ def test_headers_match_haproxy(make_proxy: MakeProxy, origin: Origin, sockdir: P
     finally:
         hap.terminate()
         hap.wait(5)
+
+
+def two_servers(port: int, o1: Origin, o2: Origin, glob: str) -> str:
+    servers = f"server s1 127.0.0.1:{o1.port}\n    server s2 127.0.0.1:{o2.port}"
+    return proxy_config(port, 0, nbthread=2, glob=glob, servers=servers)
+
+
+def test_runtime_changes_reach_every_worker(make_proxy: MakeProxy, sockdir: Path) -> None:
+    """drain, weight, maint and maxconn set on the master's socket, obeyed by both workers."""
+    with Origin() as o1, Origin() as o2:
+        port = free_port()
+        glob = f"stats socket {sockdir}/admin.sock level admin"
+        make_proxy(two_servers(port, o1, o2, glob), ports=[port], workers=2)
+        admin = str(sockdir / "admin.sock")
+        wait_for(lambda: Path(admin).exists())
+
+        def spread(n: int = 12) -> tuple[int, int]:
+            o1.reset()
+            o2.reset()
+            for _ in range(n):
+                assert http_get(port, "/").status == 200
+            return o1.stats()["requests"], o2.stats()["requests"]
+
+        first, second = spread()
+        assert first > 0 and second > 0  # roundrobin, weights 1/1 (in each worker: two workers)
+        assert ask(admin, "set server be/s2 weight 0\n") == "\n"
+        assert spread() == (12, 0)
+        assert ask(admin, "set server be/s2 weight 3; get weight be/s2\n") == "\n3 (initial 1)\n\n"
+        assert ask(admin, "set server be/s1 state drain\n") == "\n"
+        assert spread() == (0, 12)
+        assert ask(admin, "set server be/s1 state ready; set server be/s2 weight 0\n") == "\n\n"
+        assert spread(4) == (4, 0)
+        assert o1.stats()["open"] > 0  # kept in the workers' pools
+        # maint: nothing picks it, and every worker closes its idle connections to it
+        assert ask(admin, "set server be/s1 state maint; set server be/s2 weight 1\n") == "\n\n"
+        wait_for(lambda: o1.stats()["open"] == 0, message="idle connections to s1 closed")
+        assert spread(4) == (0, 4)
+        # maxconn: one request at a time on s1, across both workers
+        assert ask(admin, "set server be/s1 state ready; set server be/s2 weight 0\n") == "\n\n"
+        assert ask(admin, "set maxconn server be/s1 1\n") == "\n"
+        row = next(r.split(",") for r in ask(admin, "show stat\n").splitlines() if r.startswith("be,s1,"))
+        assert row[6] == "1"  # slim
+        o1.reset()
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(lambda _: http_get(port, "/delay/150").status, range(6)))
+        assert statuses == [200] * 6
+        assert o1.stats()["max_active"] == 1 and o1.stats()["requests"] == 6
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_admin_formats_match_haproxy(make_proxy: MakeProxy, sockdir: Path) -> None:
+    """``show stat typed|json``, ``get weight`` and the refusals, beside HAProxy's on the same config."""
+    with Origin() as o1, Origin() as o2:
+        port, hport = free_port(), free_port()
+        make_proxy(two_servers(port, o1, o2, f"stats socket {sockdir}/ours.sock level admin"),
+                   ports=[port], workers=2)  # fmt: skip
+        cfg = sockdir / "h.cfg"
+        cfg.write_text(two_servers(hport, o1, o2, f"stats socket {sockdir}/h.sock level admin"))
+        hap = subprocess.Popen([str(HAPROXY), "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_for(lambda: (sockdir / "h.sock").exists() and (sockdir / "ours.sock").exists())
+            ours, theirs = str(sockdir / "ours.sock"), str(sockdir / "h.sock")
+            for cmd in ("get weight be/s1", "set server be/s1 weight 50%", "get weight be/s1",
+                        "set server be/s1 weight 300", "set server be/s1 weight -3%",
+                        "set server be/s1 weight 4", "get weight be/s1", "get weight be/zz",
+                        "get weight zz/s1", "get weight be", "set server be/s1 state bogus",
+                        "set maxconn server be/s1", "set maxconn server be/s1 7",
+                        "set server be/s1 state drain", "set server be/s1 state maint",
+                        "set server be/s1 state ready"):  # fmt: skip
+                assert ask(ours, cmd + "\n") == ask(theirs, cmd + "\n"), cmd
+            ask(ours, "set server be/s2 state drain\n")
+            ask(theirs, "set server be/s2 state drain\n")
+
+            def typed(path: str) -> dict[tuple[str, str], tuple[str, str, str]]:
+                out = {}
+                for line in ask(path, "show stat typed\n").splitlines():
+                    if line:
+                        left, tag, typ, value = line.split(":", 3)
+                        obj, _, sid, pos, name, _ = left.split(".")
+                        out[obj + sid, pos + "." + name] = (tag, typ, value)
+                return out
+
+            o_t, h_t = typed(ours), typed(theirs)
+            assert set(o_t) <= set(h_t)  # every field we give, HAProxy gives at that position
+            for key, (tag, typ, _) in o_t.items():
+                assert h_t[key][:2] == (tag, typ), key
+            for key in (("S1", "18.weight"), ("S2", "17.status"), ("S1", "6.slim"), ("B0", "76.algo")):
+                assert o_t[key][2] == h_t[key][2], key  # the same values where the state is the same
+            o_j = json.loads(ask(ours, "show stat json\n"))
+            h_j = json.loads(ask(theirs, "show stat json\n"))
+            assert [len(o) > 0 for o in o_j] == [len(h) > 0 for h in h_j]
+            assert [o[0]["objType"] for o in o_j] == [h[0]["objType"] for h in h_j]
+            assert list(o_j[1][0]) == list(h_j[1][0])  # the same keys, in the same order
+            h_fields = {(h[0]["objType"], f["field"]["name"]): f["tags"] for h in h_j for f in h}
+            for o in o_j:
+                for f in o:
+                    assert h_fields[o[0]["objType"], f["field"]["name"]] == f["tags"]
+        finally:
+            hap.terminate()
+            hap.wait(5)

@@ -48,6 +48,11 @@ CORE = [
     "proxy.rules",
     "proxy.admission",
     "proxy.stats",
+    "proxy.stat_typed",
+    "proxy.server_admin",
+    "proxy.shmdump",
+    "proxy.prometheus",
+    "proxy.stats_page",
     "proxy.cli",
 ]
 STATE = ["proxy.server", "proxy.session"]
@@ -68,6 +73,7 @@ ORCHESTRATION = [
     "proxy.frontend",
     "proxy.queue",
     "proxy.env",
+    "proxy.services",
     "proxy.worker",
     "proxy.master",
 ]

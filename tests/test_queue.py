@@ -14,7 +14,7 @@ import pytest
 from proxy.config.model import Cap, Config, Proxy, Server
 from proxy.queue import Outcome, Queues
 from proxy.server import ServerRuntime
-from proxy.shm import ShmTable
+from proxy.shm import R_MAXCONN, ShmTable
 from proxy.takeover import SLOT, Message
 
 
@@ -35,6 +35,7 @@ def make_workers(
     table: ShmTable, loop: asyncio.AbstractEventLoop, maxconn: int, maxqueue: int = 0
 ) -> tuple[list[Queues], list[ServerRuntime]]:
     cfg = Server(name="s1", host="127.0.0.1", port=1, maxconn=maxconn, maxqueue=maxqueue)
+    table.row(0).store(R_MAXCONN, maxconn)  # the live limit: the row (create copies the config)
     cells = [table.cell(0, w) for w in range(2)]
     servers = [ServerRuntime("be", 0, cfg, cells, slot) for slot in range(2)]
     queues: list[Queues] = []

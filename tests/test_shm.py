@@ -68,6 +68,8 @@ def make_config() -> Config:
         servers=[Server("a1", "127.0.0.1", 8001, maxconn=5, weight=3), Server("a2", "127.0.0.1", 8002)],
     )
     cfg.backends["static"] = Proxy("static", Cap.BACKEND, servers=[Server("s1", "::1", 9000, disabled=True)])
+    cfg.frontends["web"] = Proxy("web", Cap.FRONTEND)
+    cfg.frontends["api"] = Proxy("api", Cap.FRONTEND)
     return cfg
 
 
@@ -111,7 +113,8 @@ def test_header_and_sizes(table: ShmTable) -> None:
     assert h["cells_off"] == h["rows_off"] + 3 * ROW_SIZE
     assert h["slots_off"] == h["cells_off"] + 3 * NPROC * CELL_SIZE
     assert h["slot_array_size"] == sa.SLOT_HEADER + h["nslots"] * sa.SLOT_SIZE
-    assert h["names_off"] == h["slots_off"] + 3 * NPROC * h["slot_array_size"]
+    assert h["fronts_off"] == h["slots_off"] + 3 * NPROC * h["slot_array_size"]
+    assert h["nfrontends"] == 2 and h["names_off"] == h["fronts_off"] + 2 * (NPROC + 1) * shm.FRONT_SIZE
     assert os.stat("/dev/shm" + table.name).st_size == h["total_size"]
     assert h["master_pid"] == os.getpid() and h["backend"] == shm.BACKEND_IDS[table.backend]
     assert abs(h["created_ns"] - time.time_ns()) < 60 * 10**9
@@ -648,3 +651,36 @@ def test_attach_by_name_from_a_fresh_interpreter(table: ShmTable) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "4" and table.row(2).used == 5
+
+
+def test_frontend_cells_sum_across_workers_and_survive_a_dead_worker(table: ShmTable) -> None:
+    """feconn/actconn are the sums of the workers' cells; a reaped worker's connections leave the
+    sums, its totals stay."""
+    web, api = table.front_index("web"), table.front_index("api")
+    table.front_opened(web, 0)
+    table.front_opened(web, 1)
+    table.front_opened(api, 1)
+    assert (table.feconn(web), table.feconn(api), table.actconn()) == (2, 1, 3)
+    table.front_request(web, 0, 200, 120)
+    table.front_request(web, 1, 503, 80)
+    table.front_request(web, 1, 99, 0)
+    table.front_closed(web, 0)
+    (fe, _) = table.snapshot()["frontends"]
+    assert fe["name"] == "web" and fe["cur_conns"] == 1 and fe["max_conns"] == 2
+    assert (fe["requests_total"], fe["bytes_out"], fe["conns_total"]) == (3, 200, 2)
+    assert (fe["hrsp_2xx"], fe["hrsp_5xx"], fe["hrsp_other"]) == (1, 1, 1)
+    table.reconcile_worker(1)
+    assert table.actconn() == 0
+    assert table.snapshot()["frontends"][0]["requests_total"] == 3
+
+
+def test_shmdump_is_an_installed_console_script() -> None:
+    """``pip install .`` installs ``poolproxy-shmdump`` (the package's module, not tools/, which a
+    clone's source tree would shadow); ``python -m tools.shmdump`` is kept as a thin wrapper."""
+    from pathlib import Path
+
+    import proxy.shmdump
+
+    setup = (Path(__file__).resolve().parent.parent / "setup.py").read_text()
+    assert '"poolproxy-shmdump=proxy.shmdump:main"' in setup
+    assert shmdump.main is proxy.shmdump.main

@@ -8,8 +8,13 @@ if command -v apt-get >/dev/null 2>&1; then
     missing=""
     # haproxy: the tests compare formats with HAProxy's real output (runtime API, log formats, warnings)
     # hey: the reference lab's smoke test (tests/test_lab_tool.py) drives both proxies with it
-    for tool in curl socat haproxy hey; do
-        command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing="$missing $tool"
+    # chromium: the stats page is loaded in a real headless browser
+    # h2load (Debian package nghttp2-client): the HTTP/2 load tests and tools/bench.py --h2
+    # openssl: the TLS tests make their certificate with it
+    for pair in curl:curl socat:socat haproxy:haproxy hey:hey chromium:chromium h2load:nghttp2-client \
+                openssl:openssl; do
+        tool=${pair%%:*}
+        command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing="$missing ${pair#*:}"
     done
     if [ -n "$missing" ]; then
         export DEBIAN_FRONTEND=noninteractive

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.config import errorfile, kw_global, kw_http, kw_proxy, kw_rules, kw_server
+from proxy.config import errorfile, kw_global, kw_http, kw_proxy, kw_rules, kw_server, kw_stats
 from proxy.config.acl_syntax import CRITERIA, PREDEFINED, Criterion
 from proxy.config.kw_server import PARAMS as SERVER_PARAMS
 from proxy.config.kw_server import ServerParam
 from proxy.config.kwtypes import Keyword, Registry, Section
 
-_ALL = [*kw_global.KEYWORDS, *kw_proxy.KEYWORDS, *kw_server.KEYWORDS, *kw_rules.KEYWORDS, *kw_http.KEYWORDS]
+_ALL = [*kw_global.KEYWORDS, *kw_proxy.KEYWORDS, *kw_server.KEYWORDS, *kw_rules.KEYWORDS, *kw_http.KEYWORDS,
+        *kw_stats.KEYWORDS]
 REGISTRY = Registry([*_ALL, *errorfile.KEYWORDS])
 
 # Section names HAProxy has that poolproxy does not read: their whole body is skipped with one error.
@@ -73,9 +74,9 @@ FAMILIES: list[Family] = [
            names=("log", "log-tag", "log-send-hostname", "option httplog", "option dontlognull", "log-format",
                   "error-log-format", "option log-separate-errors", "option logasap"),
            prefixes=("capture ", "declare capture")),
-    Family("Runtime API and stats page", "The runtime API socket; no stats page yet.",
+    Family("Runtime API and stats page", "The runtime API socket; the stats page (enable, uri, refresh...).",
            names=("stats socket", "stats timeout", "stats maxconn", "stats", "option contstats",
-                  "option socket-stats")),
+                  "option socket-stats"), prefixes=("stats ",)),
     Family("Proxies and listeners", "HTTP only; bind without TLS; maxconn divided between workers.",
            names=("mode", "bind", "maxconn", "backlog", "fullconn", "disabled", "enabled", "id",
                   "description", "rate-limit sessions", "monitor-uri", "monitor fail")),

@@ -255,6 +255,17 @@ def _return(st: SectionState, d: Directive) -> None:
     ret.cond = rule.cond
 
 
+SERVICES = ("prometheus-exporter",)
+
+
+def _use_service(st: SectionState, d: Directive) -> None:
+    r = _Rule(st, d)
+    r.expect(1, "<service-name>")
+    if r.args[0] not in SERVICES:
+        raise r.fail(f"unknown service '{r.args[0]}' (supported: {', '.join(SERVICES)}).")
+    r.add(HttpRule("use-service", name=r.args[0].encode()))
+
+
 def _unique_id_format(st: SectionState, d: Directive) -> None:
     d.expect(1, "<format>")
     try:
@@ -294,6 +305,9 @@ _REQUEST_ONLY: list[tuple[str, str, str, ParseFn]] = [
     ("deny", "[deny_status <code>]", "Answer with the error page for <code> (403).", _deny),
     ("return", "[status <code>] [content-type <type>] [string <str> | lf-string <fmt> | file <path>]"
      " [hdr <name> <fmt>]...", "Answer the request directly with this response.", _return),
+    ("use-service", "prometheus-exporter",
+     "Answer with a service: 'prometheus-exporter' (the metrics, HAProxy's names and ours).",
+     _use_service),
 ]  # fmt: skip
 _RESPONSE_ONLY: list[tuple[str, str, str, ParseFn]] = [
     ("deny", "[deny_status <code>]", "Replace the response by the error page for <code> (502).", _deny),
@@ -327,7 +341,7 @@ _REFUSED = {
         "tarpit", "auth", "replace-path", "replace-pathq", "replace-uri", "set-pathq", "set-method",
         "set-var", "set-var-fmt", "unset-var", "set-src", "set-src-port", "set-dst", "set-dst-port",
         "capture", "set-log-level", "set-nice", "set-mark", "set-tos", "track-sc0", "track-sc1",
-        "track-sc2", "lua", "use-service", "wait-for-body", "wait-for-handshake", "early-hint",
+        "track-sc2", "lua", "wait-for-body", "wait-for-handshake", "early-hint",
         "normalize-uri", "cache-use", "silent-drop", "reject", "set-timeout", "disable-l7-retry",
         "set-map", "del-map", "add-acl", "del-acl", "do-resolve", "set-priority-class",
         "set-priority-offset", "set-bandwidth-limit", "sc-inc-gpc0", "sc-inc-gpc1", "sc-set-gpt0",

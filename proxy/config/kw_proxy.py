@@ -237,7 +237,7 @@ KEYWORDS: list[Keyword] = [
 ]  # fmt: skip
 
 _NO_CHECKS = "not supported yet: poolproxy has no health checks (a server is never taken out of rotation)"
-_NO_STATS = "not supported yet (see the runtime API: 'stats socket' in 'global')"
+_NO_STATS = "not supported yet (the stats page takes: stats enable, uri, refresh, show-modules, realm, auth)"
 _NOT_YET = "not supported yet"
 KEYWORDS += [
     unsupported("backlog", _NOT_YET),
@@ -280,7 +280,7 @@ KEYWORDS += [
     ignored("http-check", CHECK_TUNING, BACK),
     unsupported("external-check", _NO_CHECKS),
     unsupported("email-alert", _NOT_YET),
-    unsupported("stats", _NO_STATS),
+    unsupported("stats", _NO_STATS),  # the words proxy.config.kw_stats does not declare
     ignored("timeout check", CHECK_TUNING, BACK, "<time>"),
     unsupported("timeout client-fin", _NOT_YET),
     unsupported("timeout server-fin", _NOT_YET),

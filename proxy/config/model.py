@@ -270,12 +270,29 @@ class Proxy:
     # ``log global``: this proxy logs to the global section's targets (``no log`` clears it). A
     # frontend without it logs nothing, as in HAProxy.
     log_global: bool = False
+    # ``stats enable`` and friends: this proxy serves the stats page (None: it does not)
+    stats: StatsPage | None = None
     # backend side
     retries: int = 3
     abortonclose: bool = False  # a client that closes while its request waits for a server aborts it
     balance: str = "roundrobin"  # roundrobin | leastconn | first | source
     servers: list[Server] = field(default_factory=list)
     http_reuse: ReuseMode = ReuseMode.SAFE
+
+
+@dataclass(slots=True)
+class StatsPage:
+    """``stats enable|uri|refresh|show-modules|realm|auth`` in a proxy: the HTML stats page.
+
+    ``uri`` is a prefix of the request target (HAProxy's default ``/haproxy?stats``); ``refresh``
+    seconds (0: none) become a ``Refresh`` header; ``auth`` holds ``user:password`` pairs (empty:
+    no authentication); ``realm`` names the Basic authentication realm."""
+
+    uri: str = "/haproxy?stats"
+    refresh: float = 0.0
+    show_modules: bool = False
+    realm: str = "HAProxy Statistics"
+    auth: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,228 @@
+"""Access logs end to end: the ``log`` line's facility and level (Debian's two stock lines do not log
+each request twice), the bytes field counting the response head, ``option dontlognull``, the ``CR--``
+``<BADREQ>`` lines of connections that send nothing or half a request, and a request's line beside
+HAProxy's for the same request on the same config."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import MakeProxy, Origin, free_port, http_get, wait_for
+
+from proxy.log import LogSink
+
+pytestmark = pytest.mark.e2e
+
+HAPROXY = shutil.which("haproxy")
+
+
+class Syslog:
+    """A Unix datagram socket collecting syslog messages."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.got: list[str] = []
+
+    def read(self) -> list[str]:
+        while True:
+            try:
+                self.got.append(self.sock.recv(65536).decode())
+            except BlockingIOError:
+                return self.got
+
+
+@pytest.fixture
+def logdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="pplog", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def config(port: int, port2: int, origin: int, targets: str) -> str:
+    return f"""\
+global
+    nbthread 2
+{targets}
+
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 1s
+
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+
+frontend quiet
+    bind 127.0.0.1:{port2}
+    option dontlognull
+    default_backend be
+
+backend be
+    server s1 127.0.0.1:{origin}
+"""
+
+
+def close_at_once(port: int, data: bytes = b"") -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        if data:
+            s.sendall(data)
+
+
+def test_levels_facilities_and_null_connections(make_proxy: MakeProxy, origin: Origin, logdir: Path) -> None:
+    port, port2 = free_port(), free_port()
+    local0, local1 = Syslog(logdir / "a.sock"), Syslog(logdir / "b.sock")
+    targets = f"    log {logdir}/a.sock local0\n    log {logdir}/b.sock local1 notice"  # Debian's two lines
+    make_proxy(config(port, port2, origin.port, targets), ports=[port, port2], workers=2)
+    assert http_get(port, "/size/1000").status == 200
+    close_at_once(port)  # nothing sent: CR-- <BADREQ>, 400
+    close_at_once(port2)  # the same under dontlognull: not logged
+    close_at_once(port2, b"GET / HTTP/1.1\r\n")  # half a head: logged even under dontlognull
+    lines = wait_for(lambda: len(local0.read()) >= 3 and local0.read(), message="three lines")
+    assert local1.read() == []  # a notice target gets no request line (they are info)
+    assert all(line.startswith("<134>") for line in lines)  # local0 (16) * 8 + info (6)
+    req = next(line for line in lines if '"GET /size/1000 HTTP/1.1"' in line)
+    nbytes = int(req.split('"')[0].split()[-6])  # status, then bytes
+    assert nbytes > 1000  # the body and the head
+    bad = [line for line in lines if "<BADREQ>" in line]
+    assert len(bad) == 2
+    assert any(" fe fe/<NOSRV> -1/-1/-1/-1/0 400 0 - - CR-- " in line for line in bad)
+    assert any(" quiet quiet/<NOSRV> -1/-1/-1/-1/0 400 0 - - CR-- " in line for line in bad)
+    time.sleep(0.2)
+    assert len(local0.read()) == 3  # nothing more: the quiet frontend's empty connection stayed silent
+
+
+def test_feconn_counts_every_worker(make_proxy: MakeProxy, origin: Origin, logdir: Path) -> None:
+    """Two idle client connections held open (whichever workers took them): the next request's
+    line says 3 connections on the frontend, counted across workers."""
+    port, port2 = free_port(), free_port()
+    sink = Syslog(logdir / "a.sock")
+    make_proxy(config(port, port2, origin.port, f"    log {logdir}/a.sock local0"), ports=[port, port2],
+               workers=2)  # fmt: skip
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    try:
+        for s in held:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        assert http_get(port, "/").status == 200
+        lines = wait_for(lambda: len(sink.read()) >= 3 and sink.read(), message="three lines")
+        conns = lines[-1].split('"')[0].split()[-2]  # actconn/feconn/beconn/srv_conn/retries
+        assert conns.split("/")[:2] == ["3", "3"], lines[-1]
+    finally:
+        for s in held:
+            s.close()
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_a_line_beside_haproxys(make_proxy: MakeProxy, origin: Origin, logdir: Path) -> None:
+    port, port2, hport, hport2 = free_port(), free_port(), free_port(), free_port()
+    ours, theirs = Syslog(logdir / "o.sock"), Syslog(logdir / "h.sock")
+    make_proxy(config(port, port2, origin.port, f"    log {logdir}/o.sock local0"), ports=[port, port2],
+               workers=2)  # fmt: skip
+    cfg = logdir / "h.cfg"
+    cfg.write_text(config(hport, hport2, origin.port, f"    log {logdir}/h.sock local0"))
+    hap = subprocess.Popen([str(HAPROXY), "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: _listening(hport))
+        received = {}
+        for p in (port, hport):
+            received[p] = raw_get(p, "/size/1000")
+            close_at_once(p)
+        def pair(sink: Syslog) -> list[str]:  # the request's line, then the empty connection's
+            lines = sink.read()
+            req = [line for line in lines if "/size/1000" in line]
+            bad = [line for line in lines if "<BADREQ>" in line]
+            return [req[0], bad[-1]] if req and bad else []
+
+        o_lines = wait_for(lambda: pair(ours))
+        h_lines = wait_for(lambda: len(pair(theirs)) == 2 and len(theirs.got) >= 3 and pair(theirs))
+        for o, h in zip(o_lines, h_lines, strict=True):
+            o_f, h_f = _fields(o), _fields(h)
+            # the header's priority, the frontend/backend/server, status, termination, connection
+            # counts and request line are the same
+            assert o_f["pri"] == h_f["pri"] == "<134>"
+            for k in ("names", "status", "term", "queues", "request"):
+                assert o_f[k] == h_f[k], (k, o, h)
+            assert o_f["conns"].split("/")[:2] == h_f["conns"].split("/")[:2], (o, h)  # actconn/feconn
+        # bytes: poolproxy logs what the client received, head and body; HAProxy counts its internal
+        # form of the head (3 bytes more on these responses)
+        assert int(_fields(o_lines[0])["bytes"]) == received[port]
+        assert abs(int(_fields(h_lines[0])["bytes"]) - received[hport]) <= 4
+    finally:
+        hap.terminate()
+        hap.wait(5)
+
+
+def raw_get(port: int, path: str) -> int:
+    """One keep-alive request; the bytes of its whole response (Content-Length framing)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        while len(body) < length:
+            body += s.recv(65536)
+        return len(head) + 4 + length
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port)).close()
+    except OSError:
+        return False
+    return True
+
+
+_LINE = re.compile(
+    r"(?P<pri><\d+>).*?: \S+ \[[^]]+\] (?P<names>\S+ \S+) (?P<timers>\S+) (?P<status>\d+) (?P<bytes>\d+)"
+    r" - - (?P<term>\S+) (?P<conns>\S+) (?P<queues>\S+) \"(?P<request>[^\"]*)\""
+)
+
+
+def _fields(line: str) -> dict[str, str]:
+    m = _LINE.search(line)
+    assert m is not None, line
+    return m.groupdict()
+
+
+def test_log_sink_levels_and_formats(logdir: Path) -> None:
+    """Unit level: max level, min level, facility and every format's header."""
+    from proxy.config.model import LogTarget
+
+    sock = Syslog(logdir / "u.sock")
+    path = str(logdir / "u.sock")
+    LogSink([LogTarget(path, facility="local1", level="notice")]).emit("dropped")  # info > notice
+    LogSink([LogTarget(path, facility="local1", level="notice")]).emit("kept", "err")
+    LogSink([LogTarget(path, facility="daemon", minlevel="notice")]).emit("capped", "emerg")  # -> notice
+    for fmt in ("raw", "short", "priority", "rfc5424", "timed", "iso", "local", "rfc3164"):
+        LogSink([LogTarget(path, format=fmt)], tag="t", hostname="h").emit(fmt)
+    LogSink([LogTarget(path, length=90)]).emit("x" * 200)
+    got = sock.read()
+    assert got[0].startswith("<139>") and got[0].endswith(": kept")  # local1 (17) * 8 + err (3)
+    assert got[1].startswith("<29>") and got[1].endswith(": capped")  # daemon (3) * 8 + notice (5)
+    by_fmt = dict(zip(("raw", "short", "priority", "rfc5424", "timed", "iso", "local", "rfc3164"), got[2:10],
+                      strict=True))  # fmt: skip
+    assert by_fmt["raw"] == "raw" and by_fmt["short"] == "<6>short" and by_fmt["priority"] == "<134>priority"
+    assert re.fullmatch(r"<134>1 \d{4}-\d\d-\d\dT\S+ h t \d+ - - rfc5424", by_fmt["rfc5424"])
+    assert re.fullmatch(r"<6>\d{4}-\d\d-\d\dT\S+ timed", by_fmt["timed"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\S+ iso", by_fmt["iso"])
+    assert re.fullmatch(r"<134>\w{3} [ \d]\d \d\d:\d\d:\d\d t\[\d+\]: local", by_fmt["local"])
+    assert re.fullmatch(r"<134>\w{3} [ \d]\d \d\d:\d\d:\d\d h t\[\d+\]: rfc3164", by_fmt["rfc3164"])
+    assert len(got[10]) == 90
