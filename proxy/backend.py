@@ -95,6 +95,7 @@ class Backend:
         "balancer",
         "cfg",
         "engine_name",
+        "has_backup",
         "limits",
         "link",
         "loop",
@@ -121,23 +122,44 @@ class Backend:
         self.loop = link.loop
         self.servers = servers
         self.balancer = make_balancer(cfg.balance, cfg.servers)
+        self.has_backup = any(s.backup for s in cfg.servers)
         self.next_victim = 0
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} servers={len(self.servers)} reuse={self.mode.value}>"
 
     # -- server choice ----------------------------------------------------------------------
-    def pick_server(self, client_ip: str) -> ServerRuntime | None:
+    def pick_server(self, client_ip: str, exclude: ServerRuntime | None = None) -> ServerRuntime | None:
+        """The server for a new request: among the usable non-backup servers; when none is up, the
+        first usable backup (every usable one with ``option allbackups``), as in HAProxy.
+        ``exclude``: a server not to choose (a redispatch leaves the one that failed)."""
         servers = self.servers
         if len(servers) == 1:  # nothing to balance (weight 0 takes no traffic, as in every algorithm)
             only = servers[0]
-            return only if only.usable and only.cfg.weight > 0 else None
-        idx = self.balancer.pick(
-            client_ip=client_ip,
-            usable=lambda i: servers[i].usable,
-            load=lambda i: servers[i].row.served,
-        )
+            return only if only.usable and only.cfg.weight > 0 and only is not exclude else None
+        load = self._load
+        if not self.has_backup and exclude is None:  # the common case: the cheapest test
+            idx = self.balancer.pick(client_ip=client_ip, usable=self._usable, load=load)
+            return None if idx is None else servers[idx]
+
+        def usable(i: int, backup: bool = False) -> bool:
+            s = servers[i]
+            return s.cfg.backup is backup and s is not exclude and s.usable
+
+        idx = self.balancer.pick(client_ip=client_ip, usable=usable, load=load)
+        if idx is None and self.has_backup:
+            if self.cfg.allbackups:
+                idx = self.balancer.pick(client_ip=client_ip, usable=lambda i: usable(i, True), load=load)
+            else:
+                first = (i for i, s in enumerate(servers) if s.cfg.weight > 0 and usable(i, True))
+                idx = next(first, None)
         return None if idx is None else servers[idx]
+
+    def _usable(self, i: int) -> bool:
+        return self.servers[i].usable
+
+    def _load(self, i: int) -> int:
+        return self.servers[i].row.served
 
     def key_for(self, srv: ServerRuntime, client_ip: str) -> ConnKey:
         """The connection key (``server_conn_key``); computed once per server unless it depends on

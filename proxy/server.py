@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model import Server
 from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
-from proxy.shm import AdminState, ServerCell, ServerRow
+from proxy.shm import AdminState, OperState, ServerCell, ServerRow
 from proxy.slot_array import SlotArray
 from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
 
@@ -303,8 +303,14 @@ class ServerRuntime:
 
     @property
     def usable(self) -> bool:
-        # FMAINT: put in maintenance on the runtime API (``set server ... state maint``)
-        return not self.maint and not self.row.admin_state & AdminState.FMAINT
+        # FMAINT: put in maintenance on the runtime API (``set server ... state maint``); the
+        # operational state: DOWN by its health check (``proxy.health``), read from the shared row
+        row = self.row
+        return (
+            not self.maint
+            and not row.admin_state & AdminState.FMAINT
+            and row.oper_state == OperState.RUNNING
+        )
 
     # -- accounting ---------------------------------------------------------------------------
     def move(

@@ -98,7 +98,7 @@ dead worker's half-done operation left); then its cells are subtracted from the 
 - **both dead**: each is reconciled in turn; the owner's reconcile empties every slot, whatever the
   claimer did.
 
-Layout (LAYOUT_VERSION 2)
+Layout (LAYOUT_VERSION 3)
 -------------------------
 ::
 
@@ -111,18 +111,21 @@ Layout (LAYOUT_VERSION 2)
     slots_off                    nservers*nworkers  slot arrays, server-major, each slot_array_size =
                                    * slot_array_size  64 + nslots * 64: array(i, w) =
                                                       slots_off + (i*nworkers + w) * slot_array_size
+    checks_off                   nservers * 128     check records (16 words, ``proxy.health``): who runs
+                                                      the server's health check, its counter and results
     names_off                    names_len          UTF-8 JSON: one object per server (names, address)
 
     header word: 0 magic ("POOLPRXY")   1 version   2 header_size   3 total_size   4 nworkers
                  5 nservers   6 worker_size   7 row_size   8 cell_size   9 workers_off   10 rows_off
                  11 cells_off   12 names_off   13 names_len   14 backend (atomics: c=1, fallback=2)
                  15 generation   16 master_pid   17 created_ns (CLOCK_REALTIME)   18 nslots
-                 19 slots_off   20 slot_array_size   21..31 zero
+                 19 slots_off   20 slot_array_size   21 checks_off   22..31 zero
     worker:      0 pid   1 incarnation   2 state (WorkerState)   3 heartbeat (CLOCK_MONOTONIC ns)
                  4 started (CLOCK_MONOTONIC ns)   5..7 zero
     row:         0 served   1 cur_conns   2 used   3 idle   4 safe   5 queue_len   6 next_ticket
                  7 max_used | 8 max_served   9 max_cur_conns   10 max_queue   11 est_need
-                 12 admin_state (AdminState)   13 oper_state (OperState)   14 weight   15 zero |
+                 12 admin_state (AdminState)   13 oper_state (OperState: RUNNING or STOPPED, moved
+                 by the health check's owner)   14 weight   15 zero |
                  16 connects   17 connect_errors   18 reuses   19 requests   20 purged
                  21 takeovers_asked   22 takeovers_given   23 takeovers_failed |
                  24 queue_timeouts   25 queue_full   26..31 zero
@@ -135,6 +138,14 @@ Layout (LAYOUT_VERSION 2)
                  4 ports (local << 16 | peer)   5 meta (safe: bit 0, protocol: bits 8-15,
                  requests served: bits 16-47)   6 key (the connection key's 63-bit hash)
                  7 idle_since (CLOCK_MONOTONIC ns)
+    check record: see ``proxy.health`` (owner, health, status, code, duration, info, last_check,
+                 last_change, chk_fail, chk_down, down_since, down_total, enabled)
+
+Health checks (layout 3): the master gives each checked server's record a first owner, worker
+``k % nworkers`` for the k-th checked server; ``reconcile_worker`` frees the dead worker's records
+(owner 0) and the next live worker to look claims each by compare-exchange. The operational state
+(``oper_state`` in the row, the record's counter) is thus apart from the admin state, and every
+worker reads the same at once.
 
 The magic is written last at creation. Any change to this diagram bumps LAYOUT_VERSION.
 """
@@ -156,11 +167,12 @@ from proxy import atomics
 from proxy import slots as sl
 from proxy.atomics import Atomics, lock_name_for, unlink_lock
 from proxy.config.model import Config
+from proxy.health import CHECK_SIZE, CheckRecord
 from proxy.pool_policy import oldest_waiter
 from proxy.slot_array import NSLOTS, S_META, SLOT_HEADER, SLOT_SIZE, SlotArray
 from proxy.slots import SlotState
 
-LAYOUT_VERSION: Final = 2
+LAYOUT_VERSION: Final = 3
 MAGIC: Final = int.from_bytes(b"POOLPRXY", "little")
 HEADER_SIZE: Final = 256
 WORKER_SIZE: Final = 64
@@ -173,7 +185,7 @@ BACKEND_IDS: Final = {"c": 1, "fallback": 2}
 HEADER_KEYS: Final = (
     "magic", "version", "header_size", "total_size", "nworkers", "nservers", "worker_size", "row_size",
     "cell_size", "workers_off", "rows_off", "cells_off", "names_off", "names_len", "backend", "generation",
-    "master_pid", "created_ns", "nslots", "slots_off", "slot_array_size",
+    "master_pid", "created_ns", "nslots", "slots_off", "slot_array_size", "checks_off",
 )  # fmt: skip
 _HEADER = struct.Struct("<32q")
 
@@ -276,6 +288,7 @@ class ReconcileReport:
     per_server: dict[int, dict[str, int]] = field(default_factory=dict)
     slots_cleared: int = 0  # its published slots emptied (it was their owner)
     claims_returned: int = 0  # slots it had claimed, given back to their owners
+    checks_released: int = 0  # health checks it ran, left for another worker to claim
 
     def __str__(self) -> str:
         r = self.reclaimed
@@ -283,6 +296,7 @@ class ReconcileReport:
             f"slot {self.slot} (pid {self.pid}): released {r['served']} slots, {r['queued']} queued,"
             f" {r['conns']} conns ({r['used']} used, {r['idle']} idle, {r['safe']} safe),"
             f" {self.slots_cleared} slots emptied, {self.claims_returned} claims returned"
+            + (f", {self.checks_released} health checks released" if self.checks_released else "")
         )
         return text if self.exact else text + " [inexact: an in-flight update could not be settled]"
 
@@ -666,10 +680,12 @@ def layout_sizes(nworkers: int, nservers: int, names_len: int, nslots: int = NSL
     cells_off = rows_off + nservers * ROW_SIZE
     slots_off = cells_off + nservers * nworkers * CELL_SIZE
     slot_array_size = SLOT_HEADER + nslots * SLOT_SIZE
-    names_off = slots_off + nservers * nworkers * slot_array_size
+    checks_off = slots_off + nservers * nworkers * slot_array_size
+    names_off = checks_off + nservers * CHECK_SIZE
     total_size = names_off + (names_len + 7) // 8 * 8
     return dict(workers_off=HEADER_SIZE, rows_off=rows_off, cells_off=cells_off, slots_off=slots_off,
-                slot_array_size=slot_array_size, names_off=names_off, total_size=total_size)  # fmt: skip
+                slot_array_size=slot_array_size, checks_off=checks_off, names_off=names_off,
+                total_size=total_size)  # fmt: skip
 
 
 class ShmTable:
@@ -696,6 +712,9 @@ class ShmTable:
         self._slots_off = header["slots_off"]
         self._slot_array_size = header["slot_array_size"]
         self._arrays: list[SlotArray | None] = [None] * (self.nservers * self.nworkers)
+        self._checks = [
+            CheckRecord(words, header["checks_off"] + i * CHECK_SIZE, i) for i in range(self.nservers)
+        ]
         self._closed = False
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -747,7 +766,10 @@ class ShmTable:
         for k, key in enumerate(HEADER_KEYS[1:], 1):
             words.store(8 * k, header[key])
         table = cls(name, mm, words, header)
+        checked = 0
         for k, (_, cfg, _, _) in enumerate(servers):
+            table._checks[k].init(cfg, checked % nworkers, header["created_ns"])
+            checked += cfg.check
             row = table._rows[k]
             row.store(R_NEXT_TICKET, 1)
             row.store(R_WEIGHT, cfg.weight)
@@ -828,6 +850,12 @@ class ShmTable:
                 self.atomics, self._rows[i], peers + slot * CELL_SIZE, slot, peers
             )
         return c
+
+    def check(self, i: int) -> CheckRecord:
+        """Server ``i``'s health-check record (``proxy.health``)."""
+        if not 0 <= i < self.nservers:
+            raise IndexError(f"server index {i} out of range (0..{self.nservers - 1})")
+        return self._checks[i]
 
     def slots(self, i: int, owner: int) -> SlotArray:
         """The slot array of worker ``owner`` for server ``i``; cached."""
@@ -914,6 +942,7 @@ class ShmTable:
         report = ReconcileReport(slot, self.worker(slot).pid)
         deadline = time.monotonic() + timeout
         for i in range(self.nservers):
+            report.checks_released += self._checks[i].release(slot)
             cell = self.cell(i, slot)._base
             row = self._rows[i]._base
             a.store(cell + C_OLDEST_TICKET, 0)  # first: no releaser may hand this slot a seat any more
@@ -1012,6 +1041,7 @@ class ShmTable:
                 for slot in range(self.nworkers)
             ]
             entry["slots"] = [self.slots(s.index, slot).counts() for slot in range(self.nworkers)]
+            entry["check"] = self._checks[s.index].snapshot()
             servers.append(entry)
         header = dict(self.header, name=self.name, backend_name=self.backend)
         return {"header": header, "workers": workers, "servers": servers}

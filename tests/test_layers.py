@@ -36,6 +36,7 @@ CORE = [
     "proxy.balance",
     "proxy.acl",
     "proxy.shm",
+    "proxy.health",
     "proxy.sides",
     "proxy.log",
     "proxy.atomics",
