@@ -61,6 +61,7 @@ ADAPTERS = [
     "proxy.donor",
     "proxy.pidfd",
     "proxy.steal",
+    "proxy.checks",
 ]
 ORCHESTRATION = [
     "proxy.stream",
