@@ -128,7 +128,8 @@ Layout (LAYOUT_VERSION 3)
                  by the health check's owner)   14 weight   15 zero |
                  16 connects   17 connect_errors   18 reuses   19 requests   20 purged
                  21 takeovers_asked   22 takeovers_given   23 takeovers_failed |
-                 24 queue_timeouts   25 queue_full   26..31 zero
+                 24 queue_timeouts   25 queue_full   26 retries (wretr)   27 redispatches (wredis)
+                 28..31 zero
     cell:        0 seq   1 idle   2 safe   3 used   4 served   5 incoming   6 conns   7 queued |
                  8 oldest_ticket (0 = no waiter)   9 takeovers_given   10 takeovers_taken   11..15 zero
     slot array:  0 bell (rung by takes and repairs)   1 high (one past the highest slot published)
@@ -198,7 +199,8 @@ R_MAX_SERVED, R_MAX_CUR_CONNS, R_MAX_QUEUE, R_EST_NEED, R_ADMIN_STATE, R_OPER_ST
     64, 120, 8
 )
 (R_CONNECTS, R_CONNECT_ERRORS, R_REUSES, R_REQUESTS, R_PURGED, R_TAKEOVERS_ASKED, R_TAKEOVERS_GIVEN,
- R_TAKEOVERS_FAILED, R_QUEUE_TIMEOUTS, R_QUEUE_FULL) = range(128, 208, 8)  # fmt: skip
+ R_TAKEOVERS_FAILED, R_QUEUE_TIMEOUTS, R_QUEUE_FULL, R_RETRIES,
+ R_REDISPATCHES) = range(128, 224, 8)  # fmt: skip
 
 # cell offsets
 C_SEQ, C_IDLE, C_SAFE, C_USED, C_SERVED, C_INCOMING, C_CONNS, C_QUEUED = range(0, 64, 8)
@@ -349,6 +351,7 @@ class ServerRow(_View):
     takeovers_asked, takeovers_given, takeovers_failed, queue_timeouts, queue_full = map(
         _Word, range(168, 208, 8)
     )
+    retries, redispatches = map(_Word, range(208, 224, 8))
 
     def load(self, off: int) -> int:
         return self._a.load(self._base + off)
