@@ -53,18 +53,19 @@ OPER_STOPPED, OPER_RUNNING = 0, 2  # proxy.shm.OperState values (the row's oper_
 
 
 class CheckStatus(enum.IntEnum):
-    """HAProxy's check statuses (``show stat``'s check_status), each with its description."""
+    """HAProxy's check statuses (``show stat``'s check_status), each with its description; the
+    values are HAProxy's ``HCHK_STATUS_*`` numbers (``show servers state``'s srv_check_status)."""
 
     UNK = 0
     INI = 1
-    SOCKERR = 2
-    L4OK = 3
-    L4TOUT = 4
-    L4CON = 5
-    L7TOUT = 6
-    L7RSP = 7
-    L7OK = 8
-    L7STS = 9
+    SOCKERR = 5
+    L4OK = 6
+    L4TOUT = 7
+    L4CON = 8
+    L7TOUT = 12
+    L7RSP = 13
+    L7OK = 15  # HAProxy's L7OKD, shown as L7OK
+    L7STS = 17
 
     @property
     def desc(self) -> str:

@@ -222,3 +222,25 @@ def test_httpchk_forms(tmp_path: Path) -> None:
 def test_refusals_say_why(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_backend(tmp_path, body)
+
+
+def test_show_stat_and_servers_state_check_fields() -> None:
+    from proxy import stats
+
+    srv = Server("s3", "h", 1, check=True, rise=2, fall=3)
+    now = 100 * 10**9
+    rec = dict(owner=1, health=0, status=int(CheckStatus.L4CON), code=0, duration=1,
+               info=errno.ECONNREFUSED, last_check=now, last_change=now - 5 * 10**9, chk_fail=4,
+               chk_down=1, down_since=now - 5 * 10**9, down_total=2 * 10**9, enabled=1)  # fmt: skip
+    s = {"check": rec, "admin_state": 0, "oper_state": 0, "retries": 3, "redispatches": 1}
+    cols = stats.check_columns(s, srv, now)
+    want = {
+        "status": "DOWN", "check_status": "L4CON", "last_chk": "Connection refused", "chkfail": 4,
+        "chkdown": 1, "lastchg": 5, "downtime": 7, "check_desc": "Layer4 connection problem",
+        "wretr": 3, "wredis": 1,
+    }  # fmt: skip
+    assert {k: cols[k] for k in want} == want
+    assert stats.state_check_fields(s, srv, now) == "5 8 2 0 6 0"  # HCHK_STATUS_L4CON, CHK_RES_FAILED
+    going = dict(s, oper_state=2, check=dict(rec, health=3, status=int(CheckStatus.L7OK), code=200))
+    assert stats.check_columns(going, srv, now)["status"] == "UP 2/3"
+    assert stats.check_columns(dict(going, admin_state=1), srv, now)["status"] == "MAINT"
