@@ -7,8 +7,10 @@ time: the figures (how long until DOWN / UP) are printed for the report, not ass
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import pytest
 from harness import MakeProxy, Origin, _read_line, free_port, http_get, wait_for
 
 from proxy import shm
+from proxy.health import K_LAST_CHECK
 
 pytestmark = pytest.mark.e2e
 
@@ -223,6 +226,28 @@ def test_idle_connections_close_in_every_worker_when_the_server_leaves(
         wait_for(lambda: a.stats()["open"] > 0)
         ask(str(sock), "set server be/s1 state maint\n")
         wait_for(lambda: a.stats()["open"] == 0, 5, message="the origin sees every connection closed")
+
+
+def test_a_dead_workers_checks_are_taken_over(make_proxy: MakeProxy, sockdir: Path) -> None:
+    """The worker running a server's check is killed: the master frees its record, another worker
+    (or its replacement) claims it, and the checks go on."""
+    with Origin() as a:
+        port = free_port()
+        backend = f"    server s1 127.0.0.1:{a.port} check inter 100ms"
+        proxy = make_proxy(config(port, sockdir / "s.sock", backend, nbthread=3), ports=[port], workers=3)
+        table = shm.ShmTable.attach(_segments(proxy.pid)[0])
+        try:
+            rec = table.check(0)
+            wait_for(lambda: rec.load(K_LAST_CHECK) > 0, 10, message="a first check")
+            victim = table.worker(rec.owner).pid
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.time_ns()
+            wait_for(lambda: rec.owner >= 0 and table.worker(rec.owner).pid not in (0, victim)
+                     and rec.load(K_LAST_CHECK) > killed_at, 10, message="the check taken over")  # fmt: skip
+            assert a.stats()["connections"] >= 2  # TCP checks: connections, no request
+            assert "1 health checks released" in proxy.logs()
+        finally:
+            table.close()
 
 
 if __name__ == "__main__":  # pragma: no cover
