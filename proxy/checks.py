@@ -244,12 +244,12 @@ class HealthChecks:
             c.srv.row.store(R_OPER_STATE, OPER_RUNNING if change is Transition.UP else OPER_STOPPED)
             active, backup = c.group.counts()
             row = c.srv.row
-            line = transition_line(be.name, cfg.name, change, result, active, backup,
+            line = transition_line(be.name, cfg.name, change, result, active, backup, is_backup=cfg.backup,
                                    queued=row.queue_len, sessions=row.served)  # fmt: skip
             warning(line)
             self._emit(be, line)
             if change is Transition.DOWN and active + backup == 0:
-                alert(no_server_line(be.name))
+                alert(no_server_line(be.name, quoted=True))
                 self._emit(be, no_server_line(be.name))
         elif be.log_health_checks and result.status is not before:
             health = c.record.load(K_HEALTH)

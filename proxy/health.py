@@ -18,8 +18,9 @@ The check record (one per server, in the shared table; ``proxy.shm`` places it),
     0 owner (worker slot + 1 that runs the check; 0 = none: the next worker to look claims it)
     1 health   2 status (CheckStatus)   3 code (HTTP status of an L7 check, 0 none)
     4 duration_ms (-1 none)   5 info (errno of an L4 failure, 0 none)   6 last_check (CLOCK_REALTIME ns)
-    7 last_change (CLOCK_REALTIME ns)   8 chk_fail   9 chk_down   10 down_since (CLOCK_REALTIME ns,
-    0 while UP)   11 down_total (ns)   12 enabled (1: the server has 'check')   13..15 zero
+    7 last_change (CLOCK_REALTIME ns)   8 chk_fail (failed while UP)   9 chk_down   10 down_since
+    (CLOCK_REALTIME ns, 0 while UP)   11 down_total (ns)   12 enabled (1: the server has 'check')
+    13..15 zero
 
 Only the owner writes words 1..11 (single writer); the owner word moves by compare-exchange (a
 worker claims a free record) or is cleared by the master when the owner died (``release``). The
@@ -273,14 +274,15 @@ class CheckRecord:
         """The owner, after a check: counters, status and the transition (the caller moves the
         row's oper_state and logs)."""
         a, b = self._a, self._base
-        health, change = after_check(a.load(b + K_HEALTH), srv.rise, srv.fall, result.status.passed)
+        before = a.load(b + K_HEALTH)
+        health, change = after_check(before, srv.rise, srv.fall, result.status.passed)
         a.store(b + K_HEALTH, health)
         a.store(b + K_STATUS, result.status)
         a.store(b + K_CODE, result.code)
         a.store(b + K_DURATION, result.duration_ms)
         a.store(b + K_INFO, result.info_errno)
         a.store(b + K_LAST_CHECK, now_ns)
-        if not result.status.passed:
+        if not result.status.passed and is_up(before, srv.rise):  # HAProxy counts failures while UP
             a.fetch_add(b + K_CHK_FAIL, 1)
         if change is Transition.DOWN:
             a.fetch_add(b + K_CHK_DOWN, 1)
@@ -317,16 +319,20 @@ def _reason(result: CheckResult) -> str:
 
 
 def transition_line(backend: str, server: str, change: Transition, result: CheckResult,
-                    active: int, backup: int, *, queued: int = 0, sessions: int = 0) -> str:  # fmt: skip
-    """``Server BE/SRV is DOWN|UP, reason: ..., check duration: Nms. N active and M backup servers
-    left|online. ...`` as HAProxy logs it."""
+                    active: int, backup: int, *, is_backup: bool = False, queued: int = 0,
+                    sessions: int = 0) -> str:  # fmt: skip
+    """``[Backup ]Server BE/SRV is DOWN|UP, reason: ..., check duration: Nms. N active and M backup
+    servers left|online.[ Running on backup.] ...`` as HAProxy 2.6 logs it."""
+    state = "left" if change is Transition.DOWN else "online"
+    text = f"{active} active and {backup} backup servers {state}."
+    if active == 0 and backup > 0:
+        text += " Running on backup."
     if change is Transition.DOWN:
-        tail = (f"{active} active and {backup} backup servers left. {sessions} sessions active,"
-                f" 0 requeued, {queued} remaining in queue.")  # fmt: skip
+        text += f" {sessions} sessions active, 0 requeued, {queued} remaining in queue."
     else:
-        tail = (f"{active} active and {backup} backup servers online. 0 sessions requeued,"
-                f" {queued} total in queue.")  # fmt: skip
-    return f"Server {backend}/{server} is {change.value}, {_reason(result)}. {tail}"
+        text += f" 0 sessions requeued, {queued} total in queue."
+    who = "Backup Server" if is_backup else "Server"
+    return f"{who} {backend}/{server} is {change.value}, {_reason(result)}. {text}"
 
 
 def check_line(backend: str, server: str, result: CheckResult, health: int, rise: int, fall: int) -> str:
@@ -338,8 +344,10 @@ def check_line(backend: str, server: str, result: CheckResult, health: int, rise
     return f"Health check for server {backend}/{server} {verdict}, {_reason(result)}, status: {state}."
 
 
-def no_server_line(backend: str) -> str:
-    return f"backend {backend} has no server available!"
+def no_server_line(backend: str, quoted: bool = False) -> str:
+    """HAProxy's alert when a backend's last server went DOWN (quoted on stderr, not in the log)."""
+    name = f"'{backend}'" if quoted else backend
+    return f"backend {name} has no server available!"
 
 
 def connect_errno(exc: BaseException) -> int:

@@ -250,5 +250,66 @@ def test_a_dead_workers_checks_are_taken_over(make_proxy: MakeProxy, sockdir: Pa
             table.close()
 
 
+HAPROXY = shutil.which("haproxy")
+
+
+def _events(text: str) -> list[str]:
+    """The check event lines of a stderr, without prefix, pid and durations."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("[") and ("Server " in line or "has no server" in line):
+            body = re.sub(r"check duration: \d+ms", "check duration: Nms", line.split(" : ", 1)[1])
+            out.append(line[:9].rstrip() + " " + body)
+    return out
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_check_lines_and_columns_match_haproxy(make_proxy: MakeProxy, sockdir: Path) -> None:
+    """The same config under HAProxy and poolproxy: the same DOWN / UP / backup / no-server lines on
+    stderr, and the same check columns in ``show stat`` and ``show servers state``."""
+    with Origin() as spare:
+        dead = free_port()
+        port, hport = free_port(), free_port()
+        backend = (
+            "    option httpchk GET /\n"
+            f"    server s1 127.0.0.1:{dead} check inter 200ms fall 2 rise 2\n"
+            f"    server b1 127.0.0.1:{spare.port} check inter 200ms backup\n"
+            "backend be2\n"
+            f"    server b2 127.0.0.1:{free_port()} check inter 200ms backup"
+        )  # fmt: skip
+        ours_sock, h_sock = sockdir / "ours.sock", sockdir / "h.sock"
+        proxy = make_proxy(config(port, ours_sock, backend, nbthread=2), ports=[port], workers=2)
+        cfg = sockdir / "h.cfg"
+        cfg.write_text(config(hport, h_sock, backend, nbthread=2))
+        herr = sockdir / "h.err"
+        with open(herr, "wb") as err:
+            hap = subprocess.Popen([str(HAPROXY), "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                                   stderr=err)  # fmt: skip
+        try:
+            wait_for(lambda: ours_sock.exists() and h_sock.exists())
+            for sock in (ours_sock, h_sock):
+                wait_for(lambda sock=sock: stat(str(sock))["s1"]["status"] == "DOWN", 10)  # type: ignore[misc]
+            down = ("status", "check_status", "last_chk", "check_desc", "check_rise", "check_fall",
+                    "check_health", "act", "bck", "chkdown")  # fmt: skip
+            o_row, h_row = stat(str(ours_sock))["s1"], stat(str(h_sock))["s1"]
+            assert {k: o_row[k] for k in down} == {k: h_row[k] for k in down}
+            o_state = ask(str(ours_sock), "show servers state be\n").splitlines()[2].split()
+            h_state = ask(str(h_sock), "show servers state be\n").splitlines()[2].split()
+            fields = (5, 6, 10, 11, 12, 13)  # op_state admin_state check status, result, health, state
+            assert [o_state[i] for i in fields] == [h_state[i] for i in fields]
+            with FixedOrigin(dead):
+                for sock in (ours_sock, h_sock):
+                    wait_for(lambda sock=sock: stat(str(sock))["s1"]["status"] == "UP", 10)  # type: ignore[misc]
+                o_row, h_row = stat(str(ours_sock))["s1"], stat(str(h_sock))["s1"]
+                up = ("status", "check_status", "check_code", "check_health", "chkdown", "chkfail")
+                assert {k: o_row[k] for k in up} == {k: h_row[k] for k in up}
+        finally:
+            hap.terminate()
+            hap.wait(5)
+        theirs, ours = _events(herr.read_text()), _events(proxy.logs())
+        print("\n".join(["HAProxy:", *theirs, "poolproxy:", *ours]))
+        assert sorted(ours) == sorted(theirs)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q", "-s"]))
