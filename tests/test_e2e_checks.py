@@ -137,6 +137,9 @@ def test_dead_server_goes_down_clients_see_only_200_and_it_comes_back_up(
             created = table.header["created_ns"]
             print(f"s3 marked DOWN {(rec['last_change'] - created) / 1e9:.3f}s after the table was created")
             assert rec["health"] == 0 and rec["chk_down"] == 1 and 1 <= rec["owner"] <= 4
+            dump = subprocess.run([sys.executable, "-m", "tools.shmdump", "--pid", str(proxy.pid)],
+                                  capture_output=True, text=True, timeout=10, check=True).stdout  # fmt: skip
+            assert re.search(r"^be/s3 DOWN \d 0 L4CON 0 \d+ 1 1 ", dump, re.M), dump
             errors_before = table.row(i).connect_errors
             counts = load(port, REQUESTS)
             assert counts == {200: REQUESTS}
