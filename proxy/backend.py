@@ -5,8 +5,10 @@
 workers, ``proxy.queue``), then the client session's own connection, then this worker's idle lists in
 the reuse mode's order, then other workers' idle connections (victims in ``steal_order``: taken from
 their published slots with ``pidfd_getfd``, ``proxy.steal``, or where the kernel refuses that, asked
-over ``proxy.takeover``), then a new connection (``retries`` + 1 attempts). ``acquire_now`` is the same
-plan's synchronous prefix — the hot path of a keep-alive request creates no task.
+over ``proxy.takeover``), then a new connection (``retries`` + 1 attempts; after a failure
+``proxy.retry`` decides whether the next attempt waits and whether it goes to another server:
+``option redispatch`` gives the failed server's slot back and takes one on the new server).
+``acquire_now`` is the same plan's synchronous prefix — the hot path of a keep-alive request creates no task.
 
 When the exchange ends, ``finish`` gives everything back: the connection is kept (``should_keep``,
 the keep-on-release rule over the server-wide numbers) or closed, and the slot is released (to the
@@ -41,11 +43,14 @@ from proxy.pool import (
     steal_order,
 )
 from proxy.queue import Outcome
+from proxy.retry import next_retry
 from proxy.server import Acct, ServerRuntime, SlotMove
 from proxy.server_conn import ServerConn, adopt_socket
 from proxy.shm import (
     R_CONNECT_ERRORS,
     R_CONNECTS,
+    R_REDISPATCHES,
+    R_RETRIES,
     R_REUSES,
     R_TAKEOVERS_ASKED,
     R_TAKEOVERS_FAILED,
@@ -75,7 +80,10 @@ class AcquireError(Exception):
 class Acquisition:
     """One request's dealings with a backend: its server, key, slot, and how it got a connection."""
 
-    __slots__ = ("first", "has_slot", "key", "reused", "server", "session", "t_connected", "t_queued")
+    __slots__ = (
+        "first", "has_slot", "key", "redispatched", "retries", "reused", "server", "session", "t_connected",
+        "t_queued",
+    )  # fmt: skip
 
     def __init__(self, server: ServerRuntime, key: ConnKey, session: Session) -> None:
         self.server = server
@@ -86,6 +94,8 @@ class Acquisition:
         self.reused = False  # the connection had served a request before (a replay may be needed)
         self.t_queued = 0.0  # when the slot was obtained
         self.t_connected = 0.0  # when the connection was obtained
+        self.retries = 0  # connection retries made (the log's %rc)
+        self.redispatched = False  # a retry went to another server (%rc shows "+")
 
     def __repr__(self) -> str:
         return f"<Acquisition {self.server.backend_name}/{self.server.name} slot={self.has_slot}>"
@@ -96,6 +106,7 @@ class Backend:
         "balancer",
         "cfg",
         "engine_name",
+        "has_backup",
         "lb_params",
         "limits",
         "link",
@@ -124,24 +135,45 @@ class Backend:
         self.servers = servers
         self.balancer = make_balancer(cfg.balance, cfg.servers)
         self.lb_params = tuple((s.weight, s.maxconn) for s in cfg.servers)
+        self.has_backup = any(s.backup for s in cfg.servers)
         self.next_victim = 0
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} servers={len(self.servers)} reuse={self.mode.value}>"
 
     # -- server choice ----------------------------------------------------------------------
-    def pick_server(self, client_ip: str) -> ServerRuntime | None:
+    def pick_server(self, client_ip: str, exclude: ServerRuntime | None = None) -> ServerRuntime | None:
+        """The server for a new request: among the usable non-backup servers; when none is up, the
+        first usable backup (every usable one with ``option allbackups``), as in HAProxy.
+        ``exclude``: a server not to choose (a redispatch leaves the one that failed)."""
         servers = self.servers
         if len(servers) == 1:  # nothing to balance (weight 0 takes no traffic, as in every algorithm)
             only = servers[0]
-            return only if only.pickable else None
+            return only if only.pickable and only is not exclude else None
         self._follow_runtime()
-        idx = self.balancer.pick(
-            client_ip=client_ip,
-            usable=lambda i: servers[i].pickable,
-            load=lambda i: servers[i].row.served,
-        )
+        load = self._load
+        if not self.has_backup and exclude is None:  # the common case: the cheapest test
+            idx = self.balancer.pick(client_ip=client_ip, usable=self._pickable, load=load)
+            return None if idx is None else servers[idx]
+
+        def usable(i: int, backup: bool = False) -> bool:
+            s = servers[i]
+            return s.cfg.backup is backup and s is not exclude and s.pickable
+
+        idx = self.balancer.pick(client_ip=client_ip, usable=usable, load=load)
+        if idx is None and self.has_backup:
+            if self.cfg.allbackups:
+                idx = self.balancer.pick(client_ip=client_ip, usable=lambda i: usable(i, True), load=load)
+            else:
+                first = (i for i in range(len(servers)) if usable(i, True))
+                idx = next(first, None)
         return None if idx is None else servers[idx]
+
+    def _pickable(self, i: int) -> bool:
+        return self.servers[i].pickable
+
+    def _load(self, i: int) -> int:
+        return self.servers[i].row.served
 
     def _follow_runtime(self) -> None:
         """Weights and maxconn live in the shared rows (the runtime API changes them): when they
@@ -201,16 +233,55 @@ class Backend:
             conn = await self._steal(acq, plan.lists)
             if conn is not None:
                 return conn
-        for _ in range(plan.connects):
+        while True:
             try:
                 conn = await self._connect(acq)
             except (TimeoutError, OSError):
-                continue
-            if conn.alive:  # the server may have closed it before we could use it
+                conn = None
+            if conn is not None and conn.alive:  # the server may have closed it before we could use it
                 acq.reused = False
                 acq.t_connected = time.monotonic()
                 return conn
-        raise AcquireError(503, "SC")
+            conn = await self._retry(acq, plan.connects - 1)
+            if conn is not None:
+                return conn
+
+    async def _retry(self, acq: Acquisition, retries: int) -> ServerConn | None:
+        """A connection attempt failed: wait and retry on the same server, or redispatch to
+        another (``proxy.retry``); a connection found idle on the new server is returned. Raises
+        503 ``SC`` once the retries are spent."""
+        srv = acq.server
+        step = next_retry(
+            done=acq.retries, retries=retries, redispatch=self.cfg.redispatch, server_up=srv.usable,
+            balance=self.cfg.balance, servers_up=sum(1 for s in self.servers if s.usable),
+            connect_timeout=self.cfg.timeouts.connect,
+        )  # fmt: skip
+        if step is None:
+            raise AcquireError(503, "SC")
+        acq.retries += 1
+        srv.row.add(R_RETRIES)
+        other = self.pick_server(acq.session.client_ip, exclude=srv) if step.redispatch else None
+        if step.delay > 0 or (step.redispatch and other is None):
+            await asyncio.sleep(step.delay or min(self.cfg.timeouts.connect or 1.0, 1.0))
+        if other is None:
+            return None
+        # Redispatch: the slot of the failed server goes back, the request takes one on the other
+        # (queueing there if it is full), then that server's idle connections may serve it.
+        acq.redispatched = True
+        other.row.add(R_REDISPATCHES)
+        if acq.has_slot:
+            acq.has_slot = False
+            self.link.queues.release(srv)
+        acq.server = other
+        acq.key = self.key_for(other, acq.session.client_ip)
+        if not self.link.queues.try_take(other):
+            timeout = self.cfg.timeouts.queue or self.cfg.timeouts.connect or 5.0
+            outcome = await self.link.queues.wait(other, timeout)
+            if outcome is not Outcome.GRANTED:
+                raise AcquireError(503, "sQ" if outcome is Outcome.TIMEOUT else "SQ")
+        acq.has_slot = True
+        acq.t_queued = time.monotonic()
+        return self._local(acq, reuse_order(self.mode, acq.first))
 
     def _plan(self, acq: Acquisition, fresh: bool = False) -> AcquirePlan:
         srv = acq.server

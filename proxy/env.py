@@ -156,8 +156,10 @@ class StreamEnv:
                     feconn=self.clients.feconn(name),
                     beconn=sum(s.row.served for s in backend.servers) if backend is not None else 0,
                     srv_conn=server.row.served if server is not None else 0,
-                    retries=1 if stream.retried else 0,
+                    # connection retries, plus the replay of a request whose reused connection died
+                    retries=(acq.retries if acq is not None else 0) + stream.retried,
                     request_line=request_line(stream.head),
+                    redispatched=acq is not None and acq.redispatched,
                 )
             )
         )

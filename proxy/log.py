@@ -54,13 +54,15 @@ class HttpLogRecord:
     srv_conn: int
     retries: int
     request_line: str
+    redispatched: bool = False  # ``%rc`` shows ``+N`` when a retry went to another server (HAProxy)
 
 
 def format_httplog(r: HttpLogRecord) -> str:
+    retries = f"+{r.retries}" if r.redispatched else r.retries
     return (
         f"{r.client} [{accept_date(r.accept_ts)}] {r.frontend} {r.backend}/{r.server} "
         f"{r.tq}/{r.tw}/{r.tc}/{r.tr}/{r.ta} {r.status} {r.bytes_out} - - {r.term:-<4} "
-        f'{r.actconn}/{r.feconn}/{r.beconn}/{r.srv_conn}/{r.retries} 0/0 "{r.request_line}"'
+        f'{r.actconn}/{r.feconn}/{r.beconn}/{r.srv_conn}/{retries} 0/0 "{r.request_line}"'
     )
 
 

@@ -237,7 +237,8 @@ class Master:
         if self.table is not None:
             self.table.set_worker_state(w.slot, WorkerState.DEAD)
             report = self.table.reconcile_worker(w.slot)
-            repaired = any(report.reclaimed.values()) or report.slots_cleared or report.claims_returned
+            repaired = (any(report.reclaimed.values()) or report.slots_cleared or report.claims_returned
+                        or report.checks_released)  # fmt: skip
             if repaired and not self.state.stopping:
                 notice(f"reconciled the shared table after worker {w.slot}: {report}")
         if w.ctl is not None:

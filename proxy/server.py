@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model import Server
 from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
-from proxy.shm import AdminState, ServerCell, ServerRow
+from proxy.shm import AdminState, OperState, ServerCell, ServerRow
 from proxy.slot_array import SlotArray
 from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
 
@@ -306,8 +306,14 @@ class ServerRuntime:
 
     @property
     def usable(self) -> bool:
-        # FMAINT: put in maintenance on the runtime API (``set server ... state maint``)
-        return not self.maint and not self.row.admin_state & AdminState.FMAINT
+        # FMAINT: put in maintenance on the runtime API (``set server ... state maint``); the
+        # operational state: DOWN by its health check (``proxy.health``), read from the shared row
+        row = self.row
+        return (
+            not self.maint
+            and not row.admin_state & AdminState.FMAINT
+            and row.oper_state == OperState.RUNNING
+        )
 
     @property
     def pickable(self) -> bool:
@@ -315,7 +321,7 @@ class ServerRuntime:
         state drain``: HAProxy's FDRAIN; a session already on it may still use it) and weight > 0.
         The admin state and weight are the shared row's, so every worker obeys a change at once."""
         row = self.row
-        return not self.maint and not row.admin_state & _NOT_PICKABLE and row.weight > 0
+        return self.usable and not row.admin_state & _NOT_PICKABLE and row.weight > 0
 
     def close_idle_if_maint(self) -> int:
         """In maintenance, close this worker's pooled connections (HAProxy purges a server's idle

@@ -111,6 +111,8 @@ Layout (LAYOUT_VERSION 3)
     slots_off                    nservers*nworkers  slot arrays, server-major, each slot_array_size =
                                    * slot_array_size  64 + nslots * 64: array(i, w) =
                                                       slots_off + (i*nworkers + w) * slot_array_size
+    checks_off                   nservers * 128     check records (16 words, ``proxy.health``): who runs
+                                                      the server's health check, its counter and results
     fronts_off                   nfrontends         per frontend: its row (16 words), then one cell
                                    * (nworkers+1)     (16 words) per worker: front(f) = fronts_off + f *
                                    * 128              (nworkers + 1) * 128, its cell w 128 * (w + 1) further
@@ -121,16 +123,19 @@ Layout (LAYOUT_VERSION 3)
                  5 nservers   6 worker_size   7 row_size   8 cell_size   9 workers_off   10 rows_off
                  11 cells_off   12 names_off   13 names_len   14 backend (atomics: c=1, fallback=2)
                  15 generation   16 master_pid   17 created_ns (CLOCK_REALTIME)   18 nslots
-                 19 slots_off   20 slot_array_size   21 nfrontends   22 fronts_off   23..31 zero
+                 19 slots_off   20 slot_array_size   21 nfrontends   22 fronts_off   23 checks_off
+                 24..31 zero
     worker:      0 pid   1 incarnation   2 state (WorkerState)   3 heartbeat (CLOCK_MONOTONIC ns)
                  4 started (CLOCK_MONOTONIC ns)   5..7 zero
     row:         0 served   1 cur_conns   2 used   3 idle   4 safe   5 queue_len   6 next_ticket
                  7 max_used | 8 max_served   9 max_cur_conns   10 max_queue   11 est_need
-                 12 admin_state (AdminState)   13 oper_state (OperState)   14 weight
+                 12 admin_state (AdminState)   13 oper_state (OperState: RUNNING or STOPPED, moved
+                 by the health check's owner)   14 weight
                  15 maxconn (the live limit: the config's, then ``set maxconn server``) |
                  16 connects   17 connect_errors   18 reuses   19 requests   20 purged
                  21 takeovers_asked   22 takeovers_given   23 takeovers_failed |
-                 24 queue_timeouts   25 queue_full   26..31 zero
+                 24 queue_timeouts   25 queue_full   26 retries (wretr)   27 redispatches (wredis)
+                 28..31 zero
     cell:        0 seq   1 idle   2 safe   3 used   4 served   5 incoming   6 conns   7 queued |
                  8 oldest_ticket (0 = no waiter)   9 takeovers_given   10 takeovers_taken   11..15 zero
     slot array:  0 bell (rung by takes and repairs)   1 high (one past the highest slot published)
@@ -144,6 +149,14 @@ Layout (LAYOUT_VERSION 3)
                  4 ports (local << 16 | peer)   5 meta (safe: bit 0, protocol: bits 8-15,
                  requests served: bits 16-47)   6 key (the connection key's 63-bit hash)
                  7 idle_since (CLOCK_MONOTONIC ns)
+    check record: see ``proxy.health`` (owner, health, status, code, duration, info, last_check,
+                 last_change, chk_fail, chk_down, down_since, down_total, enabled)
+
+Health checks (layout 3): the master gives each checked server's record a first owner, worker
+``k % nworkers`` for the k-th checked server; ``reconcile_worker`` frees the dead worker's records
+(owner 0) and the next live worker to look claims each by compare-exchange. The operational state
+(``oper_state`` in the row, the record's counter) is thus apart from the admin state, and every
+worker reads the same at once.
 
 The magic is written last at creation. Any change to this diagram bumps LAYOUT_VERSION.
 """
@@ -165,11 +178,12 @@ from proxy import atomics
 from proxy import slots as sl
 from proxy.atomics import Atomics, lock_name_for, unlink_lock
 from proxy.config.model import Config
+from proxy.health import CHECK_SIZE, CheckRecord
 from proxy.pool_policy import oldest_waiter
 from proxy.slot_array import NSLOTS, S_META, SLOT_HEADER, SLOT_SIZE, SlotArray
 from proxy.slots import SlotState
 
-LAYOUT_VERSION: Final = 3  # 3: row word 15 is the live maxconn
+LAYOUT_VERSION: Final = 4  # 3: row word 15 is the live maxconn; 4: frontend cells and check records
 MAGIC: Final = int.from_bytes(b"POOLPRXY", "little")
 HEADER_SIZE: Final = 256
 WORKER_SIZE: Final = 64
@@ -184,6 +198,7 @@ HEADER_KEYS: Final = (
     "magic", "version", "header_size", "total_size", "nworkers", "nservers", "worker_size", "row_size",
     "cell_size", "workers_off", "rows_off", "cells_off", "names_off", "names_len", "backend", "generation",
     "master_pid", "created_ns", "nslots", "slots_off", "slot_array_size", "nfrontends", "fronts_off",
+    "checks_off",
 )  # fmt: skip
 _HEADER = struct.Struct("<32q")
 
@@ -195,7 +210,8 @@ R_SERVED, R_CUR_CONNS, R_USED, R_IDLE, R_SAFE, R_QUEUE_LEN, R_NEXT_TICKET, R_MAX
 (R_MAX_SERVED, R_MAX_CUR_CONNS, R_MAX_QUEUE, R_EST_NEED, R_ADMIN_STATE, R_OPER_STATE, R_WEIGHT,
  R_MAXCONN) = range(64, 128, 8)  # fmt: skip
 (R_CONNECTS, R_CONNECT_ERRORS, R_REUSES, R_REQUESTS, R_PURGED, R_TAKEOVERS_ASKED, R_TAKEOVERS_GIVEN,
- R_TAKEOVERS_FAILED, R_QUEUE_TIMEOUTS, R_QUEUE_FULL) = range(128, 208, 8)  # fmt: skip
+ R_TAKEOVERS_FAILED, R_QUEUE_TIMEOUTS, R_QUEUE_FULL, R_RETRIES,
+ R_REDISPATCHES) = range(128, 224, 8)  # fmt: skip
 
 # frontend cell offsets (F_HRSP: hrsp_1xx; the next five words are 2xx..5xx and other)
 (F_CUR_CONNS, F_CONNS_TOTAL, F_REQUESTS_TOTAL, F_BYTES_OUT, F_HRSP, F_DENIED_REQ, F_BAD_REQ) = (
@@ -295,6 +311,7 @@ class ReconcileReport:
     per_server: dict[int, dict[str, int]] = field(default_factory=dict)
     slots_cleared: int = 0  # its published slots emptied (it was their owner)
     claims_returned: int = 0  # slots it had claimed, given back to their owners
+    checks_released: int = 0  # health checks it ran, left for another worker to claim
 
     def __str__(self) -> str:
         r = self.reclaimed
@@ -302,6 +319,7 @@ class ReconcileReport:
             f"slot {self.slot} (pid {self.pid}): released {r['served']} slots, {r['queued']} queued,"
             f" {r['conns']} conns ({r['used']} used, {r['idle']} idle, {r['safe']} safe),"
             f" {self.slots_cleared} slots emptied, {self.claims_returned} claims returned"
+            + (f", {self.checks_released} health checks released" if self.checks_released else "")
         )
         return text if self.exact else text + " [inexact: an in-flight update could not be settled]"
 
@@ -354,6 +372,7 @@ class ServerRow(_View):
     takeovers_asked, takeovers_given, takeovers_failed, queue_timeouts, queue_full = map(
         _Word, range(168, 208, 8)
     )
+    retries, redispatches = map(_Word, range(208, 224, 8))
 
     def load(self, off: int) -> int:
         return self._a.load(self._base + off)
@@ -687,11 +706,13 @@ def layout_sizes(
     cells_off = rows_off + nservers * ROW_SIZE
     slots_off = cells_off + nservers * nworkers * CELL_SIZE
     slot_array_size = SLOT_HEADER + nslots * SLOT_SIZE
-    fronts_off = slots_off + nservers * nworkers * slot_array_size
+    checks_off = slots_off + nservers * nworkers * slot_array_size
+    fronts_off = checks_off + nservers * CHECK_SIZE
     names_off = fronts_off + nfrontends * (nworkers + 1) * FRONT_SIZE
     total_size = names_off + (names_len + 7) // 8 * 8
     return dict(workers_off=HEADER_SIZE, rows_off=rows_off, cells_off=cells_off, slots_off=slots_off,
-                slot_array_size=slot_array_size, fronts_off=fronts_off, names_off=names_off,
+                slot_array_size=slot_array_size, checks_off=checks_off, fronts_off=fronts_off,
+                names_off=names_off,
                 total_size=total_size)  # fmt: skip
 
 
@@ -721,6 +742,9 @@ class ShmTable:
         self._arrays: list[SlotArray | None] = [None] * (self.nservers * self.nworkers)
         self._fronts_off = header["fronts_off"]
         self._front_index = {fe: f for f, fe in enumerate(self.frontends)}
+        self._checks = [
+            CheckRecord(words, header["checks_off"] + i * CHECK_SIZE, i) for i in range(self.nservers)
+        ]
         self._closed = False
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -775,7 +799,10 @@ class ShmTable:
         for k, key in enumerate(HEADER_KEYS[1:], 1):
             words.store(8 * k, header[key])
         table = cls(name, mm, words, header)
+        checked = 0
         for k, (_, cfg, _, _) in enumerate(servers):
+            table._checks[k].init(cfg, checked % nworkers, header["created_ns"])
+            checked += cfg.check
             row = table._rows[k]
             row.store(R_NEXT_TICKET, 1)
             row.store(R_WEIGHT, cfg.weight)
@@ -857,6 +884,12 @@ class ShmTable:
                 self.atomics, self._rows[i], peers + slot * CELL_SIZE, slot, peers
             )
         return c
+
+    def check(self, i: int) -> CheckRecord:
+        """Server ``i``'s health-check record (``proxy.health``)."""
+        if not 0 <= i < self.nservers:
+            raise IndexError(f"server index {i} out of range (0..{self.nservers - 1})")
+        return self._checks[i]
 
     def slots(self, i: int, owner: int) -> SlotArray:
         """The slot array of worker ``owner`` for server ``i``; cached."""
@@ -998,6 +1031,7 @@ class ShmTable:
             a.store(self.front_cell(f, slot) + F_CUR_CONNS, 0)
         deadline = time.monotonic() + timeout
         for i in range(self.nservers):
+            report.checks_released += self._checks[i].release(slot)
             cell = self.cell(i, slot)._base
             row = self._rows[i]._base
             a.store(cell + C_OLDEST_TICKET, 0)  # first: no releaser may hand this slot a seat any more
@@ -1096,6 +1130,7 @@ class ShmTable:
                 for slot in range(self.nworkers)
             ]
             entry["slots"] = [self.slots(s.index, slot).counts() for slot in range(self.nworkers)]
+            entry["check"] = self._checks[s.index].snapshot()
             servers.append(entry)
         header = dict(self.header, name=self.name, backend_name=self.backend)
         return {"header": header, "workers": workers, "servers": servers, "frontends": self._front_snapshot()}

@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any
 
+from proxy.health import CheckStatus
 from proxy.shm import SHM_DIR, ShmTable, backend_name, read_header
 
 _SEGMENT = re.compile(r"poolproxy\.(\d+)\.(\d+)")
@@ -83,6 +84,17 @@ def render(snap: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    checked = [s for s in snap["servers"] if s.get("check", {}).get("enabled")]
+    if checked:
+        lines += ["", "# health checks: bkname/svname oper_state owner_slot health status code duration_ms"
+                  " chkfail chkdown last_check_age"]  # fmt: skip
+        for s in checked:
+            c = s["check"]
+            lines.append(
+                f"{s['backend']}/{s['server']} {'UP' if s['oper_state'] == 2 else 'DOWN'} {c['owner'] - 1}"
+                f" {c['health']} {CheckStatus(c['status']).name} {c['code']} {c['duration']} {c['chk_fail']}"
+                f" {c['chk_down']} {_age(c['last_check'], now_real)}"
+            )
     return "\n".join(lines)
 
 

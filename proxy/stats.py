@@ -13,6 +13,7 @@ from typing import Any
 
 from proxy import __version__
 from proxy.config.model import Config
+from proxy.health import CheckStatus, result_info, status_text
 from proxy.shm import AdminState
 
 # HAProxy 2.6's ``show stat`` columns, in order (the header ends with a trailing comma).
@@ -79,15 +80,18 @@ SERVERS_STATE_HEAD = (
 
 
 def show_servers_state(snap: dict[str, Any], config: Config, backend: str | None = None) -> str:
-    """``show servers state [BE]``: HAProxy's version line ``1``, header, one line per server (no
-    health checks: HAProxy's values for a server without them)."""
+    """``show servers state [BE]``: HAProxy's version line ``1``, header, one line per server, the
+    operational state and the check's fields from the shared table (``state_check_fields``)."""
     lines = ["1", SERVERS_STATE_HEAD]
     for s in _servers(snap, backend):
         conf = _server_conf(config, s["backend"], s["server"])
         iweight = conf.weight if conf else 1
+        check_port = (conf.check_port if conf else None) or 0
+        check_addr = (conf.check_addr if conf else None) or "-"
         lines.append(
             f"{s['bkid']} {s['backend']} {s['svid']} {s['server']} {s['host']} {s['oper_state']}"
-            f" {s['admin_state']} {s['weight']} {iweight} 0 1 0 2 0 0 0 0 - {s['port']} - 0 0 - - 0"
+            f" {s['admin_state']} {s['weight']} {iweight} {state_check_fields(s, conf)} 0 0 -"
+            f" {s['port']} - 0 {check_port} {check_addr} - 0"
         )
     return "\n".join(lines) + "\n"
 
@@ -167,25 +171,27 @@ def stat_rows(snap: dict[str, Any], config: Config) -> list[dict[str, Any]]:
         rows = _servers(snap, be)
         iid = nfe + bki
         for s in rows:
+            conf = _server_conf(config, be, s["server"])
+            cols = check_columns(s, conf)
+            if cols["status"] in ("no check", "UP") and server_status(s) == "DRAIN":
+                cols["status"] = "DRAIN"
             out.append({
                 "pxname": be, "svname": s["server"], "qcur": s["queue_len"], "qmax": s["max_queue"],
                 "scur": s["cur_conns"], "smax": s["max_cur_conns"], "slim": s["maxconn"] or None,
-                "stot": s["connects"], "status": server_status(s), "weight": s["weight"], "act": 1,
-                "bck": 0, "pid": pid, "iid": iid, "sid": s["svid"], "type": 2,
-                "addr": f"{s['host']}:{s['port']}", "mode": "http", "connect": s["connects"],
+                "stot": s["connects"], "weight": s["weight"], "pid": pid, "iid": iid, "sid": s["svid"],
+                "type": 2, "addr": f"{s['host']}:{s['port']}", "mode": "http", "connect": s["connects"],
                 "reuse": s["reuses"], "req_tot": s["requests"], "idle_conn_cur": s["idle"],
                 "safe_conn_cur": s["safe"], "used_conn_cur": s["used"], "need_conn_est": s["est_need"],
-                "uweight": s["weight"],
+                "uweight": s["weight"], **cols,
             })  # fmt: skip
-        up = [s for s in rows if server_status(s) != "MAINT"]
-        weight = sum(s["weight"] for s in up if server_status(s) == "no check")
+        weight = sum(s["weight"] for s in rows if _up(s))
         out.append({
             "pxname": be, "svname": "BACKEND", "qcur": sum(s["queue_len"] for s in rows),
             "scur": sum(s["cur_conns"] for s in rows), "stot": sum(s["connects"] for s in rows),
-            "status": "UP" if up else "DOWN", "weight": weight, "uweight": weight, "act": len(up),
-            "bck": 0, "pid": pid, "iid": iid, "sid": 0, "type": 1, "mode": "http",
+            "weight": weight, "uweight": weight, "pid": pid, "iid": iid, "sid": 0, "type": 1, "mode": "http",
             "algo": config.backends[be].balance, "connect": sum(s["connects"] for s in rows),
             "reuse": sum(s["reuses"] for s in rows), "req_tot": sum(s["requests"] for s in rows),
+            **backend_check_columns(rows, config, be),
         })  # fmt: skip
     return out
 
@@ -237,3 +243,65 @@ def show_sess(snap: dict[str, Any]) -> str:
             f" queued={queued}"
         )
     return "\n".join(lines) + "\n"
+
+
+# ---- health checks: the columns the shared check records fill (proxy.health) ----------------------
+
+_MAINT = 0x01 | 0x02 | 0x04 | 0x20  # AdminState FMAINT | IMAINT | CMAINT | RMAINT
+
+
+def _up(s: dict[str, Any]) -> bool:
+    return not s["admin_state"] & _MAINT and s["oper_state"] == 2  # OperState.RUNNING
+
+
+def check_columns(s: dict[str, Any], conf: Any, now_ns: int | None = None) -> dict[str, Any]:
+    """``show stat``'s status and check columns of one server, HAProxy's way: ``UP``, ``DOWN``,
+    ``UP 1/3`` (going down), ``DOWN 1/2`` (going up), ``MAINT``, ``no check``."""
+    chk = s["check"]
+    now = time.time_ns() if now_ns is None else now_ns
+    down = chk["down_total"] + (now - chk["down_since"] if chk["down_since"] else 0)
+    backup = bool(conf is not None and conf.backup)
+    cols: dict[str, Any] = {
+        "act": 0 if backup else 1, "bck": 1 if backup else 0, "wretr": s["retries"],
+        "wredis": s["redispatches"], "lastchg": max(0, (now - chk["last_change"]) // 10**9),
+    }  # fmt: skip
+    if s["admin_state"] & _MAINT:
+        cols["status"] = "MAINT"
+    elif not chk["enabled"] or conf is None:
+        cols["status"] = "no check"
+        return cols
+    else:
+        cols["status"] = status_text(chk["health"], conf.rise, conf.fall)
+    status = CheckStatus(chk["status"])
+    cols.update({
+        "chkfail": chk["chk_fail"], "chkdown": chk["chk_down"], "downtime": down // 10**9,
+        "check_status": status.name, "check_code": chk["code"] or None,
+        "check_duration": chk["duration"] if chk["duration"] >= 0 else None,
+        "last_chk": result_info(status, chk["code"], chk["info"]) or None, "check_desc": status.desc,
+        "check_rise": conf.rise, "check_fall": conf.fall, "check_health": chk["health"],
+    })  # fmt: skip
+    return cols
+
+
+def backend_check_columns(rows: list[dict[str, Any]], config: Config, backend: str) -> dict[str, Any]:
+    """The BACKEND line: UP while one server can take traffic; act/bck count the usable ones."""
+    confs = [_server_conf(config, backend, s["server"]) for s in rows]
+    act = sum(1 for s, c in zip(rows, confs, strict=True) if _up(s) and not (c is not None and c.backup))
+    bck = sum(1 for s, c in zip(rows, confs, strict=True) if _up(s) and c is not None and c.backup)
+    return {
+        "status": "UP" if act + bck else "DOWN", "act": act, "bck": bck,
+        "wretr": sum(s["retries"] for s in rows), "wredis": sum(s["redispatches"] for s in rows),
+    }  # fmt: skip
+
+
+def state_check_fields(s: dict[str, Any], conf: Any, now_ns: int | None = None) -> str:
+    """``show servers state``'s srv_time_since_last_change srv_check_status srv_check_result
+    srv_check_health srv_check_state srv_agent_state (HAProxy's numbers: the check state 6 is
+    CONFIGURED | ENABLED)."""
+    chk = s["check"]
+    now = time.time_ns() if now_ns is None else now_ns
+    since = max(0, (now - chk["last_change"]) // 10**9)
+    if not chk["enabled"]:
+        return f"{since} {CheckStatus.INI.value} 0 {chk['health']} 0 0"
+    status = CheckStatus(chk["status"])
+    return f"{since} {status.value} {status.result} {chk['health']} 6 0"

@@ -23,6 +23,9 @@ share of a ``maxconn`` (global or the frontend's; ``proxy.admission``): connecti
 in the shared backlog. Once its listeners and channel are set up, and before it tells the master
 READY, the worker drops its privileges as configured (``chroot``, ``user``, ``group``:
 ``proxy.privileges``).
+
+Health checks (``proxy.checks``): every worker runs the checks whose records it owns in the shared
+table, and closes its idle connections to a server once that server stops being usable.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from proxy import pidfd, privileges
 from proxy.acceptor import Acceptor
 from proxy.admission import gate_for
 from proxy.backend import Backend
-from proxy.config.model import Config
+from proxy.checks import HealthChecks
+from proxy.config.model import Config, Proxy
 from proxy.donor import Donor, WorkerLink
 from proxy.env import StreamEnv
 from proxy.frontend import Frontend
@@ -107,6 +111,17 @@ class WorkerState:
         services = Services(table, config)
         for env in self.envs.values():
             env.services = services
+        # Health checks: the ones this worker owns, and closing idle connections to servers that
+        # stop being usable (proxy.checks)
+        self.checks = HealthChecks(
+            loop, table, slot, [(be.cfg, be.servers) for be in self.backends.values()], g.spread_checks,
+            self._log_check,
+        )
+
+    def _log_check(self, backend: Proxy, line: str) -> None:
+        """A health check's event line goes to the backend's log targets (``log global``)."""
+        if backend.log_global and self.log.enabled:
+            self.log.emit(line)
 
     @property
     def requests(self) -> int:
@@ -208,6 +223,7 @@ class WorkerState:
             return
         self.stopping = True
         self.link.stopping = True
+        self.checks.stop()
         for acceptor in self.acceptors:
             acceptor.close()
         self.donor.close_idle()
@@ -264,6 +280,7 @@ def run(
         _await_registration(table, slot)
         state.start_stealing(ppid, listeners[0].sock.fileno() if listeners else ctl.fileno())
         state.heartbeat()
+        state.checks.start()
         for lst in listeners:
             env = state.envs[lst.frontend]
 

@@ -8,6 +8,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
@@ -36,14 +37,23 @@ backend be
 """
 
 
+def check(**fields: int) -> dict[str, int]:
+    """A server's check record (``proxy.health``) as the snapshot gives it: no check by default."""
+    rec = dict.fromkeys(("owner", "status", "code", "info", "last_check", "chk_fail", "chk_down",
+                         "down_since", "down_total", "enabled"), 0)  # fmt: skip
+    rec.update(health=2, duration=-1, status=1, last_change=time.time_ns())
+    rec.update(fields)
+    return rec
+
+
 def snap() -> dict[str, Any]:
     row = dict.fromkeys(
         ("served", "cur_conns", "used", "idle", "safe", "queue_len", "max_used", "max_served",
          "max_cur_conns", "max_queue", "est_need", "weight", "connects", "reuses",
-         "requests"), 0)  # fmt: skip
+         "requests", "retries", "redispatches"), 0)  # fmt: skip
     row.update(idle=3, safe=1, used=2, max_used=4, est_need=5, weight=1, oper_state=2, admin_state=0)
     s = dict(row, backend="be", server="s1", host="127.0.0.1", port=2, bkid=3, svid=1, maxconn=0,
-             maxqueue=0, cells=[{"idle": 1}, {"idle": 2}])  # fmt: skip
+             maxqueue=0, cells=[{"idle": 1}, {"idle": 2}], check=check())  # fmt: skip
     return {"header": {"nworkers": 2}, "servers": [s], "workers": []}
 
 

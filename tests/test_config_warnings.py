@@ -233,35 +233,28 @@ backend be
     assert [text_of(m) for m in ours] == [text_of(m) for m in theirs]
 
 
-# -- health checks: their tunings are ignored with a warning, 'check' itself is refused ------------------
+# -- health checks: built (proxy.health, proxy.checks); their settings warn no more ----------------------
 
 
-def test_health_check_tunings_warn_and_check_is_refused(tmp_path: Path) -> None:
+def test_health_check_settings_load_without_warning_and_observe_is_refused(tmp_path: Path) -> None:
     text = "defaults\n" + TIMEOUTS + """\
     default-server inter 3s fall 3 rise 2
+    option redispatch
 frontend fe
     bind 127.0.0.1:18080 name plain
     default_backend be
-    http-request redirect scheme https unless { ssl_fc }
 backend be
     option httpchk GET /health
     http-check expect status 200
     timeout check 2s
-    server s1 127.0.0.1:18081 observe layer7
+    server s1 127.0.0.1:18081 check
 """
     path = write(tmp_path, text)
-    warnings = warnings_of(path)
-    assert [w.split(" : ", 2)[2].split(" is ignored")[0] for w in warnings] == [
-        "'default-server': parameter 'inter'", "'default-server': parameter 'fall'",
-        "'default-server': parameter 'rise'", "'option httpchk'", "'http-check'", "'timeout check'",
-        "'server s1': parameter 'observe'",
-    ]  # fmt: skip
-    assert all("it tunes health checks" in w for w in warnings)
-    refused = write(tmp_path, text.replace("observe layer7", "check"), "check.cfg")
+    assert warnings_of(path) == []
+    srv = load([path], env={}).backends["be"].servers[0]
+    assert (srv.check, srv.inter, srv.fall, srv.rise) == (True, 3.0, 3, 2)
+    refused = write(tmp_path, text.replace("check\n", "check observe layer7\n"), "observe.cfg")
     with pytest.raises(ConfigError) as err:
         load([refused], env={})
     (alert,) = err.value.messages
-    assert "'server s1': parameter 'check' is not supported yet: poolproxy has no health checks" in alert
-    redispatch = write(tmp_path, text.replace("timeout check 2s", "option redispatch"), "redispatch.cfg")
-    with pytest.raises(ConfigError, match="a request whose connection fails is retried on the same server"):
-        load([redispatch], env={})
+    assert "'server s1': parameter 'observe' is not supported: passive health monitoring" in alert

@@ -152,6 +152,10 @@ def test_debian_stock_config_loads_with_tls_warnings_only() -> None:
     assert cfg.backends["be"].errorfiles[503].body.startswith(b"<html><body><h1>503 from the test")
     fe = cfg.frontends["fe"]
     assert fe.httplog and fe.dontlognull and fe.log_global and fe.timeouts.client == 50.0
+    be = cfg.backends["be"]  # the typical health-checked backend appended: no warning either
+    assert be.redispatch == -1 and be.httpchk is not None and be.httpchk.expect == ("status", False, "200")
+    servers = [(s.check, s.backup, s.inter, s.fall) for s in be.servers]
+    assert servers == [(True, False, 2.0, 3), (True, True, 2.0, 3)]
 
 
 STOCK = Path("/etc/haproxy/haproxy.cfg")
@@ -212,11 +216,11 @@ EXAMPLE_RESULTS = {
     "quick-test.cfg": [],
     "basic-config-edge.cfg": ["'stats uri'", "bind option 'ssl' is not supported yet", "'compression'",
                               "'http-request cache-use'", "section 'cache'", "'cookie'", "'zero-warning'"],
-    "content-sw-sample.cfg": ["'monitor-uri'", "'option prefer-last-server'", "'option redispatch'",
-                              "parameter 'check'", "'fullconn'", "parameter 'minconn'"],
+    "content-sw-sample.cfg": ["'monitor-uri'", "'option prefer-last-server'", "'fullconn'",
+                              "parameter 'minconn'"],
     "option-http_proxy.cfg": ["criterion 'url_ip'", "'http-request set-dst'", "missing port",
                               "criterion 'res.hdr(content-type)'"],
-    "socks4.cfg": ["mode tcp", "'option tcplog'", "'option tcp-check'", "parameter 'ssl'", "'stats uri'"],
+    "socks4.cfg": ["mode tcp", "'option tcplog'", "parameter 'ssl'", "'stats uri'"],
     "transparent_proxy.cfg": ["'usesrc client' is not supported"],
     "wurfl-example.cfg": ["'wurfl-data-file'"],
 }  # fmt: skip

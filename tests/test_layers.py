@@ -36,6 +36,7 @@ CORE = [
     "proxy.balance",
     "proxy.acl",
     "proxy.shm",
+    "proxy.health",
     "proxy.sides",
     "proxy.log",
     "proxy.atomics",
@@ -65,6 +66,7 @@ ADAPTERS = [
     "proxy.donor",
     "proxy.pidfd",
     "proxy.steal",
+    "proxy.checks",
 ]
 ORCHESTRATION = [
     "proxy.stream",

@@ -30,6 +30,7 @@ from proxy import atomics, shm
 from proxy import slot_array as sa
 from proxy.atomics import lock_name_for
 from proxy.config.model import Cap, Config, Proxy, Server
+from proxy.health import CHECK_SIZE
 from proxy.shm import (
     C_SEQ,
     C_SERVED,
@@ -113,7 +114,8 @@ def test_header_and_sizes(table: ShmTable) -> None:
     assert h["cells_off"] == h["rows_off"] + 3 * ROW_SIZE
     assert h["slots_off"] == h["cells_off"] + 3 * NPROC * CELL_SIZE
     assert h["slot_array_size"] == sa.SLOT_HEADER + h["nslots"] * sa.SLOT_SIZE
-    assert h["fronts_off"] == h["slots_off"] + 3 * NPROC * h["slot_array_size"]
+    assert h["checks_off"] == h["slots_off"] + 3 * NPROC * h["slot_array_size"]
+    assert h["fronts_off"] == h["checks_off"] + 3 * CHECK_SIZE
     assert h["nfrontends"] == 2 and h["names_off"] == h["fronts_off"] + 2 * (NPROC + 1) * shm.FRONT_SIZE
     assert os.stat("/dev/shm" + table.name).st_size == h["total_size"]
     assert h["master_pid"] == os.getpid() and h["backend"] == shm.BACKEND_IDS[table.backend]

@@ -330,8 +330,12 @@ def test_queue_full_is_503_sq(make_world: Callable[..., World]) -> None:
     assert w.gauges() == dict(ZERO, served=1, queued=1)  # worker 1's, untouched
 
 
-def test_connect_failures_after_retries_are_503_sc(make_world: Callable[..., World]) -> None:
-    """Every connection attempt fails (1 + ``retries``): 503 ``SC``, the slot given back."""
+def test_connect_failures_after_retries_are_503_sc(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every connection attempt fails (1 + ``retries``): 503 ``SC``, the slot given back. Each retry
+    waits the turn-around (``proxy.retry``, shortened here) before it connects again."""
+    monkeypatch.setattr("proxy.retry.TURNAROUND_MAX", 0.001)
     w = make_world(retries=2)
     w.fake.fail = ConnectionRefusedError()
     stream, side = w.new_stream(request())
@@ -339,6 +343,11 @@ def test_connect_failures_after_retries_are_503_sc(make_world: Callable[..., Wor
     async def main() -> None:
         stream.start()
         await settle()
+        assert w.fake.connects == 1  # the first retry waits its turn-around
+        for _ in range(100):
+            if side.calls:
+                break
+            await asyncio.sleep(0.005)
 
     w.run(main())
     assert w.fake.connects == 3
@@ -632,7 +641,7 @@ def test_body_below_bufsize_never_pauses(make_world: Callable[..., World]) -> No
 
 def test_stream_ending_while_paused_resumes_the_client(make_world: Callable[..., World]) -> None:
     """A stream that paused the client's body and then fails (503) resumes it on its way out."""
-    w = make_world(bufsize=10)
+    w = make_world(bufsize=10, retries=0)  # no retry: no turn-around wait before the 503
     w.fake.fail = ConnectionRefusedError()
     stream, side = w.new_stream(request(b"POST", body=30))
 

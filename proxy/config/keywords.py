@@ -15,14 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.config import errorfile, kw_global, kw_http, kw_proxy, kw_rules, kw_server, kw_stats
+from proxy.config import errorfile, kw_check, kw_global, kw_http, kw_proxy, kw_rules, kw_server, kw_stats
 from proxy.config.acl_syntax import CRITERIA, PREDEFINED, Criterion
 from proxy.config.kw_server import PARAMS as SERVER_PARAMS
 from proxy.config.kw_server import ServerParam
 from proxy.config.kwtypes import Keyword, Registry, Section
 
-_ALL = [*kw_global.KEYWORDS, *kw_proxy.KEYWORDS, *kw_server.KEYWORDS, *kw_rules.KEYWORDS, *kw_http.KEYWORDS,
-        *kw_stats.KEYWORDS]
+_ALL = [
+    *kw_global.KEYWORDS, *kw_proxy.KEYWORDS, *kw_check.KEYWORDS, *kw_server.KEYWORDS, *kw_rules.KEYWORDS,
+    *kw_http.KEYWORDS, *kw_stats.KEYWORDS,
+]
 REGISTRY = Registry([*_ALL, *errorfile.KEYWORDS])
 
 # Section names HAProxy has that poolproxy does not read: their whole body is skipped with one error.
@@ -53,8 +55,9 @@ class Family:
         return name in self.names or name.startswith(self.prefixes)
 
 
-_CHECK_PARAMS = ("check", "inter", "fastinter", "downinter", "rise", "fall", "port", "addr", "agent-check",
-                 "observe", "error-limit", "on-error", "on-marked-down", "on-marked-up", "track")
+_CHECK_PARAMS = ("check", "no-check", "inter", "fastinter", "downinter", "rise", "fall", "port", "addr",
+                 "agent-check", "agent-port", "agent-inter", "observe", "error-limit", "on-error",
+                 "on-marked-down", "on-marked-up", "track", "check-ssl", "check-send-proxy", "check-sni")
 _TLS_PARAMS = ("ssl", "verify", "sni", "ca-file", "crt", "alpn")
 FAMILIES: list[Family] = [
     Family("Process management", "The master runs the workers; privileges are dropped by each worker.",
@@ -80,7 +83,7 @@ FAMILIES: list[Family] = [
     Family("Proxies and listeners", "HTTP only; bind without TLS; maxconn divided between workers.",
            names=("mode", "bind", "maxconn", "backlog", "fullconn", "disabled", "enabled", "id",
                   "description", "rate-limit sessions", "monitor-uri", "monitor fail")),
-    Family("Timeouts", "All but the TCP half-close and tarpit ones; 'timeout check' tunes absent checks.",
+    Family("Timeouts", "All but the TCP half-close and tarpit ones.",
            prefixes=("timeout ",)),
     Family("Routing", "ACLs (path, hdr, method, src, ssl_fc...), use_backend, default_backend.",
            names=("acl", "use_backend", "default_backend", "use-server", "redirect", "dispatch")),
@@ -100,20 +103,25 @@ FAMILIES: list[Family] = [
                   "option originalto", "option nolinger", "option splice-auto", "retry-on",
                   "http-send-name-header"),
            prefixes=("option accept-",)),
-    Family("Load balancing", "roundrobin, leastconn, first, source, random; hash-based ones not yet.",
+    Family("Load balancing", "roundrobin, leastconn, first, source, random; backup servers; hash-based"
+           " ones not yet.",
            names=("balance", "hash-type", "option allbackups")),
     Family("Servers", "server, default-server, source (usesrc clientip), weights, maxconn and queues.",
            names=("server", "default-server", "source", "server-template", "retries", "server-state-file",
                   "load-server-state-from-file"),
            params=("weight", "disabled", "enabled", "maxconn", "maxqueue", "source", "usesrc", "backup", "id",
-                   "minconn", "slowstart", "redir", "proto", "send-proxy", "send-proxy-v2", "resolvers",
-                   "init-addr", "resolve-prefer", "tfo", "namespace", "interface")),
+                   "no-backup", "minconn", "slowstart", "redir", "proto", "send-proxy", "send-proxy-v2",
+                   "resolvers", "init-addr", "resolve-prefer", "tfo", "namespace", "interface")),
     Family("Connection pooling", "HAProxy's http-reuse and pool settings, shared across workers.",
            names=("http-reuse",),
            params=("pool-low-conn", "pool-max-conn", "pool-purge-delay", "strict-maxconn", "max-reuse")),
-    Family("Health checks", "Not yet: 'check' is refused; check tunings are ignored with a warning.",
+    Family("Health checks", "TCP connect and HTTP checks run by one worker per server, state shared by all;"
+           " retries with redispatch. No agent, passive (observe) or protocol-specific checks.",
            names=("http-check", "external-check", "option httpchk", "option log-health-checks",
-                  "option redispatch", "email-alert"),
+                  "option redispatch", "email-alert", "option tcp-check", "tcp-check", "spread-checks",
+                  "option external-check"),
+           prefixes=("option ldap-", "option mysql-", "option pgsql-", "option redis-", "option smtp",
+                     "option ssl-hello"),
            params=_CHECK_PARAMS),
     Family("Persistence and stick tables", "Not yet.",
            names=("cookie", "force-persist", "ignore-persist", "option persist", "option prefer-last-server",

@@ -11,7 +11,6 @@ that name things (``bind``, ``server``). The rule keywords (``acl``, ``use_backe
 from __future__ import annotations
 
 from proxy.config.address import parse_bind_address
-from proxy.config.kw_server import CHECK_TUNING
 from proxy.config.kwtypes import (
     ALL_PROXIES,
     BACK,
@@ -21,7 +20,6 @@ from proxy.config.kwtypes import (
     Keyword,
     ParseFn,
     SectionState,
-    ignored,
     unsupported,
 )
 from proxy.config.model import Bind, ReuseMode
@@ -236,7 +234,6 @@ KEYWORDS: list[Keyword] = [
             _log, default="no logging", negatable=True),
 ]  # fmt: skip
 
-_NO_CHECKS = "not supported yet: poolproxy has no health checks (a server is never taken out of rotation)"
 _NO_STATS = "not supported yet (the stats page takes: stats enable, uri, refresh, show-modules, realm, auth)"
 _NOT_YET = "not supported yet"
 KEYWORDS += [
@@ -277,19 +274,12 @@ KEYWORDS += [
     unsupported("filter", _NOT_YET),
     unsupported("rate-limit sessions", _NOT_YET),
     unsupported("load-server-state-from-file", _NOT_YET),
-    ignored("http-check", CHECK_TUNING, BACK),
-    unsupported("external-check", _NO_CHECKS),
     unsupported("email-alert", _NOT_YET),
     unsupported("stats", _NO_STATS),  # the words proxy.config.kw_stats does not declare
-    ignored("timeout check", CHECK_TUNING, BACK, "<time>"),
     unsupported("timeout client-fin", _NOT_YET),
     unsupported("timeout server-fin", _NOT_YET),
     unsupported("timeout tarpit", _NOT_YET),
     unsupported("timeout client-hs", _NOT_YET),
-    ignored("option httpchk", CHECK_TUNING, BACK, "[<method> <uri> [<version>]]"),
-    ignored("option log-health-checks", CHECK_TUNING, BACK),
-    unsupported("option redispatch",
-                "not supported yet: a request whose connection fails is retried on the same server"),
     unsupported("option tcplog", "not supported (poolproxy proxies HTTP only)"),
     unsupported("option tcpka", _NOT_YET),
     unsupported("option clitcpka", _NOT_YET),
@@ -300,7 +290,6 @@ KEYWORDS += [
     unsupported("option http-use-proxy-header", _NOT_YET),
     unsupported("option prefer-last-server", _NOT_YET),
     unsupported("option persist", _NOT_YET),
-    unsupported("option allbackups", _NOT_YET),
     unsupported("option originalto", _NOT_YET),
     unsupported("option nolinger", _NOT_YET),
     unsupported("option splice-auto", _NOT_YET),

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.config.address import parse_server_address, parse_source_address
+from proxy.config.address import check_host, parse_server_address, parse_source_address
 from proxy.config.errors import DirectiveError
 from proxy.config.kwtypes import BACK, BACK_ONLY, Directive, Keyword, SectionState
 from proxy.config.model import Server
@@ -69,10 +69,27 @@ def _usesrc(srv: Server, args: list[str]) -> None:
     srv.usesrc_clientip = True
 
 
-_NO_CHECKS = "not supported yet: poolproxy has no health checks (a server is never taken out of rotation)"
-# A health check's tuning: without 'check' (refused) HAProxy runs no check either, so it changes nothing.
-CHECK_TUNING = (
-    "it tunes health checks, which poolproxy does not have yet (HAProxy runs none without 'check' either)."
+def _interval(attr: str) -> Callable[[Server, list[str]], None]:
+    def apply(srv: Server, args: list[str]) -> None:
+        value = parse_time(args[0])
+        if value <= 0:
+            raise ValueError(f"'{args[0]}' must be greater than zero")
+        setattr(srv, attr, value)
+
+    return apply
+
+
+def _check_port(srv: Server, args: list[str]) -> None:
+    srv.check_port = parse_int(args[0], 1, 65535)
+
+
+def _check_addr(srv: Server, args: list[str]) -> None:
+    srv.check_addr = check_host(args[0], args[0])
+
+
+_NO_AGENT = "not supported: poolproxy's health checks are TCP connects and HTTP requests (no agent)"
+_NO_OBSERVE = (
+    "not supported: passive health monitoring of live traffic is not built (active checks are: 'check')"
 )
 _NO_TLS = "not supported yet: poolproxy has no TLS"
 _NOT_YET = "not supported yet"
@@ -103,20 +120,37 @@ PARAMS: dict[str, ServerParam] = {p.name: p for p in [
                 "none", _source),
     ServerParam("usesrc", 1, "clientip",
                 "With 'source': connect from the client's address (transparent proxying).", "off", _usesrc),
-    *(ServerParam(name, nargs, "<value>", f"Ignored: {CHECK_TUNING}", ignored=CHECK_TUNING)
-      for name, nargs in [("inter", 1), ("fastinter", 1), ("downinter", 1), ("rise", 1), ("fall", 1),
-                          ("port", 1), ("addr", 1), ("observe", 1)]),
+    ServerParam("check", 0, "", "Run health checks: a server failing 'fall' in a row is DOWN (no traffic)"
+                " until 'rise' pass (TCP connect, or 'option httpchk').", "off", _flag("check", True)),
+    ServerParam("no-check", 0, "", "Cancel 'check' (for example one set by default-server).", "off",
+                _flag("check", False)),
+    ServerParam("inter", 1, "<time>", "Interval between two checks.", "2s", _interval("inter")),
+    ServerParam("fastinter", 1, "<time>", "Interval while going up or down (some checks passed or failed).",
+                "inter", _interval("fastinter")),
+    ServerParam("downinter", 1, "<time>", "Interval while the server is fully DOWN.", "inter",
+                _interval("downinter")),
+    ServerParam("rise", 1, "<count>", "Checks in a row that must pass to mark a DOWN server UP.", "2",
+                _int_field("rise", 1, 1000)),
+    ServerParam("fall", 1, "<count>", "Checks in a row that must fail to mark an UP server DOWN.", "3",
+                _int_field("fall", 1, 1000)),
+    ServerParam("port", 1, "<port>", "Port the checks connect to.", "the server's", _check_port),
+    ServerParam("addr", 1, "<address>", "Address the checks connect to.", "the server's", _check_addr),
+    ServerParam("backup", 0, "", "Take traffic only when no non-backup server of the backend is up"
+                " (the first backup only, unless 'option allbackups').", "off", _flag("backup", True)),
+    ServerParam("no-backup", 0, "", "Cancel 'backup'.", "off", _flag("backup", False)),
     *(ServerParam(name, nargs, "", "", unsupported=why) for name, nargs, why in [
-        ("check", 0, _NO_CHECKS), ("agent-check", 0, _NO_CHECKS),
-        ("error-limit", 1, _NO_CHECKS), ("on-error", 1, _NO_CHECKS),
-        ("backup", 0, _NOT_YET), ("cookie", 1, _NOT_YET), ("id", 1, _NOT_YET), ("minconn", 1, _NOT_YET),
-        ("max-reuse", 1, _NOT_YET), ("slowstart", 1, _NOT_YET), ("track", 1, _NO_CHECKS),
+        ("agent-check", 0, _NO_AGENT), ("agent-port", 1, _NO_AGENT), ("agent-inter", 1, _NO_AGENT),
+        ("observe", 1, _NO_OBSERVE), ("error-limit", 1, _NO_OBSERVE), ("on-error", 1, _NO_OBSERVE),
+        ("check-ssl", 0, _NO_TLS), ("check-send-proxy", 0, _NOT_YET), ("check-sni", 1, _NO_TLS),
+        ("cookie", 1, _NOT_YET), ("id", 1, _NOT_YET), ("minconn", 1, _NOT_YET),
+        ("max-reuse", 1, _NOT_YET), ("slowstart", 1, _NOT_YET),
+        ("track", 1, "not supported yet: a server runs its own checks (no tracking of another's)"),
         ("redir", 1, _NOT_YET), ("proto", 1, _NOT_YET), ("alpn", 1, _NO_TLS), ("ssl", 0, _NO_TLS),
         ("verify", 1, _NO_TLS), ("sni", 1, _NO_TLS), ("ca-file", 1, _NO_TLS), ("crt", 1, _NO_TLS),
         ("send-proxy", 0, _NOT_YET), ("send-proxy-v2", 0, _NOT_YET), ("resolvers", 1, _NOT_YET),
         ("init-addr", 1, _NOT_YET), ("resolve-prefer", 1, _NOT_YET), ("tfo", 0, _NOT_YET),
-        ("namespace", 1, _NOT_YET), ("interface", 1, _NOT_YET), ("on-marked-down", 1, _NO_CHECKS),
-        ("on-marked-up", 1, _NO_CHECKS),
+        ("namespace", 1, _NOT_YET), ("interface", 1, _NOT_YET), ("on-marked-down", 1, _NOT_YET),
+        ("on-marked-up", 1, _NOT_YET),
     ])
 ]}  # fmt: skip
 

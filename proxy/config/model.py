@@ -218,7 +218,34 @@ class Server:
     pool_max_conn: int = -1  # -1 = unlimited, 0 = no idle connection kept
     pool_purge_delay: float = 5.0
     strict_maxconn: bool = False
+    # Health checks (``proxy.health``, ``proxy.checks``): ``check`` turns them on; the intervals are
+    # seconds (``fastinter``/``downinter`` None: ``inter``); ``check_port``/``check_addr`` None: the
+    # server's own. ``backup``: used only when no other server of the backend is up.
+    check: bool = False
+    inter: float = 2.0
+    fastinter: float | None = None
+    downinter: float | None = None
+    rise: int = 2
+    fall: int = 3
+    check_port: int | None = None
+    check_addr: str | None = None
+    backup: bool = False
     where: Where | None = None
+
+
+@dataclass(slots=True)
+class HttpCheck:
+    """``option httpchk`` / ``http-check send``: the request a check sends (HTTP/1.x, closed after
+    the answer) and ``http-check expect``: what its answer must show. ``expect`` None: a 2xx or 3xx
+    status passes (HAProxy's default)."""
+
+    method: str = "OPTIONS"
+    uri: str = "/"
+    version: str = "HTTP/1.0"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: str = ""
+    # (kind, negated, pattern): kind is status | rstatus | string | rstring
+    expect: tuple[str, bool, str] | None = None
 
 
 @dataclass(slots=True)
@@ -230,6 +257,7 @@ class Timeouts:
     http_keep_alive: float | None = None
     queue: float | None = None
     tunnel: float | None = None  # inactivity both ways once the exchange became a tunnel (101)
+    check: float | None = None  # a health check's read timeout once connected (None: ``inter``)
 
 
 @dataclass(slots=True)
@@ -274,6 +302,12 @@ class Proxy:
     stats: StatsPage | None = None
     # backend side
     retries: int = 3
+    # ``option redispatch [<interval>]``: 0 off; > 0 every Nth retry; < 0 the Nth retry before the
+    # last (-1, the default interval: the last retry) goes to another server.
+    redispatch: int = 0
+    httpchk: HttpCheck | None = None  # None: a check is a TCP connect
+    log_health_checks: bool = False  # ``option log-health-checks``: every check result change logged
+    allbackups: bool = False  # ``option allbackups``: all backup servers at once, not the first only
     abortonclose: bool = False  # a client that closes while its request waits for a server aborts it
     balance: str = "roundrobin"  # roundrobin | leastconn | first | source
     servers: list[Server] = field(default_factory=list)
@@ -311,6 +345,7 @@ class LogTarget:
 @dataclass(slots=True)
 class Global:
     nbthread: int = 0  # 0 = number of CPUs available to the process
+    spread_checks: int = 0  # ``spread-checks``: +/- this percentage of random on each check interval
     maxconn: int = 0  # 0 = no global limit
     # raw ``log`` targets ("stderr", "stdout", "/dev/log", host:port)
     logs: list[str] = field(default_factory=list)
