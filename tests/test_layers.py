@@ -49,6 +49,8 @@ CORE = [
     "proxy.admission",
     "proxy.stats",
     "proxy.cli",
+    "proxy.master_cli",
+    "proxy.daemon",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [
@@ -60,6 +62,7 @@ ADAPTERS = [
     "proxy.donor",
     "proxy.pidfd",
     "proxy.steal",
+    "proxy.sdnotify",
 ]
 ORCHESTRATION = [
     "proxy.stream",
@@ -69,6 +72,7 @@ ORCHESTRATION = [
     "proxy.queue",
     "proxy.env",
     "proxy.worker",
+    "proxy.generation",
     "proxy.master",
 ]
 EVENT_LOOP = {"asyncio", "uvloop"}
