@@ -468,7 +468,9 @@ class Master:
             self.failed_reloads += 1
             self.last_reload_error = why
             for line in why.splitlines():
-                alert(line.removeprefix("[ALERT] ") if line.startswith("[ALERT]") else f"Reload failed: {line}")
+                # the configuration's own alert lines keep their text; the others say what failed
+                own = line.startswith("[ALERT] ")
+                alert(line.removeprefix("[ALERT] ") if own else f"Reload failed: {line}")
             notice("the running generation keeps serving")
             self.notifier.ready(self._status())
         self._answer_reload(False, why)

@@ -58,7 +58,8 @@ _TLS_PARAMS = ("ssl", "verify", "sni", "ca-file", "crt", "alpn")
 FAMILIES: list[Family] = [
     Family("Process management", "The master runs the workers; privileges are dropped by each worker.",
            names=("daemon", "nbthread", "nbproc", "pidfile", "master-worker", "chroot", "user", "group",
-                  "uid", "gid", "hard-stop-after", "worker-watchdog-timeout", "noreuseport", "cpu-map", "setenv", "presetenv", "unsetenv", "resetenv",
+                  "uid", "gid", "hard-stop-after", "worker-watchdog-timeout", "noreuseport", "cpu-map",
+                  "setenv", "presetenv", "unsetenv", "resetenv",
                   "insecure-fork-wanted", "insecure-setuid-wanted", "expose-experimental-directives")),
     Family("Start-up checks and limits", "HAProxy's warnings, zero-warning, quiet, file descriptor limits.",
            names=("zero-warning", "quiet", "strict-limits", "ulimit-n", "default-path")),
