@@ -20,9 +20,11 @@ are (never closed, so no connection is refused), new addresses are bound, and th
 its own shared table; its workers are forked. Once all of them are READY it becomes current and
 the previous one is soft-stopped: its workers stop accepting, finish their in-flight requests
 (keep-alive responses say ``Connection: close``), close their idle server connections and exit;
-``hard-stop-after`` bounds the wait, then they are killed. When its last worker is gone its segment
-is unlinked and the listeners only it used are closed. A new worker that dies before its generation
-is ready, or a generation not ready within ``RELOAD_READY_LIMIT``, aborts the reload the same way.
+``hard-stop-after`` bounds the wait, then they are killed. When its last worker is gone its
+segment is unlinked and the listeners only it used are closed. A new worker that dies before its
+generation is ready, or a generation not ready within ``RELOAD_READY_LIMIT``, aborts the reload the
+same way. A reload asked for while one is in progress follows it (the files are read again then:
+an edit made meanwhile is not lost).
 
 Watchdog: a READY worker of the current generation whose heartbeat in the shared table is older than
 ``worker-watchdog-timeout`` (its loop is stuck) is killed with SIGKILL and then reaped and respawned
@@ -152,7 +154,9 @@ class Master:
         self.reloads = 0
         self.failed_reloads = 0
         self.last_reload_error = ""
-        self.reload_waiters: list[Callable[[bool, str], None]] = []
+        self.reload_waiters: list[Callable[[bool, str], None]] = []  # answered by the next outcome
+        self.reload_queued = False  # asked for during a reload: starts when that one is over
+        self.queued_waiters: list[Callable[[bool, str], None]] = []  # answered by the queued one
         self.generations = 0
         self._pending_gone: list[Listener] = []  # current listeners the pending generation drops
 
@@ -387,13 +391,16 @@ class Master:
     def reload(self, done: Callable[[bool, str], None] | None = None) -> None:
         """Check the configuration again and start the next generation (see the module docstring).
         ``done(ok, why)`` is called once the outcome is known."""
+        if self.pending is not None:  # the files may have changed since it began: read them again after it
+            notice("a reload is already in progress: another one follows it")
+            self.reload_queued = True
+            if done is not None:
+                self.queued_waiters.append(done)
+            return
         if done is not None:
             self.reload_waiters.append(done)
         if self.state.stopping:
             self._reload_failed("the master is stopping", quiet=True)
-            return
-        if self.pending is not None:
-            notice("a reload is already in progress: its outcome answers this one too")
             return
         notice("Reloading: checking the new configuration")
         self.notifier.reloading()
@@ -476,9 +483,15 @@ class Master:
         self._answer_reload(False, why)
 
     def _answer_reload(self, ok: bool, why: str) -> None:
+        """The outcome of a reload: answer who asked, then start the one asked for meanwhile
+        (it answers those who asked after this one began)."""
         waiters, self.reload_waiters = self.reload_waiters, []
         for done in waiters:
             done(ok, why)
+        if self.reload_queued and self.pending is None:
+            self.reload_queued = False
+            self.reload_waiters, self.queued_waiters = self.queued_waiters, []
+            self.reload()
 
     def _retire_generations(self) -> None:
         """Close what stopped generations leave: their segment once their workers are gone, and

@@ -12,7 +12,8 @@ byte), holding newline-separated ``KEY=VALUE`` assignments. The master sends:
 - ``STOPPING=1`` when it begins to stop.
 
 ``Notifier`` is a no-op when the variable is unset (started by hand, or not in ``-Ws`` mode). A
-failed send is ignored: systemd not listening must never stop the proxy.
+failed send is ignored: systemd not listening must never stop the proxy. The send never blocks
+(a datagram socket whose reader is slow has a short queue: a blocking send would freeze the master).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Notifier:
             return False
         msg = "\n".join(f"{k.upper()}={v}" for k, v in fields.items())
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)  # a full receive queue must never block the master: dropped instead
             try:
                 s.sendto(msg.encode(), self.target)
             except OSError:
