@@ -583,7 +583,7 @@ class Master:
             try:
                 self.mcli.bind()
             except OSError as exc:
-                alert(f"cannot bind the master CLI socket: {exc}")
+                alert(f"cannot bind the master CLI socket: {exc}")  # OSError names the path
                 return 1
             for lsock in self.mcli.listeners:
                 self.selector.register(lsock, selectors.EVENT_READ, ("mcli", lsock))

@@ -193,9 +193,9 @@ class MasterCli:
                 if spec.mode is not None:
                     os.chmod(spec.path, spec.mode)
                 s.listen(16)
-            except OSError:
+            except OSError as exc:
                 s.close()
-                raise
+                raise OSError(exc.errno, f"{spec.path}: {exc.strerror}") from exc
             s.setblocking(False)
             self.listeners.append(s)
 
