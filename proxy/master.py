@@ -755,7 +755,7 @@ class Master:
     def request_reload(self, done: Callable[[bool, str], None]) -> None:
         self.reload(done)
 
-    def route(self, target: str, words: list[str]) -> str:
+    def route(self, target: str, words: list[str], level: str = "admin") -> str:
         gen: Generation | None = None
         if target.startswith("!") and target[1:].isdigit():
             pid = int(target[1:])
@@ -768,7 +768,7 @@ class Master:
             raise LookupError(target)
         table = gen.table
         ctx = runtime_api.Context(
-            gen.config, table.snapshot, self.started_wall, level=runtime_api.LEVELS["admin"],
+            gen.config, table.snapshot, self.started_wall, level=runtime_api.LEVELS[level],
             clear_max=lambda: _clear_max(table),
             set_maint=lambda b, s, m: _set_maint(table, b, s, m),
         )  # fmt: skip

@@ -1,7 +1,8 @@
 """The master CLI (HAProxy's ``-S`` socket): processes, reload, and routing to the runtime API.
 
 ``-S PATH[,mode,M][,level,L]...`` (``unix@PATH`` too) binds a Unix stream socket served by the master's
-``selectors`` loop, at level admin unless ``level`` says otherwise. HAProxy's line protocol: one
+``selectors`` loop, at level admin unless ``level`` says otherwise (below admin, ``reload`` and
+``_getsocks`` are refused and routed commands run at that level). HAProxy's line protocol: one
 command line per connection (``;`` separates commands), or ``prompt`` mode with a ``master> `` prompt
 until ``quit``. Commands:
 
@@ -103,7 +104,7 @@ class Host(Protocol):
 
     def request_reload(self, done: Callable[[bool, str], None]) -> None: ...
 
-    def route(self, target: str, words: list[str]) -> str: ...
+    def route(self, target: str, words: list[str], level: str) -> str: ...
 
     def listening_sockets(self) -> list[socket.socket]: ...
 
@@ -167,6 +168,7 @@ class MasterSession:
     deadline: float
     buf: bytes = b""
     prompt: bool = False
+    level: str = "admin"
     waiting: bool = False  # a reload answer is pending: input waits in ``buf``
     closing: bool = False
     out: bytearray = field(default_factory=bytearray)
@@ -205,7 +207,8 @@ class MasterCli:
         except (BlockingIOError, InterruptedError):
             return None
         conn.setblocking(False)
-        sess = MasterSession(conn, time.monotonic() + TIMEOUT)
+        spec = next((sp for s, sp in zip(self.listeners, self.specs, strict=False) if s is lsock), None)
+        sess = MasterSession(conn, time.monotonic() + TIMEOUT, level=spec.level if spec else "admin")
         self.sessions[conn.fileno()] = sess
         return sess
 
@@ -236,6 +239,9 @@ class MasterCli:
                 if words == ["quit"]:
                     sess.closing = True
                     return
+                if words in (["_getsocks"], ["reload"]) and sess.level != "admin":
+                    sess.out += b"Permission denied\n\n"
+                    continue
                 if words == ["_getsocks"]:
                     self._send_sockets(sess)
                     sess.closing = True
@@ -244,7 +250,7 @@ class MasterCli:
                     sess.waiting = True
                     self.host.request_reload(functools.partial(self._reloaded, sess))
                     return  # the commands after it run once it is answered
-                sess.out += self.execute(words).encode() + b"\n"
+                sess.out += self.execute(words, sess.level).encode() + b"\n"
             if not sess.prompt:
                 sess.closing = True
                 return
@@ -265,7 +271,7 @@ class MasterCli:
         if sess.closing:
             self.closer(sess)
 
-    def execute(self, words: list[str]) -> str:
+    def execute(self, words: list[str], level: str = "admin") -> str:
         head = words[0]
         if head.startswith("@"):
             target = head[1:]
@@ -273,9 +279,9 @@ class MasterCli:
             if not rest:
                 return "Missing command after the target.\n"
             if target == "master":
-                return self.execute(rest)
+                return self.execute(rest, level)
             try:
-                return self.host.route(target, rest)
+                return self.host.route(target, rest, level)
             except LookupError:
                 return f"Can't find the target PID matching the prefix '{head}'\n"
         if words == ["show", "proc"]:

@@ -28,7 +28,7 @@ from proxy.master_cli import (
 class FakeHost:
     def __init__(self) -> None:
         self.reloads: list[Callable[[bool, str], None]] = []
-        self.routed: list[tuple[str, list[str]]] = []
+        self.routed: list[tuple[str, list[str], str]] = []
         self.error = ""
         self.socks: list[socket.socket] = []
 
@@ -42,10 +42,10 @@ class FakeHost:
     def request_reload(self, done: Callable[[bool, str], None]) -> None:
         self.reloads.append(done)
 
-    def route(self, target: str, words: list[str]) -> str:
+    def route(self, target: str, words: list[str], level: str) -> str:
         if target not in ("1", "!101"):
             raise LookupError(target)
-        self.routed.append((target, words))
+        self.routed.append((target, words, level))
         return "routed\n"
 
     def listening_sockets(self) -> list[socket.socket]:
@@ -122,7 +122,7 @@ def test_routing_to_a_worker_and_unknown_targets(tmp_path: Path) -> None:
     host = FakeHost()
     cli, client = serve(tmp_path, host)
     _, out = pump(cli, client, b"@1 show info; @!101 show stat; @7 show info; @master show version\n")
-    assert host.routed == [("1", ["show", "info"]), ("!101", ["show", "stat"])]
+    assert host.routed == [("1", ["show", "info"], "admin"), ("!101", ["show", "stat"], "admin")]
     assert out.decode().split("\n\n")[:4] == [
         "routed", "routed", "Can't find the target PID matching the prefix '@7'", __version__
     ]
@@ -202,3 +202,15 @@ def test_receive_listeners_refuses_a_socket_that_is_not_a_master_cli(tmp_path: P
     with pytest.raises(OSError):
         receive_listeners(str(tmp_path / "missing.sock"))
 
+
+
+def test_below_admin_reload_and_getsocks_are_refused_and_routing_keeps_the_level(tmp_path: Path) -> None:
+    host = FakeHost()
+    cli = MasterCli([MasterSocketSpec(str(tmp_path / "m.sock"), None, "operator")], host)
+    cli.bind()
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(tmp_path / "m.sock"))
+    _, out = pump(cli, client, b"reload; _getsocks; @1 clear counters\n")
+    assert out.decode().split("\n\n")[:3] == ["Permission denied", "Permission denied", "routed"]
+    assert host.reloads == [] and host.routed == [("1", ["clear", "counters"], "operator")]
+    cli.close()

@@ -240,3 +240,30 @@ def test_reload_lab_short_run(tmp_path: Path) -> None:
     assert result["ok"] and all(result["checks"].values()), result["checks"]
     assert result["closing"]["failed"] == result["keepalive"]["failed"] == 0
     assert result["keepalive"]["connects"] < result["keepalive"]["ok"]  # keep-alive really reused
+
+
+def test_hard_stop_after_bounds_an_old_generation(
+    make_proxy: MakeProxy, origin: Origin, tmp_path: Path
+) -> None:
+    """An old worker still serving a slow request is killed at hard-stop-after, not when it is done."""
+    port, proxy, msock = ops_proxy(make_proxy, origin, tmp_path, glob="hard-stop-after 1s", nbthread=1)
+    old = workers_of(cli(msock, "show proc"))
+    results: list[object] = []
+
+    def slow() -> None:
+        try:
+            results.append(http_get(port, "/delay/20000", timeout=30).status)
+        except OSError as exc:
+            results.append(exc)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    wait_for(lambda: origin.stats()["active"] == 1, message="the slow request at the origin")
+    assert cli(msock, "reload") == "Success=1\n\n"
+    assert workers_of(cli(msock, "show proc"), "# old workers") == old  # draining, listed as old
+    # the requirement is the bound itself: gone after ~1 s, long before the request's 20 s
+    wait_for(lambda: not (set(old) & set(group_members(proxy.pid))), timeout=10, message="old worker killed")
+    t.join(30)
+    assert results and results[0] != 200  # it was cut, as HAProxy's hard-stop-after does
+    assert "hard-stop-after reached" in proxy.logs()
+    assert http_get(port, "/").status == 200
