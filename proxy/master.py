@@ -414,7 +414,13 @@ class Master:
             return
         for msg in config.warnings:
             warning(msg)
-        problem = privileges.preflight(config.global_) if privileges.wanted(config.global_) else None
+        g = config.global_
+        problem = raise_fd_limit(needed_fds(g, sum(len(fe.binds) for fe in config.frontends.values())))
+        if problem is not None and not g.strict_limits:
+            warning(problem)
+            problem = None
+        if problem is None and privileges.wanted(g):
+            problem = privileges.preflight(g)
         if problem is None and config.global_.chroot:
             problem = privileges.resolve_servers(config)
         if problem is not None:
