@@ -44,9 +44,10 @@ again. It also plans the purge of idle connections (SEMANTICS.md §3) for the cu
 once per ``pool-purge-delay`` per server, and sends each worker holding idle connections a PURGE
 datagram; every worker closes its own share.
 
-In ``-Ws`` mode it speaks systemd's notify protocol (``proxy.sdnotify``); the master CLI (``-S``)
-is ``proxy.master_cli``; the runtime API (``stats socket``) is ``proxy.cli``, answered from the
-current generation's table.
+In ``-Ws`` mode it speaks systemd's notify protocol (``proxy.sdnotify``); the master CLI (``-S``,
+``proxy.master_cli``) and the runtime API (``stats socket``, ``proxy.cli``, answered from the
+current generation's table) are wired into its loop by ``proxy.control``; the purge planning is
+``proxy.purge``.
 
 The master imports no HTTP code: the worker entry point is named as ``"module:function"`` and
 imported in the child after the fork.
@@ -64,33 +65,20 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 from proxy import cli as runtime_api
 from proxy import privileges
-from proxy.cli import CliServer, Session, SocketSpec
 from proxy.config import ConfigError, load
 from proxy.config.model import Config
+from proxy.control import Control, context
 from proxy.generation import Generation, GenerationError, WorkerRecord, build
 from proxy.limits import needed_fds, raise_fd_limit
 from proxy.listener import Listener
 from proxy.log import alert, notice, warning
-from proxy.master_cli import MasterCli, MasterSession, MasterSocketSpec, ProcLine
-from proxy.pool_policy import purge_plan
+from proxy.master_cli import MasterSocketSpec, ProcLine
+from proxy.purge import PurgePlanner
 from proxy.sdnotify import Notifier, unset_in_children
-from proxy.shm import (
-    R_ADMIN_STATE,
-    R_EST_NEED,
-    R_MAX_CUR_CONNS,
-    R_MAX_QUEUE,
-    R_MAX_SERVED,
-    R_MAX_USED,
-    AdminState,
-    ShmTable,
-    WorkerState,
-    cleanup_stale,
-)
-from proxy.takeover import PURGE, Message, notify
+from proxy.shm import ShmTable, WorkerState, cleanup_stale
 
 HARD_STOP_GRACE = 5.0
 SOFT_STOP_LIMIT = 60.0
@@ -146,10 +134,9 @@ class Master:
         self.pending: Generation | None = None  # a reload's generation, not ready yet
         self.old: list[Generation] = []
         self.retired: list[Listener] = []  # listeners gone from the config, closed once unused
-        self.cli: CliServer | None = None
-        self.mcli: MasterCli | None = None
+        self.control = Control(self.selector, self, lambda: self.table, self.opts.master_sockets)
         self.notifier = Notifier() if self.opts.systemd else Notifier({})
-        self.next_purge: dict[int, float] = {}  # server index -> monotonic time of its next purge
+        self.purger = PurgePlanner()
         self.started_wall = time.time()
         self.reloads = 0
         self.failed_reloads = 0
@@ -288,16 +275,7 @@ class Master:
                 other.ctl.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
-        if self.cli is not None:
-            for lsock, _ in self.cli.listeners:
-                lsock.close()
-            for sess in self.cli.sessions.values():
-                sess.sock.close()
-        if self.mcli is not None:
-            for lsock in self.mcli.listeners:
-                lsock.close()
-            for msess in self.mcli.sessions.values():
-                msess.sock.close()
+        self.control.close_in_child()
         mine = {id(lst.sock) for lst in gen.listeners}
         for g in self.generations_alive():
             for lst in [*g.listeners, *self.retired, *self.listeners]:
@@ -448,10 +426,10 @@ class Master:
         self.listeners = gen.listeners
         self.reloads += 1
         self.last_reload_error = ""
-        self.next_purge.clear()
+        self.purger.reset()
         if old is not None:
             self._stop_generation(old, f"replaced by generation {gen.number}")
-        self._rebind_runtime_api(old.config if old is not None else None)
+        self.control.switch(self.config, old.config if old is not None else None)
         notice(f"Reload {self.reloads} done: generation {gen.number} serves")
         self.notifier.ready(self._status())
         self._answer_reload(True, "")
@@ -581,18 +559,8 @@ class Master:
         self.current = gen
         self.listeners = gen.listeners
         self._install_signals()
-        if not self._bind_runtime_api():
+        if not (self.control.bind_runtime_api(self.config) and self.control.bind_master_cli()):
             return 1
-        if self.opts.master_sockets:
-            self.mcli = MasterCli(self.opts.master_sockets, self)
-            self.mcli.closer = self._close_mcli_session
-            try:
-                self.mcli.bind()
-            except OSError as exc:
-                alert(f"cannot bind the master CLI socket: {exc}")  # OSError names the path
-                return 1
-            for lsock in self.mcli.listeners:
-                self.selector.register(lsock, selectors.EVENT_READ, ("mcli", lsock))
         notice(
             f"poolproxy master started, {len(gen.workers)} workers, {len(self.listeners)} listeners, "
             f"HTTP/1 engine {self.config.global_.h1_engine}"
@@ -604,10 +572,7 @@ class Master:
         return 0
 
     def _cleanup(self) -> None:
-        if self.cli is not None:
-            self.cli.close()
-        if self.mcli is not None:
-            self.mcli.close()
+        self.control.close()
         for gen in self.generations_alive():
             gen.close()
         if self.pidfile:
@@ -631,10 +596,10 @@ class Master:
                 elif isinstance(key.data, WorkerRecord):
                     self._read_ctl(key.data)
                 else:
-                    self._cli_event(key.data)
+                    self.control.event(key.data)
             self._dispatch_signals()
             now = time.monotonic()
-            self._cli_expire(now)
+            self.control.expire(now)
             if self.state.stopping:
                 alive = [w for w in self.all_workers() if w.pid]
                 if not alive:
@@ -668,82 +633,7 @@ class Master:
         if pending is not None and now - pending.built > RELOAD_READY_LIMIT:
             self._abort_reload(f"the new generation was not ready within {RELOAD_READY_LIMIT:.0f}s")
         self._retire_generations()
-        self._purge(now)
-
-    # -- runtime API and master CLI ------------------------------------------------------------
-    def _bind_runtime_api(self) -> bool:
-        table = self.table
-        assert table is not None
-        self.cli = CliServer(self.config, self._snapshot, self._clear_max, self._set_maint)
-        try:
-            self.cli.bind()
-        except (OSError, ValueError) as exc:
-            alert(f"cannot bind the stats socket: {exc}")
-            return False
-        for lsock, spec in self.cli.listeners:
-            self.selector.register(lsock, selectors.EVENT_READ, (lsock, spec))
-        return True
-
-    def _rebind_runtime_api(self, old: Config | None) -> None:
-        """After a switch: the runtime API answers for the new configuration; its sockets are
-        re-bound when the ``stats socket`` lines changed."""
-        cli = self.cli
-        if cli is None:
-            return
-        cli.ctx.config = self.config
-        if old is not None and old.global_.stats_sockets == self.config.global_.stats_sockets:
-            return
-        for lsock, _ in cli.listeners:
-            self._unregister(lsock)
-        for sess in list(cli.sessions.values()):
-            self._unregister(sess.sock)
-        cli.close()
-        if not self._bind_runtime_api():
-            alert("the runtime API is unavailable until the next reload")
-
-    def _snapshot(self) -> dict[str, object]:
-        table = self.table
-        assert table is not None
-        return table.snapshot()
-
-    def _cli_event(self, data: object) -> None:
-        if isinstance(data, MasterSession):
-            if self.mcli is not None and not self.mcli.readable(data):
-                self._close_mcli_session(data)
-            return
-        if isinstance(data, tuple) and data[0] == "mcli":
-            if self.mcli is not None:
-                sess = self.mcli.accept(cast("socket.socket", data[1]))
-                if sess is not None:
-                    self.selector.register(sess.sock, selectors.EVENT_READ, sess)
-            return
-        cli = self.cli
-        if cli is None:
-            return
-        if isinstance(data, Session):
-            if not cli.readable(data):
-                self.selector.unregister(data.sock)
-                cli.close_session(data)
-            return
-        lsock, spec = cast("tuple[socket.socket, SocketSpec]", data)
-        sess2 = cli.accept(lsock, spec)
-        if sess2 is not None:
-            self.selector.register(sess2.sock, selectors.EVENT_READ, sess2)
-
-    def _close_mcli_session(self, sess: MasterSession) -> None:
-        if sess.sock.fileno() >= 0:
-            self._unregister(sess.sock)
-        if self.mcli is not None:
-            self.mcli.close_session(sess)
-
-    def _cli_expire(self, now: float) -> None:
-        if self.cli is not None:
-            for sess in self.cli.expired(now):
-                self.selector.unregister(sess.sock)
-                self.cli.close_session(sess)
-        if self.mcli is not None:
-            for msess in self.mcli.expired(now):
-                self._close_mcli_session(msess)
+        self.purger.tick(now, gen.table, gen.config)
 
     # Host (proxy.master_cli) --------------------------------------------------------------------
     def processes(self) -> list[ProcLine]:
@@ -772,78 +662,7 @@ class Master:
                 gen = self.current
         if gen is None:
             raise LookupError(target)
-        table = gen.table
-        ctx = runtime_api.Context(
-            gen.config, table.snapshot, self.started_wall, level=runtime_api.LEVELS[level],
-            clear_max=lambda: _clear_max(table),
-            set_maint=lambda b, s, m: _set_maint(table, b, s, m),
-        )  # fmt: skip
-        return runtime_api.execute(ctx, words)
+        return runtime_api.execute(context(gen.config, gen.table, self.started_wall, level), words)
 
     def listening_sockets(self) -> list[socket.socket]:
         return [lst.sock for lst in self.listeners]
-
-    def _clear_max(self) -> None:
-        if self.table is not None:
-            _clear_max(self.table)
-
-    def _set_maint(self, backend: str, server: str, maint: bool) -> bool:
-        return self.table is not None and _set_maint(self.table, backend, server, maint)
-
-    # -- purge planning -------------------------------------------------------------------------
-    def _purge(self, now: float) -> None:
-        """Every pool-purge-delay per server: halve the excess idle connections (SEMANTICS §3)."""
-        table = self.table
-        if table is None:
-            return
-        for info in table.servers:
-            i = info.index
-            delay = self._purge_delay(info.backend, info.name)
-            if delay <= 0:
-                continue
-            due = self.next_purge.setdefault(i, now + delay)
-            if now < due:
-                continue
-            self.next_purge[i] = now + delay
-            row = table.row(i)
-            idle = row.idle
-            if idle <= 0:
-                continue  # HAProxy leaves the estimates alone when nothing is idle
-            plan = purge_plan(used=row.used, idle=idle, max_used=row.max_used, est_need=row.est_need)
-            row.store(R_EST_NEED, plan.est_need)
-            row.store(R_MAX_USED, plan.max_used)
-            if plan.to_close <= 0:
-                continue
-            for slot in range(table.nworkers):
-                if table.cell(i, slot).idle > 0:
-                    notify(table.name, slot, Message(PURGE, server=i, n=plan.to_close, idle=idle))
-
-    def _purge_delay(self, backend: str, server: str) -> float:
-        be = self.config.backends.get(backend)
-        if be is None:
-            return 0.0
-        for s in be.servers:
-            if s.name == server:
-                return s.pool_purge_delay
-        return 0.0
-
-
-def _clear_max(table: ShmTable) -> None:
-    """``clear counters``: each row's peaks (smax, qmax...) back to the current values."""
-    for info in table.servers:
-        row = table.row(info.index)
-        row.store(R_MAX_SERVED, row.served)
-        row.store(R_MAX_CUR_CONNS, row.cur_conns)
-        row.store(R_MAX_QUEUE, row.queue_len)
-
-
-def _set_maint(table: ShmTable, backend: str, server: str, maint: bool) -> bool:
-    """``set server BE/SRV state maint|ready``: the FMAINT bit the workers' ``usable`` reads."""
-    try:
-        i = table.server_index(backend, server)
-    except (KeyError, LookupError):
-        return False
-    row = table.row(i)
-    state = AdminState(row.admin_state)
-    row.store(R_ADMIN_STATE, state | AdminState.FMAINT if maint else state & ~AdminState.FMAINT)
-    return True

@@ -63,6 +63,7 @@ ADAPTERS = [
     "proxy.pidfd",
     "proxy.steal",
     "proxy.sdnotify",
+    "proxy.control",
 ]
 ORCHESTRATION = [
     "proxy.stream",
@@ -73,6 +74,7 @@ ORCHESTRATION = [
     "proxy.env",
     "proxy.worker",
     "proxy.generation",
+    "proxy.purge",
     "proxy.master",
 ]
 EVENT_LOOP = {"asyncio", "uvloop"}
