@@ -193,7 +193,7 @@ def test_x_and_sf_take_over_the_same_listening_socket(
 def test_watchdog_kills_a_stuck_worker_and_counters_stay_exact(
     make_proxy: MakeProxy, origin: Origin, tmp_path: Path
 ) -> None:
-    port, proxy, msock = ops_proxy(make_proxy, origin, tmp_path, glob="worker-watchdog-timeout 1s")
+    port, proxy, msock = ops_proxy(make_proxy, origin, tmp_path, glob="worker-watchdog-timeout 2s")
     assert all(http_get(port, "/").status == 200 for _ in range(20))
     victim = workers_of(cli(msock, "show proc"))[0]
     os.kill(victim, signal.SIGSTOP)
