@@ -97,7 +97,7 @@ def build_info() -> str:
         f"Running on: Python {sys.version.split()[0]} ({sys.implementation.name}), {os.uname().sysname}"
         f" {os.uname().release} {os.uname().machine}",
         f"Libraries: {libs}",
-        f"Atomics backend: {atomics.BACKEND} (available: {', '.join(atomics.AVAILABLE)});"
+        f"Shared table: atomics backend: {atomics.BACKEND} (available: {', '.join(atomics.AVAILABLE)});"
         f" chunked scanner: {bodies.CHUNK_BACKEND}",
         f"Available HTTP/1 engines (tune.h1-engine): {', '.join(h1.ENGINES)} (default {h1.DEFAULT})",
         f"Idle connection stealing: {steal}; Yama ptrace_scope: {'none' if scope is None else scope};"

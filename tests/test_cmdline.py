@@ -47,7 +47,7 @@ def one_alert(done: subprocess.CompletedProcess[str]) -> str:
 def test_vv_prints_build_facts() -> None:
     done = poolproxy("-vv")
     assert done.returncode == 0
-    for fact in ("Python 3.", "uvloop ", "h2 ", "httptools ", "Atomics backend: ", "HTTP/1 engines", "h11"):
+    for fact in ("Python 3.", "uvloop ", "h2 ", "httptools ", "atomics backend: ", "HTTP/1 engines", "h11"):
         assert fact in done.stdout, fact
 
 
