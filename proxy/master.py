@@ -146,6 +146,7 @@ class Master:
         self.queued_waiters: list[Callable[[bool, str], None]] = []  # answered by the queued one
         self.generations = 0
         self._pending_gone: list[Listener] = []  # current listeners the pending generation drops
+        self.took_over = False  # -sf/-st done (once a generation first serves)
 
     @property
     def table(self) -> ShmTable | None:
@@ -353,12 +354,17 @@ class Master:
                 self._generation_ready(gen)
 
     def _generation_ready(self, gen: Generation) -> None:
+        if gen.stopping:  # replaced (or aborted) before it was ever ready
+            return
         notice(f"Loading success: {len(gen.workers)} workers ready (generation {gen.number}).")
         if gen is self.pending:
-            self._switch(gen)
+            self._switch(gen)  # (notifies READY)
+        else:
+            self.notifier.ready(self._status())
+        if self.took_over:
             return
-        self.notifier.ready(self._status())
-        for pid in self.opts.takeover_pids:  # -sf / -st: the old process may stop now
+        self.took_over = True  # the first generation serving: the -sf/-st process may stop now
+        for pid in self.opts.takeover_pids:
             try:
                 os.kill(pid, self.opts.takeover_signal)
                 notice(f"sent {signal.Signals(self.opts.takeover_signal).name} to old process {pid}")
