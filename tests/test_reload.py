@@ -267,3 +267,28 @@ def test_hard_stop_after_bounds_an_old_generation(
     assert results and results[0] != 200  # it was cut, as HAProxy's hard-stop-after does
     assert "hard-stop-after reached" in proxy.logs()
     assert http_get(port, "/").status == 200
+
+
+def test_reload_whose_new_workers_die_is_aborted(
+    make_proxy: MakeProxy, origin: Origin, tmp_path: Path
+) -> None:
+    """The new generation's worker exits before READY: the reload fails, the running one serves."""
+    marker = tmp_path / "fail"
+    marker.touch()
+    port = free_port()
+    msock = tmp_path / "master.sock"
+    text = proxy_config(port, origin.port, nbthread=2)
+    proxy = make_proxy(text, ports=[port], workers=2, args=["-S", str(msock)],
+                       module="tests.ops_failing_worker", env={"FAIL_NEW_WORKERS": str(marker)})  # fmt: skip
+    wait_for(lambda: len(workers_of(cli(msock, "show proc"))) == 2, message="workers in show proc")
+    before = workers_of(cli(msock, "show proc"))
+    answer = cli(msock, "reload")
+    assert answer.startswith("Success=0\n--\n") and "before it was ready" in answer, answer
+    assert workers_of(cli(msock, "show proc")) == before
+    assert all(http_get(port, "/").status == 200 for _ in range(5))
+    mine = f"poolproxy.{proxy.pid}."
+    wait_for(lambda: [n for n in os.listdir("/dev/shm") if n.startswith(mine)] == [mine + "1"],
+             message="the aborted generation's segment unlinked")  # fmt: skip
+    marker.unlink()
+    assert cli(msock, "reload") == "Success=1\n\n"  # the next one works
+    assert http_get(port, "/").status == 200
