@@ -163,6 +163,7 @@ The magic is written last at creation. Any change to this diagram bumps LAYOUT_V
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import mmap
@@ -1221,7 +1222,7 @@ def _stale(pid: int, name: str | None) -> bool:
         return False
     try:  # the pid may have been reused: a live process younger than the segment did not create it
         created = read_header(name)["created_ns"]
-    except (OSError, ValueError):
+    except (OSError, ValueError, posix_ipc.Error):  # another user's segment: not ours to judge
         return False
     started = _start_time_ns(pid)
     return started is not None and started > created + 2 * 10**9
@@ -1229,7 +1230,8 @@ def _stale(pid: int, name: str | None) -> bool:
 
 def cleanup_stale(prefix: str = "/poolproxy.") -> list[str]:
     """Remove segments ``<prefix><pid>.<generation>`` and their fallback locks whose master pid is
-    dead (or was reused by a younger process). Returns the names removed."""
+    dead (or was reused by a younger process); other users' segments are left alone. Returns the
+    names removed."""
     stem = prefix.lstrip("/")
     found: dict[str, list[bool]] = {}  # segment name -> [segment exists, lock exists]
     try:
@@ -1251,12 +1253,15 @@ def cleanup_stale(prefix: str = "/poolproxy.") -> list[str]:
     for seg, (has_seg, has_sem) in sorted(found.items()):
         if not _stale(int(seg[len(stem) + 1 :].split(".")[0]), seg if has_seg else None):
             continue
+        # Another user's segment (or lock) is skipped: removing it is not ours to do
+        # (posix_ipc.PermissionsError), and a start must never fail on it.
         if has_seg:
             try:
                 posix_ipc.unlink_shared_memory(seg)
                 removed.append(seg)
-            except posix_ipc.ExistentialError:
+            except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
                 pass
-        if has_sem and unlink_lock(lock_name_for(seg)):
-            removed.append(lock_name_for(seg))
+        with contextlib.suppress(posix_ipc.PermissionsError):
+            if has_sem and unlink_lock(lock_name_for(seg)):
+                removed.append(lock_name_for(seg))
     return removed

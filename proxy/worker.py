@@ -6,8 +6,12 @@ its own idle pool), accepts on every inherited listener, tells the master ``READ
 socket, and serves until a signal:
 
 - SIGTERM: hard stop, exit at once (connections are cut);
-- SIGUSR1: soft stop: stop accepting, close idle client connections and idle server connections,
-  let in-flight requests finish (their connections close after the response), exit when none is left;
+- SIGUSR1: soft stop (also how the master retires a generation at a reload): stop accepting, close
+  idle server connections, let in-flight requests finish (their connections close after the
+  response, which says ``Connection: close``), exit when none is left. An idle keep-alive client
+  connection is closed after ``SOFT_STOP_IDLE_GRACE`` if no request came meanwhile: closing it at
+  once would race with the request its client is sending right now (it would be cut), while one
+  more request answered with ``Connection: close`` moves the client cleanly to the new generation;
 - SIGINT is ignored: in the foreground a Ctrl-C reaches the whole process group and the master
   decides. The worker also exits if the master dies (parent-death signal, and a periodic check).
 
@@ -64,6 +68,7 @@ PR_SET_PDEATHSIG = 1
 HEARTBEAT_INTERVAL = 1.0
 SWEEP_TICK = 0.1  # seconds between two looks at this worker's slots (what other workers took)
 LIVENESS_EVERY = 10  # ticks between two peeks at every parked connection
+SOFT_STOP_IDLE_GRACE = 1.0  # seconds an idle keep-alive client may still send a request in a soft stop
 
 
 class WorkerState:
@@ -227,11 +232,15 @@ class WorkerState:
         for acceptor in self.acceptors:
             acceptor.close()
         self.donor.close_idle()
+        self.loop.call_later(SOFT_STOP_IDLE_GRACE, self._close_idle_clients)
+        if not self.clients:
+            self.loop.stop()
+
+    def _close_idle_clients(self) -> None:
+        """Soft stop, after the grace: the keep-alive clients that sent nothing are closed."""
         for client in list(self.clients):
             if client.idle:
                 client.close()
-        if not self.clients:
-            self.loop.stop()
 
     def hard_stop(self) -> None:
         self.stopping = True

@@ -55,6 +55,8 @@ CORE = [
     "proxy.prometheus",
     "proxy.stats_page",
     "proxy.cli",
+    "proxy.master_cli",
+    "proxy.daemon",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [
@@ -67,6 +69,8 @@ ADAPTERS = [
     "proxy.pidfd",
     "proxy.steal",
     "proxy.checks",
+    "proxy.sdnotify",
+    "proxy.control",
 ]
 ORCHESTRATION = [
     "proxy.stream",
@@ -77,6 +81,8 @@ ORCHESTRATION = [
     "proxy.env",
     "proxy.services",
     "proxy.worker",
+    "proxy.generation",
+    "proxy.purge",
     "proxy.master",
 ]
 EVENT_LOOP = {"asyncio", "uvloop"}

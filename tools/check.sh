@@ -16,6 +16,8 @@ if command -v apt-get >/dev/null 2>&1; then
         tool=${pair%%:*}
         command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing="$missing ${pair#*:}"
     done
+    # systemd-analyze (package systemd): tests/test_cmdline.py verifies conf/poolproxy.service with it
+    command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
     if [ -n "$missing" ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq && apt-get install -y -qq $missing >/dev/null

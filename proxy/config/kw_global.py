@@ -139,6 +139,15 @@ def _hard_stop_after(st: SectionState, d: Directive) -> None:
     st.global_.hard_stop_after = _time(d) or None
 
 
+def _noreuseport(st: SectionState, d: Directive) -> None:
+    d.expect(0, "")
+    st.global_.reuseport = False
+
+
+def _worker_watchdog(st: SectionState, d: Directive) -> None:
+    st.global_.watchdog = _time(d)
+
+
 def _stats_timeout(st: SectionState, d: Directive) -> None:
     st.global_.stats_timeout = _time(d) or None
 
@@ -302,6 +311,12 @@ KEYWORDS: list[Keyword] = [
     Keyword("hard-stop-after", GLOBAL, "<time>",
             "Longest a soft stop may last; workers still running then are killed.",
             _hard_stop_after, default="60s"),
+    Keyword("noreuseport", GLOBAL, "",
+            "Bind listeners without SO_REUSEPORT (then -sf/-st need -x to take an old process's sockets).",
+            _noreuseport, default="SO_REUSEPORT set"),
+    Keyword("worker-watchdog-timeout", GLOBAL, "<time>",
+            "poolproxy: the master kills and respawns a ready worker whose heartbeat is older (0: off).",
+            _worker_watchdog, default="10s"),
     Keyword("stats timeout", GLOBAL, "<time>", "Idle timeout of runtime API connections.",
             _stats_timeout, default="10s"),
     Keyword("chroot", GLOBAL, "<directory>",
@@ -366,7 +381,6 @@ KEYWORDS += [
     ignored("tune.maxpollevents", _POLLER, GLOBAL, "<number>", parse=_any_args),
     ignored("tune.maxaccept", _POLLER, GLOBAL, "<number>", parse=_any_args),
     ignored("nosplice", "poolproxy never splices: bodies are copied in user space.", GLOBAL, parse=_no_args),
-    ignored("noreuseport", "poolproxy binds without SO_REUSEPORT already.", GLOBAL, parse=_no_args),
     ignored("node", "the node name is shown by HAProxy's stats page, which poolproxy does not have.",
             GLOBAL, "<name>", parse=_any_args),
     ignored("description", "it is shown by HAProxy's stats page, which poolproxy does not have.",

@@ -363,6 +363,8 @@ class Global:
     strict_limits: bool = True  # failing to raise the file descriptor limit is fatal (HAProxy 2.6 default)
     ulimit_n: int = 0  # RLIMIT_NOFILE to set at start-up (0: computed from maxconn, or left alone)
     hard_stop_after: float | None = None  # longest soft stop before the workers are killed
+    reuseport: bool = True  # listeners bound with SO_REUSEPORT (``noreuseport`` clears it)
+    watchdog: float = 10.0  # worker-watchdog-timeout: a heartbeat older than this gets the worker killed
     # ``default-path``: how relative file names are resolved: current | config | parent | origin
     default_path: tuple[str, str] = ("current", "")  # (mode, origin path)
     stats_timeout: float | None = None  # runtime API connections: idle timeout
