@@ -1,9 +1,9 @@
 /* proxy._h1head: the HTTP/1 head scanner of the ``native`` engine (proxy.h1.engine_native).
  *
  * parse_request(buf, pos, max_head, max_headers, /)
- *     -> (end, method, target, version, headers, found, length, chunked, connection) | None
+ *     -> (end, method, target, version, headers, found, length, chunked, connection, wire) | None
  * parse_response(buf, pos, max_head, max_headers, /)
- *     -> (end, status, reason, version, headers, found, length, chunked, connection) | None
+ *     -> (end, status, reason, version, headers, found, length, chunked, connection, wire) | None
  *
  * One call does, for the head block that starts at buf[pos], what the grammar scan, an engine's
  * tokenizer and the collection of the framing fields do in Python (proxy.h1.grammar,
@@ -40,6 +40,14 @@
  * Upgrade (and, for a response, Host and Expect) do not matter to a plain head: the rules only read
  * Upgrade when Connection lists "upgrade". So a plain head is valid, its framing follows from the
  * three values alone, and its headers need no canonical rewrite.
+ *
+ * The wire bytes. `wire` is the head block itself (bytes, buf[pos:end]) when the head is *bare*,
+ * else None. A head is bare when it is plain, HTTP/1.1, and holds no hop-by-hop header other than
+ * a plain "Transfer-Encoding: chunked" (no Connection, Keep-Alive, Proxy-Connection,
+ * Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Upgrade); for a response, its reason phrase
+ * is also non-empty with no SP/HT after it. Such a block says exactly what proxy.h1.writer would
+ * write for it in keep-alive (the same start line, fields and framing; only the order of the
+ * framing header and the OWS around values may differ), so a client mux may relay it unchanged.
  *
  * Arguments: buf is bytes (or exports a contiguous buffer); pos, max_head and max_headers are ints,
  * 0 <= pos <= len(buf), the other two >= 0; anything else raises ValueError (TypeError for the
@@ -206,10 +214,26 @@ name_object(const unsigned char *p, size_t n)
 }
 
 typedef struct {
+    int hop; /* a hop-by-hop header other than Transfer-Encoding was seen */
     Py_ssize_t count[N_FIELDS];
     const unsigned char *value[N_FIELDS]; /* the first value of each field, and its length */
     size_t len[N_FIELDS];
 } fields_t;
+
+/* Whether a header name is hop-by-hop (proxy.message.HOP_BY_HOP) other than Transfer-Encoding. */
+static inline int
+hop_by_hop(const unsigned char *name, size_t n)
+{
+    switch (n) {
+    case 2: return lower_eq(name, 2, "te");
+    case 7: return lower_eq(name, 7, "trailer") || lower_eq(name, 7, "upgrade");
+    case 10: return lower_eq(name, 10, "connection") || lower_eq(name, 10, "keep-alive");
+    case 16: return lower_eq(name, 16, "proxy-connection");
+    case 18: return lower_eq(name, 18, "proxy-authenticate");
+    case 19: return lower_eq(name, 19, "proxy-authorization");
+    default: return 0;
+    }
+}
 
 /* Build the header list of the `count` lines in [p, end) (already validated by scan_fields), and
  * note the framing fields in *fl. */
@@ -237,6 +261,9 @@ build_headers(const unsigned char *p, const unsigned char *end, Py_ssize_t count
             e--;
         }
         f = field_of(p, name_len);
+        if (!fl->hop && hop_by_hop(p, name_len)) {
+            fl->hop = 1;
+        }
         if (f >= 0 && fl->count[f]++ == 0) {
             fl->value[f] = v;
             fl->len[f] = (size_t)(e - v);
@@ -433,14 +460,20 @@ parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, input_t *
     return 0;
 }
 
-/* The 9-tuple both functions return; steals the references it is given (NULL: fail). */
+/* The 10-tuple both functions return; steals the references it is given (NULL: fail). `wire`
+ * is the block's first byte when the head is bare (see the top of this file), else NULL. */
 static PyObject *
 result(Py_ssize_t end, PyObject *a, PyObject *b, PyObject *version, PyObject *headers,
-       PyObject *found, const plain_t *pl)
+       PyObject *found, const plain_t *pl, const unsigned char *wire, Py_ssize_t wire_len)
 {
-    PyObject *length = NULL, *out = NULL;
+    PyObject *length = NULL, *out = NULL, *wire_obj = NULL;
 
     if (a == NULL || b == NULL || headers == NULL) {
+        goto done;
+    }
+    wire_obj = wire != NULL ? PyBytes_FromStringAndSize((const char *)wire, wire_len)
+                            : Py_NewRef(Py_None);
+    if (wire_obj == NULL) {
         goto done;
     }
     if (found != NULL) {
@@ -455,10 +488,12 @@ result(Py_ssize_t end, PyObject *a, PyObject *b, PyObject *version, PyObject *he
             goto done;
         }
     }
-    out = PyTuple_New(9);
+    out = PyTuple_New(10);
     if (out == NULL) {
         goto done;
     }
+    PyTuple_SET_ITEM(out, 9, wire_obj);
+    wire_obj = NULL;
     PyTuple_SET_ITEM(out, 0, PyLong_FromSsize_t(end));
     if (PyTuple_GET_ITEM(out, 0) == NULL) {
         Py_CLEAR(out);
@@ -483,6 +518,7 @@ done:
     Py_XDECREF(headers);
     Py_XDECREF(found);
     Py_XDECREF(length);
+    Py_XDECREF(wire_obj);
     return NULL;
 }
 
@@ -569,8 +605,14 @@ parse_request(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
         }
     }
     target_obj = PyBytes_FromStringAndSize((const char *)target, (Py_ssize_t)target_len);
-    PyBuffer_Release(&in.view);
-    return result(end - in.base, Py_NewRef(methods[m]), target_obj, version, headers, found, &pl);
+    {
+        int bare = plain && version == version_11 && !fl.hop;
+        PyObject *out = result(end - in.base, Py_NewRef(methods[m]), target_obj, version, headers,
+                               found, &pl, bare ? in.p : NULL, end - in.p);
+
+        PyBuffer_Release(&in.view); /* after the last read of its bytes */
+        return out;
+    }
 
 none:
     PyBuffer_Release(&in.view);
@@ -587,10 +629,10 @@ parse_response(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t na
     input_t in;
     const unsigned char *p, *lim, *reason, *reason_end, *fields, *end;
     Py_ssize_t count;
-    PyObject *version, *headers, *found = NULL, *reason_obj;
+    PyObject *version, *headers, *found = NULL, *reason_obj, *out;
     fields_t fl;
     plain_t pl;
-    int status;
+    int status, plain, bare;
 
     if (parse_args("parse_response", args, nargs, &in) < 0) {
         return NULL;
@@ -628,7 +670,8 @@ parse_response(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t na
     if (headers == NULL) {
         goto fail;
     }
-    if (!plain_framing(&fl, version == version_11, &pl)) {
+    plain = plain_framing(&fl, version == version_11, &pl);
+    if (!plain) {
         found = framing_fields(headers);
         if (found == NULL) {
             Py_DECREF(headers);
@@ -638,8 +681,12 @@ parse_response(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t na
     reason_obj = reason_end == reason
                      ? Py_NewRef(empty)
                      : PyBytes_FromStringAndSize((const char *)reason, reason_end - reason);
+    /* bare: the reason phrase non-empty and nothing stripped after it (p is the end of the line) */
+    bare = plain && version == version_11 && !fl.hop && reason_end > reason && reason_end == p;
+    out = result(end - in.base, PyLong_FromLong(status), reason_obj, version, headers, found, &pl,
+                 bare ? in.p : NULL, end - in.p);
     PyBuffer_Release(&in.view); /* after the last read of its bytes */
-    return result(end - in.base, PyLong_FromLong(status), reason_obj, version, headers, found, &pl);
+    return out;
 
 none:
     PyBuffer_Release(&in.view);
@@ -654,12 +701,12 @@ static PyMethodDef module_methods[] = {
     {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
      PyDoc_STR("parse_request($module, buf, pos, max_head, max_headers, /)\n--\n\n"
                "The request head block at buf[pos], if complete, valid and within the limits: "
-               "(end, method, target, version, headers, found, length, chunked, connection); "
+               "(end, method, target, version, headers, found, length, chunked, connection, wire); "
                "otherwise None. found is None for a plain head (see ext/h1head.c).")},
     {"parse_response", (PyCFunction)(void (*)(void))parse_response, METH_FASTCALL,
      PyDoc_STR("parse_response($module, buf, pos, max_head, max_headers, /)\n--\n\n"
                "The response head block at buf[pos], if complete, valid and within the limits: "
-               "(end, status, reason, version, headers, found, length, chunked, connection); "
+               "(end, status, reason, version, headers, found, length, chunked, connection, wire); "
                "otherwise None. found is None for a plain head (see ext/h1head.c).")},
     {NULL, NULL, 0, NULL},
 };

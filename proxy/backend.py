@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from proxy.balance import make_balancer
 from proxy.config.model import Proxy, ReuseMode
@@ -215,15 +215,16 @@ class Backend:
     def _local(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
         """The client session's own connection, then this worker's lists in ``lists`` order."""
         srv = acq.server
-        conn = acq.session.take_conn(srv, acq.key)
+        # A worker's pools and sessions hold its ServerConns only (no ``cast``: a call per request).
+        conn: ServerConn | None = acq.session.take_conn(srv, acq.key)  # type: ignore[assignment]
         if conn is None and lists:
-            conn = srv.take_idle(acq.key, lists)
+            conn = srv.take_idle(acq.key, lists)  # type: ignore[assignment]
         if conn is None:
             return None
         srv.row.add(R_REUSES)
         acq.reused = True
         acq.t_connected = time.monotonic()
-        return cast(ServerConn, conn)  # a worker's pools and sessions hold its ServerConns only
+        return conn
 
     # -- stealing (the thief's side; the victim's is proxy.donor.Donor) --------------------
     async def _steal(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:

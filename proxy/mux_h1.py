@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from proxy.sides import ClientEnv, StreamHandle
 
 PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
+# The framings under which a bare response head (``ResponseHead.wire``) is relayed unchanged: the
+# head states them itself (a HEAD/304/204 answer or a 1xx goes through the writer).
+_RELAYED = (Framing.LENGTH, Framing.CHUNKED)
 
 
 class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
@@ -416,6 +419,13 @@ class ClientConn(asyncio.Protocol):
         elif framing is Framing.CHUNKED and version == b"1.0":
             framing = Framing.CLOSE  # an HTTP/1.0 client cannot read chunks: delimit by close
             keep = False
+        wire = resp.wire
+        if wire is not None and framing is resp.body and version == b"1.1" and framing in _RELAYED:
+            # The server's head relayed as it came (the parser vouched for it: ``ResponseHead.wire``)
+            # instead of serialised again; only our Connection header may have to be added.
+            self.write(wire if keep else wire[:-2] + b"Connection: close\r\n\r\n")
+            self.resp_framing = framing
+            return keep
         try:
             data = writer.response_head(
                 resp, body=framing, content_length=resp.content_length, keep_alive=keep, version=version

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy.config.model import ReuseMode, Server
 
@@ -129,8 +130,7 @@ def kind_after_release(requests_served: int, is_h2: bool = False) -> ListKind:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ConnKey:
+class ConnKey(NamedTuple):
     """What a request and a pooled connection must share for the connection to carry the request.
 
     HAProxy 2.4+ hashes these into a 64-bit key instead of making such connections private; we keep
@@ -138,21 +138,13 @@ class ConnKey:
     ``source``: the client IP under ``usesrc clientip`` (the port is never part of it), else None;
     ``sni``: the SNI / connection name, None when there is none; ``destination``: host and port.
     Build it with ``conn_key`` (normalises empty strings) or ``server_conn_key`` (from the config).
+    A tuple: a key is hashed on every pool operation, and a tuple hashes and compares in C.
     """
 
     server: str
     source: str | None
     sni: str | None
     destination: tuple[str, int]
-    # Computed once: a key is hashed on every pool operation (the generated __hash__ would rehash
-    # all fields each time).
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.server, self.source, self.sni, self.destination)))
-
-    def __hash__(self) -> int:
-        return self._hash
 
     def __str__(self) -> str:
         extra = "".join(
@@ -169,7 +161,7 @@ def key_hash(key: ConnKey) -> int:
     """The 63-bit hash a published slot records for ``key`` (``proxy.slots``). Python's hash of the
     key's fields: the same in every worker, since all are forked from one master (one hash seed).
     Equal keys hash equal; a thief still only takes a slot whose hash equals its own key's."""
-    return key._hash & _HASH_MASK
+    return hash(key) & _HASH_MASK
 
 
 def conn_key(

@@ -58,12 +58,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model import Server
 from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
-from proxy.shm import AdminState, ServerCell, ServerRow
+from proxy.shm import R_ADMIN_STATE, AdminState, ServerCell, ServerRow
 from proxy.slot_array import SlotArray
 from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
 
 if TYPE_CHECKING:
     import asyncio
+
+
+_FMAINT = int(AdminState.FMAINT)
 
 
 class Acct(enum.IntEnum):
@@ -303,8 +306,9 @@ class ServerRuntime:
 
     @property
     def usable(self) -> bool:
-        # FMAINT: put in maintenance on the runtime API (``set server ... state maint``)
-        return not self.maint and not self.row.admin_state & AdminState.FMAINT
+        # FMAINT: put in maintenance on the runtime API (``set server ... state maint``); the word
+        # loaded directly and tested with a plain int (an IntFlag ``&`` is three Python calls)
+        return not self.maint and not self.row.load(R_ADMIN_STATE) & _FMAINT
 
     # -- accounting ---------------------------------------------------------------------------
     def move(

@@ -193,6 +193,12 @@ class ServerConn(asyncio.Protocol):
     def send_head(self, head: RequestHead, *, keep_alive: bool, add: Headers) -> None:
         """Serialise the request head (its body keeps the framing the client used)."""
         self.req_framing = head.body
+        wire = head.wire
+        if wire is not None and not add:
+            # The client's head relayed as it came (the parser vouched for it: ``RequestHead.wire``)
+            # instead of serialised again; only our Connection header may have to be added.
+            self._write(wire if keep_alive else wire[:-2] + b"Connection: close\r\n\r\n")
+            return
         self._write(
             writer.request_head(
                 head, body=head.body, content_length=head.content_length, keep_alive=keep_alive, add=add
