@@ -407,7 +407,7 @@ class Backend:
         if self.link.stopping:
             conn.close()
             return
-        if conn.private:
+        if conn.acct is Acct.PRIVATE:  # (conn.private)
             if not session.attach_conn(conn):
                 conn.close()
             return
@@ -429,7 +429,8 @@ class Backend:
             pool_low_conn=srv.cfg.pool_low_conn,
         )
         # The move is bounded by pool-max-conn: another worker may have taken the last place.
-        if not keep or not srv.move(conn, srv.pooled_state(kind), srv.cfg.pool_max_conn):
+        to = Acct.SAFE if kind is ListKind.SAFE else Acct.IDLE  # srv.pooled_state(kind)
+        if not keep or not srv.move(conn, to, srv.cfg.pool_max_conn):
             conn.close()
             return
         srv.park(conn, kind)

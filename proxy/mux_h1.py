@@ -59,6 +59,7 @@ PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
 # The framings under which a bare response head (``ResponseHead.wire``) is relayed unchanged: the
 # head states them itself (a HEAD/304/204 answer or a 1xx goes through the writer).
 _RELAYED = (Framing.LENGTH, Framing.CHUNKED)
+_NONE, _LENGTH = Framing.NONE, Framing.LENGTH  # module constants: an enum member lookup is slow
 
 
 class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
@@ -199,7 +200,7 @@ class ClientConn(asyncio.Protocol):
             return
         if phase is Phase.IDLE:
             # The first byte of a request: from now on, the head timeout applies.
-            self._to(Phase.HEAD)
+            self.phase = Phase.HEAD  # (IDLE -> HEAD: legal, see _PHASES; no check needed)
             self.t_wait_start = self.last_io
         try:
             events = self.parser.feed(data)
@@ -286,9 +287,9 @@ class ClientConn(asyncio.Protocol):
                 stream.on_request_error(self.parse_error.status)
                 return
         waiting = len(self.inbox) - self.inbox_at
-        self._set_pause(
-            PAUSE_PIPELINE, waiting >= PIPELINE_MAX_EVENTS or (waiting > 0 and self.stream is not None)
-        )
+        pause = waiting >= PIPELINE_MAX_EVENTS or (waiting > 0 and self.stream is not None)
+        if pause is not bool(self.pause_reasons & PAUSE_PIPELINE):  # a call only for a change
+            self._set_pause(PAUSE_PIPELINE, pause)
 
     def _queue(self, events: list[Event]) -> None:
         if not events:
@@ -299,27 +300,30 @@ class ClientConn(asyncio.Protocol):
         else:
             self.inbox.extend(events)
 
-    def _pop(self) -> Event:
-        ev = self.inbox[self.inbox_at]
-        self.inbox_at += 1
-        if self.inbox_at == len(self.inbox):
-            self.inbox = []
-            self.inbox_at = 0
-        return ev
-
     def _drain_inbox(self) -> None:
-        while self.inbox and self.phase is not Phase.CLOSED:
+        inbox = self.inbox
+        while inbox and self.phase is not Phase.CLOSED:
             stream = self.stream
             if stream is None:
-                ev = self._pop()
+                ev = inbox[self.inbox_at]  # _pop, inline (twice a request)
+                self.inbox_at += 1
+                if self.inbox_at == len(inbox):
+                    inbox = self.inbox = []
+                    self.inbox_at = 0
                 if not isinstance(ev, RequestHead):  # cannot happen with a conforming parser
                     self._reject(ProtocolError("event out of order", 400))
                     return
                 self._start_stream(ev)
+                inbox = self.inbox
             elif not self.req_eom:
-                ev = self._pop()
+                ev = inbox[self.inbox_at]
+                self.inbox_at += 1
+                if self.inbox_at == len(inbox):
+                    inbox = self.inbox = []
+                    self.inbox_at = 0
                 if isinstance(ev, Data):
                     stream.on_request_data(ev.data)
+                    inbox = self.inbox
                 elif isinstance(ev, EndOfMessage):
                     self.req_eom = True
                     if self.upgrade_held:
@@ -327,6 +331,7 @@ class ClientConn(asyncio.Protocol):
                     stream.on_request_end(ev.trailers)
                     if self.resp_done:
                         self._next_request()
+                    inbox = self.inbox
                 else:
                     self._reject(ProtocolError("event out of order", 400))
                     return
@@ -334,7 +339,7 @@ class ClientConn(asyncio.Protocol):
                 break  # a pipelined request waits for the current response
 
     def _start_stream(self, head: RequestHead) -> None:
-        self._to(Phase.STREAM)
+        self.phase = Phase.STREAM  # from IDLE or HEAD (the only callers' phases): legal, see _PHASES
         # After an upgrade request's end, the parser holds every later byte until we know whether
         # this becomes a tunnel; reading pauses then (see _drain_inbox).
         self.upgrade_held = head.upgrade is not None
@@ -345,7 +350,9 @@ class ClientConn(asyncio.Protocol):
         stream = self.stream = self.env.open_stream(self, head, self.t_wait_start)
         client = self.cfg.timeouts.client
         if client:
-            self._want(self.last_io + client)
+            deadline = self.last_io + client
+            if self.timer is None or deadline < self.timer_at - 0.001:  # _want's test: a call only if due
+                self._want(deadline)
         stream.start()
 
     def stream_done(self, stream: StreamHandle, keep_alive: bool) -> None:
@@ -376,11 +383,14 @@ class ClientConn(asyncio.Protocol):
             except ProtocolError as exc:
                 self.parse_error = exc
         self.session.requests_done += 1
-        self._to(Phase.HEAD if self.inbox else Phase.IDLE)
+        self.phase = Phase.HEAD if self.inbox else Phase.IDLE  # from STREAM: legal, see _PHASES
         now = self.t_wait_start = self.last_io = time.monotonic()
-        wait = self._wait_timeout()
+        t = self.cfg.timeouts
+        wait = t.http_keep_alive or t.http_request or t.client  # _wait_timeout, inline
         if wait:
-            self._want(now + wait)
+            deadline = now + wait
+            if self.timer is None or deadline < self.timer_at - 0.001:  # _want's test
+                self._want(deadline)
         self._process()
 
     def keep_alive_allowed(self) -> bool:
@@ -409,7 +419,13 @@ class ClientConn(asyncio.Protocol):
         head = self.stream_head
         assert head is not None
         version = head.version
-        keep = keep_alive and request_done and self.keep_alive_allowed()
+        # keep_alive_allowed, inline
+        keep = (
+            keep_alive
+            and request_done
+            and self.cfg.http_conn_mode != "httpclose"
+            and not self.env.stopping
+        )
         framing = resp.body
         if framing is Framing.CLOSE:
             if version == b"1.1" and head.method != b"HEAD":
@@ -440,12 +456,18 @@ class ClientConn(asyncio.Protocol):
 
     def send_data(self, data: bytes) -> None:
         framing = self.resp_framing
-        if framing is not Framing.NONE:
+        if framing is _LENGTH:  # the bytes as they are (writer.data's answer), corked if so
+            corked = self.corked
+            if corked is not None and data:
+                corked.append(data)
+            else:
+                self.write(data)
+        elif framing is not _NONE:
             self.write(writer.data(framing, data))
 
     def send_end(self, trailers: Headers) -> None:
         framing = self.resp_framing
-        if framing is not Framing.NONE:
+        if framing is not _NONE and framing is not _LENGTH:  # a Content-Length body ends by itself
             try:
                 self.write(writer.end(framing, trailers))
             except ProtocolError:

@@ -81,8 +81,14 @@ class IdlePool(Generic[C]):
     def take(self, key: ConnKey, order: Sequence[ListKind]) -> C | None:
         """Remove and return the most recently released connection with ``key``, trying the lists
         in ``order`` (``reuse_order``'s answer); None when none fits."""
-        hit = self.take_with_kind(key, order)
-        return hit[0] if hit is not None else None
+        by_key = self._by_key
+        for kind in order:  # take_with_kind, inline: once a request
+            bucket = by_key[kind].get(key)
+            if bucket:
+                conn = next(reversed(bucket))
+                self._discard(conn, kind)
+                return conn
+        return None
 
     def take_with_kind(self, key: ConnKey, order: Sequence[ListKind]) -> tuple[C, ListKind] | None:
         """``take``, also saying which list the connection came from (for the shared counters)."""

@@ -503,7 +503,7 @@ class ServerRuntime:
             conn = pool.take(key, order)
             if conn is None:
                 return None
-            if not self.unpark(conn):
+            if conn.slot >= 0 and not self.unpark(conn):  # (unpark's own first test, inline)
                 continue  # another worker claimed it first: lent
             if conn.alive and (self.slots is None or conn.peek_ready()):  # parked unread: peek
                 self.move(conn, Acct.USED)

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from proxy.sides import ServerPeer
 
 
+_CHUNKED = Framing.CHUNKED
+
+
 class State(enum.Enum):
     CONNECTING = "connecting"
     ACTIVE = "active"
@@ -209,7 +212,8 @@ class ServerConn(asyncio.Protocol):
         self._write(writer.data(self.req_framing, data))
 
     def send_end(self, trailers: Headers) -> None:
-        self._write(writer.end(self.req_framing, trailers))
+        if self.req_framing is _CHUNKED:  # only chunks have an end to write (writer.end: b"" else)
+            self._write(writer.end(_CHUNKED, trailers))
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and data:
@@ -229,7 +233,14 @@ class ServerConn(asyncio.Protocol):
     @property
     def reusable(self) -> bool:
         """Whether the exchange that just ended left the connection fit for another request."""
-        return self.alive and not self.write_paused and not self.parser.poisoned
+        transport = self.transport  # ``alive``, inline: once a request
+        return (
+            self.state is not State.CLOSED
+            and transport is not None
+            and not transport.is_closing()
+            and not self.write_paused
+            and not self.parser.poisoned
+        )
 
     def make_tunnel(self) -> bytes:
         """Switch to a raw relay after a 101; returns the bytes that followed the 101 head."""

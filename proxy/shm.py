@@ -466,8 +466,13 @@ class ServerCell(_View):
         return prev
 
     def try_take_slot(self, maxconn: int) -> bool:
-        """A maxconn slot: never above maxconn (0 = unlimited: always). Keeps ``max_served``."""
-        return self._bounded_take(R_SERVED, "served_cell", maxconn, "peak_served")
+        """A maxconn slot: never above maxconn (0 = unlimited: always). Keeps ``max_served``.
+        (``_bounded_take(R_SERVED, "served_cell", maxconn, "peak_served")``, inline: once a request.)"""
+        ops = self._ops
+        limit = maxconn if maxconn > 0 else self._UNLIMITED
+        row_off = self._row + R_SERVED
+        done = self._a.bounded_add(self._base, row_off, limit, ops["served_cell"], ops["peak_served"])
+        return done is not None
 
     def release_slot(self) -> None:
         """Give back a held slot (the caller first offers it to the oldest waiter: ``give_slot``)."""
@@ -599,7 +604,7 @@ class ServerCell(_View):
         """``used_to_idle`` unless the server-wide ``idle`` is at ``limit`` (pool-max-conn; < 0 =
         unlimited): the row's ``idle`` moves by compare-exchange, so it never overshoots."""
         if limit < 0:
-            self.used_to_idle(safe)
+            self._a.add_many(self._by_kind["park"][safe])  # used_to_idle, inline: once a request
             return True
         ops = self._by_kind["park_bounded"][safe]
         return self._a.bounded_add(self._base, self._row + R_IDLE, limit, ops, ()) is not None

@@ -273,7 +273,10 @@ class Stream(StreamRules):
     def _attach(self, conn: ServerConn) -> None:
         acq = self.acq
         assert acq is not None
-        self._to(Phase.EXCHANGE)
+        if self.phase is Phase.NEW or self.phase is Phase.CONNECTING:  # the legal moves, unchecked
+            self.phase = Phase.EXCHANGE
+        else:
+            self._to(Phase.EXCHANGE)  # raises
         self.conn = conn
         conn.attach(self, self.head.method)
         keep_replay = (
@@ -284,13 +287,15 @@ class Stream(StreamRules):
             and self.backend is not None
             and self.backend.cfg.retries > 0
         )
-        self.replay = list(self.pending) if keep_replay else None
+        pending = self.pending
+        self.replay = (list(pending) if pending else []) if keep_replay else None
         self.replay_len = self.pending_len
         conn.send_head(self.head, keep_alive=self.server_keep, add=self._added_headers())
-        for chunk in self.pending:
-            conn.send_data(chunk)
-        self.pending = []  # a new list: after a replay, ``pending`` was the replay copy itself
-        self.pending_len = 0
+        if pending:
+            for chunk in pending:
+                conn.send_data(chunk)
+            self.pending = []  # a new list: after a replay, ``pending`` was the replay copy itself
+            self.pending_len = 0
         if self.req_trailers is not None and self.req_done:
             conn.send_end(self.req_trailers)
         self._request_flow()
@@ -610,7 +615,7 @@ class Stream(StreamRules):
         if self.phase is Phase.DONE:
             return
         tunnel = self.phase is Phase.TUNNEL
-        self._to(Phase.DONE)
+        self.phase = Phase.DONE  # legal from every phase but DONE (see _PHASES)
         if self.task is not None:
             self.task.cancel()
             self.task = None

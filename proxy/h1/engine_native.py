@@ -128,6 +128,8 @@ class NativeRequestReader(RequestReader):
 
     def feed(self, data: bytes) -> list[Event]:
         if self._mode is _HEAD and not self._buf and self._error is None:
+            if not data:
+                return []  # nothing buffered, nothing new: nothing to find (the mux's idle check)
             scan = parse_request(data, 0, self._max_head, self._max_headers)
             if scan is not None:
                 try:

@@ -309,6 +309,8 @@ class _Reader:
         if self._error is not None:
             raise self._error
         mode = self._mode
+        if not data and mode is _HEAD and not self._buf:
+            return []  # between messages with nothing buffered: nothing to find
         if mode is not _HEAD and mode is not _BODY:
             if mode is _HELD:
                 self._buf += data
