@@ -407,7 +407,7 @@ class Backend:
         if self.link.stopping:
             conn.close()
             return
-        if conn.acct is Acct.PRIVATE:  # (conn.private)
+        if conn.acct is _AC_PRIVATE:  # (conn.private)
             if not session.attach_conn(conn):
                 conn.close()
             return
@@ -429,7 +429,7 @@ class Backend:
             pool_low_conn=srv.cfg.pool_low_conn,
         )
         # The move is bounded by pool-max-conn: another worker may have taken the last place.
-        to = Acct.SAFE if kind is ListKind.SAFE else Acct.IDLE  # srv.pooled_state(kind)
+        to = _AC_SAFE if kind is _LK_SAFE else _AC_IDLE  # srv.pooled_state(kind)
         if not keep or not srv.move(conn, to, srv.cfg.pool_max_conn):
             conn.close()
             return
@@ -450,3 +450,11 @@ def _source_addr(source: str) -> tuple[str, int]:
         host, _, port = source.partition(":")
         return host, int(port or 0)
     return source, 0
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_AC_IDLE = Acct.IDLE
+_AC_PRIVATE = Acct.PRIVATE
+_AC_SAFE = Acct.SAFE
+_LK_SAFE = ListKind.SAFE

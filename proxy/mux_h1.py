@@ -59,7 +59,6 @@ PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
 # The framings under which a bare response head (``ResponseHead.wire``) is relayed unchanged: the
 # head states them itself (a HEAD/304/204 answer or a 1xx goes through the writer).
 _RELAYED = (Framing.LENGTH, Framing.CHUNKED)
-_NONE, _LENGTH = Framing.NONE, Framing.LENGTH  # module constants: an enum member lookup is slow
 
 
 class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
@@ -192,15 +191,15 @@ class ClientConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_io = time.monotonic()
         phase = self.phase
-        if phase is Phase.TUNNEL:
+        if phase is _PH_TUNNEL:
             if self.stream is not None:
                 self.stream.tunnel_from_client(data)
             return
-        if self.parse_error is not None or phase is Phase.CLOSED:
+        if self.parse_error is not None or phase is _PH_CLOSED:
             return
-        if phase is Phase.IDLE:
+        if phase is _PH_IDLE:
             # The first byte of a request: from now on, the head timeout applies.
-            self.phase = Phase.HEAD  # (IDLE -> HEAD: legal, see _PHASES; no check needed)
+            self.phase = _PH_HEAD  # (IDLE -> HEAD: legal, see _PHASES; no check needed)
             self.t_wait_start = self.last_io
         try:
             events = self.parser.feed(data)
@@ -213,7 +212,7 @@ class ClientConn(asyncio.Protocol):
         if events:
             self._queue(events)
         self._process()
-        if self.phase is Phase.HEAD:  # a head still incomplete: http-request runs from its first byte
+        if self.phase is _PH_HEAD:  # a head still incomplete: http-request runs from its first byte
             head = self._head_timeout()
             if head:
                 self._want(self.t_wait_start + head)
@@ -272,7 +271,7 @@ class ClientConn(asyncio.Protocol):
             self._drain_inbox()
         finally:
             self.processing = False
-        closing = self.phase is Phase.CLOSED
+        closing = self.phase is _PH_CLOSED
         if self.stream is None and not self.inbox and self.parse_error is None and not closing:
             try:
                 self.parser.feed(b"")  # an error found after complete requests surfaces now
@@ -302,7 +301,7 @@ class ClientConn(asyncio.Protocol):
 
     def _drain_inbox(self) -> None:
         inbox = self.inbox
-        while inbox and self.phase is not Phase.CLOSED:
+        while inbox and self.phase is not _PH_CLOSED:
             stream = self.stream
             if stream is None:
                 ev = inbox[self.inbox_at]  # _pop, inline (twice a request)
@@ -339,13 +338,13 @@ class ClientConn(asyncio.Protocol):
                 break  # a pipelined request waits for the current response
 
     def _start_stream(self, head: RequestHead) -> None:
-        self.phase = Phase.STREAM  # from IDLE or HEAD (the only callers' phases): legal, see _PHASES
+        self.phase = _PH_STREAM  # from IDLE or HEAD (the only callers' phases): legal, see _PHASES
         # After an upgrade request's end, the parser holds every later byte until we know whether
         # this becomes a tunnel; reading pauses then (see _drain_inbox).
         self.upgrade_held = head.upgrade is not None
         self.req_eom = False
         self.resp_done = False
-        self.resp_framing = Framing.NONE
+        self.resp_framing = _FR_NONE
         self.stream_head = head
         stream = self.stream = self.env.open_stream(self, head, self.t_wait_start)
         client = self.cfg.timeouts.client
@@ -357,9 +356,9 @@ class ClientConn(asyncio.Protocol):
 
     def stream_done(self, stream: StreamHandle, keep_alive: bool) -> None:
         """Called by the stream when it ended; ``keep_alive`` says if the client may go on."""
-        if stream is not self.stream or self.phase is Phase.CLOSED:
+        if stream is not self.stream or self.phase is _PH_CLOSED:
             return
-        if self.phase is Phase.TUNNEL:
+        if self.phase is _PH_TUNNEL:
             self.stream = None
             self.close()
             return
@@ -383,7 +382,7 @@ class ClientConn(asyncio.Protocol):
             except ProtocolError as exc:
                 self.parse_error = exc
         self.session.requests_done += 1
-        self.phase = Phase.HEAD if self.inbox else Phase.IDLE  # from STREAM: legal, see _PHASES
+        self.phase = _PH_HEAD if self.inbox else _PH_IDLE  # from STREAM: legal, see _PHASES
         now = self.t_wait_start = self.last_io = time.monotonic()
         t = self.cfg.timeouts
         wait = t.http_keep_alive or t.http_request or t.client  # _wait_timeout, inline
@@ -427,13 +426,13 @@ class ClientConn(asyncio.Protocol):
             and not self.env.stopping
         )
         framing = resp.body
-        if framing is Framing.CLOSE:
+        if framing is _FR_CLOSE:
             if version == b"1.1" and head.method != b"HEAD":
-                framing = Framing.CHUNKED  # re-frame so the client connection can stay alive
+                framing = _FR_CHUNKED  # re-frame so the client connection can stay alive
             else:
                 keep = False
-        elif framing is Framing.CHUNKED and version == b"1.0":
-            framing = Framing.CLOSE  # an HTTP/1.0 client cannot read chunks: delimit by close
+        elif framing is _FR_CHUNKED and version == b"1.0":
+            framing = _FR_CLOSE  # an HTTP/1.0 client cannot read chunks: delimit by close
             keep = False
         wire = resp.wire
         if wire is not None and framing is resp.body and version == b"1.1" and framing in _RELAYED:
@@ -448,26 +447,26 @@ class ClientConn(asyncio.Protocol):
             )
         except ProtocolError:  # the server's head cannot be written safely: answer 502 instead
             self.send_reply(error_reply(502, self.cfg.errorfiles.get(502)), keep_alive=False)
-            self.resp_framing = Framing.NONE
+            self.resp_framing = _FR_NONE
             return False
         self.write(data)
-        self.resp_framing = Framing.NONE if head.method == b"HEAD" else framing
+        self.resp_framing = _FR_NONE if head.method == b"HEAD" else framing
         return keep
 
     def send_data(self, data: bytes) -> None:
         framing = self.resp_framing
-        if framing is _LENGTH:  # the bytes as they are (writer.data's answer), corked if so
+        if framing is _FR_LENGTH:  # the bytes as they are (writer.data's answer), corked if so
             corked = self.corked
             if corked is not None and data:
                 corked.append(data)
             else:
                 self.write(data)
-        elif framing is not _NONE:
+        elif framing is not _FR_NONE:
             self.write(writer.data(framing, data))
 
     def send_end(self, trailers: Headers) -> None:
         framing = self.resp_framing
-        if framing is not _NONE and framing is not _LENGTH:  # a Content-Length body ends by itself
+        if framing is not _FR_NONE and framing is not _FR_LENGTH:  # a Content-Length body ends by itself
             try:
                 self.write(writer.end(framing, trailers))
             except ProtocolError:
@@ -594,7 +593,7 @@ class ClientConn(asyncio.Protocol):
         self.timer = self.loop.call_later(max(deadline - time.monotonic(), 0.0), self._on_timer)
 
     def deadline_hint(self, when: float) -> None:
-        if self.phase is Phase.STREAM:
+        if self.phase is _PH_STREAM:
             self._want(when)
 
     def _disarm(self) -> None:
@@ -661,3 +660,16 @@ class ClientConn(asyncio.Protocol):
                 deadline = now + client
             nxt = deadline if nxt is None else min(nxt, deadline)
         return nxt
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_FR_CHUNKED = Framing.CHUNKED
+_FR_CLOSE = Framing.CLOSE
+_FR_LENGTH = Framing.LENGTH
+_FR_NONE = Framing.NONE
+_PH_CLOSED = Phase.CLOSED
+_PH_HEAD = Phase.HEAD
+_PH_IDLE = Phase.IDLE
+_PH_STREAM = Phase.STREAM
+_PH_TUNNEL = Phase.TUNNEL

@@ -119,10 +119,10 @@ def kind_after_release(requests_served: int, is_h2: bool = False) -> ListKind:
     connection that served none cannot be released idle (ValueError).
     """
     if is_h2:
-        return ListKind.SAFE
+        return _LK_SAFE
     if requests_served < 1:
         raise ValueError(f"an HTTP/1 connection released after {requests_served} requests")
-    return ListKind.IDLE if requests_served == 1 else ListKind.SAFE
+    return _LK_IDLE if requests_served == 1 else _LK_SAFE
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def worker_holds_for(kind: ListKind, *, worker_idle: int, worker_safe: int) -> b
     worker's **idle** list is empty): a SAFE connection is blocked only by a safe one, an IDLE
     (unsafe) one by either. ``worker_idle``/``worker_safe``: this worker's counts for the server.
     """
-    return worker_safe > 0 or (kind is ListKind.IDLE and worker_idle > 0)
+    return worker_safe > 0 or (kind is _LK_IDLE and worker_idle > 0)
 
 
 def should_keep(
@@ -263,7 +263,7 @@ def should_keep(
     ``++curr_idle_conns``, undone with a rejection if it went above ``pool_max_conn``), since other
     workers decide concurrently.
     """
-    if private or purge_delay <= 0 or not server_usable or mode is ReuseMode.NEVER:
+    if private or purge_delay <= 0 or not server_usable or mode is _RM_NEVER:
         return False
     if 0 <= pool_max_conn <= idle_total:
         return False
@@ -466,3 +466,10 @@ def acquire_plan(
         and may_steal(idle_total, pool_low_conn)
     )
     return AcquirePlan(lists, steal, connects)
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_LK_IDLE = ListKind.IDLE
+_LK_SAFE = ListKind.SAFE
+_RM_NEVER = ReuseMode.NEVER

@@ -354,7 +354,7 @@ class ServerRuntime:
 
     @staticmethod
     def pooled_state(kind: ListKind) -> Acct:
-        return Acct.SAFE if kind is ListKind.SAFE else Acct.IDLE
+        return _AC_SAFE if kind is _LK_SAFE else _AC_IDLE
 
     # -- lending: the owner's side of proxy.slots -------------------------------------------------
     def lend_from(self, slots: SlotArray, owner_word: int) -> None:
@@ -378,7 +378,7 @@ class ServerRuntime:
         k = heapq.heappop(self.free)
         conn.slot_tag = slots.publish(
             k, owner=self.owner_word, fd=conn.fd, conn_id=conn.id, ports=conn.ports,
-            meta=make_meta(safe=kind is ListKind.SAFE, reqs=conn.requests), key_hash=key_hash(conn.key),
+            meta=make_meta(safe=kind is _LK_SAFE, reqs=conn.requests), key_hash=key_hash(conn.key),
             idle_since_ns=int(conn.idle_since * 1e9),
         )  # fmt: skip
         conn.slot = k
@@ -506,7 +506,7 @@ class ServerRuntime:
             if conn.slot >= 0 and not self.unpark(conn):  # (unpark's own first test, inline)
                 continue  # another worker claimed it first: lent
             if conn.alive and (self.slots is None or conn.peek_ready()):  # parked unread: peek
-                self.move(conn, Acct.USED)
+                self.move(conn, _AC_USED)
                 return conn
             conn.close()  # closed by the server while parked: the hook uncounts it
 
@@ -516,3 +516,11 @@ class ServerRuntime:
             f"<Server {self.backend_name}/{self.name} {self.cfg.host}:{self.cfg.port}"
             f" used={r.used} idle={r.idle} served={r.served} local_idle={len(self.pool)}>"
         )
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_AC_IDLE = Acct.IDLE
+_AC_SAFE = Acct.SAFE
+_AC_USED = Acct.USED
+_LK_SAFE = ListKind.SAFE

@@ -143,7 +143,7 @@ class Stream(StreamRules):
         self.side = side
         self.env = env
         self.head = head
-        self.phase = Phase.NEW
+        self.phase = _PH_NEW
         self.t_start = t_start
         self.t_head = time.monotonic()
         self.t_resp = 0.0
@@ -154,7 +154,7 @@ class Stream(StreamRules):
         # Request body bytes not yet sent (no connection yet), and the end once read.
         self.pending: list[bytes] = []
         self.pending_len = 0
-        self.req_done = head.body is Framing.NONE
+        self.req_done = head.body is _FR_NONE
         self.req_trailers: Headers | None = [] if self.req_done else None  # the end, until sent
         self.body_paused = False  # this stream paused the client's request body
         # A copy of what was sent on a *reused* connection while the request may be replayed on a
@@ -189,7 +189,7 @@ class Stream(StreamRules):
     # -- StreamHandle: what the client mux reads ------------------------------------------------
     @property
     def tunnel(self) -> bool:
-        return self.phase is Phase.TUNNEL
+        return self.phase is _PH_TUNNEL
 
     @property
     def waiting_for_server(self) -> bool:
@@ -229,7 +229,7 @@ class Stream(StreamRules):
         if conn is not None:
             self._attach(conn)
             return
-        self._to(Phase.CONNECTING)
+        self._to(_PH_CONNECTING)
         self.task = asyncio.get_running_loop().create_task(self._acquire())
 
     def _decide_keep_alive(self, backend: Backend) -> None:
@@ -273,10 +273,10 @@ class Stream(StreamRules):
     def _attach(self, conn: ServerConn) -> None:
         acq = self.acq
         assert acq is not None
-        if self.phase is Phase.NEW or self.phase is Phase.CONNECTING:  # the legal moves, unchecked
-            self.phase = Phase.EXCHANGE
+        if self.phase is _PH_NEW or self.phase is _PH_CONNECTING:  # the legal moves, unchecked
+            self.phase = _PH_EXCHANGE
         else:
-            self._to(Phase.EXCHANGE)  # raises
+            self._to(_PH_EXCHANGE)  # raises
         self.conn = conn
         conn.attach(self, self.head.method)
         keep_replay = (
@@ -305,7 +305,7 @@ class Stream(StreamRules):
 
     def on_request_data(self, data: bytes) -> None:
         phase = self.phase
-        if phase is Phase.DONE or phase is Phase.TUNNEL:
+        if phase is _PH_DONE or phase is _PH_TUNNEL:
             return
         conn = self.conn
         if conn is not None:
@@ -325,7 +325,7 @@ class Stream(StreamRules):
 
     def on_request_end(self, trailers: Headers) -> None:
         self.req_done = True
-        if self.phase is Phase.DONE or self.req_trailers is not None:
+        if self.phase is _PH_DONE or self.req_trailers is not None:
             return  # ended, or a request without body whose end was known (and sent) from its head
         self.req_trailers = trailers
         if self.conn is not None:
@@ -366,7 +366,7 @@ class Stream(StreamRules):
         """Called by the client mux's timer: act on an expired ``timeout server`` (504 before the
         response head, a cut after it) and return when to look again (None: nothing to watch)."""
         timeout = self.server_timeout
-        if not timeout or self.phase is not Phase.EXCHANGE:
+        if not timeout or self.phase is not _PH_EXCHANGE:
             return None
         last = self.server_last_io
         if not self.req_done:  # an upload still moving keeps the server side alive too
@@ -387,7 +387,7 @@ class Stream(StreamRules):
         side.cork()  # one write (one syscall) for everything these events produce
         try:
             for ev in events:
-                if self.phase is not Phase.EXCHANGE:
+                if self.phase is not _PH_EXCHANGE:
                     return
                 if isinstance(ev, Data):
                     if not self.interim:
@@ -433,7 +433,7 @@ class Stream(StreamRules):
                 if value.split(b" ", 1)[0].lower() in _AUTH_PRIVATE:
                     self.backend.make_private(conn)
                     break
-        if not resp.keep_alive or resp.body is Framing.CLOSE:
+        if not resp.keep_alive or resp.body is _FR_CLOSE:
             self.server_keep = False
         self.client_keep = self.side.send_response_head(
             resp, keep_alive=self.client_keep, request_done=self.req_done
@@ -612,10 +612,10 @@ class Stream(StreamRules):
         self._end(log_status=status)
 
     def _end(self, log_status: int) -> None:
-        if self.phase is Phase.DONE:
+        if self.phase is _PH_DONE:
             return
-        tunnel = self.phase is Phase.TUNNEL
-        self.phase = Phase.DONE  # legal from every phase but DONE (see _PHASES)
+        tunnel = self.phase is _PH_TUNNEL
+        self.phase = _PH_DONE  # legal from every phase but DONE (see _PHASES)
         if self.task is not None:
             self.task.cancel()
             self.task = None
@@ -643,3 +643,14 @@ class Stream(StreamRules):
     @property
     def server(self) -> ServerRuntime | None:
         return self.acq.server if self.acq is not None else None
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_FR_CLOSE = Framing.CLOSE
+_FR_NONE = Framing.NONE
+_PH_CONNECTING = Phase.CONNECTING
+_PH_DONE = Phase.DONE
+_PH_EXCHANGE = Phase.EXCHANGE
+_PH_NEW = Phase.NEW
+_PH_TUNNEL = Phase.TUNNEL
