@@ -221,7 +221,7 @@ class Backend:
             conn = srv.take_idle(acq.key, lists)  # type: ignore[assignment]
         if conn is None:
             return None
-        srv.row.add(R_REUSES)
+        srv.count_reuse()  # the row's R_REUSES
         acq.reused = True
         acq.t_connected = time.monotonic()
         return conn
@@ -413,8 +413,7 @@ class Backend:
             return
         kind = kind_after_release(conn.requests)
         pool = srv.pool
-        row = srv.row
-        idle_total = row.idle
+        idle_total = srv.idle_now()
         keep = should_keep(
             private=False,
             purge_delay=srv.cfg.pool_purge_delay,
@@ -423,9 +422,9 @@ class Backend:
             pool_max_conn=srv.cfg.pool_max_conn,
             idle_total=idle_total,
             worker_has_idle_of_kind=pool.holds_for(kind),
-            used=row.used,
+            used=srv.used_now(),
             idle=idle_total,
-            est_need=row.est_need,
+            est_need=srv.est_need_now(),
             pool_low_conn=srv.cfg.pool_low_conn,
         )
         # The move is bounded by pool-max-conn: another worker may have taken the last place.

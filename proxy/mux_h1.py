@@ -593,7 +593,7 @@ class ClientConn(asyncio.Protocol):
         self.timer = self.loop.call_later(max(deadline - time.monotonic(), 0.0), self._on_timer)
 
     def deadline_hint(self, when: float) -> None:
-        if self.phase is _PH_STREAM:
+        if self.phase is _PH_STREAM and (self.timer is None or when < self.timer_at - 0.001):  # _want's test
             self._want(when)
 
     def _disarm(self) -> None:

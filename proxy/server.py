@@ -58,7 +58,17 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model import Server
 from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
-from proxy.shm import R_ADMIN_STATE, AdminState, ServerCell, ServerRow
+from proxy.shm import (
+    R_ADMIN_STATE,
+    R_EST_NEED,
+    R_IDLE,
+    R_QUEUE_LEN,
+    R_REQUESTS,
+    R_REUSES,
+    R_USED,
+    AdminState,
+    ServerCell,
+)
 from proxy.slot_array import SlotArray
 from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
 
@@ -257,12 +267,17 @@ class ServerRuntime:
     """One configured server inside one worker."""
 
     __slots__ = (
+        "admin_word",
         "backend_name",
         "bell_seen",
         "cell",
         "cfg",
         "closing",
+        "count_request",
+        "count_reuse",
+        "est_need_now",
         "free",
+        "idle_now",
         "index",
         "lent",
         "maint",
@@ -270,10 +285,12 @@ class ServerRuntime:
         "peers",
         "pool",
         "published",
+        "queued_now",
         "row",
         "slot",
         "slots",
         "static_key",
+        "used_now",
         "waiters",
     )
 
@@ -285,7 +302,15 @@ class ServerRuntime:
         self.cfg = cfg
         self.peers = cells  # every worker's cell for this server (others' are only read)
         cell = self.cell = cells[slot]
-        self.row: ServerRow = cell.row
+        row = self.row = cell.row
+        # The row's words read or counted on every request, as frame-free calls (ServerRow.reader)
+        self.admin_word = row.reader(R_ADMIN_STATE)
+        self.queued_now = row.reader(R_QUEUE_LEN)
+        self.idle_now = row.reader(R_IDLE)
+        self.used_now = row.reader(R_USED)
+        self.est_need_now = row.reader(R_EST_NEED)
+        self.count_request = row.counter(R_REQUESTS)
+        self.count_reuse = row.counter(R_REUSES)
         self.pool: IdlePool[Conn] = IdlePool(f"{backend_name}/{cfg.name}")
         self.maint = cfg.disabled
         self.static_key: ConnKey | None = None  # the key of every connection, without usesrc clientip
@@ -308,7 +333,7 @@ class ServerRuntime:
     def usable(self) -> bool:
         # FMAINT: put in maintenance on the runtime API (``set server ... state maint``); the word
         # loaded directly and tested with a plain int (an IntFlag ``&`` is three Python calls)
-        return not self.maint and not self.row.load(R_ADMIN_STATE) & _FMAINT
+        return not self.maint and not self.admin_word() & _FMAINT
 
     # -- accounting ---------------------------------------------------------------------------
     def move(

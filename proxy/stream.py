@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Protocol
 from proxy.backend import AcquireError
 from proxy.log import notice
 from proxy.message import Data, EndOfMessage, Event, Framing, ResponseHead, header_values
-from proxy.shm import R_REQUESTS
 from proxy.stream_rules import StreamRules
 
 if TYPE_CHECKING:
@@ -222,7 +221,7 @@ class Stream(StreamRules):
         if srv is None:
             self.fail(503, "SC")
             return
-        srv.row.add(R_REQUESTS)
+        srv.count_request()  # the row's R_REQUESTS
         self._decide_keep_alive(backend)
         acq = self.acq = backend.acquisition(srv, session)
         conn = backend.acquire_now(acq)
