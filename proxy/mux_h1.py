@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,7 @@ PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
 # The framings under which a bare response head (``ResponseHead.wire``) is relayed unchanged: the
 # head states them itself (a HEAD/304/204 answer or a 1xx goes through the writer).
 _RELAYED = (Framing.LENGTH, Framing.CHUNKED)
+_NO_EVENTS: tuple[()] = ()
 
 
 class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
@@ -130,9 +132,9 @@ class ClientConn(asyncio.Protocol):
         self.phase = Phase.IDLE
         self.stream: StreamHandle | None = None  # the current request's, or the tunnel's
         self.stream_head: RequestHead | None = None
-        # Parsed events not consumed yet: a list read from ``inbox_at`` (an empty deque costs 760
-        # bytes per connection, a list 56).
-        self.inbox: list[Event] = []
+        # Parsed events not consumed yet: a list read from ``inbox_at``; the shared empty tuple while
+        # there are none (an empty deque costs 760 bytes per connection, an empty list 56).
+        self.inbox: list[Event] | tuple[()] = _NO_EVENTS
         self.inbox_at = 0
         self.parse_error: ProtocolError | None = None
         self.pause_reasons = 0
@@ -179,7 +181,8 @@ class ClientConn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
-            self.session = Session(str(peer[0]), int(peer[1]))
+            # interned: the connections of one client address share one string (memory per connection)
+            self.session = Session(sys.intern(str(peer[0])), int(peer[1]))
         else:
             self.session = Session("unix", 0)
         self.env.client_opened(self)
@@ -297,7 +300,9 @@ class ClientConn(asyncio.Protocol):
             self.inbox = events
             self.inbox_at = 0
         else:
-            self.inbox.extend(events)
+            inbox = self.inbox
+            assert isinstance(inbox, list)  # not empty: the parser's list
+            inbox.extend(events)
 
     def _drain_inbox(self) -> None:
         inbox = self.inbox
@@ -307,7 +312,7 @@ class ClientConn(asyncio.Protocol):
                 ev = inbox[self.inbox_at]  # _pop, inline (twice a request)
                 self.inbox_at += 1
                 if self.inbox_at == len(inbox):
-                    inbox = self.inbox = []
+                    inbox = self.inbox = _NO_EVENTS
                     self.inbox_at = 0
                 if not isinstance(ev, RequestHead):  # cannot happen with a conforming parser
                     self._reject(ProtocolError("event out of order", 400))
@@ -318,7 +323,7 @@ class ClientConn(asyncio.Protocol):
                 ev = inbox[self.inbox_at]
                 self.inbox_at += 1
                 if self.inbox_at == len(inbox):
-                    inbox = self.inbox = []
+                    inbox = self.inbox = _NO_EVENTS
                     self.inbox_at = 0
                 if isinstance(ev, Data):
                     stream.on_request_data(ev.data)
@@ -502,7 +507,7 @@ class ClientConn(asyncio.Protocol):
         self.tunnel_timeout = stream.tunnel_timeout or self.cfg.timeouts.client
         if self.tunnel_timeout:
             self._want(time.monotonic() + self.tunnel_timeout)
-        self.inbox = []
+        self.inbox = _NO_EVENTS
         self.inbox_at = 0
         self.upgrade_held = False
         self._set_pause(PAUSE_PIPELINE | PAUSE_UPGRADE | PAUSE_BODY, False)
