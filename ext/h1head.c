@@ -41,13 +41,14 @@
  * Upgrade when Connection lists "upgrade". So a plain head is valid, its framing follows from the
  * three values alone, and its headers need no canonical rewrite.
  *
- * The wire bytes. `wire` is the head block itself (bytes, buf[pos:end]) when the head is *bare*,
- * else None. A head is bare when it is plain, HTTP/1.1, and holds no hop-by-hop header other than
- * a plain "Transfer-Encoding: chunked" (no Connection, Keep-Alive, Proxy-Connection,
+ * The wire bytes. `wire` is the head block (bytes) when the head is *bare*, else None. A head is
+ * bare when it is plain, HTTP/1.1, and holds no hop-by-hop header other than a plain
+ * "Transfer-Encoding: chunked" and the plain Connection header (no Keep-Alive, Proxy-Connection,
  * Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Upgrade); for a response, its reason phrase
- * is also non-empty with no SP/HT after it. Such a block says exactly what proxy.h1.writer would
- * write for it in keep-alive (the same start line, fields and framing; only the order of the
- * framing header and the OWS around values may differ), so a client mux may relay it unchanged.
+ * is also non-empty with no SP/HT after it. `wire` is then buf[pos:end] without the Connection
+ * line if there is one: exactly what proxy.h1.writer would write for the head in keep-alive (the
+ * same start line, fields and framing; only the order of the framing header and the OWS around
+ * values may differ), so a mux may relay it unchanged.
  *
  * Arguments: buf is bytes (or exports a contiguous buffer); pos, max_head and max_headers are ints,
  * 0 <= pos <= len(buf), the other two >= 0; anything else raises ValueError (TypeError for the
@@ -214,20 +215,22 @@ name_object(const unsigned char *p, size_t n)
 }
 
 typedef struct {
-    int hop; /* a hop-by-hop header other than Transfer-Encoding was seen */
+    int hop; /* a hop-by-hop header other than Transfer-Encoding and Connection was seen */
+    const unsigned char *conn_line, *conn_end; /* the first Connection line, CRLF included */
     Py_ssize_t count[N_FIELDS];
     const unsigned char *value[N_FIELDS]; /* the first value of each field, and its length */
     size_t len[N_FIELDS];
 } fields_t;
 
-/* Whether a header name is hop-by-hop (proxy.message.HOP_BY_HOP) other than Transfer-Encoding. */
+/* Whether a header name is hop-by-hop (proxy.message.HOP_BY_HOP) other than Transfer-Encoding and
+ * Connection (those two are framing fields, counted by field_of). */
 static inline int
 hop_by_hop(const unsigned char *name, size_t n)
 {
     switch (n) {
     case 2: return lower_eq(name, 2, "te");
     case 7: return lower_eq(name, 7, "trailer") || lower_eq(name, 7, "upgrade");
-    case 10: return lower_eq(name, 10, "connection") || lower_eq(name, 10, "keep-alive");
+    case 10: return lower_eq(name, 10, "keep-alive");
     case 16: return lower_eq(name, 16, "proxy-connection");
     case 18: return lower_eq(name, 18, "proxy-authenticate");
     case 19: return lower_eq(name, 19, "proxy-authorization");
@@ -267,6 +270,10 @@ build_headers(const unsigned char *p, const unsigned char *end, Py_ssize_t count
         if (f >= 0 && fl->count[f]++ == 0) {
             fl->value[f] = v;
             fl->len[f] = (size_t)(e - v);
+            if (f == F_CONNECTION) {
+                fl->conn_line = p;
+                fl->conn_end = cr + 2;
+            }
         }
         name = name_object(p, name_len);
         value = e == v ? Py_NewRef(empty) : PyBytes_FromStringAndSize((const char *)v, e - v);
@@ -460,20 +467,15 @@ parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, input_t *
     return 0;
 }
 
-/* The 10-tuple both functions return; steals the references it is given (NULL: fail). `wire`
- * is the block's first byte when the head is bare (see the top of this file), else NULL. */
+/* The 10-tuple both functions return; steals the references it is given (NULL: fail); `wire_obj`
+ * is wire_of's answer. */
 static PyObject *
 result(Py_ssize_t end, PyObject *a, PyObject *b, PyObject *version, PyObject *headers,
-       PyObject *found, const plain_t *pl, const unsigned char *wire, Py_ssize_t wire_len)
+       PyObject *found, const plain_t *pl, PyObject *wire_obj)
 {
-    PyObject *length = NULL, *out = NULL, *wire_obj = NULL;
+    PyObject *length = NULL, *out = NULL;
 
-    if (a == NULL || b == NULL || headers == NULL) {
-        goto done;
-    }
-    wire_obj = wire != NULL ? PyBytes_FromStringAndSize((const char *)wire, wire_len)
-                            : Py_NewRef(Py_None);
-    if (wire_obj == NULL) {
+    if (a == NULL || b == NULL || headers == NULL || wire_obj == NULL) {
         goto done;
     }
     if (found != NULL) {
@@ -520,6 +522,30 @@ done:
     Py_XDECREF(length);
     Py_XDECREF(wire_obj);
     return NULL;
+}
+
+/* `wire` (see the top of this file) for a block [start, end) whose header fields are `fl`: None
+ * unless `bare`; else the block without its Connection line, if any. NULL: fail. */
+static PyObject *
+wire_of(int bare, const unsigned char *start, const unsigned char *end, const fields_t *fl)
+{
+    PyObject *out;
+    char *w;
+
+    if (!bare) {
+        return Py_NewRef(Py_None);
+    }
+    if (fl->count[F_CONNECTION] == 0) {
+        return PyBytes_FromStringAndSize((const char *)start, end - start);
+    }
+    out = PyBytes_FromStringAndSize(NULL, (end - start) - (fl->conn_end - fl->conn_line));
+    if (out == NULL) {
+        return NULL;
+    }
+    w = PyBytes_AS_STRING(out);
+    memcpy(w, start, (size_t)(fl->conn_line - start));
+    memcpy(w + (fl->conn_line - start), fl->conn_end, (size_t)(end - fl->conn_end));
+    return out;
 }
 
 /* "HTTP/1.1" or "HTTP/1.0" at p (within lim): the version object, or NULL. */
@@ -608,7 +634,7 @@ parse_request(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
     {
         int bare = plain && version == version_11 && !fl.hop;
         PyObject *out = result(end - in.base, Py_NewRef(methods[m]), target_obj, version, headers,
-                               found, &pl, bare ? in.p : NULL, end - in.p);
+                               found, &pl, wire_of(bare, in.p, end, &fl));
 
         PyBuffer_Release(&in.view); /* after the last read of its bytes */
         return out;
@@ -684,7 +710,7 @@ parse_response(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t na
     /* bare: the reason phrase non-empty and nothing stripped after it (p is the end of the line) */
     bare = plain && version == version_11 && !fl.hop && reason_end > reason && reason_end == p;
     out = result(end - in.base, PyLong_FromLong(status), reason_obj, version, headers, found, &pl,
-                 bare ? in.p : NULL, end - in.p);
+                 wire_of(bare, in.p, end, &fl));
     PyBuffer_Release(&in.view); /* after the last read of its bytes */
     return out;
 

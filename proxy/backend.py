@@ -80,7 +80,7 @@ class Acquisition:
         self.server = server
         self.key = key
         self.session = session
-        self.first = session.first_request
+        self.first = session.requests_done == 0  # session.first_request, inline
         self.has_slot = False
         self.reused = False  # the connection had served a request before (a replay may be needed)
         self.t_queued = 0.0  # when the slot was obtained
@@ -150,7 +150,10 @@ class Backend:
         return key
 
     def acquisition(self, srv: ServerRuntime, session: Session) -> Acquisition:
-        return Acquisition(srv, self.key_for(srv, session.client_ip), session)
+        key = srv.static_key  # key_for's common case, inline (once a request)
+        if key is None or srv.cfg.usesrc_clientip:
+            key = self.key_for(srv, session.client_ip)
+        return Acquisition(srv, key, session)
 
     # -- acquiring ----------------------------------------------------------------------------
     def acquire_now(self, acq: Acquisition) -> ServerConn | None:

@@ -57,7 +57,7 @@ _SIMPLE_HOST = re.compile(rb"[-A-Za-z0-9._~!$&'()*+,;=%]*(?::[0-9]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,15}")
 
 
-_HOP = HOP_BY_HOP - {b"transfer-encoding"}
+_HOP = HOP_BY_HOP - {b"transfer-encoding", b"connection"}
 
 
 def plain_framing(found: dict[bytes, list[bytes]], version: bytes) -> tuple[int | None, bool, int] | None:
@@ -126,7 +126,9 @@ def reference(request: bool, buf: bytes, pos: int, max_head: int, max_headers: i
     if not request:
         raw_reason = block[13 : line_end - 2] if block[12:13] == b" " else b""
         bare = bare and bool(second) and raw_reason == second
-    return (end + 4, first, second, version, headers, None, *facts, block if bare else None)
+    # ...relayed without its Connection line (a plain head has one at most)
+    wire = re.sub(rb"\r\n[Cc][Oo][Nn][Nn][Ee][Cc][Tt][Ii][Oo][Nn]:[^\r]*", b"", block, count=1)
+    return (end + 4, first, second, version, headers, None, *facts, wire if bare else None)
 
 
 def scan(c: ModuleType, request: bool, buf: bytes, pos: int = 0, max_head: int = MAX_HEAD,
