@@ -50,6 +50,16 @@
  * same start line, fields and framing; only the order of the framing header and the OWS around
  * values may differ), so a mux may relay it unchanged.
  *
+ * fields(headers, drop, /) -> (bytes, count) | None
+ *
+ * proxy.h1.writer's loop over the header fields of a head it re-serialises (_copy_fields): every
+ * (name, value) pair of the list `headers` whose lower-cased name is neither hop-by-hop
+ * (proxy.message.HOP_BY_HOP), Content-Length nor Transfer-Encoding nor in the frozenset `drop`
+ * (lower-case names), written "name: value\r\n" in order, and how many were. None when a name or
+ * value holds CR, LF or NUL, an item is not a pair of bytes, or there is a Connection header
+ * (whose tokens nominate more names to drop): the Python loop then runs (and its check raises the
+ * exact error).
+ *
  * Arguments: buf is bytes (or exports a contiguous buffer); pos, max_head and max_headers are ints,
  * 0 <= pos <= len(buf), the other two >= 0; anything else raises ValueError (TypeError for the
  * wrong types). The GIL is held throughout.
@@ -723,7 +733,135 @@ fail:
     return NULL;
 }
 
+/* Whether a header name is one the writer always drops (writer._ALWAYS_DROPPED). */
+static inline int
+always_dropped(const unsigned char *name, size_t n)
+{
+    if (hop_by_hop(name, n)) {
+        return 1;
+    }
+    switch (n) {
+    case 10: return lower_eq(name, 10, "connection");
+    case 14: return lower_eq(name, 14, "content-length");
+    case 17: return lower_eq(name, 17, "transfer-encoding");
+    default: return 0;
+    }
+}
+
+static PyObject *
+fields(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *headers, *drop, *out, *result;
+    Py_ssize_t n, total = 0, kept = 0;
+    char *w;
+    unsigned char *keep;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "fields(headers, drop, /) takes exactly 2 arguments");
+        return NULL;
+    }
+    if (!PyList_Check(args[0]) || !PyFrozenSet_Check(args[1])) {
+        Py_RETURN_NONE; /* another sequence or set: the Python loop */
+    }
+    headers = args[0];
+    drop = args[1];
+    n = PyList_GET_SIZE(headers);
+    keep = PyMem_Malloc(n > 0 ? (size_t)n : 1);
+    if (keep == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(headers, i), *name, *value;
+        const unsigned char *v;
+        Py_ssize_t vn, nn;
+
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            goto fallback;
+        }
+        name = PyTuple_GET_ITEM(pair, 0);
+        value = PyTuple_GET_ITEM(pair, 1);
+        if (!PyBytes_CheckExact(name) || !PyBytes_CheckExact(value)) {
+            goto fallback;
+        }
+        nn = PyBytes_GET_SIZE(name);
+        if (nn == 10 && lower_eq((const unsigned char *)PyBytes_AS_STRING(name), 10, "connection")) {
+            goto fallback; /* its tokens may nominate more names: the Python loop knows the rule */
+        }
+        keep[i] = !always_dropped((const unsigned char *)PyBytes_AS_STRING(name), (size_t)nn);
+        if (keep[i] && PySet_GET_SIZE(drop) > 0) {
+            /* the rare case (a Connection that nominates, a caller's drop): look the name up */
+            PyObject *lower = PyObject_CallMethod(name, "lower", NULL);
+            int found;
+
+            if (lower == NULL) {
+                PyMem_Free(keep);
+                return NULL;
+            }
+            found = PySet_Contains(drop, lower);
+            Py_DECREF(lower);
+            if (found < 0) {
+                PyMem_Free(keep);
+                return NULL;
+            }
+            keep[i] = !found;
+        }
+        if (!keep[i]) {
+            continue;
+        }
+        v = (const unsigned char *)PyBytes_AS_STRING(value);
+        vn = PyBytes_GET_SIZE(value);
+        for (Py_ssize_t j = 0; j < vn; j++) {
+            if (v[j] == '\r' || v[j] == '\n' || v[j] == 0) {
+                goto fallback;
+            }
+        }
+        /* names come from a parser (tokens) or a rule; one with CR/LF/NUL goes the Python way */
+        if (memchr(PyBytes_AS_STRING(name), '\r', (size_t)nn) ||
+            memchr(PyBytes_AS_STRING(name), '\n', (size_t)nn) ||
+            memchr(PyBytes_AS_STRING(name), 0, (size_t)nn)) {
+            goto fallback;
+        }
+        total += nn + 2 + vn + 2;
+        kept++;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) {
+        PyMem_Free(keep);
+        return NULL;
+    }
+    w = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(headers, i), *name, *value;
+
+        if (!keep[i]) {
+            continue;
+        }
+        name = PyTuple_GET_ITEM(pair, 0);
+        value = PyTuple_GET_ITEM(pair, 1);
+        memcpy(w, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
+        w += PyBytes_GET_SIZE(name);
+        *w++ = ':';
+        *w++ = ' ';
+        memcpy(w, PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+        w += PyBytes_GET_SIZE(value);
+        *w++ = '\r';
+        *w++ = '\n';
+    }
+    PyMem_Free(keep);
+    result = Py_BuildValue("(Nn)", out, kept);
+    return result;
+
+fallback:
+    PyMem_Free(keep);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"fields", (PyCFunction)(void (*)(void))fields, METH_FASTCALL,
+     PyDoc_STR("fields($module, headers, drop, /)\n--\n\n"
+               "The writer's header lines: (bytes, count) of the pairs whose lower-case name is "
+               "not hop-by-hop, Content-Length, Transfer-Encoding nor in drop; None when a value "
+               "holds CR, LF or NUL (see ext/h1head.c).")},
     {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
      PyDoc_STR("parse_request($module, buf, pos, max_head, max_headers, /)\n--\n\n"
                "The request head block at buf[pos], if complete, valid and within the limits: "

@@ -20,3 +20,6 @@ def parse_request(
 def parse_response(
     buf: Buffer, pos: int, max_head: int, max_headers: int, /
 ) -> tuple[int, int, bytes, bytes, _Headers, _Found, int | None, bool, int, bytes | None] | None: ...
+
+# The writer's header lines (proxy.h1.writer._copy_fields), or None when its Python loop must run.
+def fields(headers: _Headers, drop: frozenset[bytes], /) -> tuple[bytes, int] | None: ...
