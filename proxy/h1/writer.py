@@ -2,7 +2,9 @@
 
 Contract:
 
-- Every head is re-serialized from the model (never raw bytes passed through), with CRLF line ends.
+- Every head it writes is re-serialized from the model, with CRLF line ends. (The muxes do not call
+  it for a head whose ``wire`` bytes the native parser vouched for — ``proxy.message``: those are
+  relayed as received, less the ``Connection`` line, which says the same as what is written here.)
   Hop-by-hop headers (``proxy.message.HOP_BY_HOP``) and the names the ``Connection`` header
   nominates are dropped, except that a nomination never drops ``Host``, ``Content-Length`` or
   ``Transfer-Encoding`` (framing is ours, and nominating it is a smuggling trick). The received
