@@ -809,9 +809,11 @@ def test_events_after_the_end_are_ignored(make_world: Callable[..., World]) -> N
     assert w.env.logged == [(-1, "CH")] and w.fake.finished == [(conn, False)]
 
 
-# --- heads relayed as received (RequestHead.wire) ------------------------------------------------------
+# --- heads relayed as received (RequestHead.wire) -------------------------------------------------
 @pytest.mark.parametrize("server_keep", [True, False])
-def test_a_bare_request_head_is_relayed_as_received(make_world: Callable[..., World], server_keep: bool) -> None:
+def test_a_bare_request_head_is_relayed_as_received(
+    make_world: Callable[..., World], server_keep: bool
+) -> None:
     """The server connection writes a request head's ``wire`` bytes (the client's order and case),
     adding ``Connection: close`` when it will not be reused; a rule's context drops ``wire`` first."""
     w = make_world(engine_name="native", be_conn_mode="keep-alive" if server_keep else "httpclose")
