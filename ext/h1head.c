@@ -1,9 +1,9 @@
 /* proxy._h1head: the HTTP/1 head scanner of the ``native`` engine (proxy.h1.engine_native).
  *
  * parse_request(buf, pos, max_head, max_headers, /)
- *     -> (end, method, target, version, headers, found, length, chunked, connection) | None
+ *     -> (end, method, target, version, headers, found, length, chunked, connection, wire) | None
  * parse_response(buf, pos, max_head, max_headers, /)
- *     -> (end, status, reason, version, headers, found, length, chunked, connection) | None
+ *     -> (end, status, reason, version, headers, found, length, chunked, connection, wire) | None
  *
  * One call does, for the head block that starts at buf[pos], what the grammar scan, an engine's
  * tokenizer and the collection of the framing fields do in Python (proxy.h1.grammar,
@@ -40,6 +40,25 @@
  * Upgrade (and, for a response, Host and Expect) do not matter to a plain head: the rules only read
  * Upgrade when Connection lists "upgrade". So a plain head is valid, its framing follows from the
  * three values alone, and its headers need no canonical rewrite.
+ *
+ * The wire bytes. `wire` is the head block (bytes) when the head is *bare*, else None. A head is
+ * bare when it is plain, HTTP/1.1, and holds no hop-by-hop header other than a plain
+ * "Transfer-Encoding: chunked" and the plain Connection header (no Keep-Alive, Proxy-Connection,
+ * Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Upgrade); for a response, its reason phrase
+ * is also non-empty with no SP/HT after it. `wire` is then buf[pos:end] without the Connection
+ * line if there is one: exactly what proxy.h1.writer would write for the head in keep-alive (the
+ * same start line, fields and framing; only the order of the framing header and the OWS around
+ * values may differ), so a mux may relay it unchanged.
+ *
+ * fields(headers, drop, /) -> (bytes, count) | None
+ *
+ * proxy.h1.writer's loop over the header fields of a head it re-serialises (_copy_fields): every
+ * (name, value) pair of the list `headers` whose lower-cased name is neither hop-by-hop
+ * (proxy.message.HOP_BY_HOP), Content-Length nor Transfer-Encoding nor in the frozenset `drop`
+ * (lower-case names), written "name: value\r\n" in order, and how many were. None when a name or
+ * value holds CR, LF or NUL, an item is not a pair of bytes, or there is a Connection header
+ * (whose tokens nominate more names to drop): the Python loop then runs (and its check raises the
+ * exact error).
  *
  * Arguments: buf is bytes (or exports a contiguous buffer); pos, max_head and max_headers are ints,
  * 0 <= pos <= len(buf), the other two >= 0; anything else raises ValueError (TypeError for the
@@ -206,10 +225,28 @@ name_object(const unsigned char *p, size_t n)
 }
 
 typedef struct {
+    int hop; /* a hop-by-hop header other than Transfer-Encoding and Connection was seen */
+    const unsigned char *conn_line, *conn_end; /* the first Connection line, CRLF included */
     Py_ssize_t count[N_FIELDS];
     const unsigned char *value[N_FIELDS]; /* the first value of each field, and its length */
     size_t len[N_FIELDS];
 } fields_t;
+
+/* Whether a header name is hop-by-hop (proxy.message.HOP_BY_HOP) other than Transfer-Encoding and
+ * Connection (those two are framing fields, counted by field_of). */
+static inline int
+hop_by_hop(const unsigned char *name, size_t n)
+{
+    switch (n) {
+    case 2: return lower_eq(name, 2, "te");
+    case 7: return lower_eq(name, 7, "trailer") || lower_eq(name, 7, "upgrade");
+    case 10: return lower_eq(name, 10, "keep-alive");
+    case 16: return lower_eq(name, 16, "proxy-connection");
+    case 18: return lower_eq(name, 18, "proxy-authenticate");
+    case 19: return lower_eq(name, 19, "proxy-authorization");
+    default: return 0;
+    }
+}
 
 /* Build the header list of the `count` lines in [p, end) (already validated by scan_fields), and
  * note the framing fields in *fl. */
@@ -237,9 +274,16 @@ build_headers(const unsigned char *p, const unsigned char *end, Py_ssize_t count
             e--;
         }
         f = field_of(p, name_len);
+        if (!fl->hop && hop_by_hop(p, name_len)) {
+            fl->hop = 1;
+        }
         if (f >= 0 && fl->count[f]++ == 0) {
             fl->value[f] = v;
             fl->len[f] = (size_t)(e - v);
+            if (f == F_CONNECTION) {
+                fl->conn_line = p;
+                fl->conn_end = cr + 2;
+            }
         }
         name = name_object(p, name_len);
         value = e == v ? Py_NewRef(empty) : PyBytes_FromStringAndSize((const char *)v, e - v);
@@ -433,14 +477,15 @@ parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, input_t *
     return 0;
 }
 
-/* The 9-tuple both functions return; steals the references it is given (NULL: fail). */
+/* The 10-tuple both functions return; steals the references it is given (NULL: fail); `wire_obj`
+ * is wire_of's answer. */
 static PyObject *
 result(Py_ssize_t end, PyObject *a, PyObject *b, PyObject *version, PyObject *headers,
-       PyObject *found, const plain_t *pl)
+       PyObject *found, const plain_t *pl, PyObject *wire_obj)
 {
     PyObject *length = NULL, *out = NULL;
 
-    if (a == NULL || b == NULL || headers == NULL) {
+    if (a == NULL || b == NULL || headers == NULL || wire_obj == NULL) {
         goto done;
     }
     if (found != NULL) {
@@ -455,10 +500,12 @@ result(Py_ssize_t end, PyObject *a, PyObject *b, PyObject *version, PyObject *he
             goto done;
         }
     }
-    out = PyTuple_New(9);
+    out = PyTuple_New(10);
     if (out == NULL) {
         goto done;
     }
+    PyTuple_SET_ITEM(out, 9, wire_obj);
+    wire_obj = NULL;
     PyTuple_SET_ITEM(out, 0, PyLong_FromSsize_t(end));
     if (PyTuple_GET_ITEM(out, 0) == NULL) {
         Py_CLEAR(out);
@@ -483,7 +530,32 @@ done:
     Py_XDECREF(headers);
     Py_XDECREF(found);
     Py_XDECREF(length);
+    Py_XDECREF(wire_obj);
     return NULL;
+}
+
+/* `wire` (see the top of this file) for a block [start, end) whose header fields are `fl`: None
+ * unless `bare`; else the block without its Connection line, if any. NULL: fail. */
+static PyObject *
+wire_of(int bare, const unsigned char *start, const unsigned char *end, const fields_t *fl)
+{
+    PyObject *out;
+    char *w;
+
+    if (!bare) {
+        return Py_NewRef(Py_None);
+    }
+    if (fl->count[F_CONNECTION] == 0) {
+        return PyBytes_FromStringAndSize((const char *)start, end - start);
+    }
+    out = PyBytes_FromStringAndSize(NULL, (end - start) - (fl->conn_end - fl->conn_line));
+    if (out == NULL) {
+        return NULL;
+    }
+    w = PyBytes_AS_STRING(out);
+    memcpy(w, start, (size_t)(fl->conn_line - start));
+    memcpy(w + (fl->conn_line - start), fl->conn_end, (size_t)(end - fl->conn_end));
+    return out;
 }
 
 /* "HTTP/1.1" or "HTTP/1.0" at p (within lim): the version object, or NULL. */
@@ -569,8 +641,14 @@ parse_request(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
         }
     }
     target_obj = PyBytes_FromStringAndSize((const char *)target, (Py_ssize_t)target_len);
-    PyBuffer_Release(&in.view);
-    return result(end - in.base, Py_NewRef(methods[m]), target_obj, version, headers, found, &pl);
+    {
+        int bare = plain && version == version_11 && !fl.hop;
+        PyObject *out = result(end - in.base, Py_NewRef(methods[m]), target_obj, version, headers,
+                               found, &pl, wire_of(bare, in.p, end, &fl));
+
+        PyBuffer_Release(&in.view); /* after the last read of its bytes */
+        return out;
+    }
 
 none:
     PyBuffer_Release(&in.view);
@@ -587,10 +665,10 @@ parse_response(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t na
     input_t in;
     const unsigned char *p, *lim, *reason, *reason_end, *fields, *end;
     Py_ssize_t count;
-    PyObject *version, *headers, *found = NULL, *reason_obj;
+    PyObject *version, *headers, *found = NULL, *reason_obj, *out;
     fields_t fl;
     plain_t pl;
-    int status;
+    int status, plain, bare;
 
     if (parse_args("parse_response", args, nargs, &in) < 0) {
         return NULL;
@@ -628,7 +706,8 @@ parse_response(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t na
     if (headers == NULL) {
         goto fail;
     }
-    if (!plain_framing(&fl, version == version_11, &pl)) {
+    plain = plain_framing(&fl, version == version_11, &pl);
+    if (!plain) {
         found = framing_fields(headers);
         if (found == NULL) {
             Py_DECREF(headers);
@@ -638,8 +717,12 @@ parse_response(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t na
     reason_obj = reason_end == reason
                      ? Py_NewRef(empty)
                      : PyBytes_FromStringAndSize((const char *)reason, reason_end - reason);
+    /* bare: the reason phrase non-empty and nothing stripped after it (p is the end of the line) */
+    bare = plain && version == version_11 && !fl.hop && reason_end > reason && reason_end == p;
+    out = result(end - in.base, PyLong_FromLong(status), reason_obj, version, headers, found, &pl,
+                 wire_of(bare, in.p, end, &fl));
     PyBuffer_Release(&in.view); /* after the last read of its bytes */
-    return result(end - in.base, PyLong_FromLong(status), reason_obj, version, headers, found, &pl);
+    return out;
 
 none:
     PyBuffer_Release(&in.view);
@@ -650,16 +733,144 @@ fail:
     return NULL;
 }
 
+/* Whether a header name is one the writer always drops (writer._ALWAYS_DROPPED). */
+static inline int
+always_dropped(const unsigned char *name, size_t n)
+{
+    if (hop_by_hop(name, n)) {
+        return 1;
+    }
+    switch (n) {
+    case 10: return lower_eq(name, 10, "connection");
+    case 14: return lower_eq(name, 14, "content-length");
+    case 17: return lower_eq(name, 17, "transfer-encoding");
+    default: return 0;
+    }
+}
+
+static PyObject *
+fields(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *headers, *drop, *out, *result;
+    Py_ssize_t n, total = 0, kept = 0;
+    char *w;
+    unsigned char *keep;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "fields(headers, drop, /) takes exactly 2 arguments");
+        return NULL;
+    }
+    if (!PyList_Check(args[0]) || !PyFrozenSet_Check(args[1])) {
+        Py_RETURN_NONE; /* another sequence or set: the Python loop */
+    }
+    headers = args[0];
+    drop = args[1];
+    n = PyList_GET_SIZE(headers);
+    keep = PyMem_Malloc(n > 0 ? (size_t)n : 1);
+    if (keep == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(headers, i), *name, *value;
+        const unsigned char *v;
+        Py_ssize_t vn, nn;
+
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            goto fallback;
+        }
+        name = PyTuple_GET_ITEM(pair, 0);
+        value = PyTuple_GET_ITEM(pair, 1);
+        if (!PyBytes_CheckExact(name) || !PyBytes_CheckExact(value)) {
+            goto fallback;
+        }
+        nn = PyBytes_GET_SIZE(name);
+        if (nn == 10 && lower_eq((const unsigned char *)PyBytes_AS_STRING(name), 10, "connection")) {
+            goto fallback; /* its tokens may nominate more names: the Python loop knows the rule */
+        }
+        keep[i] = !always_dropped((const unsigned char *)PyBytes_AS_STRING(name), (size_t)nn);
+        if (keep[i] && PySet_GET_SIZE(drop) > 0) {
+            /* the rare case (a Connection that nominates, a caller's drop): look the name up */
+            PyObject *lower = PyObject_CallMethod(name, "lower", NULL);
+            int found;
+
+            if (lower == NULL) {
+                PyMem_Free(keep);
+                return NULL;
+            }
+            found = PySet_Contains(drop, lower);
+            Py_DECREF(lower);
+            if (found < 0) {
+                PyMem_Free(keep);
+                return NULL;
+            }
+            keep[i] = !found;
+        }
+        if (!keep[i]) {
+            continue;
+        }
+        v = (const unsigned char *)PyBytes_AS_STRING(value);
+        vn = PyBytes_GET_SIZE(value);
+        for (Py_ssize_t j = 0; j < vn; j++) {
+            if (v[j] == '\r' || v[j] == '\n' || v[j] == 0) {
+                goto fallback;
+            }
+        }
+        /* names come from a parser (tokens) or a rule; one with CR/LF/NUL goes the Python way */
+        if (memchr(PyBytes_AS_STRING(name), '\r', (size_t)nn) ||
+            memchr(PyBytes_AS_STRING(name), '\n', (size_t)nn) ||
+            memchr(PyBytes_AS_STRING(name), 0, (size_t)nn)) {
+            goto fallback;
+        }
+        total += nn + 2 + vn + 2;
+        kept++;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) {
+        PyMem_Free(keep);
+        return NULL;
+    }
+    w = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(headers, i), *name, *value;
+
+        if (!keep[i]) {
+            continue;
+        }
+        name = PyTuple_GET_ITEM(pair, 0);
+        value = PyTuple_GET_ITEM(pair, 1);
+        memcpy(w, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
+        w += PyBytes_GET_SIZE(name);
+        *w++ = ':';
+        *w++ = ' ';
+        memcpy(w, PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+        w += PyBytes_GET_SIZE(value);
+        *w++ = '\r';
+        *w++ = '\n';
+    }
+    PyMem_Free(keep);
+    result = Py_BuildValue("(Nn)", out, kept);
+    return result;
+
+fallback:
+    PyMem_Free(keep);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"fields", (PyCFunction)(void (*)(void))fields, METH_FASTCALL,
+     PyDoc_STR("fields($module, headers, drop, /)\n--\n\n"
+               "The writer's header lines: (bytes, count) of the pairs whose lower-case name is "
+               "not hop-by-hop, Content-Length, Transfer-Encoding nor in drop; None when a value "
+               "holds CR, LF or NUL (see ext/h1head.c).")},
     {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
      PyDoc_STR("parse_request($module, buf, pos, max_head, max_headers, /)\n--\n\n"
                "The request head block at buf[pos], if complete, valid and within the limits: "
-               "(end, method, target, version, headers, found, length, chunked, connection); "
+               "(end, method, target, version, headers, found, length, chunked, connection, wire); "
                "otherwise None. found is None for a plain head (see ext/h1head.c).")},
     {"parse_response", (PyCFunction)(void (*)(void))parse_response, METH_FASTCALL,
      PyDoc_STR("parse_response($module, buf, pos, max_head, max_headers, /)\n--\n\n"
                "The response head block at buf[pos], if complete, valid and within the limits: "
-               "(end, status, reason, version, headers, found, length, chunked, connection); "
+               "(end, status, reason, version, headers, found, length, chunked, connection, wire); "
                "otherwise None. found is None for a plain head (see ext/h1head.c).")},
     {NULL, NULL, 0, NULL},
 };

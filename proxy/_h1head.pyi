@@ -11,12 +11,15 @@ _Found: TypeAlias = dict[bytes, list[bytes]] | None
 # proxy.h1.grammar.KNOWN_METHODS, in the scanner's order.
 METHODS: Final[tuple[bytes, ...]]
 
-# (end, method, target, version, headers, found, length, chunked, connection), or None.
+# (end, method, target, version, headers, found, length, chunked, connection, wire), or None.
 def parse_request(
     buf: Buffer, pos: int, max_head: int, max_headers: int, /
-) -> tuple[int, bytes, bytes, bytes, _Headers, _Found, int | None, bool, int] | None: ...
+) -> tuple[int, bytes, bytes, bytes, _Headers, _Found, int | None, bool, int, bytes | None] | None: ...
 
-# (end, status, reason, version, headers, found, length, chunked, connection), or None.
+# (end, status, reason, version, headers, found, length, chunked, connection, wire), or None.
 def parse_response(
     buf: Buffer, pos: int, max_head: int, max_headers: int, /
-) -> tuple[int, int, bytes, bytes, _Headers, _Found, int | None, bool, int] | None: ...
+) -> tuple[int, int, bytes, bytes, _Headers, _Found, int | None, bool, int, bytes | None] | None: ...
+
+# The writer's header lines (proxy.h1.writer._copy_fields), or None when its Python loop must run.
+def fields(headers: _Headers, drop: frozenset[bytes], /) -> tuple[bytes, int] | None: ...

@@ -24,7 +24,7 @@ import asyncio
 import socket
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from proxy.balance import make_balancer
 from proxy.config.model import Proxy, ReuseMode
@@ -89,7 +89,7 @@ class Acquisition:
         self.server = server
         self.key = key
         self.session = session
-        self.first = session.first_request
+        self.first = session.requests_done == 0  # session.first_request, inline
         self.has_slot = False
         self.reused = False  # the connection had served a request before (a replay may be needed)
         self.t_queued = 0.0  # when the slot was obtained
@@ -196,7 +196,10 @@ class Backend:
         return key
 
     def acquisition(self, srv: ServerRuntime, session: Session) -> Acquisition:
-        return Acquisition(srv, self.key_for(srv, session.client_ip), session)
+        key = srv.static_key  # key_for's common case, inline (once a request)
+        if key is None or srv.cfg.usesrc_clientip:
+            key = self.key_for(srv, session.client_ip)
+        return Acquisition(srv, key, session)
 
     # -- acquiring ----------------------------------------------------------------------------
     def acquire_now(self, acq: Acquisition) -> ServerConn | None:
@@ -300,15 +303,16 @@ class Backend:
     def _local(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
         """The client session's own connection, then this worker's lists in ``lists`` order."""
         srv = acq.server
-        conn = acq.session.take_conn(srv, acq.key)
+        # A worker's pools and sessions hold its ServerConns only (no ``cast``: a call per request).
+        conn: ServerConn | None = acq.session.take_conn(srv, acq.key)  # type: ignore[assignment]
         if conn is None and lists:
-            conn = srv.take_idle(acq.key, lists)
+            conn = srv.take_idle(acq.key, lists)  # type: ignore[assignment]
         if conn is None:
             return None
-        srv.row.add(R_REUSES)
+        srv.count_reuse()  # the row's R_REUSES
         acq.reused = True
         acq.t_connected = time.monotonic()
-        return cast(ServerConn, conn)  # a worker's pools and sessions hold its ServerConns only
+        return conn
 
     # -- stealing (the thief's side; the victim's is proxy.donor.Donor) --------------------
     async def _steal(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
@@ -492,14 +496,13 @@ class Backend:
         if self.link.stopping:
             conn.close()
             return
-        if conn.private:
+        if conn.acct is _AC_PRIVATE:  # (conn.private)
             if not session.attach_conn(conn):
                 conn.close()
             return
         kind = kind_after_release(conn.requests)
         pool = srv.pool
-        row = srv.row
-        idle_total = row.idle
+        idle_total = srv.idle_now()
         keep = should_keep(
             private=False,
             purge_delay=srv.cfg.pool_purge_delay,
@@ -508,13 +511,14 @@ class Backend:
             pool_max_conn=srv.cfg.pool_max_conn,
             idle_total=idle_total,
             worker_has_idle_of_kind=pool.holds_for(kind),
-            used=row.used,
+            used=srv.used_now(),
             idle=idle_total,
-            est_need=row.est_need,
+            est_need=srv.est_need_now(),
             pool_low_conn=srv.cfg.pool_low_conn,
         )
         # The move is bounded by pool-max-conn: another worker may have taken the last place.
-        if not keep or not srv.move(conn, srv.pooled_state(kind), srv.cfg.pool_max_conn):
+        to = _AC_SAFE if kind is _LK_SAFE else _AC_IDLE  # srv.pooled_state(kind)
+        if not keep or not srv.move(conn, to, srv.cfg.pool_max_conn):
             conn.close()
             return
         srv.park(conn, kind)
@@ -534,3 +538,11 @@ def _source_addr(source: str) -> tuple[str, int]:
         host, _, port = source.partition(":")
         return host, int(port or 0)
     return source, 0
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_AC_IDLE = Acct.IDLE
+_AC_PRIVATE = Acct.PRIVATE
+_AC_SAFE = Acct.SAFE
+_LK_SAFE = ListKind.SAFE

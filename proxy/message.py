@@ -12,6 +12,13 @@ derived and validated, so the proxy never re-derives framing from raw headers:
 
 Headers listed in ``HOP_BY_HOP`` never cross the proxy; the codec leaves them in ``headers`` and the
 writer drops them, together with the names nominated by ``Connection``.
+
+``wire``: the head's HTTP/1.1 bytes as received (less its ``Connection`` line), when a codec vouches
+that they can be relayed unchanged to an HTTP/1.1 peer in keep-alive (the ``native`` engine's *bare*
+heads: plain framing, HTTP/1.1, no hop-by-hop header but a plain ``Transfer-Encoding: chunked`` and
+a one-token ``Connection``; see ``ext/h1head.c``), else None. It describes the head as parsed:
+**whoever changes a head (the rules) sets it to None first**. It takes no part in equality, and
+protocols other than HTTP/1 ignore it.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ class RequestHead:
     # Lower-cased protocol named by ``Upgrade`` when ``Connection: upgrade`` is present, else None.
     upgrade: bytes | None = None
     expect_continue: bool = False
+    wire: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -88,6 +96,7 @@ class ResponseHead:
     body: Framing = Framing.NONE
     content_length: int | None = None
     keep_alive: bool = True
+    wire: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

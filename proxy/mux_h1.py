@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
     from proxy.sides import ClientEnv, StreamHandle
 
 PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
+# The framings under which a bare response head (``ResponseHead.wire``) is relayed unchanged: the
+# head states them itself (a HEAD/304/204 answer or a 1xx goes through the writer).
+_RELAYED = (Framing.LENGTH, Framing.CHUNKED)
+_NO_EVENTS: tuple[()] = ()
 
 
 class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
@@ -129,9 +134,9 @@ class ClientConn(asyncio.Protocol):
         self.phase = Phase.IDLE
         self.stream: StreamHandle | None = None  # the current request's, or the tunnel's
         self.stream_head: RequestHead | None = None
-        # Parsed events not consumed yet: a list read from ``inbox_at`` (an empty deque costs 760
-        # bytes per connection, a list 56).
-        self.inbox: list[Event] = []
+        # Parsed events not consumed yet: a list read from ``inbox_at``; the shared empty tuple while
+        # there are none (an empty deque costs 760 bytes per connection, an empty list 56).
+        self.inbox: list[Event] | tuple[()] = _NO_EVENTS
         self.inbox_at = 0
         self.parse_error: ProtocolError | None = None
         self.pause_reasons = 0
@@ -178,7 +183,8 @@ class ClientConn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
-            self.session = Session(str(peer[0]), int(peer[1]))
+            # interned: the connections of one client address share one string (memory per connection)
+            self.session = Session(sys.intern(str(peer[0])), int(peer[1]))
         else:
             self.session = Session("unix", 0)
         self.env.client_opened(self)
@@ -190,15 +196,15 @@ class ClientConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_io = time.monotonic()
         phase = self.phase
-        if phase is Phase.TUNNEL:
+        if phase is _PH_TUNNEL:
             if self.stream is not None:
                 self.stream.tunnel_from_client(data)
             return
-        if self.parse_error is not None or phase is Phase.CLOSED:
+        if self.parse_error is not None or phase is _PH_CLOSED:
             return
-        if phase is Phase.IDLE:
+        if phase is _PH_IDLE:
             # The first byte of a request: from now on, the head timeout applies.
-            self._to(Phase.HEAD)
+            self.phase = _PH_HEAD  # (IDLE -> HEAD: legal, see _PHASES; no check needed)
             self.t_wait_start = self.last_io
         try:
             events = self.parser.feed(data)
@@ -211,7 +217,7 @@ class ClientConn(asyncio.Protocol):
         if events:
             self._queue(events)
         self._process()
-        if self.phase is Phase.HEAD:  # a head still incomplete: http-request runs from its first byte
+        if self.phase is _PH_HEAD:  # a head still incomplete: http-request runs from its first byte
             head = self._head_timeout()
             if head:
                 self._want(self.t_wait_start + head)
@@ -286,7 +292,7 @@ class ClientConn(asyncio.Protocol):
             self._drain_inbox()
         finally:
             self.processing = False
-        closing = self.phase is Phase.CLOSED
+        closing = self.phase is _PH_CLOSED
         if self.stream is None and not self.inbox and self.parse_error is None and not closing:
             try:
                 self.parser.feed(b"")  # an error found after complete requests surfaces now
@@ -301,9 +307,9 @@ class ClientConn(asyncio.Protocol):
                 stream.on_request_error(self.parse_error.status)
                 return
         waiting = len(self.inbox) - self.inbox_at
-        self._set_pause(
-            PAUSE_PIPELINE, waiting >= PIPELINE_MAX_EVENTS or (waiting > 0 and self.stream is not None)
-        )
+        pause = waiting >= PIPELINE_MAX_EVENTS or (waiting > 0 and self.stream is not None)
+        if pause is not bool(self.pause_reasons & PAUSE_PIPELINE):  # a call only for a change
+            self._set_pause(PAUSE_PIPELINE, pause)
 
     def _queue(self, events: list[Event]) -> None:
         if not events:
@@ -312,29 +318,34 @@ class ClientConn(asyncio.Protocol):
             self.inbox = events
             self.inbox_at = 0
         else:
-            self.inbox.extend(events)
-
-    def _pop(self) -> Event:
-        ev = self.inbox[self.inbox_at]
-        self.inbox_at += 1
-        if self.inbox_at == len(self.inbox):
-            self.inbox = []
-            self.inbox_at = 0
-        return ev
+            inbox = self.inbox
+            assert isinstance(inbox, list)  # not empty: the parser's list
+            inbox.extend(events)
 
     def _drain_inbox(self) -> None:
-        while self.inbox and self.phase is not Phase.CLOSED:
+        inbox = self.inbox
+        while inbox and self.phase is not _PH_CLOSED:
             stream = self.stream
             if stream is None:
-                ev = self._pop()
+                ev = inbox[self.inbox_at]  # _pop, inline (twice a request)
+                self.inbox_at += 1
+                if self.inbox_at == len(inbox):
+                    inbox = self.inbox = _NO_EVENTS
+                    self.inbox_at = 0
                 if not isinstance(ev, RequestHead):  # cannot happen with a conforming parser
                     self._reject(ProtocolError("event out of order", 400))
                     return
                 self._start_stream(ev)
+                inbox = self.inbox
             elif not self.req_eom:
-                ev = self._pop()
+                ev = inbox[self.inbox_at]
+                self.inbox_at += 1
+                if self.inbox_at == len(inbox):
+                    inbox = self.inbox = _NO_EVENTS
+                    self.inbox_at = 0
                 if isinstance(ev, Data):
                     stream.on_request_data(ev.data)
+                    inbox = self.inbox
                 elif isinstance(ev, EndOfMessage):
                     self.req_eom = True
                     if self.upgrade_held:
@@ -342,6 +353,7 @@ class ClientConn(asyncio.Protocol):
                     stream.on_request_end(ev.trailers)
                     if self.resp_done:
                         self._next_request()
+                    inbox = self.inbox
                 else:
                     self._reject(ProtocolError("event out of order", 400))
                     return
@@ -349,25 +361,27 @@ class ClientConn(asyncio.Protocol):
                 break  # a pipelined request waits for the current response
 
     def _start_stream(self, head: RequestHead) -> None:
-        self._to(Phase.STREAM)
+        self.phase = _PH_STREAM  # from IDLE or HEAD (the only callers' phases): legal, see _PHASES
         # After an upgrade request's end, the parser holds every later byte until we know whether
         # this becomes a tunnel; reading pauses then (see _drain_inbox).
         self.upgrade_held = head.upgrade is not None
         self.req_eom = False
         self.resp_done = False
-        self.resp_framing = Framing.NONE
+        self.resp_framing = _FR_NONE
         self.stream_head = head
         stream = self.stream = self.env.open_stream(self, head, self.t_wait_start)
         client = self.cfg.timeouts.client
         if client:
-            self._want(self.last_io + client)
+            deadline = self.last_io + client
+            if self.timer is None or deadline < self.timer_at - 0.001:  # _want's test: a call only if due
+                self._want(deadline)
         stream.start()
 
     def stream_done(self, stream: StreamHandle, keep_alive: bool) -> None:
         """Called by the stream when it ended; ``keep_alive`` says if the client may go on."""
-        if stream is not self.stream or self.phase is Phase.CLOSED:
+        if stream is not self.stream or self.phase is _PH_CLOSED:
             return
-        if self.phase is Phase.TUNNEL:
+        if self.phase is _PH_TUNNEL:
             self.stream = None
             self.close()
             return
@@ -391,11 +405,14 @@ class ClientConn(asyncio.Protocol):
             except ProtocolError as exc:
                 self.parse_error = exc
         self.session.requests_done += 1
-        self._to(Phase.HEAD if self.inbox else Phase.IDLE)
+        self.phase = _PH_HEAD if self.inbox else _PH_IDLE  # from STREAM: legal, see _PHASES
         now = self.t_wait_start = self.last_io = time.monotonic()
-        wait = self._wait_timeout()
+        t = self.cfg.timeouts
+        wait = t.http_keep_alive or t.http_request or t.client  # _wait_timeout, inline
         if wait:
-            self._want(now + wait)
+            deadline = now + wait
+            if self.timer is None or deadline < self.timer_at - 0.001:  # _want's test
+                self._want(deadline)
         self._process()
 
     def keep_alive_allowed(self) -> bool:
@@ -425,36 +442,55 @@ class ClientConn(asyncio.Protocol):
         head = self.stream_head
         assert head is not None
         version = head.version
-        keep = keep_alive and request_done and self.keep_alive_allowed()
+        # keep_alive_allowed, inline
+        keep = (
+            keep_alive
+            and request_done
+            and self.cfg.http_conn_mode != "httpclose"
+            and not self.env.stopping
+        )
         framing = resp.body
-        if framing is Framing.CLOSE:
+        if framing is _FR_CLOSE:
             if version == b"1.1" and head.method != b"HEAD":
-                framing = Framing.CHUNKED  # re-frame so the client connection can stay alive
+                framing = _FR_CHUNKED  # re-frame so the client connection can stay alive
             else:
                 keep = False
-        elif framing is Framing.CHUNKED and version == b"1.0":
-            framing = Framing.CLOSE  # an HTTP/1.0 client cannot read chunks: delimit by close
+        elif framing is _FR_CHUNKED and version == b"1.0":
+            framing = _FR_CLOSE  # an HTTP/1.0 client cannot read chunks: delimit by close
             keep = False
+        wire = resp.wire
+        if wire is not None and framing is resp.body and version == b"1.1" and framing in _RELAYED:
+            # The server's head relayed as it came (the parser vouched for it: ``ResponseHead.wire``)
+            # instead of serialised again; only our Connection header may have to be added.
+            self.write(wire if keep else wire[:-2] + b"Connection: close\r\n\r\n")
+            self.resp_framing = framing
+            return keep
         try:
             data = writer.response_head(
                 resp, body=framing, content_length=resp.content_length, keep_alive=keep, version=version
             )
         except ProtocolError:  # the server's head cannot be written safely: answer 502 instead
             self.send_reply(error_reply(502, self.cfg.errorfiles.get(502)), keep_alive=False)
-            self.resp_framing = Framing.NONE
+            self.resp_framing = _FR_NONE
             return False
         self.write(data)
-        self.resp_framing = Framing.NONE if head.method == b"HEAD" else framing
+        self.resp_framing = _FR_NONE if head.method == b"HEAD" else framing
         return keep
 
     def send_data(self, data: bytes) -> None:
         framing = self.resp_framing
-        if framing is not Framing.NONE:
+        if framing is _FR_LENGTH:  # the bytes as they are (writer.data's answer), corked if so
+            corked = self.corked
+            if corked is not None and data:
+                corked.append(data)
+            else:
+                self.write(data)
+        elif framing is not _FR_NONE:
             self.write(writer.data(framing, data))
 
     def send_end(self, trailers: Headers) -> None:
         framing = self.resp_framing
-        if framing is not Framing.NONE:
+        if framing is not _FR_NONE and framing is not _FR_LENGTH:  # a Content-Length body ends by itself
             try:
                 self.write(writer.end(framing, trailers))
             except ProtocolError:
@@ -490,7 +526,7 @@ class ClientConn(asyncio.Protocol):
         self.tunnel_timeout = stream.tunnel_timeout or self.cfg.timeouts.client
         if self.tunnel_timeout:
             self._want(time.monotonic() + self.tunnel_timeout)
-        self.inbox = []
+        self.inbox = _NO_EVENTS
         self.inbox_at = 0
         self.upgrade_held = False
         self._set_pause(PAUSE_PIPELINE | PAUSE_UPGRADE | PAUSE_BODY, False)
@@ -582,7 +618,7 @@ class ClientConn(asyncio.Protocol):
         self.timer = self.loop.call_later(max(deadline - time.monotonic(), 0.0), self._on_timer)
 
     def deadline_hint(self, when: float) -> None:
-        if self.phase is Phase.STREAM:
+        if self.phase is _PH_STREAM and (self.timer is None or when < self.timer_at - 0.001):  # _want's test
             self._want(when)
 
     def _disarm(self) -> None:
@@ -651,3 +687,16 @@ class ClientConn(asyncio.Protocol):
                 deadline = now + client
             nxt = deadline if nxt is None else min(nxt, deadline)
         return nxt
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_FR_CHUNKED = Framing.CHUNKED
+_FR_CLOSE = Framing.CLOSE
+_FR_LENGTH = Framing.LENGTH
+_FR_NONE = Framing.NONE
+_PH_CLOSED = Phase.CLOSED
+_PH_HEAD = Phase.HEAD
+_PH_IDLE = Phase.IDLE
+_PH_STREAM = Phase.STREAM
+_PH_TUNNEL = Phase.TUNNEL

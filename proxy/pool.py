@@ -81,8 +81,14 @@ class IdlePool(Generic[C]):
     def take(self, key: ConnKey, order: Sequence[ListKind]) -> C | None:
         """Remove and return the most recently released connection with ``key``, trying the lists
         in ``order`` (``reuse_order``'s answer); None when none fits."""
-        hit = self.take_with_kind(key, order)
-        return hit[0] if hit is not None else None
+        by_key = self._by_key
+        for kind in order:  # take_with_kind, inline: once a request
+            bucket = by_key[kind].get(key)
+            if bucket:
+                conn = next(reversed(bucket))
+                self._discard(conn, kind)
+                return conn
+        return None
 
     def take_with_kind(self, key: ConnKey, order: Sequence[ListKind]) -> tuple[C, ListKind] | None:
         """``take``, also saying which list the connection came from (for the shared counters)."""
@@ -156,7 +162,7 @@ class IdlePool(Generic[C]):
         """``worker_holds_for`` on this pool: pass it as ``should_keep(worker_has_idle_of_kind=...)``
         when releasing a connection of ``kind``."""
         return pool_policy.worker_holds_for(
-            kind, worker_idle=len(self._by_kind[ListKind.IDLE]), worker_safe=len(self._by_kind[ListKind.SAFE])
+            kind, worker_idle=len(self._by_kind[_LK_IDLE]), worker_safe=len(self._by_kind[_LK_SAFE])
         )
 
     def oldest(self, n: int) -> list[C]:
@@ -185,3 +191,9 @@ class IdlePool(Generic[C]):
             f"<IdlePool srv={self.server or '?'} idle={self.count(ListKind.IDLE)}"
             f" safe={self.count(ListKind.SAFE)}>"
         )
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_LK_IDLE = ListKind.IDLE
+_LK_SAFE = ListKind.SAFE

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy.config.model import ReuseMode, Server
 
@@ -118,10 +119,10 @@ def kind_after_release(requests_served: int, is_h2: bool = False) -> ListKind:
     connection that served none cannot be released idle (ValueError).
     """
     if is_h2:
-        return ListKind.SAFE
+        return _LK_SAFE
     if requests_served < 1:
         raise ValueError(f"an HTTP/1 connection released after {requests_served} requests")
-    return ListKind.IDLE if requests_served == 1 else ListKind.SAFE
+    return _LK_IDLE if requests_served == 1 else _LK_SAFE
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,8 +130,7 @@ def kind_after_release(requests_served: int, is_h2: bool = False) -> ListKind:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ConnKey:
+class ConnKey(NamedTuple):
     """What a request and a pooled connection must share for the connection to carry the request.
 
     HAProxy 2.4+ hashes these into a 64-bit key instead of making such connections private; we keep
@@ -138,21 +138,13 @@ class ConnKey:
     ``source``: the client IP under ``usesrc clientip`` (the port is never part of it), else None;
     ``sni``: the SNI / connection name, None when there is none; ``destination``: host and port.
     Build it with ``conn_key`` (normalises empty strings) or ``server_conn_key`` (from the config).
+    A tuple: a key is hashed on every pool operation, and a tuple hashes and compares in C.
     """
 
     server: str
     source: str | None
     sni: str | None
     destination: tuple[str, int]
-    # Computed once: a key is hashed on every pool operation (the generated __hash__ would rehash
-    # all fields each time).
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.server, self.source, self.sni, self.destination)))
-
-    def __hash__(self) -> int:
-        return self._hash
 
     def __str__(self) -> str:
         extra = "".join(
@@ -169,7 +161,7 @@ def key_hash(key: ConnKey) -> int:
     """The 63-bit hash a published slot records for ``key`` (``proxy.slots``). Python's hash of the
     key's fields: the same in every worker, since all are forked from one master (one hash seed).
     Equal keys hash equal; a thief still only takes a slot whose hash equals its own key's."""
-    return key._hash & _HASH_MASK
+    return hash(key) & _HASH_MASK
 
 
 def conn_key(
@@ -225,7 +217,7 @@ def worker_holds_for(kind: ListKind, *, worker_idle: int, worker_safe: int) -> b
     worker's **idle** list is empty): a SAFE connection is blocked only by a safe one, an IDLE
     (unsafe) one by either. ``worker_idle``/``worker_safe``: this worker's counts for the server.
     """
-    return worker_safe > 0 or (kind is ListKind.IDLE and worker_idle > 0)
+    return worker_safe > 0 or (kind is _LK_IDLE and worker_idle > 0)
 
 
 def should_keep(
@@ -271,7 +263,7 @@ def should_keep(
     ``++curr_idle_conns``, undone with a rejection if it went above ``pool_max_conn``), since other
     workers decide concurrently.
     """
-    if private or purge_delay <= 0 or not server_usable or mode is ReuseMode.NEVER:
+    if private or purge_delay <= 0 or not server_usable or mode is _RM_NEVER:
         return False
     if 0 <= pool_max_conn <= idle_total:
         return False
@@ -474,3 +466,10 @@ def acquire_plan(
         and may_steal(idle_total, pool_low_conn)
     )
     return AcquirePlan(lists, steal, connects)
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_LK_IDLE = ListKind.IDLE
+_LK_SAFE = ListKind.SAFE
+_RM_NEVER = ReuseMode.NEVER

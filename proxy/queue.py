@@ -55,7 +55,7 @@ class Queues:
     # -- taking a slot ----------------------------------------------------------------------------
     def try_take(self, srv: ServerRuntime) -> bool:
         """The fast path: a free slot and nobody waiting anywhere for this server."""
-        if srv.row.queue_len:
+        if srv.queued_now():
             return False
         return srv.cell.try_take_slot(srv.row.maxconn)  # live: ``set maxconn server``
 
@@ -111,7 +111,7 @@ class Queues:
     # -- giving a slot back -----------------------------------------------------------------------
     def release(self, srv: ServerRuntime) -> None:
         """Give back a held slot: to the oldest waiter across workers, else to the server."""
-        if not srv.row.queue_len:
+        if not srv.queued_now():
             # Nobody waits (the common case): no cell to scan. A waiter counted just after this
             # read takes the freed slot itself (``offer`` when it queues, and its sweep).
             srv.cell.release_slot()

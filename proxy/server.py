@@ -58,12 +58,28 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model import Server
 from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
-from proxy.shm import AdminState, OperState, ServerCell, ServerRow
+from proxy.shm import (
+    R_ADMIN_STATE,
+    R_EST_NEED,
+    R_IDLE,
+    R_OPER_STATE,
+    R_QUEUE_LEN,
+    R_REQUESTS,
+    R_REUSES,
+    R_USED,
+    AdminState,
+    OperState,
+    ServerCell,
+)
 from proxy.slot_array import SlotArray
 from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
 
 if TYPE_CHECKING:
     import asyncio
+
+
+_FMAINT = int(AdminState.FMAINT)
+_RUNNING = int(OperState.RUNNING)
 
 
 class Acct(enum.IntEnum):
@@ -250,30 +266,38 @@ class Waiter:
     future: asyncio.Future[bool] = field(repr=False)
 
 
-_NOT_PICKABLE = AdminState.FMAINT | AdminState.FDRAIN
+_NOT_PICKABLE = int(AdminState.FMAINT | AdminState.FDRAIN)
 
 
 class ServerRuntime:
     """One configured server inside one worker."""
 
     __slots__ = (
+        "admin_word",
         "backend_name",
         "bell_seen",
         "cell",
         "cfg",
         "closing",
+        "count_request",
+        "count_reuse",
+        "est_need_now",
         "free",
+        "idle_now",
         "index",
         "lent",
         "maint",
+        "oper_word",
         "owner_word",
         "peers",
         "pool",
         "published",
+        "queued_now",
         "row",
         "slot",
         "slots",
         "static_key",
+        "used_now",
         "waiters",
     )
 
@@ -285,7 +309,16 @@ class ServerRuntime:
         self.cfg = cfg
         self.peers = cells  # every worker's cell for this server (others' are only read)
         cell = self.cell = cells[slot]
-        self.row: ServerRow = cell.row
+        row = self.row = cell.row
+        # The row's words read or counted on every request, as frame-free calls (ServerRow.reader)
+        self.admin_word = row.reader(R_ADMIN_STATE)
+        self.oper_word = row.reader(R_OPER_STATE)
+        self.queued_now = row.reader(R_QUEUE_LEN)
+        self.idle_now = row.reader(R_IDLE)
+        self.used_now = row.reader(R_USED)
+        self.est_need_now = row.reader(R_EST_NEED)
+        self.count_request = row.counter(R_REQUESTS)
+        self.count_reuse = row.counter(R_REUSES)
         self.pool: IdlePool[Conn] = IdlePool(f"{backend_name}/{cfg.name}")
         self.maint = cfg.disabled
         self.static_key: ConnKey | None = None  # the key of every connection, without usesrc clientip
@@ -307,21 +340,16 @@ class ServerRuntime:
     @property
     def usable(self) -> bool:
         # FMAINT: put in maintenance on the runtime API (``set server ... state maint``); the
-        # operational state: DOWN by its health check (``proxy.health``), read from the shared row
-        row = self.row
-        return (
-            not self.maint
-            and not row.admin_state & AdminState.FMAINT
-            and row.oper_state == OperState.RUNNING
-        )
+        # operational state: DOWN by its health check (``proxy.health``). Both words loaded directly
+        # from the shared row and tested as plain ints (an IntFlag ``&`` is three Python calls)
+        return not self.maint and not self.admin_word() & _FMAINT and self.oper_word() == _RUNNING
 
     @property
     def pickable(self) -> bool:
         """The balancer may choose it for a new request: usable, not draining (``set server ...
         state drain``: HAProxy's FDRAIN; a session already on it may still use it) and weight > 0.
         The admin state and weight are the shared row's, so every worker obeys a change at once."""
-        row = self.row
-        return self.usable and not row.admin_state & _NOT_PICKABLE and row.weight > 0
+        return self.usable and not self.admin_word() & _NOT_PICKABLE and self.row.weight > 0
 
     def close_idle_if_maint(self) -> int:
         """In maintenance, close this worker's pooled connections (HAProxy purges a server's idle
@@ -374,7 +402,7 @@ class ServerRuntime:
 
     @staticmethod
     def pooled_state(kind: ListKind) -> Acct:
-        return Acct.SAFE if kind is ListKind.SAFE else Acct.IDLE
+        return _AC_SAFE if kind is _LK_SAFE else _AC_IDLE
 
     # -- lending: the owner's side of proxy.slots -------------------------------------------------
     def lend_from(self, slots: SlotArray, owner_word: int) -> None:
@@ -398,7 +426,7 @@ class ServerRuntime:
         k = heapq.heappop(self.free)
         conn.slot_tag = slots.publish(
             k, owner=self.owner_word, fd=conn.fd, conn_id=conn.id, ports=conn.ports,
-            meta=make_meta(safe=kind is ListKind.SAFE, reqs=conn.requests), key_hash=key_hash(conn.key),
+            meta=make_meta(safe=kind is _LK_SAFE, reqs=conn.requests), key_hash=key_hash(conn.key),
             idle_since_ns=int(conn.idle_since * 1e9),
         )  # fmt: skip
         conn.slot = k
@@ -523,10 +551,10 @@ class ServerRuntime:
             conn = pool.take(key, order)
             if conn is None:
                 return None
-            if not self.unpark(conn):
+            if conn.slot >= 0 and not self.unpark(conn):  # (unpark's own first test, inline)
                 continue  # another worker claimed it first: lent
             if conn.alive and (self.slots is None or conn.peek_ready()):  # parked unread: peek
-                self.move(conn, Acct.USED)
+                self.move(conn, _AC_USED)
                 return conn
             conn.close()  # closed by the server while parked: the hook uncounts it
 
@@ -536,3 +564,11 @@ class ServerRuntime:
             f"<Server {self.backend_name}/{self.name} {self.cfg.host}:{self.cfg.port}"
             f" used={r.used} idle={r.idle} served={r.served} local_idle={len(self.pool)}>"
         )
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_AC_IDLE = Acct.IDLE
+_AC_SAFE = Acct.SAFE
+_AC_USED = Acct.USED
+_LK_SAFE = ListKind.SAFE

@@ -87,15 +87,15 @@ class ServerConn(asyncio.Protocol):
         self.key = key
         self.parser = engine(engine_name).response_parser(limits)
         self.transport: asyncio.Transport | None = None
-        self.state = State.CONNECTING
+        self.state = _ST_CONNECTING
         self.peer: ServerPeer | None = None
         self.requests = 0  # requests completed on this connection
         self.idle_since = 0.0
         self.owner: object | None = None  # the client session a private connection belongs to
         self.got_response_bytes = False
         self.write_paused = False
-        self.req_framing = Framing.NONE  # how the body of the request being sent is framed
-        self.acct = Acct.NONE  # written by ServerRuntime.move only
+        self.req_framing = _FR_NONE  # how the body of the request being sent is framed
+        self.acct = _AC_NONE  # written by ServerRuntime.move only
         self.fd = -1  # our descriptor's number once connected (-1: unknown, e.g. a fake transport)
         self.ports = 0  # slots.make_ports(local, peer), for a thief to verify its duplicate
         self.slot = -1  # the slot this connection is published in (ServerRuntime.park), -1: none
@@ -111,7 +111,7 @@ class ServerConn(asyncio.Protocol):
 
     @property
     def private(self) -> bool:
-        return self.acct is Acct.PRIVATE
+        return self.acct is _AC_PRIVATE
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -119,7 +119,7 @@ class ServerConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         state = self.state
-        if state is State.ACTIVE:
+        if state is _ST_ACTIVE:
             self.got_response_bytes = True
             try:
                 events = self.parser.feed(data)
@@ -131,7 +131,7 @@ class ServerConn(asyncio.Protocol):
                 return
             if events and self.peer is not None:
                 self.peer.on_server_events(events)
-        elif state is State.TUNNEL:
+        elif state is _ST_TUNNEL:
             if self.peer is not None:
                 self.peer.on_tunnel_data(data)
         else:
@@ -184,7 +184,7 @@ class ServerConn(asyncio.Protocol):
     def attach(self, peer: ServerPeer, method: bytes) -> None:
         """Start a request on this connection; its response will be parsed for ``method``."""
         self.peer = peer
-        self.state = State.ACTIVE
+        self.state = _ST_ACTIVE
         self.got_response_bytes = False
         self.parser.expect(method)
         if self.transport is not None:
@@ -193,6 +193,12 @@ class ServerConn(asyncio.Protocol):
     def send_head(self, head: RequestHead, *, keep_alive: bool, add: Headers) -> None:
         """Serialise the request head (its body keeps the framing the client used)."""
         self.req_framing = head.body
+        wire = head.wire
+        if wire is not None and not add:
+            # The client's head relayed as it came (the parser vouched for it: ``RequestHead.wire``)
+            # instead of serialised again; only our Connection header may have to be added.
+            self._write(wire if keep_alive else wire[:-2] + b"Connection: close\r\n\r\n")
+            return
         self._write(
             writer.request_head(
                 head, body=head.body, content_length=head.content_length, keep_alive=keep_alive, add=add
@@ -203,7 +209,8 @@ class ServerConn(asyncio.Protocol):
         self._write(writer.data(self.req_framing, data))
 
     def send_end(self, trailers: Headers) -> None:
-        self._write(writer.end(self.req_framing, trailers))
+        if self.req_framing is _FR_CHUNKED:  # only chunks have an end to write (writer.end: b"" else)
+            self._write(writer.end(_FR_CHUNKED, trailers))
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and data:
@@ -213,7 +220,7 @@ class ServerConn(asyncio.Protocol):
     def make_idle(self) -> None:
         """The response ended cleanly; park the connection (the caller puts it in a pool/session)."""
         self.peer = None
-        self.state = State.IDLE
+        self.state = _ST_IDLE
         self.requests += 1
         self.idle_since = time.monotonic()
         transport = self.transport
@@ -223,7 +230,14 @@ class ServerConn(asyncio.Protocol):
     @property
     def reusable(self) -> bool:
         """Whether the exchange that just ended left the connection fit for another request."""
-        return self.alive and not self.write_paused and not self.parser.poisoned
+        transport = self.transport  # ``alive``, inline: once a request
+        return (
+            self.state is not _ST_CLOSED
+            and transport is not None
+            and not transport.is_closing()
+            and not self.write_paused
+            and not self.parser.poisoned
+        )
 
     def make_tunnel(self) -> bytes:
         """Switch to a raw relay after a 101; returns the bytes that followed the 101 head."""
@@ -302,7 +316,7 @@ class ServerConn(asyncio.Protocol):
     @property
     def alive(self) -> bool:
         return (
-            self.state is not State.CLOSED and self.transport is not None and not self.transport.is_closing()
+            self.state is not _ST_CLOSED and self.transport is not None and not self.transport.is_closing()
         )
 
 
@@ -323,3 +337,16 @@ async def adopt_socket(loop: asyncio.AbstractEventLoop, conn: ServerConn, sock: 
             sock.close()
         raise
     conn.state = State.IDLE  # connected, not yet attached
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_AC_NONE = Acct.NONE
+_AC_PRIVATE = Acct.PRIVATE
+_FR_NONE = Framing.NONE
+_ST_ACTIVE = State.ACTIVE
+_ST_CLOSED = State.CLOSED
+_ST_CONNECTING = State.CONNECTING
+_ST_IDLE = State.IDLE
+_ST_TUNNEL = State.TUNNEL
+_FR_CHUNKED = Framing.CHUNKED

@@ -170,7 +170,9 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final, Self, overload
 
 import posix_ipc
@@ -378,6 +380,16 @@ class ServerRow(_View):
     def load(self, off: int) -> int:
         return self._a.load(self._base + off)
 
+    def reader(self, off: int) -> Callable[[], int]:
+        """A ready-made ``load`` of the word at ``off``: a ``functools.partial`` over the compiled
+        call, so that reading it costs no Python frame (for the words read on every request)."""
+        return partial(self._a.load, self._base + off)
+
+    def counter(self, off: int) -> Callable[[], int]:
+        """A ready-made ``add(off)`` (+1 on a counter, returning the previous value), frame-free
+        like ``reader``."""
+        return partial(self._a.fetch_add, self._base + off, 1)
+
     def store(self, off: int, value: int) -> None:
         """For states, weight, maxconn and the purge's ``est_need``/``max_used``; never for a gauge."""
         self._a.store(self._base + off, value)
@@ -505,8 +517,13 @@ class ServerCell(_View):
         return prev
 
     def try_take_slot(self, maxconn: int) -> bool:
-        """A maxconn slot: never above maxconn (0 = unlimited: always). Keeps ``max_served``."""
-        return self._bounded_take(R_SERVED, "served_cell", maxconn, "peak_served")
+        """A maxconn slot: never above maxconn (0 = unlimited: always). Keeps ``max_served``.
+        (``_bounded_take(R_SERVED, "served_cell", maxconn, "peak_served")``, inline: once a request.)"""
+        ops = self._ops
+        limit = maxconn if maxconn > 0 else self._UNLIMITED
+        row_off = self._row + R_SERVED
+        done = self._a.bounded_add(self._base, row_off, limit, ops["served_cell"], ops["peak_served"])
+        return done is not None
 
     def release_slot(self) -> None:
         """Give back a held slot (the caller first offers it to the oldest waiter: ``give_slot``)."""
@@ -638,7 +655,7 @@ class ServerCell(_View):
         """``used_to_idle`` unless the server-wide ``idle`` is at ``limit`` (pool-max-conn; < 0 =
         unlimited): the row's ``idle`` moves by compare-exchange, so it never overshoots."""
         if limit < 0:
-            self.used_to_idle(safe)
+            self._a.add_many(self._by_kind["park"][safe])  # used_to_idle, inline: once a request
             return True
         ops = self._by_kind["park_bounded"][safe]
         return self._a.bounded_add(self._base, self._row + R_IDLE, limit, ops, ()) is not None

@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Protocol
 from proxy.backend import AcquireError
 from proxy.log import notice
 from proxy.message import Data, EndOfMessage, Event, Framing, ResponseHead, header_values
-from proxy.shm import R_REQUESTS
 from proxy.stream_rules import StreamRules
 
 if TYPE_CHECKING:
@@ -148,7 +147,7 @@ class Stream(StreamRules):
         self.side = side
         self.env = env
         self.head = head
-        self.phase = Phase.NEW
+        self.phase = _PH_NEW
         self.t_start = t_start
         self.t_head = time.monotonic()
         self.t_resp = 0.0
@@ -159,7 +158,7 @@ class Stream(StreamRules):
         # Request body bytes not yet sent (no connection yet), and the end once read.
         self.pending: list[bytes] = []
         self.pending_len = 0
-        self.req_done = head.body is Framing.NONE
+        self.req_done = head.body is _FR_NONE
         self.req_trailers: Headers | None = [] if self.req_done else None  # the end, until sent
         self.body_paused = False  # this stream paused the client's request body
         # A copy of what was sent on a *reused* connection while the request may be replayed on a
@@ -195,7 +194,7 @@ class Stream(StreamRules):
     # -- StreamHandle: what the client mux reads ------------------------------------------------
     @property
     def tunnel(self) -> bool:
-        return self.phase is Phase.TUNNEL
+        return self.phase is _PH_TUNNEL
 
     @property
     def waiting_for_server(self) -> bool:
@@ -228,14 +227,14 @@ class Stream(StreamRules):
         if srv is None:
             self.fail(503, "SC")
             return
-        srv.row.add(R_REQUESTS)
+        srv.count_request()  # the row's R_REQUESTS
         self._decide_keep_alive(backend)
         acq = self.acq = backend.acquisition(srv, session)
         conn = backend.acquire_now(acq)
         if conn is not None:
             self._attach(conn)
             return
-        self._to(Phase.CONNECTING)
+        self._to(_PH_CONNECTING)
         self.task = asyncio.get_running_loop().create_task(self._acquire())
 
     def _decide_keep_alive(self, backend: Backend) -> None:
@@ -279,7 +278,10 @@ class Stream(StreamRules):
     def _attach(self, conn: ServerConn) -> None:
         acq = self.acq
         assert acq is not None
-        self._to(Phase.EXCHANGE)
+        if self.phase is _PH_NEW or self.phase is _PH_CONNECTING:  # the legal moves, unchecked
+            self.phase = _PH_EXCHANGE
+        else:
+            self._to(_PH_EXCHANGE)  # raises
         self.conn = conn
         conn.attach(self, self.head.method)
         keep_replay = (
@@ -290,13 +292,15 @@ class Stream(StreamRules):
             and self.backend is not None
             and self.backend.cfg.retries > 0
         )
-        self.replay = list(self.pending) if keep_replay else None
+        pending = self.pending
+        self.replay = (list(pending) if pending else []) if keep_replay else None
         self.replay_len = self.pending_len
         conn.send_head(self.head, keep_alive=self.server_keep, add=self._added_headers())
-        for chunk in self.pending:
-            conn.send_data(chunk)
-        self.pending = []  # a new list: after a replay, ``pending`` was the replay copy itself
-        self.pending_len = 0
+        if pending:
+            for chunk in pending:
+                conn.send_data(chunk)
+            self.pending = []  # a new list: after a replay, ``pending`` was the replay copy itself
+            self.pending_len = 0
         if self.req_trailers is not None and self.req_done:
             conn.send_end(self.req_trailers)
         self._request_flow()
@@ -306,7 +310,7 @@ class Stream(StreamRules):
 
     def on_request_data(self, data: bytes) -> None:
         phase = self.phase
-        if phase is Phase.DONE or phase is Phase.TUNNEL:
+        if phase is _PH_DONE or phase is _PH_TUNNEL:
             return
         conn = self.conn
         if conn is not None:
@@ -326,7 +330,7 @@ class Stream(StreamRules):
 
     def on_request_end(self, trailers: Headers) -> None:
         self.req_done = True
-        if self.phase is Phase.DONE or self.req_trailers is not None:
+        if self.phase is _PH_DONE or self.req_trailers is not None:
             return  # ended, or a request without body whose end was known (and sent) from its head
         self.req_trailers = trailers
         if self.conn is not None:
@@ -367,7 +371,7 @@ class Stream(StreamRules):
         """Called by the client mux's timer: act on an expired ``timeout server`` (504 before the
         response head, a cut after it) and return when to look again (None: nothing to watch)."""
         timeout = self.server_timeout
-        if not timeout or self.phase is not Phase.EXCHANGE:
+        if not timeout or self.phase is not _PH_EXCHANGE:
             return None
         last = self.server_last_io
         if not self.req_done:  # an upload still moving keeps the server side alive too
@@ -388,7 +392,7 @@ class Stream(StreamRules):
         side.cork()  # one write (one syscall) for everything these events produce
         try:
             for ev in events:
-                if self.phase is not Phase.EXCHANGE:
+                if self.phase is not _PH_EXCHANGE:
                     return
                 if isinstance(ev, Data):
                     if not self.interim:
@@ -434,7 +438,7 @@ class Stream(StreamRules):
                 if value.split(b" ", 1)[0].lower() in _AUTH_PRIVATE:
                     self.backend.make_private(conn)
                     break
-        if not resp.keep_alive or resp.body is Framing.CLOSE:
+        if not resp.keep_alive or resp.body is _FR_CLOSE:
             self.server_keep = False
         self.client_keep = self.side.send_response_head(
             resp, keep_alive=self.client_keep, request_done=self.req_done
@@ -616,10 +620,10 @@ class Stream(StreamRules):
         self._end(log_status=status)
 
     def _end(self, log_status: int) -> None:
-        if self.phase is Phase.DONE:
+        if self.phase is _PH_DONE:
             return
-        tunnel = self.phase is Phase.TUNNEL
-        self._to(Phase.DONE)
+        tunnel = self.phase is _PH_TUNNEL
+        self.phase = _PH_DONE  # legal from every phase but DONE (see _PHASES)
         if self.task is not None:
             self.task.cancel()
             self.task = None
@@ -647,3 +651,14 @@ class Stream(StreamRules):
     @property
     def server(self) -> ServerRuntime | None:
         return self.acq.server if self.acq is not None else None
+
+
+# The enum members the per-request functions above use, as module constants: on Python 3.11
+# a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
+_FR_CLOSE = Framing.CLOSE
+_FR_NONE = Framing.NONE
+_PH_CONNECTING = Phase.CONNECTING
+_PH_DONE = Phase.DONE
+_PH_EXCHANGE = Phase.EXCHANGE
+_PH_NEW = Phase.NEW
+_PH_TUNNEL = Phase.TUNNEL

@@ -49,6 +49,7 @@ class StreamRules:
         c = self.rctx
         if c is None:
             head, session, fe = self.head, self.side.session, self.env.frontend
+            head.wire = None  # rules may rewrite the head: its received bytes no longer describe it
             sample = SampleCtx(
                 head, session.client_ip, session.client_port,
                 accept_ts=time.time() - (time.monotonic() - self.t_start), frontend=fe.name,
@@ -84,6 +85,7 @@ class StreamRules:
         response_sets, after_sets = self.env.frontend.response_sets(self.backend)
         if not response_sets and not after_sets:
             return None
+        resp.wire = None  # the rules may rewrite the head: its received bytes no longer describe it
         ctx = self._response_ctx(resp.status, resp.headers)
         for rules in response_sets:
             stop = response_rules(rules, resp.headers, ctx)

@@ -114,3 +114,16 @@ def test_floor_relays_keepalive_and_close(origin: Origin) -> None:
         assert reply.startswith(b"HTTP/1.1 200")  # and the floor closed: raw_exchange read until close
     finally:
         floor.stop()
+
+
+def test_hotpath_runs_requests_in_process() -> None:
+    """tools.hotpath: a few in-process keep-alive requests on each engine, with the counts printed
+    (the figures themselves are not asserted)."""
+    for engine in ("native", "h11"):
+        out = subprocess.run(
+            [sys.executable, "-m", "tools.hotpath", "--engine", engine, "--requests", "50", "--rounds", "1",
+             "--profile", "3"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+        assert f"{engine}: " in out and "Python calls per request" in out
+        assert out.count("\n") == 5  # the title, three functions, the result

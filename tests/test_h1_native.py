@@ -28,7 +28,7 @@ from proxy.config.model import DEFAULT_H1_ENGINE
 from proxy.h1 import Limits, ProtocolError
 from proxy.h1.grammar import _FIELD, _REQUEST_HEAD, _RESPONSE_HEAD, KNOWN_METHODS
 from proxy.h1.strict import _framing_fields, request_head, response_head
-from proxy.message import Data, EndOfMessage, Event, Framing, Headers, RequestHead, ResponseHead
+from proxy.message import HOP_BY_HOP, Data, EndOfMessage, Event, Framing, Headers, RequestHead, ResponseHead
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "h1"
@@ -55,6 +55,9 @@ def c() -> ModuleType:
 
 _SIMPLE_HOST = re.compile(rb"[-A-Za-z0-9._~!$&'()*+,;=%]*(?::[0-9]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,15}")
+
+
+_HOP = HOP_BY_HOP - {b"transfer-encoding", b"connection"}
 
 
 def plain_framing(found: dict[bytes, list[bytes]], version: bytes) -> tuple[int | None, bool, int] | None:
@@ -116,8 +119,16 @@ def reference(request: bool, buf: bytes, pos: int, max_head: int, max_headers: i
         second = block[13 : line_end - 2].rstrip(b" \t") if block[12:13] == b" " else b""
         facts = plain_framing(found, version)
     if facts is None:
-        return (end + 4, first, second, version, headers, found, None, False, 0)
-    return (end + 4, first, second, version, headers, None, *facts)
+        return (end + 4, first, second, version, headers, found, None, False, 0, None)
+    # Bare: relayable unchanged (HTTP/1.1, no hop-by-hop header but a plain chunked TE; a response's
+    # reason phrase non-empty with nothing stripped after it).
+    bare = version == b"1.1" and not any(n.lower() in _HOP for n, _ in headers)
+    if not request:
+        raw_reason = block[13 : line_end - 2] if block[12:13] == b" " else b""
+        bare = bare and bool(second) and raw_reason == second
+    # ...relayed without its Connection line (a plain head has one at most)
+    wire = re.sub(rb"\r\n[Cc][Oo][Nn][Nn][Ee][Cc][Tt][Ii][Oo][Nn]:[^\r]*", b"", block, count=1)
+    return (end + 4, first, second, version, headers, None, *facts, wire if bare else None)
 
 
 def scan(c: ModuleType, request: bool, buf: bytes, pos: int = 0, max_head: int = MAX_HEAD,

@@ -225,3 +225,49 @@ def test_written_heads_parse_back_identically() -> None:
     for name in sorted(ENGINES):
         again = engine(name).request_parser().feed(out)[0]
         assert again == head
+
+
+# --- the compiled field writer (ext/h1head.c ``fields``) and its Python fallback ------------------
+_FIELD_CASES: list[list[tuple[bytes, bytes]]] = [
+    [],
+    [(b"Host", b"a"), (b"X-One", b"1"), (b"x-two", b"")],
+    [(b"Host", b"a"), (b"Content-Length", b"3"), (b"TRANSFER-ENCODING", b"chunked"), (b"X", b"y")],
+    [(b"Keep-Alive", b"5"), (b"Proxy-Connection", b"x"), (b"TE", b"gzip"), (b"Trailer", b"t"),
+     (b"Upgrade", b"ws"), (b"Proxy-Authenticate", b"a"), (b"Proxy-Authorization", b"b"), (b"Z", b"z")],
+    [(b"Host", b"a"), (b"Connection", b"close, X-Secret"), (b"X-Secret", b"s"), (b"X-Keep", b"k")],
+    [(b"Host", b"a"), (b"cOnNeCtIoN", b"keep-alive"), (b"close", b"c")],
+    [(b"Host", b"a"), (b"X-Bad", b"1\r\nInjected: yes")],
+    [(b"Host", b"a"), (b"X-Bad", b"nul\x00")],
+    [(b"Host", b"a"), (b"X-Drop", b"d"), (b"x-DROP", b"e"), (b"X-Other", b"o")],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("headers", _FIELD_CASES)
+@pytest.mark.parametrize("drop", [frozenset(), frozenset({b"x-drop"})])
+def test_compiled_fields_write_what_the_python_loop_writes(
+    monkeypatch: pytest.MonkeyPatch, headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]
+) -> None:
+    """``_copy_fields`` with the compiled ``fields`` and without it (the fallback where the extension
+    is not built): the same request and response heads, or the same error."""
+    pytest.importorskip("proxy._h1head")
+    assert writer._fields is not None
+
+    def both() -> tuple[object, object]:
+        req = RequestHead(b"GET", b"/", b"1.1", list(headers))
+        resp = ResponseHead(200, b"OK", b"1.1", list(headers), Framing.LENGTH, 0)
+        out: list[object] = []
+        for make in (
+            lambda: writer.request_head(
+                req, body=Framing.NONE, content_length=None, keep_alive=True, drop=drop
+            ),
+            lambda: writer.response_head(resp, body=Framing.LENGTH, content_length=0, keep_alive=False),
+        ):
+            try:
+                out.append(make())
+            except ProtocolError as exc:
+                out.append(("error", exc.status))
+        return out[0], out[1]
+
+    compiled = both()
+    monkeypatch.setattr(writer, "_fields", None)
+    assert compiled == both()

@@ -529,3 +529,47 @@ def test_a_long_pipeline_in_one_read_is_answered_in_order(engine: str) -> None:
         env.streams[i].respond(b"%d" % i)
     assert t.data == b"".join(answer(b"%d" % i) for i in range(300))
     assert conn.session.requests_done == 300 and conn.idle and t.reading
+
+
+# --- heads relayed as received (ResponseHead.wire) --------------------------------------------------
+WIRE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nX-Order: kept\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "wire", "framing", "written"),
+    [
+        pytest.param(get(), WIRE, Framing.LENGTH, WIRE, id="relayed-unchanged"),
+        pytest.param(
+            get(extra=b"Connection: close\r\n"), WIRE, Framing.LENGTH,
+            WIRE[:-2] + b"Connection: close\r\n\r\n", id="relayed-with-close",
+        ),
+        pytest.param(
+            get(version=b"1.0"), WIRE, Framing.LENGTH,
+            b"HTTP/1.1 200 OK\r\nX-Order: kept\r\nContent-Length: 2\r\nConnection: close\r\n\r\n",
+            id="http10-client-serialised",
+        ),
+        pytest.param(
+            get(), None, Framing.LENGTH, b"HTTP/1.1 200 OK\r\nX-Order: kept\r\nContent-Length: 2\r\n\r\n",
+            id="no-wire-serialised",
+        ),
+    ],
+)  # fmt: skip
+def test_a_bare_response_head_is_relayed_as_received(
+    request_bytes: bytes, wire: bytes | None, framing: Framing, written: bytes
+) -> None:
+    """A head the parser vouched for (``wire``) goes out as its bytes — header order and case kept —
+    with ``Connection: close`` added when the connection ends; an HTTP/1.0 client, or a head without
+    ``wire``, gets the writer's serialisation."""
+
+    @in_loop
+    def body() -> None:
+        conn, t, env = client("native")
+        conn.data_received(request_bytes)
+        (stream,) = env.streams
+        headers = [(b"content-length", b"2"), (b"X-Order", b"kept")]
+        resp = ResponseHead(200, b"OK", b"1.1", headers, framing, 2, True, wire)
+        keep = conn.send_response_head(resp, keep_alive=stream.head.keep_alive, request_done=True)
+        assert t.take() == written
+        assert keep is (written.endswith(b"\r\n\r\n") and b"Connection: close" not in written)
+
+    body()

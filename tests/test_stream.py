@@ -816,3 +816,25 @@ def test_events_after_the_end_are_ignored(make_world: Callable[..., World]) -> N
     stream.finish()
     assert side.calls == calls and side.names() == ["stream_done"]
     assert w.env.logged == [(-1, "CH")] and w.fake.finished == [(conn, False)]
+
+
+# --- heads relayed as received (RequestHead.wire) -------------------------------------------------
+@pytest.mark.parametrize("server_keep", [True, False])
+def test_a_bare_request_head_is_relayed_as_received(
+    make_world: Callable[..., World], server_keep: bool
+) -> None:
+    """The server connection writes a request head's ``wire`` bytes (the client's order and case),
+    adding ``Connection: close`` when it will not be reused; a rule's context drops ``wire`` first."""
+    w = make_world(engine_name="native", be_conn_mode="keep-alive" if server_keep else "httpclose")
+    wire = b"GET /x HTTP/1.1\r\nhost: example.test\r\nX-Order: kept\r\n\r\n"
+    head = request(target=b"/x", headers=[(b"X-Order", b"kept")])
+    head.wire = wire
+    conn = pooled_conn(w.srv, w.key(), ListKind.IDLE, w.engine_name)
+    stream, _ = w.new_stream(head)
+    stream.side.session.requests_done = 1
+    w.sync(stream.start)
+    assert stream.conn is conn
+    sent = conn.transport.take()  # type: ignore[union-attr]
+    assert sent == (wire if server_keep else wire[:-2] + b"Connection: close\r\n\r\n")
+    stream.rule_ctx()
+    assert head.wire is None

@@ -117,7 +117,7 @@ __all__ = ["ROOT", "free_port", "main", "origin_config", "proxy_config", "start"
 
 IDLE_CONCURRENCY = 100
 IDLE_SLACK = 16  # maxconn = N + this
-FD_MARGIN = 64  # descriptors beyond 2 x maxconn (HAProxy's own, ours)
+FD_MARGIN = 80  # descriptors beyond 2 x maxconn: HAProxy's own; ours (proxy.limits: listeners + 64)
 X = "\u00d7"  # the multiplication sign of the ratios
 
 

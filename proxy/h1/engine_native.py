@@ -59,13 +59,14 @@ _V11 = b"1.1"
 # headers, found, length, chunked, connection). ``found`` is None for a plain head, and then
 # ``length`` (int or None), ``chunked`` and ``connection`` (0 none, 1 close, 2 keep-alive) are
 # exact; otherwise ``found`` is ``_framing_fields(headers)``.
-RequestScan = tuple[int, bytes, bytes, bytes, Headers, Found | None, int | None, bool, int]
-ResponseScan = tuple[int, int, bytes, bytes, Headers, Found | None, int | None, bool, int]
+# ``wire``: the block's bytes when the head is *bare* (relayable unchanged: ``message.RequestHead.wire``).
+RequestScan = tuple[int, bytes, bytes, bytes, Headers, Found | None, int | None, bool, int, bytes | None]
+ResponseScan = tuple[int, int, bytes, bytes, Headers, Found | None, int | None, bool, int, bytes | None]
 
 
 def _request(scan: RequestScan) -> RequestHead:
     """The head of a scanned request block (ProtocolError from the shared rules)."""
-    _, method, target, version, headers, found, length, chunked, connection = scan
+    _, method, target, version, headers, found, length, chunked, connection, wire = scan
     if found is not None:
         if target[0] != 0x2F or method == b"CONNECT":
             check_target(method, target)
@@ -73,15 +74,15 @@ def _request(scan: RequestScan) -> RequestHead:
     # Plain: valid as it is; the framing follows from the three facts (``request_head``'s rules).
     keep_alive = version == _V11 if not connection else connection == 2
     if chunked:
-        return RequestHead(method, target, version, headers, _CHUNKED, None, keep_alive)
+        return RequestHead(method, target, version, headers, _CHUNKED, None, keep_alive, None, False, wire)
     if length is None:
-        return RequestHead(method, target, version, headers, _NONE, None, keep_alive)
-    return RequestHead(method, target, version, headers, _LENGTH, length, keep_alive)
+        return RequestHead(method, target, version, headers, _NONE, None, keep_alive, None, False, wire)
+    return RequestHead(method, target, version, headers, _LENGTH, length, keep_alive, None, False, wire)
 
 
 def _response(scan: ResponseScan, method: bytes) -> ResponseHead:
     """The head of a scanned response block, for a request with ``method`` (ProtocolError: 502)."""
-    _, status, reason, version, headers, found, length, chunked, connection = scan
+    _, status, reason, version, headers, found, length, chunked, connection, wire = scan
     if found is not None:
         return response_head(status, reason, version, headers, method, found)
     # Plain: ``response_head``'s framing rules over the three facts.
@@ -96,7 +97,7 @@ def _response(scan: ResponseScan, method: bytes) -> ResponseHead:
         body = _LENGTH
     else:
         body, keep_alive = _CLOSE, False
-    return ResponseHead(status, reason, version, headers, body, length, keep_alive)
+    return ResponseHead(status, reason, version, headers, body, length, keep_alive, wire)
 
 
 def _tokenize_request(block: bytes) -> tuple[bytes, bytes, bytes, Headers]:
@@ -127,6 +128,8 @@ class NativeRequestReader(RequestReader):
 
     def feed(self, data: bytes) -> list[Event]:
         if self._mode is _HEAD and not self._buf and self._error is None:
+            if not data:
+                return []  # nothing buffered, nothing new: nothing to find (the mux's idle check)
             scan = parse_request(data, 0, self._max_head, self._max_headers)
             if scan is not None:
                 try:

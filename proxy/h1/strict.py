@@ -283,6 +283,9 @@ _H = frozenset(b"H")
 _NOTHING: frozenset[int] = frozenset()
 
 
+_SHORT: dict[int, int] = {}  # max_headers -> _Reader._short
+
+
 class _Reader:
     """The loop both readers share. A subclass parses a head block and decides what follows it."""
 
@@ -293,14 +296,17 @@ class _Reader:
     def __init__(self, limits: Limits, first: frozenset[int]) -> None:
         self._limits = limits
         self._mode = _HEAD
-        self._buf = bytearray()  # bytes received and not consumed (kept only between calls)
+        # Bytes received and not consumed (kept only between calls): a bytearray while there are
+        # some, the shared b"" while there are none (an empty bytearray costs 56 bytes a connection).
+        self._buf: bytearray | bytes = b""
         self._body: _Length | _Chunked | _UntilClose | None = None
         self._error: ProtocolError | None = None
         self._wait = b""  # the terminator whose absence stopped the last run, if any
         self._after = _HEAD  # the mode once the current message ends
         self._first = first  # the bytes a head may start with (others go to ``_skip``)
         # A block this short cannot hold more than ``max_headers`` lines (each takes 4 bytes or more).
-        self._short = 4 * (limits.max_headers + 2)
+        # One int object for every reader with the same limit (a new one is 32 bytes a connection).
+        self._short = _SHORT.setdefault(limits.max_headers, 4 * (limits.max_headers + 2))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._mode.name} buffered={len(self._buf)}>"
@@ -309,9 +315,14 @@ class _Reader:
         if self._error is not None:
             raise self._error
         mode = self._mode
+        if not data and mode is _HEAD and not self._buf:
+            return []  # between messages with nothing buffered: nothing to find
         if mode is not _HEAD and mode is not _BODY:
             if mode is _HELD:
-                self._buf += data
+                if self._buf:
+                    self._buf += data
+                else:
+                    self._buf = bytearray(data)
             elif mode is _DETACHED:
                 raise RuntimeError("feed() after detach()")
             return []
@@ -321,7 +332,7 @@ class _Reader:
             if self._still_waiting(old):
                 return []
             buf = bytes(self._buf)
-            self._buf = bytearray()
+            self._buf = b""
         else:
             buf = data
         return self._run_from(buf, 0, [])
@@ -362,7 +373,7 @@ class _Reader:
 
     def detach(self) -> bytes:
         data = bytes(self._buf)
-        self._buf = bytearray()
+        self._buf = b""
         self._mode = _DETACHED
         return data
 
@@ -471,7 +482,7 @@ class RequestReader(_Reader):
             raise RuntimeError(f"resume() while {self._mode.name}")
         self._mode = self._declined
         held = bytes(self._buf)
-        self._buf = bytearray()
+        self._buf = b""
         return self.feed(held)
 
     def _skip(self, buf: bytes, pos: int) -> int:

@@ -2,7 +2,9 @@
 
 Contract:
 
-- Every head is re-serialized from the model (never raw bytes passed through), with CRLF line ends.
+- Every head it writes is re-serialized from the model, with CRLF line ends. (The muxes do not call
+  it for a head whose ``wire`` bytes the native parser vouched for — ``proxy.message``: those are
+  relayed as received, less the ``Connection`` line, which says the same as what is written here.)
   Hop-by-hop headers (``proxy.message.HOP_BY_HOP``) and the names the ``Connection`` header
   nominates are dropped, except that a nomination never drops ``Host``, ``Content-Length`` or
   ``Transfer-Encoding`` (framing is ours, and nominating it is a smuggling trick). The received
@@ -18,7 +20,7 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from proxy.h1.base import ProtocolError
 from proxy.message import (
@@ -31,6 +33,13 @@ from proxy.message import (
     header_value,
 )
 from proxy.replies import REASONS, Reply, error_body, reason
+
+# The compiled field writer (ext/h1head.c), None where the extension is not built.
+_fields: Callable[[Headers, frozenset[bytes]], tuple[bytes, int] | None] | None
+try:
+    from proxy._h1head import fields as _fields
+except ImportError:  # pragma: no cover (the pure-Python loop of _copy_fields is the fallback)
+    _fields = None
 
 # What callers may pass as extra headers: a list (``Headers``) or a tuple.
 Fields = Sequence[tuple[bytes, bytes]]
@@ -214,7 +223,15 @@ def simple_response(
 
 
 def _copy_fields(headers: Headers, drop: frozenset[bytes], parts: list[bytes]) -> int:
-    """Append the end-to-end headers of ``headers`` to ``parts``; return how many lines."""
+    """Append the end-to-end headers of ``headers`` to ``parts``; return how many lines.
+
+    The compiled ``fields`` (``ext/h1head.c``) does it in one call when it can (no Connection
+    header, nothing to refuse); this loop is its fallback and its reference."""
+    if _fields is not None:
+        done = _fields(headers, drop)
+        if done is not None:
+            parts.append(done[0])
+            return done[1]
     skip = _ALWAYS_DROPPED
     if drop:
         skip = skip | drop
