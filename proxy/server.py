@@ -67,6 +67,7 @@ from proxy.shm import (
     R_REQUESTS,
     R_REUSES,
     R_USED,
+    R_WEIGHT,
     AdminState,
     OperState,
     ServerCell,
@@ -299,6 +300,7 @@ class ServerRuntime:
         "static_key",
         "used_now",
         "waiters",
+        "weight_word",
     )
 
     def __init__(
@@ -313,6 +315,7 @@ class ServerRuntime:
         # The row's words read or counted on every request, as frame-free calls (ServerRow.reader)
         self.admin_word = row.reader(R_ADMIN_STATE)
         self.oper_word = row.reader(R_OPER_STATE)
+        self.weight_word = row.reader(R_WEIGHT)
         self.queued_now = row.reader(R_QUEUE_LEN)
         self.idle_now = row.reader(R_IDLE)
         self.used_now = row.reader(R_USED)
@@ -349,7 +352,12 @@ class ServerRuntime:
         """The balancer may choose it for a new request: usable, not draining (``set server ...
         state drain``: HAProxy's FDRAIN; a session already on it may still use it) and weight > 0.
         The admin state and weight are the shared row's, so every worker obeys a change at once."""
-        return self.usable and not self.admin_word() & _NOT_PICKABLE and self.row.weight > 0
+        return (
+            not self.maint
+            and not self.admin_word() & _NOT_PICKABLE
+            and self.oper_word() == _RUNNING
+            and self.weight_word() > 0
+        )
 
     def close_idle_if_maint(self) -> int:
         """In maintenance, close this worker's pooled connections (HAProxy purges a server's idle
