@@ -108,6 +108,7 @@ class Conn(Protocol):
     ports: int  # slots.make_ports(local, peer)
     slot: int  # the slot it is published in, -1 when not published
     slot_tag: int  # the tag it was published with
+    shareable: bool  # may another worker take it (False: TLS or HTTP/2 state lives in this process)
 
     @property
     def key(self) -> ConnKey: ...
@@ -341,6 +342,14 @@ class ServerRuntime:
         self.cell.give_conn(thief)  # the share of cur_conns moves cell to cell, the row never dips
         conn.acct = Acct.NONE
 
+    def rebind(self, opening: Accounted, conn: Accounted) -> None:
+        """The connection counted as ``opening`` is now the object ``conn`` (its protocol became
+        known with the TLS handshake's ALPN answer): the state passes over, no counter moves."""
+        if conn.acct is not Acct.NONE:
+            raise IllegalTransition(f"{conn!r}: rebind onto {conn.acct.name}")
+        conn.acct = opening.acct
+        opening.acct = Acct.NONE
+
     def adopt(self, conn: Accounted) -> None:
         """``NONE → COUNTED`` without counting: a connection received from another worker, whose
         share of ``cur_conns`` the victim already moved to our cell (the mirror of ``hand_over``)."""
@@ -366,7 +375,7 @@ class ServerRuntime:
         ``tune.idle-pool.shared off``), it keeps reading, so that a server's close is seen at once."""
         self.pool.add(conn, kind)
         slots = self.slots
-        if slots is None:
+        if slots is None or not conn.shareable:  # not lent: it keeps reading (to see a close)
             return
         conn.pause_reading()
         if not self.free or conn.fd < 0:

@@ -49,6 +49,7 @@ CORE = [
     "proxy.admission",
     "proxy.stats",
     "proxy.cli",
+    "proxy.server_h2_msg",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [
@@ -56,6 +57,8 @@ ADAPTERS = [
     "proxy.listener",
     "proxy.mux_h1",
     "proxy.server_conn",
+    "proxy.server_h2",
+    "proxy.server_tls",
     "proxy.takeover",
     "proxy.donor",
     "proxy.pidfd",
@@ -77,6 +80,8 @@ HTTP = {
     "proxy.mux_h1",
     "proxy.stream",
     "proxy.server_conn",
+    "proxy.server_h2",
+    "proxy.server_h2_msg",
     "proxy.backend",
     "proxy.frontend",
     "proxy.donor",
