@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from proxy.sides import ServerPeer
 
 DEFAULT_STREAMS = 100  # assumed until the server's SETTINGS say (RFC 9113 §6.5.2 recommends >= 100)
+_GOAWAY = 0x7  # the frame type
 CONN_WINDOW = 1 << 24  # our connection-level receive window: the per-stream windows bound memory
 
 
@@ -101,6 +102,7 @@ class H2ServerConn(asyncio.Protocol):
             h2.config.H2Configuration(client_side=True, header_encoding=None, validate_inbound_headers=True)
         )
         self.transport: asyncio.Transport | None = None
+        self.inbuf = b""  # the start of a frame not wholly received yet
         self.state = H2State.CONNECTING
         self.streams: dict[int, H2Stream] = {}  # by id: the streams whose head was sent
         self.active = 0  # streams opened and not yet done (their heads sent or about to be)
@@ -189,16 +191,42 @@ class H2ServerConn(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        """Complete frames go to ``h2``, except GOAWAY, which is handled here: the ``h2`` library
+        closes its connection state on a GOAWAY and refuses every later frame, while a drained
+        connection must still receive the responses of the streams the server goes on with."""
+        buf = self.inbuf + data if self.inbuf else data
+        n = len(buf)
+        pos = start = 0
+        while pos + 9 <= n:
+            end = pos + 9 + int.from_bytes(buf[pos : pos + 3], "big")
+            if end > n:
+                break
+            if buf[pos + 3] == _GOAWAY and end - pos >= 17:
+                if not self._feed(buf[start:pos]):
+                    return
+                self._goaway(int.from_bytes(buf[pos + 9 : pos + 13], "big") & 0x7FFFFFFF)
+                if self.state is H2State.CLOSED:
+                    return
+                start = end
+            pos = end
+        self.inbuf = buf[pos:]
+        self._feed(buf[start:pos])
+
+    def _feed(self, data: bytes) -> bool:
+        """Frames to ``h2`` and their events dispatched; False once the connection is closed."""
+        if not data:
+            return self.state is not H2State.CLOSED
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             self._fail(ProtocolError(f"HTTP/2 protocol error from the server: {exc}", 502))
-            return
+            return False
         for ev in events:
             self._dispatch(ev)
             if self.state is H2State.CLOSED:
-                return
+                return False
         self.flush()
+        return True
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: connection_lost fails what is left
@@ -247,16 +275,13 @@ class H2ServerConn(asyncio.Protocol):
             if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in ev.changed_settings:
                 for s in list(self.streams.values()):
                     s.push()
-        elif isinstance(ev, h2.events.ConnectionTerminated):
-            self._goaway(ev.last_stream_id)
 
-    def _goaway(self, last_stream_id: int | None) -> None:
-        """The server will take no new stream: drain. Streams above ``last_stream_id`` were not
-        processed (refused: safe to replay elsewhere)."""
+    def _goaway(self, last: int) -> None:
+        """The server will take no new stream: drain. Streams above ``last`` (its last-stream-id)
+        were not processed (refused: safe to replay elsewhere)."""
         if self.state is H2State.CLOSED:
             return
         self.state = H2State.DRAINING
-        last = last_stream_id if last_stream_id is not None else (1 << 31)
         for sid, st in list(self.streams.items()):
             if sid > last:
                 st.on_reset(refused=True)

@@ -98,8 +98,10 @@ async def open_tls(
     OSError (``ssl.SSLError`` included) or TimeoutError; the socket is closed on failure."""
     chooser = _Chooser(choose)
     try:
+        if ctx.check_hostname and not sni:
+            raise OSError("certificate verification needs a server name, and the SNI is empty")
         await loop.create_connection(
-            lambda: chooser, sock=sock, ssl=ctx, server_hostname=sni or None,
+            lambda: chooser, sock=sock, ssl=ctx, server_hostname=sni or "",  # "": no SNI sent
             ssl_handshake_timeout=max(timeout, 0.001),
         )  # fmt: skip
     except BaseException:
