@@ -308,15 +308,14 @@ class Backend:
         return None
 
     async def _join(self, acq: Acquisition) -> ServerLink | None:
-        """``aggressive``/``always``: a connect of this worker to the same key may bring an HTTP/2
-        connection; wait for it rather than open another (HAProxy puts a new HTTP/2 connection on
-        the available list at once). None when there is none, or it brought no free stream."""
-        if self.mode is not ReuseMode.AGGRESSIVE and self.mode is not ReuseMode.ALWAYS:
-            return None
-        pending = self.opening.get((acq.server, acq.key))
-        if pending is None:
-            return None
-        await asyncio.shield(pending)
+        """Before connecting: an HTTP/2 connection that became available since ``acquire_now``
+        looked; and in ``aggressive``/``always``, a connect of this worker to the same key in
+        flight, which may bring one: wait for it rather than open another (HAProxy puts a new
+        HTTP/2 connection on the available list at once). None when nothing has a free stream."""
+        if self.mode is ReuseMode.AGGRESSIVE or self.mode is ReuseMode.ALWAYS:
+            pending = self.opening.get((acq.server, acq.key))
+            if pending is not None:
+                await asyncio.shield(pending)
         conn = self._available(acq)
         if conn is None:
             return None

@@ -496,10 +496,11 @@ class Stream(StreamRules):
             return
         acq = self.acq
         unanswered = conn is not None and not conn.got_response_bytes
-        if conn is not None and unanswered and acq is not None and (acq.reused or conn.refused):
-            if self.replay is not None and self.req_done:
-                self._retry()
-                return
+        replayable = self.replay is not None and self.req_done
+        if conn is not None and unanswered and acq is not None and (acq.reused or conn.refused) and replayable:
+            self._retry()  # a reused connection, or an HTTP/2 stream the server refused unprocessed
+            return
+        if conn is not None and unanswered and acq is not None and acq.reused:
             # Not replayable: close silently so that the client may retry (HAProxy's behaviour).
             self.term = "SH"
             self.client_keep = False
