@@ -496,8 +496,8 @@ class Stream(StreamRules):
             return
         acq = self.acq
         unanswered = conn is not None and not conn.got_response_bytes
-        replayable = self.replay is not None and self.req_done
-        if conn is not None and unanswered and acq is not None and (acq.reused or conn.refused) and replayable:
+        replayable = unanswered and self.replay is not None and self.req_done
+        if conn is not None and replayable and acq is not None and (acq.reused or conn.refused):
             self._retry()  # a reused connection, or an HTTP/2 stream the server refused unprocessed
             return
         if conn is not None and unanswered and acq is not None and acq.reused:
