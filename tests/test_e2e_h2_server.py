@@ -175,6 +175,13 @@ def test_max_reuse_retires_connections(make_proxy: MakeProxy, h2_origin: Origin)
     assert ids == ["1", "1", "1", "2", "2", "2"]  # used once, reused twice
 
 
+def test_max_reuse_on_http1_too(make_proxy: MakeProxy, origin: Origin) -> None:
+    port = start(make_proxy, origin, "max-reuse 1", reuse="always")
+    with KeepAliveClient(port) as c:
+        ids = [c.get("/").headers["X-Conn-Id"] for _ in range(4)]
+    assert ids == ["1", "1", "2", "2"]
+
+
 def test_goaway_drains_then_a_new_connection(make_proxy: MakeProxy, h2_origin: Origin) -> None:
     port = start(make_proxy, h2_origin, "proto h2", reuse="always")
     with KeepAliveClient(port) as c:

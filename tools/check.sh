@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1; then
     missing=""
     # haproxy: the tests compare formats with HAProxy's real output (runtime API, log formats, warnings)
-    for tool in curl socat haproxy; do
+    # openssl: the TLS end-to-end tests make their test certificate with it
+    for tool in curl socat haproxy openssl; do
         command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing="$missing $tool"
     done
     if [ -n "$missing" ]; then
