@@ -8,6 +8,13 @@ their published slots with ``pidfd_getfd``, ``proxy.steal``, or where the kernel
 over ``proxy.takeover``), then a new connection (``retries`` + 1 attempts). ``acquire_now`` is the same
 plan's synchronous prefix — the hot path of a keep-alive request creates no task.
 
+HTTP/2 (``proxy.server_h2``): what a request gets is then one stream of a connection. Before the
+idle lists, ``_local`` looks at this worker's *available* list (HTTP/2 connections with free
+streams, HAProxy's ``avail_conns``; in ``safe`` mode only the client session's own); a connect
+that may bring HTTP/2 is announced in ``opening``, and this worker's other requests for the same
+key wait for it (``_join``) instead of opening their own. ``maxconn`` slots are per request, so per
+stream. TLS (``proxy.server_tls``): the handshake's ALPN answer chooses the protocol object.
+
 When the exchange ends, ``finish`` gives everything back: the connection is kept (``should_keep``,
 the keep-on-release rule over the server-wide numbers) or closed, and the slot is released (to the
 oldest waiter across workers). Accounting moves go through ``ServerRuntime.move`` only.

@@ -35,9 +35,13 @@ CLAIMED → TAKEN, the row's half of the owner's count dropped and ours added, o
 when the owner died meanwhile), and ``IDLE/SAFE → TAKEN`` is the owner finalizing that slot (the
 cell's half of its count dropped, the slot EMPTY).
 
+``rebind`` passes the state of a connection counted before its protocol object existed (a TLS
+handshake's ALPN answer decides between HTTP/1 and HTTP/2) to that object, no counter moving.
+
 Lending (the owner's side of ``proxy.slots``). When this worker lends (``lend_from``: several
-workers, ``tune.idle-pool.shared on``), a pooled connection has reading paused (so nothing meant for
-a thief can be read here) and is published in one of this worker's slots for the server. Before
+workers, ``tune.idle-pool.shared on``), a pooled connection that is ``shareable`` (plain HTTP/1:
+never a TLS or HTTP/2 one, whose protocol state lives in this process) has reading paused (so
+nothing meant for a thief can be read here) and is published in one of this worker's slots for the server. Before
 the owner reuses or closes a published connection it takes the slot back (``unpark``: its own
 claim); if another worker claimed it first, the connection leaves the pool for ``lent`` and is not
 touched again until its slot says what became of it: TAKEN (``settle`` finalizes: our copy closed

@@ -66,7 +66,7 @@ CONN_WINDOW = 1 << 24  # our connection-level receive window: the per-stream win
 class H2State(enum.Enum):
     CONNECTING = "connecting"
     OPEN = "open"  # streams may be opened
-    DRAINING = "draining"  # GOAWAY received, or max-reuse reached: no new stream
+    DRAINING = "draining"  # GOAWAY received: no new stream (max-reuse is ``retiring`` too)
     CLOSED = "closed"
 
 
@@ -77,7 +77,6 @@ class H2ServerConn(asyncio.Protocol):
     """One HTTP/2 connection to a server (see the module doc)."""
 
     shareable = False  # never handed to another worker: its protocol state lives here
-    got_response_bytes = False  # (for Conn-like readers: a connection-level answer is per stream)
 
     def __init__(
         self,
