@@ -41,8 +41,8 @@ handshake's ALPN answer decides between HTTP/1 and HTTP/2) to that object, no co
 Lending (the owner's side of ``proxy.slots``). When this worker lends (``lend_from``: several
 workers, ``tune.idle-pool.shared on``), a pooled connection that is ``shareable`` (plain HTTP/1:
 never a TLS or HTTP/2 one, whose protocol state lives in this process) has reading paused (so
-nothing meant for a thief can be read here) and is published in one of this worker's slots for the server. Before
-the owner reuses or closes a published connection it takes the slot back (``unpark``: its own
+nothing meant for a thief can be read here) and is published in one of this worker's slots for the
+server. Before the owner reuses or closes a published connection it takes the slot back (``unpark``: its own
 claim); if another worker claimed it first, the connection leaves the pool for ``lent`` and is not
 touched again until its slot says what became of it: TAKEN (``settle`` finalizes: our copy closed
 without ``shutdown()``, our count dropped) or IDLE again (the claimer gave it back: into the pool
