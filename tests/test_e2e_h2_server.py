@@ -11,13 +11,15 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from harness import KeepAliveClient, MakeProxy, Origin, Response, free_port, http_get, proxy_config
+from harness import KeepAliveClient, MakeProxy, Origin, Response, free_port, http_get, proxy_config, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -180,6 +182,37 @@ def test_max_reuse_on_http1_too(make_proxy: MakeProxy, origin: Origin) -> None:
     with KeepAliveClient(port) as c:
         ids = [c.get("/").headers["X-Conn-Id"] for _ in range(4)]
     assert ids == ["1", "1", "2", "2"]
+
+
+def test_runtime_api_counts_http2_connections(
+    make_proxy: MakeProxy, h2_origin: Origin, tmp_path: Path
+) -> None:
+    sockdir = Path(tempfile.mkdtemp(prefix="pph2", dir="/tmp"))  # short: sun_path is 108 bytes
+    try:
+        sock = sockdir / "admin.sock"
+        port = free_port()
+        glob = f"stats socket {sock} level admin"
+        make_proxy(
+            proxy_config(port, h2_origin.port, reuse="always", server="proto h2", glob=glob),
+            ports=[port],
+            workers=1,
+        )
+        wait_for(lambda: sock.exists())
+        for _ in range(3):
+            assert http_get(port, "/").status == 200
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(sock))
+            s.sendall(b"show servers conn\n")
+            out = b"".join(iter(lambda: s.recv(65536), b"")).decode()
+        header, line = out.splitlines()[:2]
+        row = dict(zip(header.split()[1:], line.split(), strict=False))
+        # one HTTP/2 connection, idle in the safe list, having carried 3 streams one at a time
+        assert (row["used_cur"], row["used_max"], row["safe_nb"], row["idle_cur"]) == ("0", "1", "1", "1"), (
+            out
+        )
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def test_goaway_drains_then_a_new_connection(make_proxy: MakeProxy, h2_origin: Origin) -> None:
