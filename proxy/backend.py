@@ -504,14 +504,28 @@ class Backend:
                 return h1
 
             proto = await open_tls(self.loop, sock, ctx, acq.key.sni, choose, deadline - self.loop.time())
+            if isinstance(proto, H2ServerConn):
+                await self._settled(proto, sock, deadline)
             return cast(AnyConn, proto)
         if cfg.proto == "h2":
             h2c = self._h2(srv, acq.key, b"http")
             await self.loop.create_connection(lambda: h2c, sock=sock)
+            await self._settled(h2c, sock, deadline)
             return h2c
         conn = ServerConn(srv, acq.key, self.engine_name, self.limits)
         await adopt_socket(self.loop, conn, sock)
         return conn
+
+    async def _settled(self, conn: H2ServerConn, sock: socket.socket, deadline: float) -> None:
+        """Wait for the server's SETTINGS before any stream counts on its limit (the requests
+        waiting in ``_join`` take streams at once). On failure the connection is closed (its
+        transport owns the descriptor now: ``sock`` lets go of it)."""
+        try:
+            await conn.ready(max(0.001, deadline - self.loop.time()))
+        except BaseException:
+            sock.detach()
+            conn.close()
+            raise
 
     def _h2(self, srv: ServerRuntime, key: ConnKey, scheme: bytes) -> H2ServerConn:
         g = self.glob

@@ -119,6 +119,7 @@ class H2ServerConn(asyncio.Protocol):
         self.slot_tag = 0
         self.on_lost: Callable[[H2ServerConn], None] | None = None
         self.available = False  # on the backend's available list (the backend keeps this)
+        self.settings_waiter: asyncio.Future[None] | None = None  # ``ready``
 
     def __repr__(self) -> str:
         return (
@@ -163,6 +164,20 @@ class H2ServerConn(asyncio.Protocol):
     @property
     def private(self) -> bool:
         return self.acct is Acct.PRIVATE
+
+    async def ready(self, timeout: float) -> None:
+        """Wait for the server's first SETTINGS (its stream limit), or the connection's end:
+        streams opened before would count on a limit the server may not have. TimeoutError after
+        ``timeout`` seconds."""
+        if self.got_settings or self.state is H2State.CLOSED:
+            return
+        waiter = self.settings_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.wait_for(waiter, timeout)
+
+    def _wake(self) -> None:
+        waiter, self.settings_waiter = self.settings_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def open_stream(self) -> H2Stream:
         """A new stream (its id is allocated when its head is sent). The caller checked
@@ -271,6 +286,7 @@ class H2ServerConn(asyncio.Protocol):
                 s.push()
         elif isinstance(ev, h2.events.RemoteSettingsChanged):
             self.got_settings = True
+            self._wake()
             if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in ev.changed_settings:
                 for s in list(self.streams.values()):
                     s.push()
@@ -316,6 +332,7 @@ class H2ServerConn(asyncio.Protocol):
         on_lost, self.on_lost = self.on_lost, None
         if on_lost is not None:  # (set after a close during the handshake too: it runs then)
             on_lost(self)
+        self._wake()
         if self.state is H2State.CLOSED:
             return
         self.state = H2State.CLOSED
@@ -414,6 +431,9 @@ class H2Stream:
         try:
             sid = h.get_next_available_stream_id()
             h.send_headers(sid, fields, end_stream=end)
+        except h2.exceptions.TooManyStreamsError:
+            self.on_reset(refused=True)  # the server lowered its limit meanwhile: not sent, replayable
+            return
         except (h2.exceptions.ProtocolError, ValueError) as exc:
             # The head cannot be sent (an invalid field, or no stream id left): the exchange fails.
             self.reset = True

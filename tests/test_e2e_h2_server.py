@@ -161,6 +161,19 @@ def test_pooling_per_reuse_mode(make_proxy: MakeProxy, mode: str, keep_alive: bo
             assert stats["h2_max_streams"] > 1
 
 
+@pytest.mark.parametrize(("tune", "limit"), [("", 3), ("tune.h2.be.max-concurrent-streams 2", 2)])
+def test_streams_per_connection_follow_the_servers_settings(
+    make_proxy: MakeProxy, tune: str, limit: int
+) -> None:
+    """SETTINGS_MAX_CONCURRENT_STREAMS 3 at the server (known before the first stream is sent),
+    capped by tune.h2.be.max-concurrent-streams: more concurrent requests open more connections."""
+    with Origin(args=["--h2", "--h2-max-streams", "3"], delay_ms=50) as origin:
+        port = start(make_proxy, origin, "proto h2", reuse="always", glob=tune)
+        assert load(port, 8, 2, keep_alive=False) == [200] * 16
+        stats = origin.stats()
+        assert 1 < stats["h2_max_streams"] <= limit and stats["connections"] >= 8 // limit, stats
+
+
 def test_maxconn_counts_streams_across_workers(make_proxy: MakeProxy) -> None:
     with Origin(args=["--h2"], delay_ms=30) as origin:
         port = start(make_proxy, origin, "proto h2 maxconn 10", reuse="always", nbthread=3)

@@ -493,3 +493,35 @@ def test_no_leftover_tasks(make_world: Callable[..., World]) -> None:
     w, be = h2_world(make_world, reuse=ReuseMode.AGGRESSIVE)
     take(w, be, Session("10.0.0.1", 1))
     assert not [t for t in asyncio.all_tasks(w.loop) if not t.done()]
+
+
+def test_ready_waits_for_the_servers_settings(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    conn = h2conn(w)
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    server.initiate_connection()
+    conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+
+    async def go() -> bool:
+        waiting = asyncio.ensure_future(conn.ready(5.0))
+        await asyncio.sleep(0)
+        before = waiting.done()
+        conn.data_received(server.data_to_send())  # the server's SETTINGS
+        await waiting
+        return before
+
+    assert w.run(go()) is False and conn.got_settings
+    other = h2conn(w)
+    other.connection_made(FakeTransport())  # type: ignore[arg-type]
+
+    async def closed() -> None:
+        waiting = asyncio.ensure_future(other.ready(5.0))
+        await asyncio.sleep(0)
+        other.connection_lost(None)  # a connection that dies wakes its waiter too
+        await waiting
+
+    w.run(closed())
+    with pytest.raises(TimeoutError):
+        third = h2conn(w)
+        third.connection_made(FakeTransport())  # type: ignore[arg-type]
+        w.run(third.ready(0.01))
