@@ -94,6 +94,24 @@ def test_h2c_carries_requests_bodies_and_heads(make_proxy: MakeProxy, h2_origin:
     assert stats["h2_connections"] == stats["connections"] == 1  # one connection carried them all
 
 
+def test_expect_100_continue_crosses(make_proxy: MakeProxy, h2_origin: Origin) -> None:
+    """The server's 100 (an HTTP/2 interim HEADERS) reaches the HTTP/1.1 client, which then sends
+    its body: the client waits for the 100 before sending anything more."""
+    port = start(make_proxy, h2_origin, "proto h2")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += s.recv(4096)
+        assert got.startswith(b"HTTP/1.1 100 Continue\r\n"), got
+        s.sendall(b"hello")
+        rest = got.split(b"\r\n\r\n", 1)[1]
+        while b'"bytes": 5' not in rest:
+            chunk = s.recv(4096)
+            assert chunk, rest
+            rest += chunk
+
+
 def test_tls_alpn_chooses_the_protocol(make_proxy: MakeProxy, cert: Path) -> None:
     tls = f"ssl verify required ca-file {cert} sni str(localhost) alpn h2,http/1.1"
     with Origin(args=["--h2", "--cert", str(cert)]) as h2o, Origin(args=["--cert", str(cert)]) as h1o:

@@ -14,7 +14,8 @@ windows allow; ``/upload`` JSON ``{bytes, sha256}``; ``/delay/<ms>``; ``/status/
 ``/bad/close`` the connection closes without an answer; ``/bad/reset`` RST_STREAM
 (INTERNAL_ERROR) without an answer; ``/bad/refuse`` RST_STREAM (REFUSED_STREAM);
 ``/bad/half`` a 200 head with ``content-length: 1000`` and 10 bytes, then the connection closes.
-Every response carries ``x-conn-id`` and ``x-req-seq`` (the n-th stream of the connection).
+A request with ``expect: 100-continue`` gets a 100 before its body is read. Every response
+carries ``x-conn-id`` and ``x-req-seq`` (the n-th stream of the connection).
 ``--h2-max-streams N`` sets SETTINGS_MAX_CONCURRENT_STREAMS (default 100).
 """
 
@@ -111,6 +112,8 @@ class H2Origin:
             self.counters.h2_max_streams = max(self.counters.h2_max_streams, len(self.streams))
             if ev.stream_ended is not None:
                 self.streams[ev.stream_id]["done"].set()
+            elif (b"expect", b"100-continue") in headers:
+                self.conn.send_headers(ev.stream_id, [(b":status", b"100")])  # go on with the body
             task = asyncio.get_running_loop().create_task(self._respond(ev.stream_id))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
