@@ -10,10 +10,12 @@ plan's synchronous prefix — the hot path of a keep-alive request creates no ta
 
 HTTP/2 (``proxy.server_h2``): what a request gets is then one stream of a connection. Before the
 idle lists, ``_local`` looks at this worker's *available* list (HTTP/2 connections with free
-streams, HAProxy's ``avail_conns``; in ``safe`` mode only the client session's own); a connect
-that may bring HTTP/2 is announced in ``opening``, and this worker's other requests for the same
-key wait for it (``_join``) instead of opening their own. ``maxconn`` slots are per request, so per
-stream. TLS (``proxy.server_tls``): the handshake's ALPN answer chooses the protocol object.
+streams, HAProxy's ``avail_conns``; in ``safe`` mode only the client session's own). In
+``always`` a connect that may bring HTTP/2 is announced in ``opening``, and this worker's other
+requests for the same key wait for it (``_join``) instead of opening their own; ``aggressive``
+offers a new connection only once a stream ended on it (HAProxy's rule: only ``always`` shares a
+connection from its first stream on). ``maxconn`` slots are per request, so per stream. TLS
+(``proxy.server_tls``): the handshake's ALPN answer chooses the protocol object.
 
 When the exchange ends, ``finish`` gives everything back: the connection is kept (``should_keep``,
 the keep-on-release rule over the server-wide numbers) or closed, and the slot is released (to the
@@ -239,7 +241,7 @@ class Backend:
             if opened.alive:  # the server may have closed it before we could use it
                 acq.reused = False
                 acq.t_connected = time.monotonic()
-                return self._use(acq, opened)
+                return self._use(acq, opened, new=True)
         raise AcquireError(503, "SC")
 
     def _plan(self, acq: Acquisition, fresh: bool = False) -> AcquirePlan:
@@ -273,13 +275,16 @@ class Backend:
         return self._use(acq, cast(AnyConn, conn))  # a worker's pools hold its own connections only
 
     # -- HTTP/2: streams and the available list ---------------------------------------------------
-    def _use(self, acq: Acquisition, conn: AnyConn) -> ServerLink:
+    def _use(self, acq: Acquisition, conn: AnyConn, *, new: bool = False) -> ServerLink:
         """What the request's stream holds: the HTTP/1 connection itself, or a new stream of the
-        HTTP/2 connection (which then offers its remaining streams to others)."""
+        HTTP/2 connection, which then offers its remaining streams to others — at once, except a
+        ``new`` connection in ``aggressive`` mode, offered only once a stream ended on it (as in
+        HAProxy, where only ``always`` puts a new connection on the available list)."""
         if isinstance(conn, ServerConn):
             return conn
         link = conn.open_stream()
-        self._offer(acq.server, conn, acq.session)
+        if not (new and self.mode is ReuseMode.AGGRESSIVE):
+            self._offer(acq.server, conn, acq.session)
         return link
 
     def _offer(self, srv: ServerRuntime, conn: H2ServerConn, session: Session | None) -> None:
@@ -316,10 +321,10 @@ class Backend:
 
     async def _join(self, acq: Acquisition) -> ServerLink | None:
         """Before connecting: an HTTP/2 connection that became available since ``acquire_now``
-        looked; and in ``aggressive``/``always``, a connect of this worker to the same key in
-        flight, which may bring one: wait for it rather than open another (HAProxy puts a new
-        HTTP/2 connection on the available list at once). None when nothing has a free stream."""
-        if self.mode is ReuseMode.AGGRESSIVE or self.mode is ReuseMode.ALWAYS:
+        looked; and in ``always``, a connect of this worker to the same key in flight, which may
+        bring one: wait for it rather than open another (HAProxy puts a new HTTP/2 connection on
+        the available list at once in ``always``). None when nothing has a free stream."""
+        if self.mode is ReuseMode.ALWAYS:
             pending = self.opening.get((acq.server, acq.key))
             if pending is not None:
                 await asyncio.shield(pending)
@@ -449,7 +454,11 @@ class Backend:
         # Others of this worker wanting the same key may wait for an HTTP/2 connection (``_join``).
         slot = (srv, acq.key)
         announce: asyncio.Future[None] | None = None
-        if (cfg.proto == "h2" or "h2" in cfg.alpn) and slot not in self.opening:
+        if (
+            self.mode is ReuseMode.ALWAYS
+            and (cfg.proto == "h2" or "h2" in cfg.alpn)
+            and slot not in self.opening
+        ):
             announce = self.opening[slot] = self.loop.create_future()
         sock = None
         conn: AnyConn | None = None

@@ -397,10 +397,25 @@ def answer(be: H2Backend, st: H2Stream, peer: Peer) -> None:
     server.pump()
 
 
-@pytest.mark.parametrize("mode", [ReuseMode.AGGRESSIVE, ReuseMode.ALWAYS])
-def test_streams_of_different_clients_share_a_connection(
-    make_world: Callable[..., World], mode: ReuseMode
-) -> None:
+def test_aggressive_shares_a_new_connection_once_a_stream_ended(make_world: Callable[..., World]) -> None:
+    """HAProxy: only ``always`` offers a connection from its first stream on; in ``aggressive`` it
+    is offered once a stream ended on it (or when it comes back from the pool)."""
+    w, be = h2_world(make_world, reuse=ReuseMode.AGGRESSIVE)
+    a_acq, a = take(w, be, Session("10.0.0.1", 1))
+    _, b = take(w, be, Session("10.0.0.2", 2))
+    assert a.conn is not b.conn  # new connections: not offered yet
+    answer(be, a, Peer())
+    w.sync(lambda: be.finish(a_acq, a, True))  # no stream left: into the safe list
+    _, c = take(w, be, Session("10.0.0.3", 3))
+    _, d = take(w, be, Session("10.0.0.4", 4))  # a first request, served by the pooled one's streams
+    assert c.conn is a.conn and d.conn is a.conn and len(be.servers_h2) == 2
+    answer(be, b, Peer())
+    _, e = take(w, be, Session("10.0.0.5", 5))
+    assert e.conn is a.conn  # b's connection is still unoffered (its stream has not ended)
+
+
+def test_always_shares_a_connection_from_its_first_stream(make_world: Callable[..., World]) -> None:
+    mode = ReuseMode.ALWAYS
     w, be = h2_world(make_world, reuse=mode, maxconn=10)
     a_acq, a = take(w, be, Session("10.0.0.1", 1))
     b_acq, b = take(w, be, Session("10.0.0.2", 2))  # a first request too: HTTP/2 counts as safe
