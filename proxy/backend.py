@@ -10,6 +10,15 @@ over ``proxy.takeover``), then a new connection (``retries`` + 1 attempts; after
 ``option redispatch`` gives the failed server's slot back and takes one on the new server).
 ``acquire_now`` is the same plan's synchronous prefix — the hot path of a keep-alive request creates no task.
 
+HTTP/2 (``proxy.server_h2``): what a request gets is then one stream of a connection. Before the
+idle lists, ``_local`` looks at this worker's *available* list (HTTP/2 connections with free
+streams, HAProxy's ``avail_conns``; in ``safe`` mode only the client session's own). In
+``always`` a connect that may bring HTTP/2 is announced in ``opening``, and this worker's other
+requests for the same key wait for it (``_join``) instead of opening their own; ``aggressive``
+offers a new connection only once a stream ended on it (HAProxy's rule: only ``always`` shares a
+connection from its first stream on). ``maxconn`` slots are per request, so per stream. TLS
+(``proxy.server_tls``): the handshake's ALPN answer chooses the protocol object.
+
 When the exchange ends, ``finish`` gives everything back: the connection is kept (``should_keep``,
 the keep-on-release rule over the server-wide numbers) or closed, and the slot is released (to the
 oldest waiter across workers). Accounting moves go through ``ServerRuntime.move`` only.
@@ -22,12 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from proxy.balance import make_balancer
-from proxy.config.model import Proxy, ReuseMode
+from proxy.config.model import Global, Proxy, ReuseMode
 from proxy.donor import ORDERS, WorkerLink, adopt, key_id
 from proxy.h1 import Limits
 from proxy.pool import (
@@ -45,7 +55,9 @@ from proxy.pool import (
 from proxy.queue import Outcome
 from proxy.retry import next_retry
 from proxy.server import Acct, ServerRuntime, SlotMove
-from proxy.server_conn import ServerConn, adopt_socket
+from proxy.server_conn import ServerConn, State, adopt_socket
+from proxy.server_h2 import H2ServerConn, H2Stream
+from proxy.server_tls import client_context, open_tls
 from proxy.shm import (
     R_CONNECT_ERRORS,
     R_CONNECTS,
@@ -62,6 +74,10 @@ from proxy.takeover import KILL, Message
 if TYPE_CHECKING:
     from proxy.session import Session
     from proxy.takeover import Handed
+
+# What a stream holds as its server connection: an HTTP/1 connection, or one stream of an HTTP/2 one.
+ServerLink = ServerConn | H2Stream
+AnyConn = ServerConn | H2ServerConn
 
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 TAKEOVER_DEADLINE = 0.005  # seconds a thief waits for a victim before connecting itself
@@ -101,11 +117,26 @@ class Acquisition:
         return f"<Acquisition {self.server.backend_name}/{self.server.name} slot={self.has_slot}>"
 
 
+class _Opening:
+    """A connection being opened, counted before its protocol object exists (the TLS handshake's
+    ALPN answer decides whether it is HTTP/1 or HTTP/2): ``ServerRuntime.rebind`` passes the count on."""
+
+    __slots__ = ("acct",)
+
+    def __init__(self) -> None:
+        self.acct = Acct.NONE
+
+    def __repr__(self) -> str:
+        return f"<connection being opened acct={self.acct.name}>"
+
+
 class Backend:
     __slots__ = (
+        "avail",
         "balancer",
         "cfg",
         "engine_name",
+        "glob",
         "has_backup",
         "lb_params",
         "limits",
@@ -114,7 +145,9 @@ class Backend:
         "mode",
         "name",
         "next_victim",
+        "opening",
         "servers",
+        "tls",
     )
 
     def __init__(
@@ -124,8 +157,10 @@ class Backend:
         engine_name: str,
         limits: Limits,
         link: WorkerLink,
+        glob: Global | None = None,
     ) -> None:
         self.cfg = cfg
+        self.glob = glob if glob is not None else Global()  # HTTP/2 tunings, TLS defaults
         self.name = cfg.name
         self.mode = cfg.http_reuse
         self.engine_name = engine_name
@@ -137,6 +172,12 @@ class Backend:
         self.lb_params = tuple((s.weight, s.maxconn) for s in cfg.servers)
         self.has_backup = any(s.backup for s in cfg.servers)
         self.next_victim = 0
+        # HTTP/2: this worker's connections with streams in use and room for more (HAProxy's
+        # "available" list), per server; the connects in flight that may turn out HTTP/2 (others
+        # wait for them rather than open their own); the TLS contexts, per server.
+        self.avail: dict[ServerRuntime, list[H2ServerConn]] = {}
+        self.opening: dict[tuple[ServerRuntime, ConnKey], asyncio.Future[None]] = {}
+        self.tls: dict[ServerRuntime, ssl.SSLContext] = {}
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} servers={len(self.servers)} reuse={self.mode.value}>"
@@ -185,24 +226,25 @@ class Backend:
             cfgs = [replace(s.cfg, weight=w, maxconn=m) for s, (w, m) in zip(self.servers, live, strict=True)]
             self.balancer = make_balancer(self.cfg.balance, cfgs)
 
-    def key_for(self, srv: ServerRuntime, client_ip: str) -> ConnKey:
+    def key_for(self, srv: ServerRuntime, client_ip: str, sni: str | None = None) -> ConnKey:
         """The connection key (``server_conn_key``); computed once per server unless it depends on
-        the client (``usesrc clientip``)."""
-        if srv.cfg.usesrc_clientip:
-            return self.link.register(server_conn_key(self.name, srv.cfg, client_ip=client_ip))
+        the client (``usesrc clientip``) or the request (``sni <expr>``: the value rendered for this
+        request, which ``sni_for`` gives)."""
+        if srv.cfg.usesrc_clientip or sni is not None:
+            return self.link.register(server_conn_key(self.name, srv.cfg, client_ip=client_ip, sni=sni))
         key = srv.static_key
         if key is None:
             key = srv.static_key = self.link.register(server_conn_key(self.name, srv.cfg))
         return key
 
-    def acquisition(self, srv: ServerRuntime, session: Session) -> Acquisition:
+    def acquisition(self, srv: ServerRuntime, session: Session, sni: str | None = None) -> Acquisition:
         key = srv.static_key  # key_for's common case, inline (once a request)
-        if key is None or srv.cfg.usesrc_clientip:
-            key = self.key_for(srv, session.client_ip)
+        if key is None or srv.cfg.usesrc_clientip or sni is not None:
+            key = self.key_for(srv, session.client_ip, sni)
         return Acquisition(srv, key, session)
 
     # -- acquiring ----------------------------------------------------------------------------
-    def acquire_now(self, acq: Acquisition) -> ServerConn | None:
+    def acquire_now(self, acq: Acquisition) -> ServerLink | None:
         """The plan's synchronous prefix: a free slot, then the session's or this worker's own
         connection. None when the rest needs waiting (``acquire``)."""
         if not acq.has_slot:
@@ -214,7 +256,7 @@ class Backend:
         # the numbers only the rest of the plan needs.
         return self._local(acq, reuse_order(self.mode, acq.first))
 
-    async def acquire(self, acq: Acquisition, *, fresh: bool = False) -> ServerConn:
+    async def acquire(self, acq: Acquisition, *, fresh: bool = False) -> ServerLink:
         """The whole plan (after ``acquire_now`` found nothing, or ``fresh`` for a replay).
 
         Raises ``AcquireError``. On return or on an exception, ``acq.has_slot`` says whether a slot
@@ -228,28 +270,32 @@ class Backend:
             acq.has_slot = True
             acq.t_queued = time.monotonic()
             if not fresh:
-                conn = self._local(acq, self._plan(acq).lists)
-                if conn is not None:
-                    return conn
+                local = self._local(acq, self._plan(acq).lists)
+                if local is not None:
+                    return local
         plan = self._plan(acq, fresh)
         if plan.steal:
-            conn = await self._steal(acq, plan.lists)
-            if conn is not None:
-                return conn
+            stolen = await self._steal(acq, plan.lists)
+            if stolen is not None:
+                return stolen
         while True:
+            if not fresh:
+                shared = await self._join(acq)
+                if shared is not None:
+                    return shared
             try:
-                conn = await self._connect(acq)
+                opened = await self._connect(acq)
             except (TimeoutError, OSError):
-                conn = None
-            if conn is not None and conn.alive:  # the server may have closed it before we could use it
+                opened = None
+            if opened is not None and opened.alive:  # the server may have closed it before we could use it
                 acq.reused = False
                 acq.t_connected = time.monotonic()
-                return conn
-            conn = await self._retry(acq, plan.connects - 1)
-            if conn is not None:
-                return conn
+                return self._use(acq, opened, new=True)
+            link = await self._retry(acq, plan.connects - 1)
+            if link is not None:
+                return link
 
-    async def _retry(self, acq: Acquisition, retries: int) -> ServerConn | None:
+    async def _retry(self, acq: Acquisition, retries: int) -> ServerLink | None:
         """A connection attempt failed: wait and retry on the same server, or redispatch to
         another (``proxy.retry``); a connection found idle on the new server is returned. Raises
         503 ``SC`` once the retries are spent."""
@@ -300,19 +346,83 @@ class Backend:
             pool_low_conn=srv.cfg.pool_low_conn,
         )
 
-    def _local(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
-        """The client session's own connection, then this worker's lists in ``lists`` order."""
+    def _local(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerLink | None:
+        """The client session's own connection, then this worker's HTTP/2 connections with free
+        streams (SEMANTICS §1 step 2), then this worker's lists in ``lists`` order."""
         srv = acq.server
-        # A worker's pools and sessions hold its ServerConns only (no ``cast``: a call per request).
-        conn: ServerConn | None = acq.session.take_conn(srv, acq.key)  # type: ignore[assignment]
+        conn = acq.session.take_conn(srv, acq.key)
+        if conn is None:
+            conn = self._available(acq)
         if conn is None and lists:
-            conn = srv.take_idle(acq.key, lists)  # type: ignore[assignment]
+            conn = srv.take_idle(acq.key, lists)
         if conn is None:
             return None
         srv.count_reuse()  # the row's R_REUSES
         acq.reused = True
         acq.t_connected = time.monotonic()
-        return conn
+        return self._use(acq, conn)  # type: ignore[arg-type]  # a worker's pools hold its own connections only
+
+    # -- HTTP/2: streams and the available list ---------------------------------------------------
+    def _use(self, acq: Acquisition, conn: AnyConn, *, new: bool = False) -> ServerLink:
+        """What the request's stream holds: the HTTP/1 connection itself, or a new stream of the
+        HTTP/2 connection, which then offers its remaining streams to others — at once, except a
+        ``new`` connection in ``aggressive`` mode, offered only once a stream ended on it (as in
+        HAProxy, where only ``always`` puts a new connection on the available list)."""
+        if isinstance(conn, ServerConn):
+            return conn
+        link = conn.open_stream()
+        if not (new and self.mode is ReuseMode.AGGRESSIVE):
+            self._offer(acq.server, conn, acq.session)
+        return link
+
+    def _offer(self, srv: ServerRuntime, conn: H2ServerConn, session: Session | None) -> None:
+        """Put an HTTP/2 connection carrying streams on the available list while it has room.
+        Never for a private one (``http-reuse never``, the session's own); in ``safe`` mode it
+        stays with the client session whose streams it carries (HAProxy: its head-of-line risk
+        is not imposed on other clients)."""
+        if conn.private or self.mode is ReuseMode.NEVER:
+            return
+        if self.mode is ReuseMode.SAFE and conn.session is None:
+            conn.session = session
+        if not conn.available and conn.free_streams > 0:
+            conn.available = True
+            self.avail.setdefault(srv, []).append(conn)
+
+    def _available(self, acq: Acquisition) -> H2ServerConn | None:
+        """An HTTP/2 connection of this worker, of the request's key, with a free stream."""
+        if self.mode is ReuseMode.NEVER:
+            return None
+        conns = self.avail.get(acq.server)
+        if not conns:
+            return None
+        for conn in list(conns):
+            if not conn.alive or conn.free_streams <= 0 or conn.private or not conn.active:
+                conns.remove(conn)  # full, retiring, or closed: off the list until a stream ends
+                conn.available = False
+                continue
+            if conn.key != acq.key:
+                continue
+            if self.mode is ReuseMode.SAFE and conn.session is not acq.session:
+                continue
+            return conn
+        return None
+
+    async def _join(self, acq: Acquisition) -> ServerLink | None:
+        """Before connecting: an HTTP/2 connection that became available since ``acquire_now``
+        looked; and in ``always``, a connect of this worker to the same key in flight, which may
+        bring one: wait for it rather than open another (HAProxy puts a new HTTP/2 connection on
+        the available list at once in ``always``). None when nothing has a free stream."""
+        if self.mode is ReuseMode.ALWAYS:
+            pending = self.opening.get((acq.server, acq.key))
+            if pending is not None:
+                await asyncio.shield(pending)
+        conn = self._available(acq)
+        if conn is None:
+            return None
+        acq.server.row.add(R_REUSES)
+        acq.reused = True
+        acq.t_connected = time.monotonic()
+        return self._use(acq, conn)
 
     # -- stealing (the thief's side; the victim's is proxy.donor.Donor) --------------------
     async def _steal(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
@@ -412,26 +522,35 @@ class Backend:
         return await adopt(self.loop, ServerConn(srv, key, self.engine_name, self.limits), handed)
 
     # -- connecting ---------------------------------------------------------------------------
-    async def _connect(self, acq: Acquisition) -> ServerConn:
-        """Open a new connection; raises OSError or TimeoutError."""
+    async def _connect(self, acq: Acquisition) -> AnyConn:
+        """Open a new connection (TLS and ALPN included); raises OSError or TimeoutError."""
         srv = acq.server
         cfg = srv.cfg
         timeout = self.cfg.timeouts.connect or 5.0
         deadline = self.loop.time() + timeout
-        conn = ServerConn(srv, acq.key, self.engine_name, self.limits)
+        token = _Opening()  # counted now; the connection object exists once its protocol is known
         maxconn = srv.row.maxconn  # live: ``set maxconn server``
         if maxconn > 0 and (cfg.strict_maxconn or self.mode is not ReuseMode.NEVER):
             # strict-maxconn: never above maxconn. Otherwise never above HAProxy's documented worst
             # case, maxconn + nbthread - 1 (SEMANTICS §4): without this cap a worker carrying
             # requests could also keep its one idle connection, one more than that bound.
             limit = maxconn if cfg.strict_maxconn else maxconn + self.link.nworkers - 1
-            await self._room_for_one(srv, conn, deadline, limit)
+            await self._room_for_one(srv, token, deadline, limit)
         else:
-            srv.move(conn, Acct.COUNTED, 0)
-        srv.move(conn, Acct.PRIVATE if self.mode is ReuseMode.NEVER else Acct.USED)
+            srv.move(token, Acct.COUNTED, 0)
+        srv.move(token, Acct.PRIVATE if self.mode is ReuseMode.NEVER else Acct.USED)
         srv.row.add(R_CONNECTS)
-        conn.on_lost = srv.lost
+        # Others of this worker wanting the same key may wait for an HTTP/2 connection (``_join``).
+        slot = (srv, acq.key)
+        announce: asyncio.Future[None] | None = None
+        if (
+            self.mode is ReuseMode.ALWAYS
+            and (cfg.proto == "h2" or "h2" in cfg.alpn)
+            and slot not in self.opening
+        ):
+            announce = self.opening[slot] = self.loop.create_future()
         sock = None
+        conn: AnyConn | None = None
         try:
             source = acq.session.client_ip if cfg.usesrc_clientip else cfg.source
             family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
@@ -446,16 +565,74 @@ class Backend:
                 sock.bind(_source_addr(source))
             left = max(0.001, deadline - self.loop.time())
             await asyncio.wait_for(self.loop.sock_connect(sock, (cfg.host, cfg.port)), left)
-            await adopt_socket(self.loop, conn, sock)
+            conn = await self._wrap(acq, sock, deadline)
         except BaseException:
             srv.row.add(R_CONNECT_ERRORS)
-            if conn.transport is None and sock is not None:
+            if conn is None and sock is not None and sock.fileno() >= 0:
                 sock.close()
-            conn.close()  # runs the hook: uncounted
+            srv.uncount(token)
             raise
+        finally:
+            if announce is not None:
+                del self.opening[slot]
+                announce.set_result(None)  # waiters run after our caller offered the connection
+        srv.rebind(token, conn)
+        conn.on_lost = srv.lost
+        if not conn.alive:
+            conn.close()  # closed during the handshake: the hook uncounts it now
         return conn
 
-    async def _room_for_one(self, srv: ServerRuntime, conn: ServerConn, deadline: float, limit: int) -> None:
+    async def _wrap(self, acq: Acquisition, sock: socket.socket, deadline: float) -> AnyConn:
+        """The protocol object on a connected socket: TLS first for ``ssl`` (ALPN picks HTTP/2 or
+        HTTP/1; without an answer, ``proto`` does), else HTTP/2 with prior knowledge for ``proto
+        h2``, else HTTP/1. Only a plain HTTP/1 connection may later move to another worker."""
+        srv = acq.server
+        cfg = srv.cfg
+        if cfg.ssl:
+            ctx = self.tls.get(srv)
+            if ctx is None:
+                ctx = self.tls[srv] = client_context(cfg, self.glob)
+
+            def choose(alpn: str | None) -> asyncio.Protocol:
+                if alpn == "h2" or (alpn is None and cfg.proto == "h2"):
+                    return self._h2(srv, acq.key, b"https")
+                h1 = ServerConn(srv, acq.key, self.engine_name, self.limits)
+                h1.shareable = False  # its TLS state lives in this process
+                h1.state = State.IDLE
+                return h1
+
+            proto = await open_tls(self.loop, sock, ctx, acq.key.sni, choose, deadline - self.loop.time())
+            if isinstance(proto, H2ServerConn):
+                await self._settled(proto, sock, deadline)
+            return cast(AnyConn, proto)
+        if cfg.proto == "h2":
+            h2c = self._h2(srv, acq.key, b"http")
+            await self.loop.create_connection(lambda: h2c, sock=sock)
+            await self._settled(h2c, sock, deadline)
+            return h2c
+        conn = ServerConn(srv, acq.key, self.engine_name, self.limits)
+        await adopt_socket(self.loop, conn, sock)
+        return conn
+
+    async def _settled(self, conn: H2ServerConn, sock: socket.socket, deadline: float) -> None:
+        """Wait for the server's SETTINGS before any stream counts on its limit (the requests
+        waiting in ``_join`` take streams at once). On failure the connection is closed (its
+        transport owns the descriptor now: ``sock`` lets go of it)."""
+        try:
+            await conn.ready(max(0.001, deadline - self.loop.time()))
+        except BaseException:
+            sock.detach()
+            conn.close()
+            raise
+
+    def _h2(self, srv: ServerRuntime, key: ConnKey, scheme: bytes) -> H2ServerConn:
+        g = self.glob
+        return H2ServerConn(
+            srv, key, scheme=scheme, max_streams=g.h2_be_max_concurrent_streams,
+            window=g.h2_be_initial_window_size, max_reuse=srv.cfg.max_reuse,
+        )  # fmt: skip
+
+    async def _room_for_one(self, srv: ServerRuntime, conn: _Opening, deadline: float, limit: int) -> None:
         """Count ``conn`` as opened only within ``limit``, making room first.
 
         Room is made by closing an idle connection: one of ours at once, else by asking the worker
@@ -478,10 +655,12 @@ class Backend:
             await asyncio.sleep(STRICT_WAIT)
 
     # -- giving back ----------------------------------------------------------------------------
-    def finish(self, acq: Acquisition, conn: ServerConn | None, reusable: bool) -> None:
+    def finish(self, acq: Acquisition, conn: ServerLink | None, reusable: bool) -> None:
         """The exchange ended: keep or close its connection, and release its slot."""
         if conn is not None:
-            if reusable:
+            if isinstance(conn, H2Stream):
+                self._finish_stream(acq, conn)
+            elif reusable:
                 self._release(conn, acq.session)
             else:
                 conn.close()
@@ -499,6 +678,9 @@ class Backend:
         if conn.acct is _AC_PRIVATE:  # (conn.private)
             if not session.attach_conn(conn):
                 conn.close()
+            return
+        if srv.cfg.max_reuse >= 0 and conn.requests > srv.cfg.max_reuse:
+            conn.close()  # max-reuse: it was used once and reused max-reuse times
             return
         kind = kind_after_release(conn.requests)
         pool = srv.pool
@@ -523,8 +705,55 @@ class Backend:
             return
         srv.park(conn, kind)
 
-    def make_private(self, conn: ServerConn) -> None:
-        """The connection now belongs to its client session (NTLM/Negotiate): uncount it."""
+    def _finish_stream(self, acq: Acquisition, st: H2Stream) -> None:
+        """An HTTP/2 stream ended (reset unless it ended cleanly): the connection goes on carrying
+        its other streams, or, with none left, is kept like an HTTP/1 one (counted safe) or closed
+        (retiring: GOAWAY, max-reuse; soft stop)."""
+        st.detach()
+        conn = st.conn
+        srv = conn.server
+        if not conn.alive:
+            return  # closed: its hook accounted for it
+        if conn.active:
+            if not conn.retiring:
+                self._offer(srv, conn, acq.session)
+            return
+        if conn.available:
+            conn.available = False
+            self.avail[srv].remove(conn)
+        if conn.retiring or self.link.stopping:
+            conn.close()
+            return
+        conn.make_idle()
+        if conn.private:
+            if not acq.session.attach_conn(conn):
+                conn.close()
+            return
+        row = srv.row
+        idle_total = row.idle
+        keep = should_keep(
+            private=False,
+            purge_delay=srv.cfg.pool_purge_delay,
+            server_usable=srv.usable,
+            mode=self.mode,
+            pool_max_conn=srv.cfg.pool_max_conn,
+            idle_total=idle_total,
+            worker_has_idle_of_kind=srv.pool.holds_for(ListKind.SAFE),
+            used=row.used,
+            idle=idle_total,
+            est_need=row.est_need,
+            pool_low_conn=srv.cfg.pool_low_conn,
+        )
+        if not keep or not srv.move(conn, Acct.SAFE, srv.cfg.pool_max_conn):  # HTTP/2 counts as safe
+            conn.close()
+            return
+        srv.park(conn, ListKind.SAFE)
+
+    def make_private(self, conn: ServerLink) -> None:
+        """The connection now belongs to its client session (NTLM/Negotiate): uncount it. Not for
+        an HTTP/2 stream: HTTP/2 has no connection-bound authentication (RFC 9113 §8.2.3)."""
+        if isinstance(conn, H2Stream):
+            return
         if conn.acct is Acct.USED:
             conn.server.move(conn, Acct.PRIVATE)
 

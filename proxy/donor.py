@@ -142,7 +142,10 @@ class Donor:
             got = srv.pool.take_with_kind(ckey, ORDERS[order])
             if got is None:
                 return None
-            conn = cast(ServerConn, got[0])  # a worker's pools hold its ServerConns only
+            if not got[0].shareable:  # TLS or HTTP/2: its state cannot leave this process
+                srv.pool.add(got[0], got[1])
+                return None
+            conn = cast(ServerConn, got[0])  # the shareable connections of a pool are ServerConns
             kind = got[1]
             if not srv.unpark(conn):
                 continue  # claimed from its slot by another worker meanwhile: lent

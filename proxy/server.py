@@ -35,10 +35,14 @@ CLAIMED → TAKEN, the row's half of the owner's count dropped and ours added, o
 when the owner died meanwhile), and ``IDLE/SAFE → TAKEN`` is the owner finalizing that slot (the
 cell's half of its count dropped, the slot EMPTY).
 
+``rebind`` passes the state of a connection counted before its protocol object existed (a TLS
+handshake's ALPN answer decides between HTTP/1 and HTTP/2) to that object, no counter moving.
+
 Lending (the owner's side of ``proxy.slots``). When this worker lends (``lend_from``: several
-workers, ``tune.idle-pool.shared on``), a pooled connection has reading paused (so nothing meant for
-a thief can be read here) and is published in one of this worker's slots for the server. Before
-the owner reuses or closes a published connection it takes the slot back (``unpark``: its own
+workers, ``tune.idle-pool.shared on``), a pooled connection that is ``shareable`` (plain HTTP/1:
+never a TLS or HTTP/2 one, whose protocol state lives in this process) has reading paused (so
+nothing meant for a thief can be read here) and is published in one of this worker's slots for the
+server. Before the owner reuses or closes a published connection it takes the slot back (``unpark``: its own
 claim); if another worker claimed it first, the connection leaves the pool for ``lent`` and is not
 touched again until its slot says what became of it: TAKEN (``settle`` finalizes: our copy closed
 without ``shutdown()``, our count dropped) or IDLE again (the claimer gave it back: into the pool
@@ -125,6 +129,7 @@ class Conn(Protocol):
     ports: int  # slots.make_ports(local, peer)
     slot: int  # the slot it is published in, -1 when not published
     slot_tag: int  # the tag it was published with
+    shareable: bool  # may another worker take it (False: TLS or HTTP/2 state lives in this process)
 
     @property
     def key(self) -> ConnKey: ...
@@ -401,6 +406,14 @@ class ServerRuntime:
         self.cell.give_conn(thief)  # the share of cur_conns moves cell to cell, the row never dips
         conn.acct = Acct.NONE
 
+    def rebind(self, opening: Accounted, conn: Accounted) -> None:
+        """The connection counted as ``opening`` is now the object ``conn`` (its protocol became
+        known with the TLS handshake's ALPN answer): the state passes over, no counter moves."""
+        if conn.acct is not Acct.NONE:
+            raise IllegalTransition(f"{conn!r}: rebind onto {conn.acct.name}")
+        conn.acct = opening.acct
+        opening.acct = Acct.NONE
+
     def adopt(self, conn: Accounted) -> None:
         """``NONE → COUNTED`` without counting: a connection received from another worker, whose
         share of ``cur_conns`` the victim already moved to our cell (the mirror of ``hand_over``)."""
@@ -426,7 +439,7 @@ class ServerRuntime:
         ``tune.idle-pool.shared off``), it keeps reading, so that a server's close is seen at once."""
         self.pool.add(conn, kind)
         slots = self.slots
-        if slots is None:
+        if slots is None or not conn.shareable:  # not lent: it keeps reading (to see a close)
             return
         conn.pause_reading()
         if not self.free or conn.fd < 0:

@@ -72,6 +72,7 @@ class ServerConn(asyncio.Protocol):
         "req_framing",
         "requests",
         "server",
+        "shareable",
         "slot",
         "slot_tag",
         "state",
@@ -100,8 +101,14 @@ class ServerConn(asyncio.Protocol):
         self.ports = 0  # slots.make_ports(local, peer), for a thief to verify its duplicate
         self.slot = -1  # the slot this connection is published in (ServerRuntime.park), -1: none
         self.slot_tag = 0
+        self.shareable = True  # another worker may take it while idle (False over TLS)
         # Called once when the connection closes, whatever the state: the owner's accounting hook.
         self.on_lost: Callable[[ServerConn], None] | None = None
+
+    # A request on HTTP/1 is never refused unprocessed in a way the server says (HTTP/2's GOAWAY
+    # and REFUSED_STREAM are): a replay after a close depends on reuse only (proxy.stream).
+    may_refuse = False
+    refused = False
 
     def __repr__(self) -> str:
         return (

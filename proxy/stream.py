@@ -44,18 +44,18 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.backend import AcquireError
 from proxy.log import notice
+from proxy.logformat import render
 from proxy.message import Data, EndOfMessage, Event, Framing, ResponseHead, header_values
 from proxy.stream_rules import StreamRules
 
 if TYPE_CHECKING:
-    from proxy.backend import Acquisition, Backend
+    from proxy.backend import Acquisition, Backend, ServerLink
     from proxy.frontend import Frontend
     from proxy.h1 import ProtocolError
     from proxy.message import Headers, RequestHead
     from proxy.replies import Reply
     from proxy.rules import RuleCtx, Stop
     from proxy.server import ServerRuntime
-    from proxy.server_conn import ServerConn
     from proxy.sides import ClientSide
 
 REPLAY_MAX = 16384  # a request is replayable on a new connection if it is complete and this small
@@ -153,7 +153,7 @@ class Stream(StreamRules):
         self.t_resp = 0.0
         self.backend: Backend | None = None
         self.acq: Acquisition | None = None
-        self.conn: ServerConn | None = None
+        self.conn: ServerLink | None = None  # an HTTP/1 connection or one HTTP/2 stream
         self.task: asyncio.Task[None] | None = None
         # Request body bytes not yet sent (no connection yet), and the end once read.
         self.pending: list[bytes] = []
@@ -229,7 +229,10 @@ class Stream(StreamRules):
             return
         srv.count_request()  # the row's R_REQUESTS
         self._decide_keep_alive(backend)
-        acq = self.acq = backend.acquisition(srv, session)
+        sni = None
+        if srv.cfg.sni is not None:  # ``sni <expr>``: its value is part of the connection key
+            sni = render(srv.cfg.sni, self.rule_ctx().sample).decode("latin-1") or None
+        acq = self.acq = backend.acquisition(srv, session, sni)
         conn = backend.acquire_now(acq)
         if conn is not None:
             self._attach(conn)
@@ -275,7 +278,7 @@ class Stream(StreamRules):
             return
         self._attach(conn)
 
-    def _attach(self, conn: ServerConn) -> None:
+    def _attach(self, conn: ServerLink) -> None:
         acq = self.acq
         assert acq is not None
         if self.phase is _PH_NEW or self.phase is _PH_CONNECTING:  # the legal moves, unchecked
@@ -285,7 +288,7 @@ class Stream(StreamRules):
         self.conn = conn
         conn.attach(self, self.head.method)
         keep_replay = (
-            acq.reused
+            (acq.reused or conn.may_refuse)  # HTTP/2: GOAWAY or REFUSED_STREAM may leave it unprocessed
             and not self.retried
             and self.pending_len <= REPLAY_MAX
             and self.head.method in _IDEMPOTENT
@@ -502,10 +505,12 @@ class Stream(StreamRules):
             self.abort("SD")
             return
         acq = self.acq
-        if conn is not None and not conn.got_response_bytes and acq is not None and acq.reused:
-            if self.replay is not None and self.req_done:
-                self._retry()
-                return
+        unanswered = conn is not None and not conn.got_response_bytes
+        replayable = unanswered and self.replay is not None and self.req_done
+        if conn is not None and replayable and acq is not None and (acq.reused or conn.refused):
+            self._retry()  # a reused connection, or an HTTP/2 stream the server refused unprocessed
+            return
+        if conn is not None and unanswered and acq is not None and acq.reused:
             # Not replayable: close silently so that the client may retry (HAProxy's behaviour).
             self.term = "SH"
             self.client_keep = False

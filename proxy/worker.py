@@ -94,7 +94,7 @@ class WorkerState:
                 i = table.server_index(name, s.name)
                 cells = [table.cell(i, w) for w in range(table.nworkers)]
                 servers.append(ServerRuntime(name, i, s, cells, slot))
-            self.backends[name] = Backend(cfg, servers, g.h1_engine, limits, self.link)
+            self.backends[name] = Backend(cfg, servers, g.h1_engine, limits, self.link, g)
             for srv in servers:
                 self.by_index[srv.index] = srv
         self.donor = Donor(self.link, self.by_index, g.h1_engine, limits, self.queues.granted)

@@ -267,8 +267,10 @@ class Origin(_Managed):
         idle_timeout_ms: float = 0,
         host: str = "127.0.0.1",
         ready_timeout: float = 10.0,
+        args: Sequence[str] = (),
     ) -> None:
         self.host = host
+        self.extra_args = list(args)  # more options of tools.origin (``--h2``, ``--cert F``...)
         self.delay_ms = delay_ms
         self.idle_timeout_ms = idle_timeout_ms
         self.ready_timeout = ready_timeout
@@ -284,6 +286,7 @@ class Origin(_Managed):
             args += ["--delay-ms", str(self.delay_ms)]
         if self.idle_timeout_ms:
             args += ["--idle-timeout-ms", str(self.idle_timeout_ms)]
+        args += self.extra_args
         proc = self._spawn(args, "origin", stdout=subprocess.PIPE, stderr=self._stderr)
         try:
             line = _read_line(proc, self.ready_timeout)

@@ -220,7 +220,7 @@ EXAMPLE_RESULTS = {
                               "parameter 'minconn'"],
     "option-http_proxy.cfg": ["criterion 'url_ip'", "'http-request set-dst'", "missing port",
                               "criterion 'res.hdr(content-type)'"],
-    "socks4.cfg": ["mode tcp", "'option tcplog'", "parameter 'ssl'", "'stats uri'"],
+    "socks4.cfg": ["mode tcp", "'option tcplog'", "parameter 'socks4'", "'stats uri'"],
     "transparent_proxy.cfg": ["'usesrc client' is not supported"],
     "wurfl-example.cfg": ["'wurfl-data-file'"],
 }  # fmt: skip

@@ -58,6 +58,7 @@ CORE = [
     "proxy.cli",
     "proxy.master_cli",
     "proxy.daemon",
+    "proxy.server_h2_msg",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [
@@ -65,6 +66,8 @@ ADAPTERS = [
     "proxy.listener",
     "proxy.mux_h1",
     "proxy.server_conn",
+    "proxy.server_h2",
+    "proxy.server_tls",
     "proxy.takeover",
     "proxy.donor",
     "proxy.pidfd",
@@ -92,6 +95,8 @@ HTTP = {
     "proxy.mux_h1",
     "proxy.stream",
     "proxy.server_conn",
+    "proxy.server_h2",
+    "proxy.server_h2_msg",
     "proxy.backend",
     "proxy.frontend",
     "proxy.donor",

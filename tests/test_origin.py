@@ -60,7 +60,10 @@ def test_keepalive_requests_share_one_counted_connection(origin: Origin) -> None
     assert [r.headers["X-Req-Seq"] for r in responses] == ["1", "2", "3"]
     wait_for(lambda: origin.stats()["open"] == 0, message="connection closed")
     stats = origin.stats()
-    assert stats == {"connections": 1, "open": 0, "max_open": 1, "requests": 3, "active": 0, "max_active": 1}
+    assert stats == {
+        "connections": 1, "open": 0, "max_open": 1, "requests": 3, "active": 0, "max_active": 1,
+        "h2_connections": 0, "h2_max_streams": 0,
+    }  # fmt: skip
 
 
 def test_one_shot_requests_count_one_connection_each(origin: Origin) -> None:
@@ -89,6 +92,8 @@ def test_stats_port_is_not_counted_and_reset_keeps_ids_unique(origin: Origin) ->
             "requests": 0,
             "active": 0,
             "max_active": 0,
+            "h2_connections": 0,
+            "h2_max_streams": 0,
         }
     assert http_get(origin.port, "/").headers["X-Conn-Id"] == "3"
     assert origin.stats()["requests"] == 1

@@ -74,6 +74,7 @@ import json
 import resource
 import signal
 import socket
+import ssl
 import struct
 import sys
 from collections.abc import Awaitable, Callable, Iterable
@@ -107,6 +108,8 @@ class Counters:
         self.requests = 0
         self.active = 0
         self.max_active = 0
+        self.h2_connections = 0  # HTTP/2 connections among ``connections`` (tools.origin_h2)
+        self.h2_max_streams = 0  # the most streams at once on one HTTP/2 connection
         self._last_conn_id = 0
 
     def connection_opened(self) -> int:
@@ -132,6 +135,8 @@ class Counters:
         """Zero the totals; the peaks restart from what is in progress now."""
         self.connections = 0
         self.requests = 0
+        self.h2_connections = 0
+        self.h2_max_streams = 0
         self.max_open = self.open
         self.max_active = self.active
 
@@ -143,6 +148,8 @@ class Counters:
             "requests": self.requests,
             "active": self.active,
             "max_active": self.max_active,
+            "h2_connections": self.h2_connections,
+            "h2_max_streams": self.h2_max_streams,
         }
 
 
@@ -245,6 +252,8 @@ Handler = Callable[["OriginConnection", Request], Awaitable[None]]
 class Settings:
     delay_s: float = 0.0  # before every response on the main port
     idle_timeout_s: float = 0.0  # close a connection idle this long between requests; 0: never
+    h2: bool = False  # plain connections speak HTTP/2 with prior knowledge (tools.origin_h2)
+    h2_max_streams: int = 100  # SETTINGS_MAX_CONCURRENT_STREAMS of HTTP/2 connections
 
 
 @dataclass(frozen=True)
@@ -576,6 +585,22 @@ class OriginServer:
         self.settings = settings
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tls = writer.get_extra_info("ssl_object")
+        if (tls.selected_alpn_protocol() == "h2") if tls is not None else self.settings.h2:
+            from tools.origin_h2 import H2Origin
+
+            h2conn = H2Origin(
+                reader, writer, self.counters, delay_s=self.settings.delay_s,
+                max_streams=self.settings.h2_max_streams,
+            )  # fmt: skip
+            try:
+                await h2conn.serve()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+                self.counters.connection_closed()
+            return
         conn = OriginConnection(reader, writer, self.counters, self.settings)
         try:
             await _run_connection(conn, conn.serve)
@@ -617,10 +642,12 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def serve(host: str, port: int, stats_port: int | None, settings: Settings) -> None:
+async def serve(
+    host: str, port: int, stats_port: int | None, settings: Settings, tls: ssl.SSLContext | None = None
+) -> None:
     """Listen, print the READY line, serve until SIGTERM or SIGINT."""
     origin = OriginServer(settings)
-    server = await asyncio.start_server(origin.handle, host, port, backlog=4096, limit=CHUNK)
+    server = await asyncio.start_server(origin.handle, host, port, backlog=4096, limit=CHUNK, ssl=tls)
     servers = [server]
     ready = ["READY", str(server.sockets[0].getsockname()[1])]
     if stats_port is not None:
@@ -659,11 +686,25 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="close keep-alive connections idle this long (0: never)",
     )
+    parser.add_argument(
+        "--h2", action="store_true", help="speak HTTP/2 (h2c prior knowledge; with --cert, ALPN)"
+    )
+    parser.add_argument("--h2-max-streams", type=int, default=100, help="SETTINGS_MAX_CONCURRENT_STREAMS")
+    parser.add_argument("--cert", help="PEM certificate chain: serve TLS (ALPN h2 with --h2, and http/1.1)")
+    parser.add_argument("--key", help="PEM private key of --cert (default: in the --cert file)")
     args = parser.parse_args(argv)
-    settings = Settings(delay_s=args.delay_ms / 1000, idle_timeout_s=args.idle_timeout_ms / 1000)
+    settings = Settings(
+        delay_s=args.delay_ms / 1000, idle_timeout_s=args.idle_timeout_ms / 1000, h2=args.h2,
+        h2_max_streams=args.h2_max_streams,
+    )  # fmt: skip
+    tls = None
+    if args.cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.cert, args.key)
+        tls.set_alpn_protocols(["h2", "http/1.1"] if args.h2 else ["http/1.1"])
     _raise_fd_limit()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(args.host, args.port, args.stats_port, settings))
+        runner.run(serve(args.host, args.port, args.stats_port, settings, tls))
     return 0
 
 

@@ -58,7 +58,7 @@ class Family:
 _CHECK_PARAMS = ("check", "no-check", "inter", "fastinter", "downinter", "rise", "fall", "port", "addr",
                  "agent-check", "agent-port", "agent-inter", "observe", "error-limit", "on-error",
                  "on-marked-down", "on-marked-up", "track", "check-ssl", "check-send-proxy", "check-sni")
-_TLS_PARAMS = ("ssl", "verify", "sni", "ca-file", "crt", "alpn")
+_TLS_PARAMS = ("ssl", "no-ssl", "verify", "sni", "ca-file", "crt", "alpn")
 FAMILIES: list[Family] = [
     Family("Process management", "The master runs the workers; privileges are dropped by each worker.",
            names=("daemon", "nbthread", "nbproc", "pidfile", "master-worker", "chroot", "user", "group",
@@ -70,9 +70,9 @@ FAMILIES: list[Family] = [
     Family("Pollers, splicing, node identity", "HAProxy's own machinery: accepted, ignored with a warning.",
            names=("noepoll", "nopoll", "nokqueue", "noevports", "busy-polling", "nosplice",
                   "node", "tune.maxpollevents", "tune.maxaccept")),
-    Family("Tuning", "The HTTP/1 engine, buffer and header limits, pool sharing.",
+    Family("Tuning", "The HTTP/1 engine, buffer and header limits, pool sharing, HTTP/2 to servers.",
            prefixes=("tune.",)),
-    Family("TLS", "No TLS listener or server yet: TLS defaults are ignored with a warning, TLS uses refused.",
+    Family("TLS", "TLS to servers (verify, ca-file, sni, alpn, ssl-default-server-*); no TLS listener yet.",
            names=("ca-base", "crt-base"), prefixes=("ssl-",), params=_TLS_PARAMS),
     Family("Logging", "HAProxy's httplog line to the global targets; custom log formats not yet.",
            names=("log", "log-tag", "log-send-hostname", "option httplog", "option dontlognull", "log-format",

@@ -250,6 +250,57 @@ def _idle_pool_shared(st: SectionState, d: Directive) -> None:
     st.global_.idle_pool_shared = d.args[0] == "on"
 
 
+def _h2_be_streams(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<number>")
+    st.global_.h2_be_max_concurrent_streams = _int(d, d.args[0], 0, 2**31 - 1)
+
+
+def _h2_be_window(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<number>")
+    st.global_.h2_be_initial_window_size = _int(d, d.args[0], 1, 2**31 - 1)
+
+
+def _ssl_server_verify(st: SectionState, d: Directive) -> None:
+    d.expect(1, "none|required")
+    if d.args[0] not in ("none", "required"):
+        raise d.fail(f"expects 'none' or 'required', not '{d.args[0]}'")
+    st.global_.ssl_server_verify = d.args[0]
+
+
+def _ssl_server_ciphers(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<ciphers>")
+    import ssl  # the cipher list is checked now, as HAProxy does at start-up
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).set_ciphers(d.args[0])
+    except ssl.SSLError:
+        raise d.fail(f"unable to set the cipher list '{d.args[0]}'") from None
+    st.global_.ssl_default_server_ciphers = d.args[0]
+
+
+# ``ssl-default-server-options`` words poolproxy applies (proxy.server_tls); others are refused.
+SSL_SERVER_OPTIONS = ("no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "no-tls-tickets",
+                      "ssl-min-ver", "ssl-max-ver")  # fmt: skip
+SSL_VERSIONS = ("TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+
+def _ssl_server_options(st: SectionState, d: Directive) -> None:
+    if not d.args:
+        raise d.fail("expects options (no-tlsv10, ssl-min-ver TLSv1.2, ...)")
+    args = list(d.args)
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word not in SSL_SERVER_OPTIONS:
+            raise d.fail(f"unsupported option '{word}' (supported: {', '.join(SSL_SERVER_OPTIONS)})")
+        if word in ("ssl-min-ver", "ssl-max-ver"):
+            if i + 1 >= len(args) or args[i + 1] not in SSL_VERSIONS:
+                raise d.fail(f"'{word}' expects one of {', '.join(SSL_VERSIONS)}")
+            i += 1
+        i += 1
+    st.global_.ssl_default_server_options = tuple(args)
+
+
 def _bufsize(st: SectionState, d: Directive) -> None:
     d.expect(1, "<size>")
     try:
@@ -295,6 +346,21 @@ KEYWORDS: list[Keyword] = [
             _bufsize, default="16384"),
     Keyword("tune.http.maxhdr", GLOBAL, "<number>", "Most header lines accepted in a message (1..32767).",
             _maxhdr, default="101"),
+    Keyword("tune.h2.be.max-concurrent-streams", GLOBAL, "<number>",
+            "Most streams at once on one HTTP/2 server connection (below the server's own limit).",
+            _h2_be_streams, default="0 (the server's limit)"),
+    Keyword("tune.h2.be.initial-window-size", GLOBAL, "<number>",
+            "HTTP/2 receive window of each stream on server connections (flow control).",
+            _h2_be_window, default="65535"),
+    Keyword("ssl-server-verify", GLOBAL, "none|required",
+            "Default certificate check of 'ssl' servers without a 'verify' of their own.",
+            _ssl_server_verify, default="required"),
+    Keyword("ssl-default-server-ciphers", GLOBAL, "<ciphers>",
+            "OpenSSL cipher list (TLS 1.2 and below) of 'ssl' servers.", _ssl_server_ciphers,
+            default="OpenSSL's"),
+    Keyword("ssl-default-server-options", GLOBAL, "<option>...",
+            "TLS options of 'ssl' servers: no-tlsv1x, no-tls-tickets, ssl-min-ver/ssl-max-ver <version>.",
+            _ssl_server_options, default="none"),
     Keyword("zero-warning", GLOBAL, "", "Refuse the configuration if it causes any warning (as -dW does).",
             _flag("zero_warning"), default="off"),
     Keyword("quiet", GLOBAL, "",
@@ -363,12 +429,12 @@ KEYWORDS += [
     unsupported("lua-load", "not supported", GLOBAL),
     *(ignored(name, _TLS_DEFAULT, GLOBAL, "<value>...", parse=_inert_tls) for name in (
         "ca-base", "crt-base", "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites",
-        "ssl-default-bind-options", "ssl-default-server-ciphers", "ssl-default-server-ciphersuites",
-        "ssl-default-server-options", "ssl-default-bind-curves", "ssl-default-bind-sigalgs",
-        "ssl-default-bind-client-sigalgs", "ssl-dh-param-file", "ssl-server-verify",
-        "tune.ssl.default-dh-param",
+        "ssl-default-bind-options", "ssl-default-bind-curves", "ssl-default-bind-sigalgs",
+        "ssl-default-bind-client-sigalgs", "ssl-dh-param-file", "tune.ssl.default-dh-param",
     )),
     unsupported("tune.maxrewrite", "not supported", GLOBAL),
+    unsupported("ssl-default-server-ciphersuites",
+                "not supported: Python's ssl module cannot choose TLS 1.3 cipher suites", GLOBAL),
 ]
 
 _POLLER = "poolproxy's event loop is uvloop (libuv), not HAProxy's pollers."

@@ -55,6 +55,48 @@ def _flag(attr: str, value: bool) -> Callable[[Server, list[str]], None]:
     return apply
 
 
+def _proto(srv: Server, args: list[str]) -> None:
+    if args[0] not in ("h2", "h1"):
+        raise ValueError(f"unsupported protocol '{args[0]}' (supported: h2, h1)")
+    srv.proto = "h2" if args[0] == "h2" else ""
+
+
+def _verify(srv: Server, args: list[str]) -> None:
+    if args[0] not in ("none", "required"):
+        raise ValueError(f"expects 'none' or 'required', not '{args[0]}'")
+    srv.verify = args[0]
+
+
+def _ca_file(srv: Server, args: list[str]) -> None:
+    srv.ca_file = args[0]
+
+
+def _sni(srv: Server, args: list[str]) -> None:
+    from proxy.logformat import FormatError, parse  # pure; imported here to keep config import-light
+
+    try:
+        srv.sni = parse(f"%[{args[0]}]")
+    except FormatError as exc:
+        raise ValueError(str(exc)) from None
+
+
+ALPN_PROTOCOLS = ("h2", "http/1.1")
+
+
+def _alpn(srv: Server, args: list[str]) -> None:
+    names = tuple(p for p in args[0].split(",") if p)
+    for name in names:
+        if name not in ALPN_PROTOCOLS:
+            raise ValueError(f"unsupported protocol '{name}' (supported: {', '.join(ALPN_PROTOCOLS)})")
+    if not names:
+        raise ValueError("expects a comma-separated list of protocols (h2,http/1.1)")
+    srv.alpn = names
+
+
+def _max_reuse(srv: Server, args: list[str]) -> None:
+    srv.max_reuse = parse_int(args[0], -1)
+
+
 def _purge_delay(srv: Server, args: list[str]) -> None:
     srv.pool_purge_delay = parse_time(args[0])
 
@@ -91,7 +133,7 @@ _NO_AGENT = "not supported: poolproxy's health checks are TCP connects and HTTP 
 _NO_OBSERVE = (
     "not supported: passive health monitoring of live traffic is not built (active checks are: 'check')"
 )
-_NO_TLS = "not supported yet: poolproxy has no TLS"
+_NO_TLS = "not supported yet: poolproxy's TLS to servers has no client certificates"
 _NOT_YET = "not supported yet"
 
 PARAMS: dict[str, ServerParam] = {p.name: p for p in [
@@ -120,6 +162,27 @@ PARAMS: dict[str, ServerParam] = {p.name: p for p in [
                 "none", _source),
     ServerParam("usesrc", 1, "clientip",
                 "With 'source': connect from the client's address (transparent proxying).", "off", _usesrc),
+    ServerParam("proto", 1, "h2|h1",
+                "Protocol spoken to the server without ALPN: h2 (HTTP/2 with prior knowledge) or h1.",
+                "h1", _proto),
+    ServerParam("ssl", 0, "", "Connect with TLS (verify, ca-file, sni, alpn; ssl-default-server-*).",
+                "off", _flag("ssl", True)),
+    ServerParam("no-ssl", 0, "", "Cancel 'ssl' (for example one set by default-server).", "off",
+                _flag("ssl", False)),
+    ServerParam("verify", 1, "none|required",
+                "Check the server's certificate (against ca-file, and its name against the SNI).",
+                "ssl-server-verify", _verify),
+    ServerParam("ca-file", 1, "<file>", "CA certificates (PEM) that verify the server's certificate.",
+                "none", _ca_file),
+    ServerParam("sni", 1, "<expr>",
+                "TLS server name, a sample expression (str(x), req.hdr(host)); part of the connection key.",
+                "none", _sni),
+    ServerParam("alpn", 1, "<proto>[,<proto>]",
+                "Protocols offered with TLS (h2, http/1.1); the server's choice sets the connection's.",
+                "none", _alpn),
+    ServerParam("max-reuse", 1, "<number>",
+                "Requests (HTTP/2 streams) a connection carries before it is retired (-1: no limit).",
+                "-1", _max_reuse),
     ServerParam("check", 0, "", "Run health checks: a server failing 'fall' in a row is DOWN (no traffic)"
                 " until 'rise' pass (TCP connect, or 'option httpchk').", "off", _flag("check", True)),
     ServerParam("no-check", 0, "", "Cancel 'check' (for example one set by default-server).", "off",
@@ -143,10 +206,9 @@ PARAMS: dict[str, ServerParam] = {p.name: p for p in [
         ("observe", 1, _NO_OBSERVE), ("error-limit", 1, _NO_OBSERVE), ("on-error", 1, _NO_OBSERVE),
         ("check-ssl", 0, _NO_TLS), ("check-send-proxy", 0, _NOT_YET), ("check-sni", 1, _NO_TLS),
         ("cookie", 1, _NOT_YET), ("id", 1, _NOT_YET), ("minconn", 1, _NOT_YET),
-        ("max-reuse", 1, _NOT_YET), ("slowstart", 1, _NOT_YET),
+        ("slowstart", 1, _NOT_YET),
         ("track", 1, "not supported yet: a server runs its own checks (no tracking of another's)"),
-        ("redir", 1, _NOT_YET), ("proto", 1, _NOT_YET), ("alpn", 1, _NO_TLS), ("ssl", 0, _NO_TLS),
-        ("verify", 1, _NO_TLS), ("sni", 1, _NO_TLS), ("ca-file", 1, _NO_TLS), ("crt", 1, _NO_TLS),
+        ("redir", 1, _NOT_YET), ("crt", 1, _NO_TLS),
         ("send-proxy", 0, _NOT_YET), ("send-proxy-v2", 0, _NOT_YET), ("resolvers", 1, _NOT_YET),
         ("init-addr", 1, _NOT_YET), ("resolve-prefer", 1, _NOT_YET), ("tfo", 0, _NOT_YET),
         ("namespace", 1, _NOT_YET), ("interface", 1, _NOT_YET), ("on-marked-down", 1, _NOT_YET),

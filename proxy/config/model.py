@@ -230,6 +230,15 @@ class Server:
     check_port: int | None = None
     check_addr: str | None = None
     backup: bool = False
+    # Protocol and TLS (``proto h2``, ``ssl``...): proxy.server_tls builds the context, with the
+    # ``ssl-default-server-*`` and ``ssl-server-verify`` of ``Global`` for what is not set here.
+    proto: str = ""  # "h2": HTTP/2 with prior knowledge (h2c, or h2 over TLS without ALPN); "": HTTP/1.1
+    ssl: bool = False
+    verify: str = ""  # "none" | "required" | "" (ssl-server-verify decides)
+    ca_file: str | None = None
+    sni: LogFormat | None = None  # ``sni <expr>``, rendered per request; part of the connection key
+    alpn: tuple[str, ...] = ()  # offered protocols, in order ("h2", "http/1.1")
+    max_reuse: int = -1  # requests per connection before it is retired (-1: no limit)
     where: Where | None = None
 
 
@@ -374,6 +383,12 @@ class Global:
     gid: int | None = None
     log_tag: str = "poolproxy"  # the syslog tag (``log-tag``; HAProxy's default is the program name)
     log_send_hostname: str | None = None  # ``log-send-hostname``: the host name put in syslog headers
+    # HTTP/2 towards servers, and the TLS defaults of ``ssl`` servers (proxy.server_tls).
+    h2_be_max_concurrent_streams: int = 0  # 0: as many as the server's SETTINGS allow
+    h2_be_initial_window_size: int = 65535
+    ssl_server_verify: str = "required"
+    ssl_default_server_ciphers: str | None = None  # TLS <= 1.2 cipher list (OpenSSL syntax)
+    ssl_default_server_options: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

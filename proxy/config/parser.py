@@ -43,7 +43,7 @@ from proxy.config.kw_global import base_dir
 from proxy.config.kw_server import apply_proxy_source
 from proxy.config.kwtypes import Directive, Keyword, Section, SectionState
 from proxy.config.lexer import iter_lines, split_words
-from proxy.config.model import Cap, Config, Proxy, Where
+from proxy.config.model import Cap, Config, Global, Proxy, Server, Where
 
 SECTION_WORDS = {s.value: s for s in Section}
 _MISSING_TIMEOUTS = (
@@ -400,6 +400,9 @@ class Parser:
             self.diag.add(
                 after_parse(px.where, f"frontend '{px.name}' has no 'bind' line: it would accept nothing")
             )
+        for srv in px.servers:
+            for text in tls_problems(srv, self.cfg.global_):
+                self.diag.add(after_parse(srv.where, f"{kind} '{px.name}', server '{srv.name}': {text}"))
         if Cap.FRONTEND not in px.cap:
             return
         refs = (
@@ -418,6 +421,24 @@ class Parser:
             else:
                 problem = f"no backend named '{name}' (declare it with 'backend {name}' or 'listen {name}')"
             self.diag.add(after_parse(where, f"{kind} '{px.name}': '{keyword}': {problem}"))
+
+
+def tls_problems(srv: Server, glob: Global) -> list[str]:
+    """What makes an ``ssl`` server unusable, in HAProxy's terms (its start-up alerts)."""
+    if not srv.ssl:
+        return []
+    problems = []
+    verify = srv.verify or glob.ssl_server_verify
+    if verify == "required" and not srv.ca_file:
+        problems.append(
+            "verify is enabled by default but no CA file specified. If you're running on a LAN where"
+            " you're certain to trust the server's certificate, please set an explicit 'verify none'"
+            " statement on the 'server' line, or use 'ssl-server-verify none' in the global section"
+            " to disable server-side verifications by default."
+        )
+    if srv.ca_file and not os.path.isfile(srv.ca_file):
+        problems.append(f"unable to load CA file '{srv.ca_file}'")
+    return problems
 
 
 def parse_files(paths: list[str], env: Mapping[str, str], zero_warning: bool = False) -> Config:
