@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from proxy.config.model import Config
+from proxy.config.model import Bind, Config
 
 BACKLOG = 1024
 
@@ -21,6 +21,7 @@ class Listener:
     host: str
     port: int
     sock: socket.socket
+    bind: Bind | None = None  # its line's settings (protocol, TLS)
 
     def __repr__(self) -> str:
         return f"<Listener {self.frontend} {self.host or '*'}:{self.port} fd={self.sock.fileno()}>"
@@ -36,7 +37,7 @@ def bind_all(config: Config) -> list[Listener]:
     try:
         for fe in config.frontends.values():
             for b in fe.binds:
-                out.append(Listener(fe.name, b.host, b.port, _bind(b.host, b.port, fe.name)))
+                out.append(Listener(fe.name, b.host, b.port, _bind(b.host, b.port, fe.name), b))
     except BaseException:
         for lst in out:
             lst.sock.close()

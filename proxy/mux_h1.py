@@ -43,9 +43,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.h1 import ProtocolError, engine, writer
+from proxy.h2 import PREFACE
 from proxy.message import Data, EndOfMessage, Event, Framing, RequestHead, ResponseHead
 from proxy.replies import error_reply
 from proxy.session import Session
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
     from proxy.message import Headers
     from proxy.replies import Reply
     from proxy.sides import ClientEnv, StreamHandle
+
+# What takes a connection whose first bytes are the HTTP/2 preface: (transport, bytes read so far).
+Handoff = Callable[[asyncio.Transport, bytes], None]
 
 PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
 
@@ -107,6 +112,8 @@ class ClientConn(asyncio.Protocol):
         "resp_done",
         "resp_framing",
         "session",
+        "sniff",
+        "sniffed",
         "stream",
         "stream_head",
         "t_wait_start",
@@ -118,8 +125,12 @@ class ClientConn(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, env: ClientEnv) -> None:
+    def __init__(self, env: ClientEnv, sniff: Handoff | None = None) -> None:
         self.env = env
+        # Set on a plain listener that accepts HTTP/2 with prior knowledge: what takes the
+        # connection when its first bytes are the HTTP/2 preface (None once decided).
+        self.sniff = sniff
+        self.sniffed = b""
         self.cfg = env.cfg  # the frontend's settings, fixed for the life of the worker
         self.parser = engine(env.engine_name).request_parser(env.limits)
         self.transport: asyncio.Transport | None = None
@@ -195,6 +206,10 @@ class ClientConn(asyncio.Protocol):
         if self.parse_error is not None or phase is Phase.CLOSED:
             return
         if phase is Phase.IDLE:
+            if self.sniff is not None:
+                data = self._sniff(data)
+                if not data:
+                    return
             # The first byte of a request: from now on, the head timeout applies.
             self._to(Phase.HEAD)
             self.t_wait_start = self.last_io
@@ -256,6 +271,31 @@ class ClientConn(asyncio.Protocol):
         self.last_io = time.monotonic()
         if self.stream is not None:
             self.stream.on_client_writable(True)
+
+    # -- HTTP/2 with prior knowledge ----------------------------------------------------------
+    def _sniff(self, data: bytes) -> bytes:
+        """The first bytes of the connection: the HTTP/2 preface hands the connection over to
+        ``sniff`` (which makes the HTTP/2 mux); anything else is HTTP/1 from now on. Returns the
+        bytes to parse as HTTP/1 (b"": nothing, yet or ever)."""
+        buf = self.sniffed + data if self.sniffed else data
+        if len(buf) < len(PREFACE) and PREFACE.startswith(buf):
+            self.sniffed = buf  # a prefix of the preface: wait for the rest
+            return b""
+        handoff, self.sniff, self.sniffed = self.sniff, None, b""
+        if handoff is None or not buf.startswith(PREFACE):
+            return buf
+        transport = self.transport
+        self.transport = None  # from now on, nothing of this object touches the connection
+        self._to(Phase.CLOSED)
+        self._disarm()
+        self.env.client_closed(self)
+        if transport is not None:
+            handoff(transport, buf)
+        return b""
+
+    def drain(self) -> None:
+        """Soft stop with a request in flight: nothing to announce in HTTP/1 (the connection closes
+        after the current response, ``stream_done`` sees ``env.stopping``)."""
 
     # -- request sequencing -------------------------------------------------------------------
     # A stream stays current until both its response ended (``stream_done``) and its request's

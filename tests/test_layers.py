@@ -49,12 +49,18 @@ CORE = [
     "proxy.admission",
     "proxy.stats",
     "proxy.cli",
+    "proxy.h2",
+    "proxy.h2.translate",
+    "proxy.h2.guard",
+    "proxy.tls",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [
     "proxy.acceptor",
     "proxy.listener",
     "proxy.mux_h1",
+    "proxy.mux_h2",
+    "proxy.client_mux",
     "proxy.server_conn",
     "proxy.takeover",
     "proxy.donor",
@@ -75,6 +81,9 @@ EVENT_LOOP = {"asyncio", "uvloop"}
 HTTP = {
     "proxy.h1",
     "proxy.mux_h1",
+    "proxy.mux_h2",
+    "proxy.client_mux",
+    "proxy.h2",
     "proxy.stream",
     "proxy.server_conn",
     "proxy.backend",
