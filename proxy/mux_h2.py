@@ -81,6 +81,7 @@ class H2Side:
 
     __slots__ = (
         "body_allowed",
+        "dirty",
         "end_pending",
         "handle",
         "handle_done",
@@ -115,6 +116,7 @@ class H2Side:
         self.unacked = 0  # request bytes received and not acknowledged yet (flow-controlled size)
         self.trailers: Headers = []
         self.paused_notified = False  # what the stream was last told: the client is not writable
+        self.dirty = False  # in the mux's list of streams to flush when it uncorks
 
     def __repr__(self) -> str:
         state = "reset" if self.reset else ("ended" if self.sent_end else "open")
@@ -173,12 +175,12 @@ class H2Side:
     def send_data(self, data: bytes) -> None:
         if self.body_allowed and data and not self.reset:
             self.out += data
-            self.mux.flush_stream(self)
+            self.mux.schedule(self)
 
     def send_end(self, trailers: Headers) -> None:
         if self.body_allowed and not self.reset and self.end_pending is None:
             self.end_pending = trailer_fields(trailers) if trailers else []
-            self.mux.flush_stream(self)
+            self.mux.schedule(self)
 
     def send_reply(self, reply: Reply, *, keep_alive: bool) -> bool:
         if self.reset:
@@ -240,6 +242,7 @@ class H2ClientConn(asyncio.Protocol):
         "closed",
         "conn",
         "corked",
+        "dirty",
         "env",
         "error",
         "goaway_sent",
@@ -285,6 +288,7 @@ class H2ClientConn(asyncio.Protocol):
         self.streams: dict[int, H2Side] = {}
         self.guard = Guard(settings.max_concurrent_streams, settings.glitches_threshold)
         self.corked = 0
+        self.dirty: list[H2Side] = []  # streams with body or end queued while corked
         self.write_paused = False
         self.read_paused = False
         self.closed = False
@@ -458,9 +462,7 @@ class H2ClientConn(asyncio.Protocol):
 
     def _open(self, side: H2Side, head: RequestHead) -> None:
         handle = side.handle = self.env.open_stream(side, head, self.last_io)
-        handle.start()
-        if side.req_ended and not side.handle_done:
-            handle.on_request_end([])
+        handle.start()  # the request's end, if the block had END_STREAM, follows as StreamEnded
 
     def _reject(self, side: H2Side, status: int) -> None:
         """A request refused before any stream exists: its error page on this stream only."""
@@ -502,10 +504,29 @@ class H2ClientConn(asyncio.Protocol):
         self._after_stream()
 
     # -- output -----------------------------------------------------------------------------------
-    def write_out(self) -> None:
-        """Write what the library prepared, unless corked (one write for a batch of events)."""
-        if self.corked:
+    def schedule(self, side: H2Side) -> None:
+        """Flush ``side`` now, or when the mux uncorks (so that a body's last bytes and its end
+        leave in one DATA frame, and a batch of events in one write)."""
+        if not self.corked:
+            self.flush_stream(side)
+        elif not side.dirty:
+            side.dirty = True
+            self.dirty.append(side)
+
+    def write_out(self, *, force: bool = False) -> None:
+        """Write what the library prepared, unless corked (one write for a batch of events);
+        ``force``: now, corked or not (the connection is ending)."""
+        if self.corked and not force:
             return
+        if self.dirty:
+            dirty, self.dirty = self.dirty, []
+            self.corked += 1
+            try:
+                for side in dirty:
+                    side.dirty = False
+                    self.flush_stream(side)
+            finally:
+                self.corked -= 1
         data = self.conn.data_to_send()
         if data:
             transport = self.transport
@@ -538,9 +559,13 @@ class H2ClientConn(asyncio.Protocol):
                 frame = conn.max_outbound_frame_size
                 while out and window > 0:
                     n = min(window, frame, len(out))
-                    conn.send_data(sid, bytes(out[:n]))
+                    last = n == len(out) and side.end_pending == []  # the end rides on the last DATA
+                    conn.send_data(sid, bytes(out[:n]), end_stream=last)
                     del out[:n]
                     window -= n
+                    if last:
+                        side.sent_end = True
+                        side.end_pending = None
             except H2ProtocolError:
                 self.reset_stream(side, ErrorCodes.INTERNAL_ERROR)
                 return
@@ -654,8 +679,7 @@ class H2ClientConn(asyncio.Protocol):
                 self.conn.close_connection(_NO_ERROR)
             except Exception:
                 pass
-        self.corked = 0
-        self.write_out()
+        self.write_out(force=True)
         self.closed = True
         self._disarm()
         if self.transport is not None:
@@ -674,8 +698,7 @@ class H2ClientConn(asyncio.Protocol):
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.write(frame.serialize())
         self.goaway_sent = True
-        self.corked = 0
-        self.write_out()
+        self.write_out(force=True)
         self.closed = True
         self._disarm()
         if self.transport is not None:
