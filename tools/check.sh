@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1; then
     missing=""
     # haproxy: the tests compare formats with HAProxy's real output (runtime API, log formats, warnings)
-    for tool in curl socat haproxy; do
-        command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing="$missing $tool"
+    # h2load (Debian package nghttp2-client): the HTTP/2 load tests and tools/bench.py --h2
+    # openssl: the TLS tests make their certificate with it
+    for pair in curl:curl socat:socat haproxy:haproxy h2load:nghttp2-client openssl:openssl; do
+        tool=${pair%%:*}
+        command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing="$missing ${pair#*:}"
     done
     if [ -n "$missing" ]; then
         export DEBIAN_FRONTEND=noninteractive
