@@ -186,10 +186,11 @@ class ClientConn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
+        ssl = transport.get_extra_info("ssl_object") is not None
         if isinstance(peer, tuple):
-            self.session = Session(str(peer[0]), int(peer[1]))
+            self.session = Session(str(peer[0]), int(peer[1]), ssl)
         else:
-            self.session = Session("unix", 0)
+            self.session = Session("unix", 0, ssl)
         self.env.client_opened(self)
         now = self.t_wait_start = self.last_io = time.monotonic()
         head = self._head_timeout()

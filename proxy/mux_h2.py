@@ -321,7 +321,11 @@ class H2ClientConn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
-        self.session = Session(str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else Session("unix", 0)
+        ssl = transport.get_extra_info("ssl_object") is not None
+        if isinstance(peer, tuple):
+            self.session = Session(str(peer[0]), int(peer[1]), ssl)
+        else:
+            self.session = Session("unix", 0, ssl)
         self.env.client_opened(self)
         conn = self.conn
         conn.initiate_connection()

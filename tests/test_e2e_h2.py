@@ -169,14 +169,20 @@ def _make_cert(tmp_path: Path) -> Path:
 
 def test_tls_alpn_h2_and_http11(make_proxy: MakeProxy, origin: Origin, tmp_path: Path) -> None:
     """``bind ... ssl crt PEM alpn h2,http/1.1``: curl --http2 negotiates h2, --http1.1 gets HTTP/1.1;
-    a TLS bind without alpn is HTTP/1.1; ``ssl-default-bind-options`` apply (TLS 1.1 refused)."""
+    a TLS bind without alpn is HTTP/1.1; ``ssl-default-bind-options`` apply (TLS 1.1 refused);
+    ``ssl_fc`` is true on TLS connections only (as an ACL and as a sample)."""
     pem = _make_cert(tmp_path)
-    port2 = free_port()
+    port2, port3 = free_port(), free_port()
     alpn = f"ssl crt {pem} alpn h2,http/1.1"
     glob = "ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets"
-    port, proxy = start(
-        make_proxy, origin, bind=alpn, more=f"bind 127.0.0.1:{port2} ssl crt {pem}", glob=glob
+    more = (
+        f"bind 127.0.0.1:{port2} ssl crt {pem}\n    bind 127.0.0.1:{port3}\n"
+        "    http-request set-header X-Tls %[ssl_fc]\n    http-request set-header X-Acl yes if { ssl_fc }"
     )
+    port, proxy = start(make_proxy, origin, bind=alpn, more=more, glob=glob)
+    for url, tls in ((f"https://127.0.0.1:{port}/echo", "1"), (f"http://127.0.0.1:{port3}/echo", "0")):
+        headers = {k.lower(): v for k, v in json.loads(curl("-k", "--http2", url).stdout)["headers"]}
+        assert headers["x-tls"] == tls and ("x-acl" in headers) == (tls == "1")
     fmt = ["-k", "-o", "/dev/null", "-w", "%{http_code} %{http_version}"]
     assert (
         curl("--http2", *fmt, f"https://localhost:{port}/", "--resolve", f"localhost:{port}:127.0.0.1").stdout
