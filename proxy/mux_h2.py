@@ -232,6 +232,10 @@ class H2Side:
         self.handle_done = True
         if not self.resp_started and not self.reset:
             self.mux.reset_stream(self, ErrorCodes.INTERNAL_ERROR)  # ended without any answer
+        elif keep_alive:
+            # The connection's "first request" is over (SEMANTICS.md §1): later streams may reuse
+            # what the http-reuse mode allows a client's later requests, as HAProxy's h2 streams do.
+            self.mux.session.requests_done += 1
         self.mux.settle(self)
 
 
