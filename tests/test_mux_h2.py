@@ -328,6 +328,47 @@ def test_headers_over_the_limits_get_431_on_their_stream() -> None:
     assert c.env.streams[-1].head.target == b"/a"
 
 
+@in_loop
+def test_malformed_requests_reset_their_stream_only() -> None:
+    """RFC 9113 §8.1.1: a malformed request (checked by the mux, not by the library) is a stream
+    error PROTOCOL_ERROR; its trailers too; the connection goes on."""
+    c = Client()
+    bad_blocks = [
+        [*GET, (b"X-Upper", b"1")],
+        [*GET, (b"connection", b"close")],
+        [*GET, (b"te", b"gzip")],
+        [*GET, (b"x-v", b"a\r\nb")],
+        [*GET, (b"x-v", b" lead")],
+        [GET[0], (b"x", b"1"), *GET[1:]],
+        [GET[0], GET[0], *GET[1:]],
+        [GET[0], GET[2], GET[3]],
+    ]
+    for i, block in enumerate(bad_blocks):
+        sid = 2 * i + 1  # raw frames: the client's state machine does not know these streams
+        frame = HeadersFrame(sid, c.h2.encoder.encode(block), flags=["END_HEADERS", "END_STREAM"])
+        c.raw(frame.serialize())
+        frames = raw_frames(c.t.take())
+        assert [(type(f).__name__, f.stream_id, f.error_code) for f in frames] == [
+            ("RstStreamFrame", sid, ErrorCodes.PROTOCOL_ERROR)
+        ], block
+    assert c.env.streams == [] and len(c.env.errors) == len(bad_blocks) and not c.t.closed
+    sid = 2 * len(bad_blocks) + 1
+    c.raw(HeadersFrame(sid, c.h2.encoder.encode(post()), flags=["END_HEADERS"]).serialize())
+    s = c.stream()
+    c.raw(
+        HeadersFrame(
+            sid, c.h2.encoder.encode([(b"x-T", b"1")]), flags=["END_HEADERS", "END_STREAM"]
+        ).serialize()
+    )
+    frames = raw_frames(c.t.take())
+    assert [(type(f).__name__, f.error_code) for f in frames] == [
+        ("RstStreamFrame", ErrorCodes.PROTOCOL_ERROR)
+    ]
+    assert s.calls[-1] == ("on_client_closed",) and c.mux.streams == {}
+    c.raw(HeadersFrame(sid + 2, c.h2.encoder.encode(GET), flags=["END_HEADERS", "END_STREAM"]).serialize())
+    assert c.env.streams[-1].head.target == b"/a" and not c.t.closed
+
+
 # -- connection errors and floods ------------------------------------------------------------------
 def _fresh() -> tuple[H2ClientConn, FakeTransport, FakeClientEnv]:
     env = FakeClientEnv()
