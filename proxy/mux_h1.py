@@ -26,6 +26,10 @@ re-reads the timestamps and either acts or re-arms; a request only stores timest
 deadline than the armed one re-arms it at once). The stream's ``timeout server`` is checked by the
 same timer (``StreamHandle.check_timeouts``, announced with ``deadline_hint``).
 
+HTTP/2 with prior knowledge: on a listener that allows it (``sniff`` set, see ``proxy.client_mux``)
+the first bytes of a connection are compared with the HTTP/2 preface; a connection that starts with
+it is handed over, with the bytes read so far, and this object lets go of it (no log, no close).
+
 ``Phase`` is the connection's state machine (``_PHASES`` lists the legal moves). A request the parser
 rejects gets its status (400/413/431/501, ``PR``) once every earlier pipelined response has been
 written, and the connection closes. Nothing in here raises out of a callback: a malformed request
