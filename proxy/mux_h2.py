@@ -232,9 +232,7 @@ class H2Side:
         self.handle_done = True
         if not self.resp_started and not self.reset:
             self.mux.reset_stream(self, ErrorCodes.INTERNAL_ERROR)  # ended without any answer
-        elif keep_alive:
-            # The connection's "first request" is over (SEMANTICS.md §1): later streams may reuse
-            # what the http-reuse mode allows a client's later requests, as HAProxy's h2 streams do.
+        else:
             self.mux.session.requests_done += 1
         self.mux.settle(self)
 
@@ -342,6 +340,9 @@ class H2ClientConn(asyncio.Protocol):
             self.session = Session(str(peer[0]), int(peer[1]), ssl)
         else:
             self.session = Session("unix", 0, ssl)
+        # No HTTP/2 stream is a "first request" (SEMANTICS.md §1): HAProxy's mux_h2 marks every
+        # stream SE_FL_NOT_FIRST, so http-reuse safe lets them all use idle connections.
+        self.session.requests_done = 1
         self.env.client_opened(self)
         conn = self.conn
         conn.initiate_connection()
