@@ -297,6 +297,10 @@ class H2ClientConn(asyncio.Protocol):
             },
         )
         conn.max_inbound_frame_size = settings.max_frame_size
+        # Our encoder keeps no dynamic table (HAProxy's does not either): responses carry values
+        # that change every time (dates, ids), whose insertion and linear table search cost more
+        # than the bytes they would save on a loopback or LAN.
+        conn.encoder.header_table_size = 0
         conn.decoder.max_allowed_table_size = settings.header_table_size
         conn.decoder.max_header_list_size = settings.decoder_limit
         self.streams: dict[int, H2Side] = {}
@@ -441,7 +445,10 @@ class H2ClientConn(asyncio.Protocol):
         elif isinstance(ev, StreamReset):
             self._on_reset(ev)
         elif isinstance(ev, RemoteSettingsChanged):
-            self._calm(self.guard.control_frame(time.monotonic()))
+            if self._calm(self.guard.control_frame(time.monotonic())):
+                return
+            if self.conn.encoder.header_table_size:  # the library applied the client's size: none
+                self.conn.encoder.header_table_size = 0
             if SettingCodes.INITIAL_WINDOW_SIZE in ev.changed_settings:
                 self._flush_all()
         elif isinstance(ev, PingReceived):

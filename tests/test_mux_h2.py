@@ -139,6 +139,23 @@ def test_request_translation_and_a_response_back() -> None:
 
 
 @in_loop
+def test_responses_use_no_dynamic_table() -> None:
+    """The encoder announces a table of size 0 and indexes nothing, even after the client's
+    SETTINGS_HEADER_TABLE_SIZE: the client's decoder table stays empty."""
+    c = Client()
+    c.h2.update_settings({SettingCodes.HEADER_TABLE_SIZE: 8192})
+    c.flush()
+    for _ in range(3):
+        c.request(GET)
+        resp = ResponseHead(200, b"", b"1.1", [(b"x-id", b"v%d" % len(c.env.streams))], body=Framing.NONE)
+        c.stream().side.send_response_head(resp, keep_alive=True, request_done=True)
+        c.stream().side.stream_done(c.stream(), True)
+        resps = [e for e in c.events() if isinstance(e, ResponseReceived)]
+        assert dict(resps[0].headers or [])[b"x-id"] == b"v%d" % len(c.env.streams)
+    assert len(c.h2.decoder.header_table.dynamic_entries) == 0
+
+
+@in_loop
 def test_request_bodies_framing_and_trailers() -> None:
     """A content-length gives a LENGTH body, none a CHUNKED one; trailers reach the stream's end."""
     c = Client()
