@@ -290,6 +290,7 @@ ALIASES: dict[str, tuple[Callable[[SampleCtx], Value], str]] = {
     "pid": (lambda c: os.getpid(), "process id (the worker's)"),
     "H": (lambda c: _HOSTNAME, "host name of the system"),
     "f": (lambda c: c.frontend.encode(), "frontend name"),
+    "ft": (lambda c: c.frontend.encode() + (b"~" if c.ssl else b""), "frontend name, with '~' over TLS"),
     "b": (lambda c: c.backend.encode() or None, "backend name (once chosen)"),
     "HM": (lambda c: c.head.method, "HTTP method"),
     "HU": (lambda c: c.head.target, "request URI"),

@@ -195,6 +195,7 @@ def test_tls_alpn_h2_and_http11(make_proxy: MakeProxy, origin: Origin, tmp_path:
     r = curl("--tlsv1.1", "--tls-max", "1.1", *fmt, f"https://127.0.0.1:{port}/")
     assert r.returncode != 0
     wait_for(lambda: '"GET / HTTP/2.0"' in proxy.logs(), message="an HTTP/2.0 log line")
+    assert " fe~ be/s1 " in proxy.logs()  # HAProxy's %ft: the frontend's name, '~' over TLS
 
 
 def test_bad_pem_is_one_alert(tmp_path: Path, origin: Origin) -> None:
