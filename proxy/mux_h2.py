@@ -3,10 +3,10 @@
 The mux owns the HTTP/2 wire; the ``h2`` library is its state machine (frames, HPACK, stream
 states, flow-control windows), fed the bytes read and asked for the bytes to write. Each request
 stream becomes one ``proxy.stream.Stream`` (opened through ``proxy.sides.ClientEnv.open_stream``,
-as ``mux_h1`` does) whose ``ClientSide`` is an ``H2Side``: the per-stream endpoint that frames what
-the stream sends back. Header blocks are translated by ``proxy.h2.translate`` (pure); the Stream and
-the rest of the worker never learn that the client spoke HTTP/2 (the head's version is ``2.0``:
-``%HV`` and ``%r`` say ``HTTP/2.0`` as HAProxy's do).
+as ``mux_h1`` does) whose ``ClientSide`` is an ``H2Side`` (``proxy.h2_side``): the per-stream
+endpoint that frames what the stream sends back. Header blocks are translated by
+``proxy.h2.translate`` (pure); the Stream and the rest of the worker never learn that the client
+spoke HTTP/2 (the head's version is ``2.0``: ``%HV`` and ``%r`` say ``HTTP/2.0`` as HAProxy's do).
 
 Flow control is tied to consumption, as for HTTP/1 (DESIGN.md §6):
 - request DATA is acknowledged (its window given back to the client) only once the stream took it
@@ -59,182 +59,21 @@ from h2.settings import SettingCodes
 from h2.settings import Settings as H2Settings
 from hyperframe.frame import GoAwayFrame
 
-from proxy.h2 import Settings, interim_fields, reply_fields, request_head, response_fields, trailer_fields
+from proxy.h2 import Settings, request_head
 from proxy.h2.guard import Guard
 from proxy.h2.translate import RequestError, check_trailers
+from proxy.h2_side import H2Side
 from proxy.replies import error_reply
 from proxy.session import Session
 
 if TYPE_CHECKING:
     from h2.events import Event as H2Event
 
-    from proxy.message import Headers, RequestHead, ResponseHead
-    from proxy.replies import Reply
-    from proxy.sides import ClientEnv, StreamHandle
+    from proxy.message import Headers, RequestHead
+    from proxy.sides import ClientEnv
 
 _NO_ERROR = ErrorCodes.NO_ERROR
 _CALM = ErrorCodes.ENHANCE_YOUR_CALM
-
-
-class H2Side:
-    """One stream's client end (``proxy.sides.ClientSide``): frames what its stream sends back."""
-
-    __slots__ = (
-        "body_allowed",
-        "dirty",
-        "end_pending",
-        "handle",
-        "handle_done",
-        "head_only",
-        "mux",
-        "out",
-        "paused_notified",
-        "req_ended",
-        "req_paused",
-        "reset",
-        "resp_started",
-        "sent_end",
-        "sid",
-        "trailers",
-        "unacked",
-    )
-
-    def __init__(self, mux: H2ClientConn, sid: int, head_only: bool) -> None:
-        self.mux = mux
-        self.sid = sid
-        self.handle: StreamHandle | None = None
-        self.handle_done = False  # the stream ended (stream_done), or never existed (a rejected request)
-        self.head_only = head_only  # a HEAD request: no response body
-        self.out = bytearray()  # response body bytes waiting for the client's window
-        self.end_pending: Headers | None = None  # the end (trailers) to send once ``out`` is empty
-        self.sent_end = False  # END_STREAM sent
-        self.reset = False  # RST_STREAM sent or received: nothing more goes out
-        self.resp_started = False
-        self.body_allowed = False
-        self.req_ended = False  # the client's END_STREAM came
-        self.req_paused = False  # the stream asked not to get more request body now
-        self.unacked = 0  # request bytes received and not acknowledged yet (flow-controlled size)
-        self.trailers: Headers = []
-        self.paused_notified = False  # what the stream was last told: the client is not writable
-        self.dirty = False  # in the mux's list of streams to flush when it uncorks
-
-    def __repr__(self) -> str:
-        state = "reset" if self.reset else ("ended" if self.sent_end else "open")
-        return f"<H2Side {self.sid} {state} out={len(self.out)} unacked={self.unacked}>"
-
-    # -- ClientSide: what the mux knows -----------------------------------------------------------
-    @property
-    def session(self) -> Session:
-        return self.mux.session
-
-    @property
-    def write_paused(self) -> bool:
-        return self.mux.write_paused or len(self.out) >= self.mux.settings.max_head
-
-    @property
-    def last_io(self) -> float:
-        return self.mux.last_io
-
-    def keep_alive_allowed(self) -> bool:
-        return not self.mux.env.stopping
-
-    def local_address(self) -> tuple[str, int]:
-        return self.mux.local_address()
-
-    def deadline_hint(self, when: float) -> None:
-        self.mux.want(when)
-
-    def cork(self) -> None:
-        self.mux.corked += 1
-
-    def uncork(self) -> None:
-        mux = self.mux
-        mux.corked -= 1
-        if mux.corked <= 0:
-            mux.corked = 0
-            mux.write_out()
-
-    # -- the response -------------------------------------------------------------------------------
-    def send_interim(self, resp: ResponseHead) -> None:
-        if self.reset or self.resp_started:
-            return
-        self.mux.send_headers(self, interim_fields(resp), end=False)
-
-    def send_response_head(self, resp: ResponseHead, *, keep_alive: bool, request_done: bool) -> bool:
-        if self.reset:
-            return True
-        fields, ends = response_fields(resp, head_only=self.head_only)
-        if not self.mux.send_headers(self, fields, end=ends):
-            # Not a valid HTTP/2 block (a value the library refuses): 502 instead, as HTTP/1 does.
-            self.send_reply(error_reply(502, self.mux.cfg.errorfiles.get(502)), keep_alive=False)
-            return True
-        self.resp_started = True
-        self.body_allowed = not ends
-        return True
-
-    def send_data(self, data: bytes) -> None:
-        if self.body_allowed and data and not self.reset:
-            self.out += data
-            self.mux.schedule(self)
-
-    def send_end(self, trailers: Headers) -> None:
-        if self.body_allowed and not self.reset and self.end_pending is None:
-            self.end_pending = trailer_fields(trailers) if trailers else []
-            self.mux.schedule(self)
-
-    def send_reply(self, reply: Reply, *, keep_alive: bool) -> bool:
-        if self.reset:
-            return True
-        if reply.silent:  # an empty errorfile: no answer on this stream
-            self.mux.reset_stream(self, ErrorCodes.CANCEL)
-            return True
-        fields, body = reply_fields(reply, head_only=self.head_only)
-        if not self.mux.send_headers(self, fields, end=not body):
-            fallback = error_reply(500, self.mux.cfg.errorfiles.get(500))
-            fields, body = reply_fields(fallback, head_only=self.head_only)
-            if not self.mux.send_headers(self, fields, end=not body):
-                self.mux.reset_stream(self, ErrorCodes.INTERNAL_ERROR)
-                return True
-        self.resp_started = True
-        if body:
-            self.body_allowed = True
-            self.out += body
-            self.end_pending = []
-            self.mux.flush_stream(self)
-        return True
-
-    def abort(self) -> None:
-        self.mux.reset_stream(self, ErrorCodes.INTERNAL_ERROR)
-
-    # -- request flow control -------------------------------------------------------------------
-    def pause_request(self) -> None:
-        self.req_paused = True
-
-    def resume_request(self) -> None:
-        self.req_paused = False
-        if self.unacked:
-            self.mux.acknowledge(self)
-
-    # -- tunnels: HTTP/2 requests never ask for an upgrade (their heads have none) ---------------
-    def start_tunnel(self, stream: StreamHandle, resp: ResponseHead) -> bytes:
-        self.abort()
-        return b""
-
-    def tunnel_send(self, data: bytes) -> None:
-        return None
-
-    def tunnel_send_eof(self) -> None:
-        return None
-
-    def stream_done(self, stream: StreamHandle, keep_alive: bool) -> None:
-        """The stream ended. The connection goes on whatever ``keep_alive`` says (it is HTTP/1's
-        business); what is still queued for this stream goes out as the window allows."""
-        self.handle_done = True
-        if not self.resp_started and not self.reset:
-            self.mux.reset_stream(self, ErrorCodes.INTERNAL_ERROR)  # ended without any answer
-        else:
-            self.mux.session.requests_done += 1
-        self.mux.settle(self)
 
 
 class H2ClientConn(asyncio.Protocol):
@@ -622,8 +461,12 @@ class H2ClientConn(asyncio.Protocol):
                     conn.send_headers(sid, trailers, end_stream=True)
                 else:
                     conn.end_stream(sid)
-            except H2ProtocolError:
-                conn.end_stream(sid)  # trailers the library refuses are dropped; the body still ends
+            except H2ProtocolError:  # trailers the library refuses are dropped; the body still ends
+                try:
+                    conn.end_stream(sid)
+                except H2ProtocolError:
+                    self.reset_stream(side, ErrorCodes.INTERNAL_ERROR)
+                    return
             side.sent_end = True
             side.end_pending = None
         self._notify_writable(side)

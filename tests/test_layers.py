@@ -60,6 +60,7 @@ ADAPTERS = [
     "proxy.listener",
     "proxy.mux_h1",
     "proxy.mux_h2",
+    "proxy.h2_side",
     "proxy.client_mux",
     "proxy.server_conn",
     "proxy.takeover",
