@@ -555,3 +555,32 @@ def test_prior_knowledge_preface_hands_the_connection_to_h2() -> None:
     assert t2.get_protocol() is None and env.streams[-1].head.method == b"PUT"
     assert env.streams[-1].head.version == b"1.1"
     assert isinstance(MuxFactory(env, Settings(), proto="h2")(), H2ClientConn)  # type: ignore[arg-type]
+
+
+class _TlsTransport(FakeTransport):
+    def __init__(self, alpn: str | None) -> None:
+        super().__init__()
+        self.alpn = alpn
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self
+        return super().get_extra_info(name, default)
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self.alpn
+
+
+@in_loop
+def test_alpn_chooses_the_mux_on_tls_connections() -> None:
+    """A TLS listener's connection goes to the mux ALPN chose (h2, else HTTP/1.1), which takes the
+    transport over; the session knows it is TLS (``ssl_fc``)."""
+    env = FakeClientEnv()
+    factory = MuxFactory(env, Settings(), tls=True)  # type: ignore[arg-type]
+    for alpn, kind in (("h2", H2ClientConn), ("http/1.1", ClientConn), (None, ClientConn)):
+        chooser = factory()
+        t = _TlsTransport(alpn)
+        chooser.connection_made(t)  # type: ignore[arg-type]
+        mux = t.get_protocol()
+        assert isinstance(mux, kind) and env.opened[-1] is mux
+        assert mux.session.ssl
