@@ -36,6 +36,7 @@ while streams run, each stream's ``check_timeouts`` (``timeout server``) and ``t
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -140,6 +141,9 @@ class H2ClientConn(asyncio.Protocol):
         # that change every time (dates, ids), whose insertion and linear table search cost more
         # than the bytes they would save on a loopback or LAN.
         conn.encoder.header_table_size = 0
+        # Nor Huffman coding (HAProxy's encoder sends literals too): the pure-Python coder walks
+        # every byte of every value, for a few bytes saved.
+        conn.encoder.encode = functools.partial(conn.encoder.encode, huffman=False)  # type: ignore[method-assign]
         conn.decoder.max_allowed_table_size = settings.header_table_size
         conn.decoder.max_header_list_size = settings.decoder_limit
         self.streams: dict[int, H2Side] = {}
