@@ -210,7 +210,7 @@ EXAMPLES = Path("/usr/share/doc/haproxy/examples")
 # What docs/configuration.md records for each of Debian's examples: substrings of the refusals.
 EXAMPLE_RESULTS = {
     "quick-test.cfg": [],
-    "basic-config-edge.cfg": ["'stats uri'", "bind option 'ssl' is not supported yet", "'compression'",
+    "basic-config-edge.cfg": ["'stats uri'", "'bind': unable to load SSL certificate file", "'compression'",
                               "'http-request cache-use'", "section 'cache'", "'cookie'", "'zero-warning'"],
     "content-sw-sample.cfg": ["'monitor-uri'", "'option prefer-last-server'", "'option redispatch'",
                               "parameter 'check'", "'fullconn'", "parameter 'minconn'"],
