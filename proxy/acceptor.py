@@ -14,20 +14,30 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 
 from proxy.listener import BACKLOG, Listener
 
 
 class Acceptor:
-    __slots__ = ("closed", "factory", "listener", "loop", "server", "starting", "wanted")
+    __slots__ = (
+        "closed", "factory", "handshake_timeout", "listener", "loop", "server", "ssl", "starting", "wanted",
+    )  # fmt: skip
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, listener: Listener, factory: Callable[[], asyncio.Protocol]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listener: Listener,
+        factory: Callable[[], asyncio.Protocol],
+        ssl_context: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = None,
     ) -> None:
         self.loop = loop
         self.listener = listener
         self.factory = factory
+        self.ssl = ssl_context  # a TLS listener's context (the event loop does the handshake)
+        self.handshake_timeout = handshake_timeout
         self.server: asyncio.AbstractServer | None = None
         self.starting = False
         self.wanted = False
@@ -55,7 +65,13 @@ class Acceptor:
             return
         self.starting = True
         try:
-            server = await self.loop.create_server(self.factory, sock=self._dup(), backlog=BACKLOG)
+            if self.ssl is not None:
+                server = await self.loop.create_server(
+                    self.factory, sock=self._dup(), backlog=BACKLOG, ssl=self.ssl,
+                    ssl_handshake_timeout=self.handshake_timeout,
+                )  # fmt: skip
+            else:
+                server = await self.loop.create_server(self.factory, sock=self._dup(), backlog=BACKLOG)
         finally:
             self.starting = False
         if self.wanted and not self.closed:

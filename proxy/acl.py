@@ -47,6 +47,7 @@ class RequestCtx:
     path: bytes  # the target's path, before "?"
     headers: list[tuple[bytes, bytes]]  # names as received (any case), in wire order
     src: str  # client IP address, as text
+    ssl: bool = False  # the client connection is TLS
     _src_int: tuple[int, int] | None = field(default=None, init=False, repr=False)  # (version, int), cached
 
     def src_address(self) -> tuple[int, int]:
@@ -113,6 +114,8 @@ def _compile_one(acl: Acl) -> Matcher:
         return lambda ctx: True
     if base == "always_false":
         return lambda ctx: False
+    if base == "ssl_fc":
+        return lambda ctx: ctx.ssl
     if base == "src":
         return _src_matcher(acl.patterns) if method == "ip" else (lambda ctx: True)
     test = _value_test(method, [p.encode() for p in acl.patterns], acl.ignore_case, acl.patterns)

@@ -141,7 +141,7 @@ class StreamEnv:
                 HttpLogRecord(
                     client=f"{session.client_ip}:{session.client_port}",
                     accept_ts=time.time() - (now - t0),
-                    frontend=self.frontend.name,
+                    frontend=self.frontend.name + ("~" if session.ssl else ""),  # HAProxy's %ft
                     backend=backend.name if backend is not None else self.frontend.name,
                     server=server.name if server is not None else "<NOSRV>",
                     tq=_ms(t0, stream.t_head),
@@ -175,7 +175,7 @@ class StreamEnv:
                 HttpLogRecord(
                     client=f"{session.client_ip}:{session.client_port}",
                     accept_ts=time.time(),
-                    frontend=self.frontend.name,
+                    frontend=self.frontend.name + ("~" if session.ssl else ""),  # HAProxy's %ft
                     backend=self.frontend.name,
                     server="<NOSRV>",
                     tq=-1,

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from proxy.config.model import Config
+from proxy.config.model import Bind, Config
 
 BACKLOG = 1024
 
@@ -33,6 +33,7 @@ class Listener:
     host: str
     port: int
     sock: socket.socket
+    bind: Bind | None = None  # its line's settings (protocol, TLS)
 
     def __repr__(self) -> str:
         return f"<Listener {self.frontend} {self.host or '*'}:{self.port} fd={self.sock.fileno()}>"
@@ -87,7 +88,7 @@ def reconcile(
                     sock.set_inheritable(True)
                     sock.setblocking(False)
                 kept.add(key)
-                out.append(Listener(fe.name, b.host, b.port, sock))
+                out.append(Listener(fe.name, b.host, b.port, sock, b))
     except BaseException:
         for sock in fresh:
             sock.close()

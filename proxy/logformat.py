@@ -79,6 +79,7 @@ class SampleCtx:
     unique_id_format: LogFormat | None = None
     resp_status: int = 0
     resp_headers: Headers | None = None
+    ssl: bool = False  # the client connection is TLS
     _local: tuple[str, int] | None = field(default=None, repr=False)
     _unique_id: bytes | None = field(default=None, repr=False)
 
@@ -238,7 +239,7 @@ FETCHES: dict[str, Fetch] = {f.name: f for f in [
     Fetch("fe_name", lambda c, a: c.frontend.encode(), doc="the frontend's name"),
     Fetch("be_name", lambda c, a: c.backend.encode() or None, doc="the backend's name, once chosen"),
     Fetch("str", _str, 1, 1, doc="the text given as argument"),
-    Fetch("ssl_fc", lambda c, a: 0, doc="1 on a TLS client connection: always 0 (no TLS listener yet)"),
+    Fetch("ssl_fc", lambda c, a: int(c.ssl), doc="1 on a TLS client connection, else 0"),
 ]}  # fmt: skip
 # "hdr" reads the request's headers in request rules and the response's in response rules (HAProxy).
 _HDR_ALIASES = {"hdr": ("req.hdr", "res.hdr"), "fhdr": ("req.fhdr", "res.fhdr")}
@@ -289,6 +290,7 @@ ALIASES: dict[str, tuple[Callable[[SampleCtx], Value], str]] = {
     "pid": (lambda c: os.getpid(), "process id (the worker's)"),
     "H": (lambda c: _HOSTNAME, "host name of the system"),
     "f": (lambda c: c.frontend.encode(), "frontend name"),
+    "ft": (lambda c: c.frontend.encode() + (b"~" if c.ssl else b""), "frontend name, with '~' over TLS"),
     "b": (lambda c: c.backend.encode() or None, "backend name (once chosen)"),
     "HM": (lambda c: c.head.method, "HTTP method"),
     "HU": (lambda c: c.head.target, "request URI"),

@@ -26,6 +26,10 @@ re-reads the timestamps and either acts or re-arms; a request only stores timest
 deadline than the armed one re-arms it at once). The stream's ``timeout server`` is checked by the
 same timer (``StreamHandle.check_timeouts``, announced with ``deadline_hint``).
 
+HTTP/2 with prior knowledge: on a listener that allows it (``sniff`` set, see ``proxy.client_mux``)
+the first bytes of a connection are compared with the HTTP/2 preface; a connection that starts with
+it is handed over, with the bytes read so far, and this object lets go of it (no log, no close).
+
 ``Phase`` is the connection's state machine (``_PHASES`` lists the legal moves). A request the parser
 rejects gets its status (400/413/431/501, ``PR``) once every earlier pipelined response has been
 written, and the connection closes. Nothing in here raises out of a callback: a malformed request
@@ -44,9 +48,11 @@ import asyncio
 import enum
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.h1 import ProtocolError, engine, writer
+from proxy.h2 import PREFACE
 from proxy.message import Data, EndOfMessage, Event, Framing, RequestHead, ResponseHead
 from proxy.replies import error_reply
 from proxy.session import Session
@@ -55,6 +61,9 @@ if TYPE_CHECKING:
     from proxy.message import Headers
     from proxy.replies import Reply
     from proxy.sides import ClientEnv, StreamHandle
+
+# What takes a connection whose first bytes are the HTTP/2 preface: (transport, bytes read so far).
+Handoff = Callable[[asyncio.Transport, bytes], None]
 
 PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
 # The framings under which a bare response head (``ResponseHead.wire``) is relayed unchanged: the
@@ -113,6 +122,8 @@ class ClientConn(asyncio.Protocol):
         "resp_done",
         "resp_framing",
         "session",
+        "sniff",
+        "sniffed",
         "stream",
         "stream_head",
         "t_wait_start",
@@ -124,8 +135,12 @@ class ClientConn(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, env: ClientEnv) -> None:
+    def __init__(self, env: ClientEnv, sniff: Handoff | None = None) -> None:
         self.env = env
+        # Set on a plain listener that accepts HTTP/2 with prior knowledge: what takes the
+        # connection when its first bytes are the HTTP/2 preface (None once decided).
+        self.sniff = sniff
+        self.sniffed = b""
         self.cfg = env.cfg  # the frontend's settings, fixed for the life of the worker
         self.bytes_sent = 0
         self.parser = engine(env.engine_name).request_parser(env.limits)
@@ -182,11 +197,12 @@ class ClientConn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
+        ssl = transport.get_extra_info("ssl_object") is not None
         if isinstance(peer, tuple):
             # interned: the connections of one client address share one string (memory per connection)
-            self.session = Session(sys.intern(str(peer[0])), int(peer[1]))
+            self.session = Session(sys.intern(str(peer[0])), int(peer[1]), ssl)
         else:
-            self.session = Session("unix", 0)
+            self.session = Session("unix", 0, ssl)
         self.env.client_opened(self)
         now = self.t_wait_start = self.last_io = time.monotonic()
         head = self._head_timeout()
@@ -203,6 +219,10 @@ class ClientConn(asyncio.Protocol):
         if self.parse_error is not None or phase is _PH_CLOSED:
             return
         if phase is _PH_IDLE:
+            if self.sniff is not None:
+                data = self._sniff(data)
+                if not data:
+                    return
             # The first byte of a request: from now on, the head timeout applies.
             self.phase = _PH_HEAD  # (IDLE -> HEAD: legal, see _PHASES; no check needed)
             self.t_wait_start = self.last_io
@@ -280,6 +300,31 @@ class ClientConn(asyncio.Protocol):
         self.last_io = time.monotonic()
         if self.stream is not None:
             self.stream.on_client_writable(True)
+
+    # -- HTTP/2 with prior knowledge ----------------------------------------------------------
+    def _sniff(self, data: bytes) -> bytes:
+        """The first bytes of the connection: the HTTP/2 preface hands the connection over to
+        ``sniff`` (which makes the HTTP/2 mux); anything else is HTTP/1 from now on. Returns the
+        bytes to parse as HTTP/1 (b"": nothing, yet or ever)."""
+        buf = self.sniffed + data if self.sniffed else data
+        if len(buf) < len(PREFACE) and PREFACE.startswith(buf):
+            self.sniffed = buf  # a prefix of the preface: wait for the rest
+            return b""
+        handoff, self.sniff, self.sniffed = self.sniff, None, b""
+        if handoff is None or not buf.startswith(PREFACE):
+            return buf
+        transport = self.transport
+        self.transport = None  # from now on, nothing of this object touches the connection
+        self._to(Phase.CLOSED)
+        self._disarm()
+        self.env.client_closed(self)
+        if transport is not None:
+            handoff(transport, buf)
+        return b""
+
+    def drain(self) -> None:
+        """Soft stop with a request in flight: nothing to announce in HTTP/1 (the connection closes
+        after the current response, ``stream_done`` sees ``env.stopping``)."""
 
     # -- request sequencing -------------------------------------------------------------------
     # A stream stays current until both its response ended (``stream_done``) and its request's

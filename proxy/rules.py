@@ -85,10 +85,10 @@ def split_target(target: bytes) -> tuple[bytes, bytes, bytes | None]:
     return prefix, path, query if sep else None
 
 
-def request_ctx(head: RequestHead, client_ip: str) -> RequestCtx:
+def request_ctx(head: RequestHead, client_ip: str, ssl: bool = False) -> RequestCtx:
     """The ACL view of a request: its path is the target's (an absolute-form target's too)."""
     path = split_target(head.target)[1] or b"/"
-    return RequestCtx(method=head.method, path=path, headers=head.headers, src=client_ip)
+    return RequestCtx(method=head.method, path=path, headers=head.headers, src=client_ip, ssl=ssl)
 
 
 def _join(prefix: bytes, path: bytes, query: bytes | None) -> bytes:

@@ -50,7 +50,10 @@ def client_context(srv: Server, glob: Global) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.check_hostname = srv.sni is not None  # the name checked is the SNI sent (HAProxy's rule)
         if srv.ca_file:
-            ctx.load_verify_locations(cafile=srv.ca_file)
+            ca_file = srv.ca_file
+            if glob.ca_base and not ca_file.startswith("/"):
+                ca_file = glob.ca_base.rstrip("/") + "/" + ca_file
+            ctx.load_verify_locations(cafile=ca_file)
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

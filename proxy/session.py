@@ -19,11 +19,12 @@ MAX_SESSION_SRV_CONNS = 5
 
 
 class Session:
-    __slots__ = ("client_ip", "client_port", "conns", "requests_done")
+    __slots__ = ("client_ip", "client_port", "conns", "requests_done", "ssl")
 
-    def __init__(self, client_ip: str, client_port: int) -> None:
+    def __init__(self, client_ip: str, client_port: int, ssl: bool = False) -> None:
         self.client_ip = client_ip
         self.client_port = client_port
+        self.ssl = ssl  # the client connection is TLS (``ssl_fc``)
         self.requests_done = 0
         # Private idle connections attached to this session. Most sessions never hold one: an
         # empty tuple until the first, so an idle client connection carries no list.

@@ -55,9 +55,9 @@ class StreamRules:
                 accept_ts=time.time() - (time.monotonic() - self.t_start), frontend=fe.name,
                 local_addr=self.side.local_address, request_no=self.serial,
                 unique_id_format=fe.cfg.unique_id_format,
-                backend=self.backend.name if self.backend is not None else "",
+                backend=self.backend.name if self.backend is not None else "", ssl=session.ssl,
             )  # fmt: skip
-            c = self.rctx = RuleCtx(request_ctx(head, session.client_ip), sample)
+            c = self.rctx = RuleCtx(request_ctx(head, session.client_ip, session.ssl), sample)
         return c
 
     def _added_headers(self) -> Headers:

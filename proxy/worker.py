@@ -48,14 +48,15 @@ from proxy.acceptor import Acceptor
 from proxy.admission import gate_for
 from proxy.backend import Backend
 from proxy.checks import HealthChecks
+from proxy.client_mux import ClientMux, MuxFactory
 from proxy.config.model import Config, Proxy
 from proxy.donor import Donor, WorkerLink
 from proxy.env import StreamEnv
 from proxy.frontend import Frontend
 from proxy.h1 import Limits
+from proxy.h2 import Settings as H2Settings
 from proxy.listener import Listener
 from proxy.log import LogSink, notice
-from proxy.mux_h1 import ClientConn
 from proxy.queue import Queues
 from proxy.server import ServerRuntime
 from proxy.services import Services
@@ -63,6 +64,7 @@ from proxy.shm import F_BAD_REQ, ShmTable
 from proxy.slots import make_owner
 from proxy.steal import Thief
 from proxy.takeover import Channel, Message
+from proxy.tls import server_context
 
 PR_SET_PDEATHSIG = 1
 HEARTBEAT_INTERVAL = 1.0
@@ -99,7 +101,8 @@ class WorkerState:
                 self.by_index[srv.index] = srv
         self.donor = Donor(self.link, self.by_index, g.h1_engine, limits, self.queues.granted)
         self.link.late = self.donor.adopt_late
-        self.clients: set[ClientConn] = set()
+        self.clients: set[ClientMux] = set()
+        self.h2 = h2_settings(config)
         self.stopping = False
         self.log = LogSink(list(g.log_targets), g.log_tag, g.log_send_hostname)
         self.envs = {
@@ -134,7 +137,7 @@ class WorkerState:
 
     # -- the client registry (proxy.env.Clients) ------------------------------------------------
     def client_opened(self, client: object) -> None:
-        assert isinstance(client, ClientConn)
+        assert isinstance(client, ClientMux)
         self.clients.add(client)
         self.table.front_opened(self.front_ids[client.cfg.name], self.slot)
         full = self.fe_gates[client.cfg.name].opened()
@@ -142,7 +145,7 @@ class WorkerState:
             self.update_accepting()
 
     def client_closed(self, client: object) -> None:
-        assert isinstance(client, ClientConn)
+        assert isinstance(client, ClientMux)
         if client not in self.clients:
             return
         self.clients.discard(client)
@@ -241,10 +244,27 @@ class WorkerState:
         for client in list(self.clients):
             if client.idle:
                 client.close()
+            else:
+                client.drain()  # HTTP/2: GOAWAY, the streams in flight finish
 
     def hard_stop(self) -> None:
         self.stopping = True
         self.loop.stop()
+
+
+def h2_settings(config: Config) -> H2Settings:
+    """The client side's HTTP/2 limits, from ``tune.h2.*`` and the HTTP/1 head limits."""
+    g = config.global_
+    return H2Settings(
+        max_concurrent_streams=g.h2_fe_max_concurrent_streams or g.h2_max_concurrent_streams,
+        header_table_size=g.h2_header_table_size,
+        initial_window_size=g.h2_fe_initial_window_size or g.h2_initial_window_size,
+        max_frame_size=g.h2_max_frame_size,
+        max_total_streams=g.h2_fe_max_total_streams,
+        glitches_threshold=g.h2_fe_glitches_threshold,
+        max_head=g.bufsize,
+        max_headers=g.maxhdr,
+    )
 
 
 def _set_pdeathsig() -> None:
@@ -292,11 +312,12 @@ def run(
         state.checks.start()
         for lst in listeners:
             env = state.envs[lst.frontend]
-
-            def factory(env: StreamEnv = env) -> ClientConn:
-                return ClientConn(env)
-
-            acceptor = Acceptor(loop, lst, factory)
+            bind = lst.bind
+            tls = bind.tls if bind is not None else None
+            proto = bind.proto if bind is not None else ""
+            factory = MuxFactory(env, state.h2, proto=proto, tls=tls is not None)
+            ctx = server_context(tls, config.global_.ssl_bind) if tls is not None else None
+            acceptor = Acceptor(loop, lst, factory, ctx, env.cfg.timeouts.client)
             state.acceptors.append(acceptor)
             if state.accepting(lst.frontend):  # a share of 0: this worker leaves it to the others
                 loop.run_until_complete(acceptor.start())

@@ -125,6 +125,12 @@ class FakeTransport:
             return self.peername
         return default
 
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> Any:
+        return getattr(self, "protocol", None)
+
 
 # -- the client side of a stream -------------------------------------------------------------------
 class RecordingSide:

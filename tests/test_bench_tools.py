@@ -37,6 +37,22 @@ def test_parse_wrk() -> None:
     assert benchlib.parse_wrk(WRK_OUTPUT.replace("2.48ms", "812.00us")).latency_us == pytest.approx(812.0)
 
 
+H2LOAD_OUTPUT = """finished in 5.00s, 12345.60 req/s, 1.20MB/s
+requests: 61800 total, 61900 started, 61728 done, 61700 succeeded, 28 failed, 0 errored, 0 timeout
+status codes: 61700 2xx, 0 3xx, 0 4xx, 0 5xx
+                     min         max         mean         sd        +/- sd
+time for request:      123us     45.60ms      3.20ms      2.10ms    70.00%
+"""
+
+
+def test_parse_h2load() -> None:
+    res = benchlib.parse_h2load(H2LOAD_OUTPUT)
+    assert (res.rps, res.requests, res.errors) == (12345.60, 61700, "28 failed, 0 errored")
+    assert res.latency_us == pytest.approx(3200.0)
+    clean = H2LOAD_OUTPUT.replace("28 failed", "0 failed").replace("3.20ms", "812us")
+    assert benchlib.parse_h2load(clean).errors == "" and benchlib.parse_h2load(clean).latency_us == 812.0
+
+
 def test_proc_readings_of_this_process() -> None:
     before = benchlib.cpu_ticks([os.getpid()])
     sum(i * i for i in range(200_000))
@@ -80,11 +96,18 @@ def test_profile_buckets() -> None:
 
 def test_generated_config_is_valid_for_poolproxy(tmp_path: Path) -> None:
     cfg = tmp_path / "pp.cfg"
-    cfg.write_text(benchlib.proxy_config(free_port(), free_port(), 2, "always", engine="h11", maxconn=100))
-    out = subprocess.run(
-        [sys.executable, "-m", "proxy", "-c", "-f", str(cfg)], cwd=REPO_ROOT, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    for h2 in (False, True):
+        cfg.write_text(
+            benchlib.proxy_config(free_port(), free_port(), 2, "always", engine="h11", maxconn=100, h2=h2)
+        )
+        out = subprocess.run(
+            [sys.executable, "-m", "proxy", "-c", "-f", str(cfg)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert ("proto h2" in cfg.read_text()) == h2
 
 
 class Floor(_Managed):

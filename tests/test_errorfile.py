@@ -138,14 +138,14 @@ def test_unknown_http_errors_section(tmp_path: Path) -> None:
     ]
 
 
-def test_debian_stock_config_loads_with_tls_warnings_only() -> None:
+def test_debian_stock_config_loads_with_its_tls_defaults() -> None:
     cfg = load([str(GOOD / "stock_debian.cfg")], env={"POOLPROXY_T_DIR": str(GOOD)})
-    assert [w.split("'")[1] for w in cfg.warnings] == [
-        "ca-base", "crt-base", "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites",
-        "ssl-default-bind-options",
-    ]  # fmt: skip
-    assert all("TLS binds and servers are not supported yet" in w for w in cfg.warnings)
+    # The bind-side TLS defaults apply now (TLS listeners exist); ca-base is for servers' CAs.
+    assert [w.split("'")[1] for w in cfg.warnings] == ["ca-base"]
+    assert all("TLS servers are not supported yet" in w for w in cfg.warnings)
     g = cfg.global_
+    assert (g.crt_base, g.ssl_bind.min_ver, g.ssl_bind.no_tickets) == ("/etc/ssl/private", "TLSv1.2", True)
+    assert g.ssl_bind.ciphers is not None and g.ssl_bind.ciphers.startswith("ECDHE-ECDSA-AES128-GCM-SHA256:")
     assert (g.chroot, g.uid, g.daemon, g.stats_timeout) == ("/var/lib/haproxy", pwd.getpwnam("nobody").pw_uid,
                                                             True, 30.0)  # fmt: skip
     assert sorted(cfg.frontends["fe"].errorfiles) == [400, 403, 408, 500, 502, 503, 504]
@@ -214,7 +214,8 @@ EXAMPLES = Path("/usr/share/doc/haproxy/examples")
 # What docs/configuration.md records for each of Debian's examples: substrings of the refusals.
 EXAMPLE_RESULTS = {
     "quick-test.cfg": [],
-    "basic-config-edge.cfg": ["'option socket-stats'", "bind option 'ssl' is not supported yet", "'compression'",
+    "basic-config-edge.cfg": ["'option socket-stats'", "'bind': unable to load SSL certificate file",
+                              "'compression'",
                               "'http-request cache-use'", "section 'cache'", "'cookie'", "'zero-warning'"],
     "content-sw-sample.cfg": ["'monitor-uri'", "'option prefer-last-server'", "'fullconn'",
                               "parameter 'minconn'"],

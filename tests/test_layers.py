@@ -59,12 +59,19 @@ CORE = [
     "proxy.master_cli",
     "proxy.daemon",
     "proxy.server_h2_msg",
+    "proxy.h2",
+    "proxy.h2.translate",
+    "proxy.h2.guard",
+    "proxy.tls",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [
     "proxy.acceptor",
     "proxy.listener",
     "proxy.mux_h1",
+    "proxy.mux_h2",
+    "proxy.h2_side",
+    "proxy.client_mux",
     "proxy.server_conn",
     "proxy.server_h2",
     "proxy.server_tls",
@@ -93,6 +100,9 @@ EVENT_LOOP = {"asyncio", "uvloop"}
 HTTP = {
     "proxy.h1",
     "proxy.mux_h1",
+    "proxy.mux_h2",
+    "proxy.client_mux",
+    "proxy.h2",
     "proxy.stream",
     "proxy.server_conn",
     "proxy.server_h2",

@@ -66,6 +66,13 @@ def test_render(text: str, value: bytes) -> None:
     assert out(text) == value
 
 
+def test_tls_client_connection() -> None:
+    c = ctx()
+    assert out("%ft %[ssl_fc]", c) == b"fe 0"
+    c.ssl = True
+    assert out("%ft %f %[ssl_fc]", c) == b"fe~ fe 1"
+
+
 def test_aliases_of_the_process() -> None:
     assert out("%pid") == str(os.getpid()).encode()
     assert out("%H") and b"%" not in out("%H")

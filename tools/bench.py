@@ -5,6 +5,7 @@
     python -m tools.bench --scaling 1,2,4       # the same, per thread count, relative to 1 thread
     python -m tools.bench --profile             # where a poolproxy worker spends its µs per request
     python -m tools.bench --idle-conns [10000]  # memory per idle client connection
+    python -m tools.bench --h2 [--streams 10]   # HTTP/2 clients: h2load -c50 -m10, poolproxy vs HAProxy
 
 The contenders, all behind the same origin (an HAProxy frontend answering ``http-request return``,
 ``--origin-threads`` threads, so that the origin is cheap and never the one saturated):
@@ -31,6 +32,11 @@ the contender's workers were runnable they spent waiting for a CPU (``schedstat`
 crowded machine and req/s to be read with care), and every round.
 ``--mode close`` adds ``Connection: close`` to every request (one connection per request; the floor then
 also opens one upstream connection per request, while the proxies reuse pooled ones).
+
+``--h2`` drives poolproxy and HAProxy (the floor speaks no HTTP/2) with ``h2load -c<--connections>
+-m<--streams> -D<--seconds>`` (h2c with prior knowledge: the frontend is ``bind ... proto h2`` in
+the same generated configuration for both; the origin side stays HTTP/1), interleaved rounds as in
+the comparison, and prints req/s, mean time per request, CPU µs/request and the ratio to HAProxy.
 
 ``--scaling 1,2,4`` runs the comparison for each thread count (``nbthread`` of both proxies, the floor's
 workers; all restarted) and prints each contender's req/s relative to its own 1-thread (first listed)
@@ -96,6 +102,7 @@ from tools.benchlib import (
     Stat,
     close_all,
     free_port,
+    h2load,
     measure,
     open_idle,
     origin_config,
@@ -123,7 +130,7 @@ X = "\u00d7"  # the multiplication sign of the ratios
 
 @contextlib.contextmanager
 def lab(
-    args: argparse.Namespace, names: tuple[str, ...], threads: int, maxconn: int = 0
+    args: argparse.Namespace, names: tuple[str, ...], threads: int, maxconn: int = 0, h2: bool = False
 ) -> Iterator[tuple[list[Contender], list[int]]]:
     """The origin and the named contenders, running and ready; all stopped on the way out."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -135,7 +142,7 @@ def lab(
             wait_listening(origin_port)
             contenders = []
             for name in names:
-                c = start_contender(name, d, origin_port, threads, args.reuse, args.engine, maxconn)
+                c = start_contender(name, d, origin_port, threads, args.reuse, args.engine, maxconn, h2)
                 contenders.append(c)
                 procs.append(c.proc)
             for c in contenders:
@@ -151,12 +158,16 @@ def run_rounds(
     args: argparse.Namespace, contenders: list[Contender], origin_pids: list[int]
 ) -> dict[str, list[Sample]]:
     close = args.mode == "close"
+    streams = args.streams if getattr(args, "h2", False) else 0
     for c in contenders:  # warm-up: connections, pools, caches
-        wrk(c.port, args.connections, 1, args.wrk_threads, close)
+        if streams:
+            h2load(c.port, args.connections, 1, streams)
+        else:
+            wrk(c.port, args.connections, 1, args.wrk_threads, close)
     samples: dict[str, list[Sample]] = {c.name: [] for c in contenders}
     for _ in range(args.rounds):
         for c in contenders:
-            s = measure(c, origin_pids, args.seconds, args.connections, args.wrk_threads, close)
+            s = measure(c, origin_pids, args.seconds, args.connections, args.wrk_threads, close, streams)
             if s.errors:
                 print(f"  [{c.name}: wrk reports {s.errors}]", file=sys.stderr)
             samples[c.name].append(s)
@@ -235,6 +246,39 @@ def compare(args: argparse.Namespace) -> int:
     print(f"  poolproxy  {st['poolproxy']['rps'].median:10.0f} req/s  mean latency {lat_of(st, 'poolproxy')}")
     print(f"  haproxy    {st['haproxy']['rps'].median:10.0f} req/s  mean latency {lat_of(st, 'haproxy')}")
     print(f"  ratio poolproxy/haproxy = {ratio:.3f}")
+    return 0
+
+
+def compare_h2(args: argparse.Namespace) -> int:
+    """poolproxy and HAProxy with HTTP/2 clients (h2load), interleaved rounds."""
+    names = ("poolproxy", "haproxy")
+    load = os.getloadavg()
+    with lab(args, names, args.threads, h2=True) as (contenders, origin_pids):
+        samples = run_rounds(args, contenders, origin_pids)
+    st = {name: stats(s) for name, s in samples.items()}
+    print("poolproxy and HAProxy with HTTP/2 clients (bind ... proto h2), behind one HTTP/1 origin")
+    print(
+        f"h2load -c{args.connections} -m{args.streams}, {args.rounds} round(s) of {args.seconds:g} s;"
+        f" nbthread {args.threads}; http-reuse {args.reuse}; poolproxy engine {engine_name(args)}"
+    )
+    print(machine_line(load))
+    print()
+    heads = f"{'req/s':>22}  {'mean time/request':>30}  {'CPU µs/req':>20}"
+    print(f"  median [min-max] of {args.rounds}   {heads}")
+    for name in names:
+        s = st[name]
+        print(
+            f"  {name:22}{s['rps'].show():>24}  {show_latency(s['latency_us'].median):>30}"
+            f"  {s['cpu_us'].show('{:.1f}'):>20}"
+        )
+    print("  per round (req/s, CPU µs/req):")
+    for i in range(args.rounds):
+        cells = "   ".join(f"{n} {samples[n][i].rps:.0f} / {samples[n][i].cpu_us:.1f}" for n in names)
+        print(f"    {i + 1}: {cells}")
+    rps = per_round_ratio(samples["poolproxy"], samples["haproxy"], "rps")
+    cpu = per_round_ratio(samples["poolproxy"], samples["haproxy"], "cpu_us")
+    print()
+    print(f"  ratio poolproxy/haproxy = {rps:.3f} (req/s), {cpu:.2f} (CPU µs/request)")
     return 0
 
 
@@ -484,15 +528,20 @@ def main() -> int:
         "--nonblocking", action="store_true", help="py-spy --nonblocking: sample without stopping the worker"
     )
     ap.add_argument("--idle-timeout", type=float, default=120, help="bound of each --idle-conns step, s")
+    which.add_argument("--h2", action="store_true", help="HTTP/2 clients (h2load), poolproxy vs HAProxy")
+    ap.add_argument("--streams", type=int, default=10, help="h2load -m: concurrent streams per connection")
     args = ap.parse_args()
     if args.rounds < 1 or args.seconds <= 0 or args.connections < args.wrk_threads:
         ap.error("need --rounds >= 1, --seconds > 0 and --connections >= --wrk-threads")
     if (args.profile or args.idle_conns is not None) and args.threads != 1:
         ap.error("--profile and --idle-conns run nbthread 1")
-    for tool in ("wrk", "haproxy"):
+    driver = ("h2load", "nghttp2-client") if args.h2 else ("wrk", "wrk")
+    for tool, package in (driver, ("haproxy", "haproxy")):
         if shutil.which(tool) is None:
-            print(f"{tool} is required (apt-get install {tool})", file=sys.stderr)
+            print(f"{tool} is required (apt-get install {package})", file=sys.stderr)
             return 1
+    if args.h2:
+        return compare_h2(args)
     if args.scaling:
         try:
             counts = [int(x) for x in args.scaling.split(",")]

@@ -115,8 +115,10 @@ def proxy_config(
     engine: str | None = None,
     maxconn: int = 0,
     timeout_client: str = "30s",
+    h2: bool = False,
 ) -> str:
-    """The configuration both proxies run (``engine``, poolproxy's own keyword, is for poolproxy only)."""
+    """The configuration both proxies run (``engine``, poolproxy's own keyword, is for poolproxy only;
+    ``h2``: the frontend speaks HTTP/2 only, ``bind ... proto h2``)."""
     extra = f"\n    tune.h1-engine {engine}" if engine else ""
     extra += f"\n    maxconn {maxconn}" if maxconn else ""
     return f"""global
@@ -128,7 +130,7 @@ defaults
     timeout server 30s
     http-reuse {reuse}
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{" proto h2" if h2 else ""}
     default_backend be
 backend be
     server s1 127.0.0.1:{origin}
@@ -167,7 +169,14 @@ class Contender:
 
 
 def start_contender(
-    name: str, d: Path, origin: int, threads: int, reuse: str, engine: str | None, maxconn: int = 0
+    name: str,
+    d: Path,
+    origin: int,
+    threads: int,
+    reuse: str,
+    engine: str | None,
+    maxconn: int = 0,
+    h2: bool = False,
 ) -> Contender:
     port = free_port()
     log = d / f"{name}.log"
@@ -185,6 +194,7 @@ def start_contender(
             engine=engine if name == "poolproxy" else None,
             maxconn=maxconn,
             timeout_client=timeout_client,
+            h2=h2,
         )
     )
     if name == "poolproxy":
@@ -240,6 +250,28 @@ def wrk(port: int, connections: int, seconds: float, threads: int = 1, close: bo
     return parse_wrk(out)
 
 
+def parse_h2load(out: str) -> WrkResult:
+    """h2load's summary as wrk's: req/s, mean time for request, requests done, failures."""
+    rps = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    done = re.search(
+        r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out
+    )
+    lat = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\b", out)
+    if rps is None or done is None:
+        raise RuntimeError(f"unexpected h2load output:\n{out}")
+    latency = float(lat.group(1)) * _UNIT_US[lat.group(2)] if lat else float("nan")
+    failed, errored = int(done.group(3)), int(done.group(4))
+    errors = f"{failed} failed, {errored} errored" if failed or errored else ""
+    return WrkResult(float(rps.group(1)), latency, int(done.group(2)), errors)
+
+
+def h2load(port: int, connections: int, seconds: float, streams: int = 10) -> WrkResult:
+    """``h2load -c<connections> -m<streams> -D<seconds>`` (h2c with prior knowledge)."""
+    cmd = ["h2load", f"-c{connections}", f"-m{streams}", "-D", f"{seconds:g}", f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    return parse_h2load(out)
+
+
 # ---- one measurement ----------------------------------------------------------------------------------
 
 
@@ -257,11 +289,21 @@ class Sample:
 
 
 def measure(
-    c: Contender, origin_pids: list[int], seconds: float, connections: int, wrk_threads: int, close: bool
+    c: Contender,
+    origin_pids: list[int],
+    seconds: float,
+    connections: int,
+    wrk_threads: int,
+    close: bool,
+    h2_streams: int = 0,
 ) -> Sample:
+    """One window of wrk (or of h2load with ``h2_streams`` streams per connection)."""
     pids = c.workers()
     before, origin_before, sched_before = cpu_ticks(pids), cpu_ticks(origin_pids), sched_ns(pids)
-    res = wrk(c.port, connections, seconds, wrk_threads, close)
+    if h2_streams:
+        res = h2load(c.port, connections, seconds, h2_streams)
+    else:
+        res = wrk(c.port, connections, seconds, wrk_threads, close)
     after, origin_after, sched_after = cpu_ticks(pids), cpu_ticks(origin_pids), sched_ns(pids)
     run, wait = (a - b for a, b in zip(sched_after, sched_before, strict=True))
     if c.workers() != pids:

@@ -63,8 +63,7 @@ CRITERIA: dict[str, Criterion] = {c.name: c for c in [
     Criterion("src", "src", "ip", "ip", False, "Client IP address against addresses or CIDR networks."),
     Criterion("always_true", "always_true", "bool", "bool", False, "Always matches."),
     Criterion("always_false", "always_false", "bool", "bool", False, "Never matches."),
-    Criterion("ssl_fc", "always_false", "bool", "bool", False,
-              "The client connection uses TLS: never true (poolproxy has no TLS listener yet)."),
+    Criterion("ssl_fc", "ssl_fc", "bool", "bool", False, "The client connection uses TLS."),
 ]}  # fmt: skip
 
 # Matching methods per sample kind ("found" = the sample exists, no pattern).

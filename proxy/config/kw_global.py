@@ -15,8 +15,10 @@ import grp
 import os.path
 import pwd
 import socket
+import ssl
 from collections.abc import Callable
 
+from proxy import tls
 from proxy.config.errors import DirectiveError
 from proxy.config.kwtypes import GLOBAL, Directive, Keyword, ParseFn, SectionState, ignored, unsupported
 from proxy.config.model import DEFAULT_H1_ENGINE, LogTarget
@@ -109,6 +111,53 @@ def _master_worker(st: SectionState, d: Directive) -> None:
 def _inert_tls(st: SectionState, d: Directive) -> None:
     if not d.args:
         raise d.fail("expects a value")
+
+
+def _ssl_bind_options(st: SectionState, d: Directive) -> None:
+    if not d.args:
+        raise d.fail("expects options")
+    words = list(d.args)
+    try:
+        while words:
+            words = words[tls.apply_option(st.global_.ssl_bind, words) :]
+    except tls.TlsError as exc:
+        raise d.fail(str(exc)) from None
+
+
+def _ssl_bind_ciphers(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<cipher list>")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(d.args[0])
+    except ssl.SSLError:
+        raise d.fail(f"unable to set the cipher list '{d.args[0]}'") from None
+    st.global_.ssl_bind.ciphers = d.args[0]
+
+
+def _ssl_bind_ciphersuites(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<cipher suites>")
+    try:
+        tls.check_ciphersuites(d.args[0])
+    except tls.TlsError as exc:
+        raise d.fail(str(exc)) from None
+    st.global_.ssl_bind.ciphersuites = d.args[0]
+
+
+def _crt_base(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<directory>")
+    st.global_.crt_base = d.args[0]
+
+
+def _ca_base(st: SectionState, d: Directive) -> None:
+    d.expect(1, "<directory>")
+    st.global_.ca_base = d.args[0]
+
+
+def _h2_int(attr: str, lo: int, hi: int) -> ParseFn:
+    def parse(st: SectionState, d: Directive) -> None:
+        d.expect(1, "<number>")
+        setattr(st.global_, attr, _int(d, d.args[0], lo, hi))
+
+    return parse
 
 
 def _flag(attr: str) -> ParseFn:
@@ -414,7 +463,46 @@ _TLS = "not supported yet: poolproxy has no TLS"
 # TLS defaults: every keyword that would use them (``ssl`` on a bind or server line, ``crt``...) is
 # refused, so they have no effect until TLS is supported; accepted with a warning so that stock
 # configurations (Debian's haproxy.cfg has them) need no edit.
-_TLS_DEFAULT = "TLS binds and servers are not supported yet, so TLS defaults have no effect."
+_TLS_LIB = "Python's ssl cannot set it on a listener: OpenSSL's defaults apply."
+KEYWORDS += [
+    Keyword("ssl-default-bind-options", GLOBAL, "<option>...",
+            "TLS options of every ssl bind: ssl-min-ver/-max-ver, no-tlsv1x, no-tls-tickets...",
+            _ssl_bind_options, default="ssl-min-ver TLSv1.2"),
+    Keyword("ssl-default-bind-ciphers", GLOBAL, "<cipher list>",
+            "OpenSSL cipher list (TLS 1.2 and below) of every 'bind ... ssl' line.",
+            _ssl_bind_ciphers, default="OpenSSL's"),
+    Keyword("ssl-default-bind-ciphersuites", GLOBAL, "<suites>",
+            "TLS 1.3 suites: only OpenSSL's default list is accepted (Python's ssl cannot set others).",
+            _ssl_bind_ciphersuites, default="OpenSSL's"),
+    Keyword("crt-base", GLOBAL, "<directory>", "Where relative 'crt' files of bind lines are read from.",
+            _crt_base, default="none"),
+    Keyword("ca-base", GLOBAL, "<directory>", "Where relative 'ca-file' files of server lines are read from.",
+            _ca_base, default="none"),
+    Keyword("tune.h2.max-concurrent-streams", GLOBAL, "<number>",
+            "Streams an HTTP/2 client may run at once on one connection (tune.h2.fe.* overrides it).",
+            _h2_int("h2_max_concurrent_streams", 1, 2**31 - 1), default="100"),
+    Keyword("tune.h2.fe.max-concurrent-streams", GLOBAL, "<number>",
+            "Streams an HTTP/2 client may run at once on one connection (client side only).",
+            _h2_int("h2_fe_max_concurrent_streams", 1, 2**31 - 1), default="tune.h2.max-concurrent-streams"),
+    Keyword("tune.h2.header-table-size", GLOBAL, "<number>",
+            "HPACK dynamic table size announced to HTTP/2 clients (bytes, at most 65536).",
+            _h2_int("h2_header_table_size", 0, 65536), default="4096"),
+    Keyword("tune.h2.initial-window-size", GLOBAL, "<number>",
+            "HTTP/2 stream window announced to clients: request body bytes in flight per stream.",
+            _h2_int("h2_initial_window_size", 0, 2**31 - 1), default="65535"),
+    Keyword("tune.h2.fe.initial-window-size", GLOBAL, "<number>",
+            "Same as tune.h2.initial-window-size, for the client side only.",
+            _h2_int("h2_fe_initial_window_size", 1, 2**31 - 1), default="tune.h2.initial-window-size"),
+    Keyword("tune.h2.max-frame-size", GLOBAL, "<number>",
+            "Largest HTTP/2 frame accepted from clients (16384..16777215).",
+            _h2_int("h2_max_frame_size", 16384, 16777215), default="16384"),
+    Keyword("tune.h2.fe.max-total-streams", GLOBAL, "<number>",
+            "Streams an HTTP/2 client connection may carry in all; then a graceful GOAWAY (0: no limit).",
+            _h2_int("h2_fe_max_total_streams", 0, 2**31 - 1), default="0"),
+    Keyword("tune.h2.fe.glitches-threshold", GLOBAL, "<number>",
+            "Protocol glitches (cancelled streams, empty frames...) before an HTTP/2 client is cut.",
+            _h2_int("h2_fe_glitches_threshold", 0, 2**31 - 1), default="0"),
+]
 KEYWORDS += [
     unsupported(
         "nbproc", "not supported (removed from HAProxy 2.5): use 'nbthread' for the worker count", GLOBAL
@@ -427,10 +515,9 @@ KEYWORDS += [
     unsupported("resetenv", "not supported", GLOBAL),
     unsupported("server-state-file", "not supported", GLOBAL),
     unsupported("lua-load", "not supported", GLOBAL),
-    *(ignored(name, _TLS_DEFAULT, GLOBAL, "<value>...", parse=_inert_tls) for name in (
-        "ca-base", "crt-base", "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites",
-        "ssl-default-bind-options", "ssl-default-bind-curves", "ssl-default-bind-sigalgs",
-        "ssl-default-bind-client-sigalgs", "ssl-dh-param-file", "tune.ssl.default-dh-param",
+    *(ignored(name, _TLS_LIB, GLOBAL, "<value>...", parse=_inert_tls) for name in (
+        "ssl-default-bind-curves", "ssl-default-bind-sigalgs", "ssl-default-bind-client-sigalgs",
+        "ssl-dh-param-file", "tune.ssl.default-dh-param",
     )),
     unsupported("tune.maxrewrite", "not supported", GLOBAL),
     unsupported("ssl-default-server-ciphersuites",

@@ -10,6 +10,7 @@ that name things (``bind``, ``server``). The rule keywords (``acl``, ``use_backe
 
 from __future__ import annotations
 
+from proxy import tls
 from proxy.config.address import parse_bind_address
 from proxy.config.kwtypes import (
     ALL_PROXIES,
@@ -22,7 +23,7 @@ from proxy.config.kwtypes import (
     SectionState,
     unsupported,
 )
-from proxy.config.model import Bind, ReuseMode
+from proxy.config.model import Bind, BindTls, ReuseMode, TlsOptions
 from proxy.config.timeunit import parse_int, parse_time
 
 BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "first", "source", "random")
@@ -38,27 +39,95 @@ def _mode(st: SectionState, d: Directive) -> None:
     st.px.mode = "http"
 
 
-_TLS_BIND = frozenset({
-    "ssl", "crt", "crt-list", "ca-file", "alpn", "npn", "verify", "ciphers", "ciphersuites", "ssl-min-ver",
-    "ssl-max-ver", "strict-sni",
-})  # fmt: skip
+_TLS_REFUSED = {
+    "crt-list": "not supported: one PEM file per bind line ('crt <file>')",
+    "ca-file": "not supported: client certificates are not verified",
+    "verify": "not supported: client certificates are not verified",
+    "npn": "not supported (NPN is obsolete): use 'alpn'",
+    "strict-sni": "not supported: one certificate per bind line",
+}
+_TLS_ONLY = ("crt", "alpn", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver", "no-tls-tickets",
+             "prefer-client-ciphers", "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13",
+             "force-sslv3", "force-tlsv10", "force-tlsv11", "force-tlsv12", "force-tlsv13")  # fmt: skip
+_BIND_OPTIONS = (
+    "name, proto h2, ssl, crt, alpn, ciphers, ciphersuites, ssl-min-ver, ssl-max-ver, no-tlsv1x,"
+    " no-tls-tickets"
+)
 
 
 def _bind(st: SectionState, d: Directive) -> None:
     if not d.args:
         raise d.fail("expects an address: bind [<address>]:<port>[,...]")
     rest = d.args[1:]
-    while rest[:1] == ["name"] and len(rest) >= 2:
-        rest = rest[2:]  # a label for HAProxy's stats: nothing else reads it
-    if rest:
-        why = "not supported yet: poolproxy has no TLS" if rest[0] in _TLS_BIND else "not supported"
-        raise d.fail(f"bind option '{rest[0]}' is {why} (the only bind option is 'name <name>')")
+    proto = ""
+    ssl_on = False
+    crt: str | None = None
+    alpn: tuple[str, ...] = ()
+    opts = TlsOptions()
+    seen: list[str] = []
+    while rest:
+        word = rest[0]
+        if word in _TLS_REFUSED:
+            raise d.fail(f"bind option '{word}' is {_TLS_REFUSED[word]}")
+        takes_value = word in ("name", "proto", "crt", "alpn", "ciphers", "ciphersuites")
+        if takes_value and len(rest) < 2:
+            raise d.fail(f"bind option '{word}' expects a value")
+        if word == "name":
+            rest = rest[2:]  # a label for HAProxy's stats: nothing else reads it
+            continue
+        if word == "proto":
+            if rest[1] not in ("h2", "h1"):
+                raise d.fail(f"bind 'proto {rest[1]}' is not supported (h2 forces HTTP/2; h1 forces HTTP/1)")
+            proto = rest[1]
+            rest = rest[2:]
+            continue
+        if word == "ssl":
+            ssl_on = True
+            rest = rest[1:]
+            continue
+        seen.append(word)
+        try:
+            if word == "crt":
+                crt = rest[1]
+                if st.global_.crt_base and not crt.startswith("/"):
+                    crt = st.global_.crt_base.rstrip("/") + "/" + crt
+                crt = st.path(crt)
+                rest = rest[2:]
+            elif word == "alpn":
+                alpn = tls.parse_alpn(rest[1])
+                rest = rest[2:]
+            elif word == "ciphers":
+                opts.ciphers = rest[1]
+                rest = rest[2:]
+            elif word == "ciphersuites":
+                tls.check_ciphersuites(rest[1])
+                opts.ciphersuites = rest[1]
+                rest = rest[2:]
+            elif word in _TLS_ONLY:
+                rest = rest[tls.apply_option(opts, rest) :]
+            else:
+                raise d.fail(f"bind option '{word}' is not supported (bind options: {_BIND_OPTIONS})")
+        except tls.TlsError as exc:
+            raise d.fail(f"bind option '{word}': {exc}") from None
+    bind_tls: BindTls | None = None
+    if ssl_on:
+        if crt is None:
+            raise d.fail("'ssl' needs a certificate: 'crt <pem file>' (certificate chain and private key)")
+        bind_tls = BindTls(crt, alpn, opts)
+        try:
+            tls.server_context(bind_tls, st.global_.ssl_bind)  # refuse a bad PEM or cipher list now
+        except tls.TlsError as exc:
+            raise d.fail(str(exc)) from None
+    elif seen:
+        raise d.fail(f"bind option '{seen[0]}' needs 'ssl' on the same line")
     for part in d.args[0].split(","):
         try:
             pairs = parse_bind_address(part)
         except ValueError as exc:
             raise d.fail(str(exc)) from None
-        st.px.binds.extend(Bind(host=host, port=port, where=d.where) for host, port in pairs)
+        st.px.binds.extend(
+            Bind(host=host, port=port, where=d.where, proto=proto, tls=bind_tls) for host, port in pairs
+        )
 
 
 def _timeout(attr: str) -> ParseFn:
@@ -180,8 +249,10 @@ def _log(st: SectionState, d: Directive) -> None:
 KEYWORDS: list[Keyword] = [
     Keyword("mode", ALL_PROXIES, "http", "Proxy mode; only http is supported ('mode tcp' is an error).",
             _mode, default="http"),
-    Keyword("bind", FRONT_ONLY, "[<address>]:<port>[,...] [name <name>]",
-            "Listen on an address (IPv4, [IPv6], host name, '*' or empty = all) and port or port range.",
+    Keyword("bind", FRONT_ONLY,
+            "[<address>]:<port>[,...] [name <n>] [proto h2|h1] [ssl crt <pem> [alpn <list>] [ciphers <c>]"
+            " [ciphersuites <s>] [ssl-min-ver <v>] [ssl-max-ver <v>] [no-tlsv1x] [no-tls-tickets]]",
+            "Listen on an address and port(s); HTTP/1, or HTTP/2 by preface, ALPN or 'proto h2'.",
             _bind),
     Keyword("timeout client", FRONT, "<time>", "Inactivity timeout on the client side.",
             _timeout("client"), default="unset"),

@@ -198,6 +198,29 @@ class Bind:
     host: str  # "" means every address
     port: int
     where: Where | None = None
+    proto: str = ""  # ``proto h2``: HTTP/2 only (else HTTP/1, or HTTP/2 by preface or ALPN)
+    tls: BindTls | None = None  # ``ssl crt ...``: a TLS listener
+
+
+@dataclass(slots=True)
+class TlsOptions:
+    """TLS settings a bind line may give and ``ssl-default-bind-*`` give to every bind line.
+    None: not set here (the default's, else the library's)."""
+
+    min_ver: str | None = None  # SSLv3 | TLSv1.0 | TLSv1.1 | TLSv1.2 | TLSv1.3
+    max_ver: str | None = None
+    disabled: frozenset[str] = frozenset()  # versions turned off by no-sslv3, no-tlsv10, ...
+    no_tickets: bool | None = None
+    prefer_client_ciphers: bool | None = None
+    ciphers: str | None = None  # TLS 1.2 and below (OpenSSL cipher list)
+    ciphersuites: str | None = None  # TLS 1.3
+
+
+@dataclass(slots=True)
+class BindTls:
+    crt: str  # a PEM file holding the certificate chain and its private key
+    alpn: tuple[str, ...] = ()  # protocols offered by ALPN, in our order of preference
+    options: TlsOptions = field(default_factory=TlsOptions)
 
 
 @dataclass(slots=True)
@@ -389,6 +412,18 @@ class Global:
     ssl_server_verify: str = "required"
     ssl_default_server_ciphers: str | None = None  # TLS <= 1.2 cipher list (OpenSSL syntax)
     ssl_default_server_options: tuple[str, ...] = ()
+    crt_base: str = ""  # ``crt-base``: where relative ``crt`` files are
+    ca_base: str = ""  # ``ca-base``: where relative ``ca-file`` files are
+    ssl_bind: TlsOptions = field(default_factory=TlsOptions)  # ssl-default-bind-options, -ciphers, ...
+    # HTTP/2 on the client side (``tune.h2.*`` and ``tune.h2.fe.*``; HAProxy's defaults)
+    h2_max_concurrent_streams: int = 100
+    h2_header_table_size: int = 4096
+    h2_initial_window_size: int = 65535
+    h2_max_frame_size: int = 16384
+    h2_fe_max_concurrent_streams: int = 0  # 0: tune.h2.max-concurrent-streams
+    h2_fe_initial_window_size: int = 0  # 0: tune.h2.initial-window-size
+    h2_fe_max_total_streams: int = 0
+    h2_fe_glitches_threshold: int = 0
 
 
 @dataclass(slots=True)
