@@ -528,6 +528,7 @@ class ClientConn(asyncio.Protocol):
             corked = self.corked
             if corked is not None and data:
                 corked.append(data)
+                self.bytes_sent += len(data)  # as ``write`` counts it: the log's bytes field
             else:
                 self.write(data)
         elif framing is not _FR_NONE:
