@@ -609,8 +609,10 @@ class ClientConn(asyncio.Protocol):
         if corked is None:
             return
         self.corked = None
-        if corked:
-            self.write(corked[0] if len(corked) == 1 else b"".join(corked))
+        if corked:  # counted in ``bytes_sent`` when corked
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def _set_pause(self, reason: int, on: bool) -> None:
         reasons = (self.pause_reasons | reason) if on else (self.pause_reasons & ~reason)
