@@ -101,6 +101,7 @@ class Backend:
         "mode",
         "name",
         "next_victim",
+        "orders",
         "servers",
     )
 
@@ -122,6 +123,8 @@ class Backend:
         self.servers = servers
         self.balancer = make_balancer(cfg.balance, cfg.servers)
         self.next_victim = 0
+        # reuse_order(mode, first) for first False and True, asked once (the mode is fixed)
+        self.orders = (reuse_order(self.mode, False), reuse_order(self.mode, True))
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} servers={len(self.servers)} reuse={self.mode.value}>"
@@ -166,7 +169,7 @@ class Backend:
             acq.t_queued = time.monotonic()
         # The plan's lists are ``reuse_order(mode, first)``: asked directly, the hot path skips
         # the numbers only the rest of the plan needs.
-        return self._local(acq, reuse_order(self.mode, acq.first))
+        return self._local(acq, self.orders[acq.first])
 
     async def acquire(self, acq: Acquisition, *, fresh: bool = False) -> ServerConn:
         """The whole plan (after ``acquire_now`` found nothing, or ``fresh`` for a replay).
@@ -219,7 +222,10 @@ class Backend:
         """The client session's own connection, then this worker's lists in ``lists`` order."""
         srv = acq.server
         # A worker's pools and sessions hold its ServerConns only (no ``cast``: a call per request).
-        conn: ServerConn | None = acq.session.take_conn(srv, acq.key)  # type: ignore[assignment]
+        session = acq.session
+        conn: ServerConn | None = (
+            session.take_conn(srv, acq.key) if session.conns else None  # type: ignore[assignment]
+        )
         if conn is None and lists:
             conn = srv.take_idle(acq.key, lists)  # type: ignore[assignment]
         if conn is None:
