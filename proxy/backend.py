@@ -146,6 +146,7 @@ class Backend:
         "name",
         "next_victim",
         "opening",
+        "orders",
         "servers",
         "tls",
     )
@@ -178,6 +179,8 @@ class Backend:
         self.avail: dict[ServerRuntime, list[H2ServerConn]] = {}
         self.opening: dict[tuple[ServerRuntime, ConnKey], asyncio.Future[None]] = {}
         self.tls: dict[ServerRuntime, ssl.SSLContext] = {}
+        # reuse_order(mode, first) for first False and True, asked once (the mode is fixed)
+        self.orders = (reuse_order(self.mode, False), reuse_order(self.mode, True))
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} servers={len(self.servers)} reuse={self.mode.value}>"
@@ -254,7 +257,7 @@ class Backend:
             acq.t_queued = time.monotonic()
         # The plan's lists are ``reuse_order(mode, first)``: asked directly, the hot path skips
         # the numbers only the rest of the plan needs.
-        return self._local(acq, reuse_order(self.mode, acq.first))
+        return self._local(acq, self.orders[acq.first])
 
     async def acquire(self, acq: Acquisition, *, fresh: bool = False) -> ServerLink:
         """The whole plan (after ``acquire_now`` found nothing, or ``fresh`` for a replay).
@@ -350,8 +353,9 @@ class Backend:
         """The client session's own connection, then this worker's HTTP/2 connections with free
         streams (SEMANTICS §1 step 2), then this worker's lists in ``lists`` order."""
         srv = acq.server
-        conn = acq.session.take_conn(srv, acq.key)
-        if conn is None:
+        session = acq.session
+        conn = session.take_conn(srv, acq.key) if session.conns else None
+        if conn is None and self.avail:
             conn = self._available(acq)
         if conn is None and lists:
             conn = srv.take_idle(acq.key, lists)
