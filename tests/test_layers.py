@@ -51,6 +51,7 @@ CORE = [
     "proxy.cli",
     "proxy.master_cli",
     "proxy.daemon",
+    "proxy.reloads",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [
