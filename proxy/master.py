@@ -77,6 +77,7 @@ from proxy.listener import Listener
 from proxy.log import alert, notice, warning
 from proxy.master_cli import MasterSocketSpec, ProcLine
 from proxy.purge import PurgePlanner
+from proxy.reloads import Done, Reloads
 from proxy.sdnotify import Notifier, unset_in_children
 from proxy.shm import ShmTable, WorkerState, cleanup_stale
 
@@ -138,12 +139,7 @@ class Master:
         self.notifier = Notifier() if self.opts.systemd else Notifier({})
         self.purger = PurgePlanner()
         self.started_wall = time.time()
-        self.reloads = 0
-        self.failed_reloads = 0
-        self.last_reload_error = ""
-        self.reload_waiters: list[Callable[[bool, str], None]] = []  # answered by the next outcome
-        self.reload_queued = False  # asked for during a reload: starts when that one is over
-        self.queued_waiters: list[Callable[[bool, str], None]] = []  # answered by the queued one
+        self.reloads = Reloads()
         self.generations = 0
         self._pending_gone: list[Listener] = []  # current listeners the pending generation drops
         self.took_over = False  # -sf/-st done (once a generation first serves)
@@ -373,17 +369,12 @@ class Master:
                 warning(f"cannot signal old process {pid}: {exc.strerror}")
 
     # -- reload ---------------------------------------------------------------------------------
-    def reload(self, done: Callable[[bool, str], None] | None = None) -> None:
+    def reload(self, done: Done | None = None) -> None:
         """Check the configuration again and start the next generation (see the module docstring).
         ``done(ok, why)`` is called once the outcome is known."""
-        if self.pending is not None:  # the files may have changed since it began: read them again after it
+        if not self.reloads.ask(done, in_progress=self.pending is not None):
             notice("a reload is already in progress: another one follows it")
-            self.reload_queued = True
-            if done is not None:
-                self.queued_waiters.append(done)
             return
-        if done is not None:
-            self.reload_waiters.append(done)
         if self.state.stopping:
             self._reload_failed("the master is stopping", quiet=True)
             return
@@ -413,7 +404,7 @@ class Master:
             return
         try:
             gen, gone = build(config, self.generations + 1, self.listeners, self.opts.nworkers,
-                              reloads=self.reloads + 1)  # fmt: skip
+                              reloads=self.reloads.done + 1)  # fmt: skip
         except GenerationError as exc:
             self._reload_failed(str(exc))
             return
@@ -431,13 +422,12 @@ class Master:
         self.config = gen.config
         self.retired += self._pending_gone
         self.listeners = gen.listeners
-        self.reloads += 1
-        self.last_reload_error = ""
+        self.reloads.succeeded()
         self.purger.reset()
         if old is not None:
             self._stop_generation(old, f"replaced by generation {gen.number}")
         self.control.switch(self.config, old.config if old is not None else None)
-        notice(f"Reload {self.reloads} done: generation {gen.number} serves")
+        notice(f"Reload {self.reloads.done} done: generation {gen.number} serves")
         self.notifier.ready(self._status())
         self._answer_reload(True, "")
 
@@ -463,8 +453,7 @@ class Master:
 
     def _reload_failed(self, why: str, *, quiet: bool = False) -> None:
         if not quiet:
-            self.failed_reloads += 1
-            self.last_reload_error = why
+            self.reloads.failed_with(why)
             for line in why.splitlines():
                 # the configuration's own alert lines keep their text; the others say what failed
                 own = line.startswith("[ALERT] ")
@@ -474,14 +463,8 @@ class Master:
         self._answer_reload(False, why)
 
     def _answer_reload(self, ok: bool, why: str) -> None:
-        """The outcome of a reload: answer who asked, then start the one asked for meanwhile
-        (it answers those who asked after this one began)."""
-        waiters, self.reload_waiters = self.reload_waiters, []
-        for done in waiters:
-            done(ok, why)
-        if self.reload_queued and self.pending is None:
-            self.reload_queued = False
-            self.reload_waiters, self.queued_waiters = self.queued_waiters, []
+        """The outcome of a reload: answer who asked, then start the one asked for meanwhile."""
+        if self.reloads.answer(ok, why):
             self.reload()
 
     def _retire_generations(self) -> None:
@@ -504,14 +487,14 @@ class Master:
     def _status(self) -> str:
         gen = self.current
         text = (
-            f"generation {gen.number}, {len(gen.alive())} workers, {self.reloads} reloads"
+            f"generation {gen.number}, {len(gen.alive())} workers, {self.reloads.done} reloads"
             if gen is not None
             else "starting"
         )
         if self.old:
             text += f", {sum(len(g.alive()) for g in self.old)} old workers draining"
-        if self.last_reload_error:
-            text += f"; last reload failed: {self.last_reload_error.splitlines()[0]}"
+        if self.reloads.last_error:
+            text += f"; last reload failed: {self.reloads.last_error.splitlines()[0]}"
         return text
 
     # -- main loop ----------------------------------------------------------------------------
@@ -644,18 +627,19 @@ class Master:
 
     # Host (proxy.master_cli) --------------------------------------------------------------------
     def processes(self) -> list[ProcLine]:
-        out = [ProcLine(os.getpid(), "master", self.reloads, self.started_wall, failed=self.failed_reloads)]
+        book = self.reloads
+        out = [ProcLine(os.getpid(), "master", book.done, self.started_wall, failed=book.failed)]
         for gen in [*([self.current] if self.current else []), *reversed(self.old)]:
             for w in gen.workers:
                 if w.pid:
-                    out.append(ProcLine(w.pid, "worker", self.reloads - gen.reloads_at_start,
+                    out.append(ProcLine(w.pid, "worker", book.done - gen.reloads_at_start,
                                         w.started_wall, old=gen.stopping))  # fmt: skip
         return out
 
     def reload_error(self) -> str:
-        return self.last_reload_error
+        return self.reloads.last_error
 
-    def request_reload(self, done: Callable[[bool, str], None]) -> None:
+    def request_reload(self, done: Done) -> None:
         self.reload(done)
 
     def route(self, target: str, words: list[str], level: str = "admin") -> str:

@@ -12,8 +12,9 @@ byte), holding newline-separated ``KEY=VALUE`` assignments. The master sends:
 - ``STOPPING=1`` when it begins to stop.
 
 ``Notifier`` is a no-op when the variable is unset (started by hand, or not in ``-Ws`` mode). A
-failed send is ignored: systemd not listening must never stop the proxy. The send never blocks
-(a datagram socket whose reader is slow has a short queue: a blocking send would freeze the master).
+failed send is ignored: systemd not listening must never stop the proxy. A send waits at most
+``SEND_TIMEOUT`` for room (a Unix datagram socket's queue is short: a slow reader must neither lose
+the message at once nor freeze the master).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+
+SEND_TIMEOUT = 0.2  # seconds a notification may wait for room in the receiver's queue
 
 
 def address(value: str) -> str | bytes:
@@ -54,7 +57,9 @@ class Notifier:
             return False
         msg = "\n".join(f"{k.upper()}={v}" for k, v in fields.items())
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.setblocking(False)  # a full receive queue must never block the master: dropped instead
+            # A full receive queue (a Unix datagram socket queues ~10 messages) must not block the
+            # master for long: wait a moment for the reader, then drop the message.
+            s.settimeout(SEND_TIMEOUT)
             try:
                 s.sendto(msg.encode(), self.target)
             except OSError:

@@ -63,6 +63,7 @@ CORE = [
     "proxy.h2.translate",
     "proxy.h2.guard",
     "proxy.tls",
+    "proxy.reloads",
 ]
 STATE = ["proxy.server", "proxy.session"]
 ADAPTERS = [

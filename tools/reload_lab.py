@@ -280,7 +280,8 @@ class Lab:
             return os.path.exists(self.msock) and bool(listening_inodes(self.port))
 
         wait(listening, 15, "the proxy listening")
-        wait(lambda: len(workers_of(cli(self.msock, "show proc"))) >= st.nbthread, 15, "the workers")
+        # READY=1: the first generation accepts (show proc lists workers as soon as they are forked)
+        wait(lambda: "READY=1" in self.states, 30, "READY=1 from the master")
         return proxy, cfg, good
 
     def _reload(self, proxy: subprocess.Popen[bytes], k: int) -> str:
