@@ -481,7 +481,17 @@ def test_too_many_concurrent_streams() -> None:
         c.request(GET)
     frame = HeadersFrame(5, c.h2.encoder.encode(GET), flags=["END_HEADERS", "END_STREAM"])
     c.raw(frame.serialize())
-    assert c.t.closed and len(c.env.streams) == 2
+    frames = raw_frames(c.t.take())
+    assert [(type(f).__name__, f.stream_id, f.error_code) for f in frames] == [
+        ("RstStreamFrame", 5, ErrorCodes.REFUSED_STREAM)
+    ]  # RFC 9113 §5.1.2: a stream error, the connection goes on
+    assert not c.t.closed and len(c.env.streams) == 2
+    c.stream(0).respond(b"x")
+    c.raw(HeadersFrame(7, c.h2.encoder.encode(GET), flags=["END_HEADERS", "END_STREAM"]).serialize())
+    assert len(c.env.streams) == 3  # room again
+    c.raw(b"".join(HeadersFrame(2 * i + 9, c.h2.encoder.encode(GET), flags=["END_HEADERS"]).serialize()
+                   for i in range(300)))  # fmt: skip
+    assert c.t.closed and goaway(c.h2.receive_data(c.t.take())) == ErrorCodes.ENHANCE_YOUR_CALM
 
 
 # -- endings -------------------------------------------------------------------------------------
