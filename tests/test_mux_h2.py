@@ -594,3 +594,25 @@ def test_alpn_chooses_the_mux_on_tls_connections() -> None:
         mux = t.get_protocol()
         assert isinstance(mux, kind) and env.opened[-1] is mux
         assert mux.session.ssl
+
+
+@in_loop
+def test_a_full_transport_pauses_reading_and_the_streams() -> None:
+    """While the transport's buffer is full, the client is not read (what it sends cannot make us
+    queue more acknowledgements) and every stream hears the client is not writable; body bytes wait.
+    When it drains, reading resumes and what waited goes out."""
+    c = Client()
+    c.request(GET)
+    s = c.stream()
+    s.side.send_response_head(response(length=5), keep_alive=True, request_done=True)
+    c.events()
+    c.mux.pause_writing()
+    assert not c.t.reading and s.calls[-1] == ("on_client_writable", False) and s.side.write_paused
+    s.side.send_data(b"hello")
+    s.side.send_end([])
+    assert not [f for f in raw_frames(c.t.take()) if type(f).__name__ == "DataFrame"]
+    c.mux.resume_writing()
+    assert c.t.reading and s.calls[-1] == ("on_client_writable", True)
+    evs = c.events()
+    assert [e.data for e in evs if isinstance(e, DataReceived)] == [b"hello"]
+    assert any(isinstance(e, StreamEnded) for e in evs)
