@@ -36,6 +36,7 @@ while streams run, each stream's ``check_timeouts`` (``timeout server``) and ``t
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import time
 from typing import TYPE_CHECKING
@@ -73,6 +74,9 @@ if TYPE_CHECKING:
     from proxy.message import Headers, RequestHead
     from proxy.sides import ClientEnv
 
+# Streams the library lets a client open at once; ours is Settings.max_concurrent_streams, and the
+# ones beyond it are refused one by one (and counted: a client that keeps trying is cut).
+HARD_STREAMS = 2**31 - 1
 _NO_ERROR = ErrorCodes.NO_ERROR
 _CALM = ErrorCodes.ENHANCE_YOUR_CALM
 
@@ -193,6 +197,12 @@ class H2ClientConn(asyncio.Protocol):
         self.env.client_opened(self)
         conn = self.conn
         conn.initiate_connection()
+        # Announced above: our limit. Enforced by the library: far more, so that a stream beyond
+        # our limit reaches _on_request and is refused there (RST_STREAM REFUSED_STREAM, RFC 9113
+        # §5.1.2: a stream error) instead of the library ending the whole connection. The library
+        # has no public way to announce one value and enforce another: this sets the value it
+        # reads, once its SETTINGS frame with ours is written.
+        conn.local_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = collections.deque([HARD_STREAMS])
         extra = self.settings.connection_window - 65535
         if extra > 0:
             conn.increment_flow_control_window(extra)
@@ -307,6 +317,10 @@ class H2ClientConn(asyncio.Protocol):
         sid = ev.stream_id or 0
         if self.goaway_sent and sid > self.last_sid:
             self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)  # past our GOAWAY: never processed
+            return
+        if len(self.streams) >= self.settings.max_concurrent_streams:
+            self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)  # over what we announced
+            self._calm(self.guard.cancelled(time.monotonic()))
             return
         self.total_streams += 1
         fields: Headers = list(ev.headers or ())  # bytes: header_encoding=None

@@ -142,7 +142,7 @@ def test_proto_h2_bind_and_errors(make_proxy: MakeProxy, origin: Origin) -> None
         "continuation-flood": "GOAWAY PROTOCOL_ERROR",
         "settings-flood": "GOAWAY ENHANCE_YOUR_CALM",
         "ping-flood": "GOAWAY ENHANCE_YOUR_CALM",
-        "too-many-streams": "GOAWAY PROTOCOL_ERROR",
+        "too-many-streams": "GOAWAY ENHANCE_YOUR_CALM",
     }
     worker = proxy.worker_pids()[0]
     for name in expected:

@@ -481,7 +481,17 @@ def test_too_many_concurrent_streams() -> None:
         c.request(GET)
     frame = HeadersFrame(5, c.h2.encoder.encode(GET), flags=["END_HEADERS", "END_STREAM"])
     c.raw(frame.serialize())
-    assert c.t.closed and len(c.env.streams) == 2
+    frames = raw_frames(c.t.take())
+    assert [(type(f).__name__, f.stream_id, f.error_code) for f in frames] == [
+        ("RstStreamFrame", 5, ErrorCodes.REFUSED_STREAM)
+    ]  # RFC 9113 §5.1.2: a stream error, the connection goes on
+    assert not c.t.closed and len(c.env.streams) == 2
+    c.stream(0).respond(b"x")
+    c.raw(HeadersFrame(7, c.h2.encoder.encode(GET), flags=["END_HEADERS", "END_STREAM"]).serialize())
+    assert len(c.env.streams) == 3  # room again
+    c.raw(b"".join(HeadersFrame(2 * i + 9, c.h2.encoder.encode(GET), flags=["END_HEADERS"]).serialize()
+                   for i in range(300)))  # fmt: skip
+    assert c.t.closed and goaway(c.h2.receive_data(c.t.take())) == ErrorCodes.ENHANCE_YOUR_CALM
 
 
 # -- endings -------------------------------------------------------------------------------------
@@ -584,3 +594,25 @@ def test_alpn_chooses_the_mux_on_tls_connections() -> None:
         mux = t.get_protocol()
         assert isinstance(mux, kind) and env.opened[-1] is mux
         assert mux.session.ssl
+
+
+@in_loop
+def test_a_full_transport_pauses_reading_and_the_streams() -> None:
+    """While the transport's buffer is full, the client is not read (what it sends cannot make us
+    queue more acknowledgements) and every stream hears the client is not writable; body bytes wait.
+    When it drains, reading resumes and what waited goes out."""
+    c = Client()
+    c.request(GET)
+    s = c.stream()
+    s.side.send_response_head(response(length=5), keep_alive=True, request_done=True)
+    c.events()
+    c.mux.pause_writing()
+    assert not c.t.reading and s.calls[-1] == ("on_client_writable", False) and s.side.write_paused
+    s.side.send_data(b"hello")
+    s.side.send_end([])
+    assert not [f for f in raw_frames(c.t.take()) if type(f).__name__ == "DataFrame"]
+    c.mux.resume_writing()
+    assert c.t.reading and s.calls[-1] == ("on_client_writable", True)
+    evs = c.events()
+    assert [e.data for e in evs if isinstance(e, DataReceived)] == [b"hello"]
+    assert any(isinstance(e, StreamEnded) for e in evs)

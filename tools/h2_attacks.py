@@ -21,7 +21,8 @@ Cases (what a correct HTTP/2 server answers, RFC 9113, and what poolproxy adds):
 - ``rapid-reset``: 1000 streams opened and reset at once (CVE-2023-44487) -> GOAWAY ENHANCE_YOUR_CALM;
 - ``continuation-flood``: a HEADERS frame followed by endless CONTINUATION frames -> GOAWAY;
 - ``settings-flood`` / ``ping-flood``: 1000 SETTINGS / PING frames -> GOAWAY ENHANCE_YOUR_CALM;
-- ``too-many-streams``: more concurrent streams than announced -> GOAWAY PROTOCOL_ERROR.
+- ``too-many-streams``: 1000 concurrent streams when 100 are announced -> RST_STREAM REFUSED_STREAM
+  for each one beyond (a stream error), then, past the reset budget, GOAWAY ENHANCE_YOUR_CALM.
 """
 
 from __future__ import annotations
