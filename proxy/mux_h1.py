@@ -514,6 +514,9 @@ class ClientConn(asyncio.Protocol):
         if corked is not None:
             corked.append(data)
             return
+        self._transmit(data)
+
+    def _transmit(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
@@ -528,7 +531,7 @@ class ClientConn(asyncio.Protocol):
             return
         self.corked = None
         if corked:
-            self.write(corked[0] if len(corked) == 1 else b"".join(corked))
+            self._transmit(corked[0] if len(corked) == 1 else b"".join(corked))  # counted when corked
 
     def _set_pause(self, reason: int, on: bool) -> None:
         reasons = (self.pause_reasons | reason) if on else (self.pause_reasons & ~reason)

@@ -210,13 +210,14 @@ EXAMPLES = Path("/usr/share/doc/haproxy/examples")
 # What docs/configuration.md records for each of Debian's examples: substrings of the refusals.
 EXAMPLE_RESULTS = {
     "quick-test.cfg": [],
-    "basic-config-edge.cfg": ["'stats uri'", "bind option 'ssl' is not supported yet", "'compression'",
+    "basic-config-edge.cfg": ["'option socket-stats'", "bind option 'ssl' is not supported yet",
+                              "'compression'",
                               "'http-request cache-use'", "section 'cache'", "'cookie'", "'zero-warning'"],
     "content-sw-sample.cfg": ["'monitor-uri'", "'option prefer-last-server'", "'option redispatch'",
                               "parameter 'check'", "'fullconn'", "parameter 'minconn'"],
     "option-http_proxy.cfg": ["criterion 'url_ip'", "'http-request set-dst'", "missing port",
                               "criterion 'res.hdr(content-type)'"],
-    "socks4.cfg": ["mode tcp", "'option tcplog'", "'option tcp-check'", "parameter 'ssl'", "'stats uri'"],
+    "socks4.cfg": ["mode tcp", "'option tcplog'", "'option tcp-check'", "parameter 'ssl'", "'stats admin'"],
     "transparent_proxy.cfg": ["'usesrc client' is not supported"],
     "wurfl-example.cfg": ["'wurfl-data-file'"],
 }  # fmt: skip
