@@ -411,8 +411,9 @@ class ClientConn(asyncio.Protocol):
         status = exc.status
         if self.transport is not None and self.phase is not Phase.CLOSED:
             self.send_reply(error_reply(status, self.cfg.errorfiles.get(status)), keep_alive=False)
-            if log:
-                self.env.log_error(self, status, "cR" if status == 408 else "PR")
+            if log:  # a 408's Ta: how long the head was waited for (HAProxy's)
+                ta = int((time.monotonic() - self.t_wait_start) * 1000) if status == 408 else 0
+                self.env.log_error(self, status, "cR" if status == 408 else "PR", ta)
         self.close()
 
     # -- ClientSide: what the current stream sends back -----------------------------------------

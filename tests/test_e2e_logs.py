@@ -94,18 +94,23 @@ def test_levels_facilities_and_null_connections(make_proxy: MakeProxy, origin: O
     close_at_once(port)  # nothing sent: CR-- <BADREQ>, 400
     close_at_once(port2)  # the same under dontlognull: not logged
     close_at_once(port2, b"GET / HTTP/1.1\r\n")  # half a head: logged even under dontlognull
-    lines = wait_for(lambda: len(local0.read()) >= 3 and local0.read(), message="three lines")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # nothing, until 408
+        assert s.recv(4096).startswith(b"HTTP/1.1 408")
+    lines = wait_for(lambda: len(local0.read()) >= 4 and local0.read(), message="four lines")
     assert local1.read() == []  # a notice target gets no request line (they are info)
     assert all(line.startswith("<134>") for line in lines)  # local0 (16) * 8 + info (6)
     req = next(line for line in lines if '"GET /size/1000 HTTP/1.1"' in line)
     nbytes = int(req.split('"')[0].split()[-6])  # status, then bytes
     assert nbytes > 1000  # the body and the head
     bad = [line for line in lines if "<BADREQ>" in line]
-    assert len(bad) == 2
+    assert len(bad) == 3
+    (timeout,) = [line for line in bad if " 408 " in line]  # Ta: the second it waited, as HAProxy's
+    assert re.search(r" fe fe/<NOSRV> -1/-1/-1/-1/(\d+) 408 \d+ - - cR-- ", timeout)
+    assert int(re.search(r"-1/-1/-1/-1/(\d+) 408", timeout).group(1)) >= 1000  # type: ignore[union-attr]
     assert any(" fe fe/<NOSRV> -1/-1/-1/-1/0 400 0 - - CR-- " in line for line in bad)
     assert any(" quiet quiet/<NOSRV> -1/-1/-1/-1/0 400 0 - - CR-- " in line for line in bad)
     time.sleep(0.2)
-    assert len(local0.read()) == 3  # nothing more: the quiet frontend's empty connection stayed silent
+    assert len(local0.read()) == 4  # nothing more: the quiet frontend's empty connection stayed silent
 
 
 def test_feconn_counts_every_worker(make_proxy: MakeProxy, origin: Origin, logdir: Path) -> None:
