@@ -139,6 +139,7 @@ class Backend:
         "glob",
         "has_backup",
         "lb_params",
+        "lb_version",
         "limits",
         "link",
         "loop",
@@ -172,6 +173,7 @@ class Backend:
         self.balancer = make_balancer(cfg.balance, cfg.servers)
         self.lb_params = tuple((s.weight, s.maxconn) for s in cfg.servers)
         self.has_backup = any(s.backup for s in cfg.servers)
+        self.lb_version = 0  # the table's runtime version the balancer follows
         self.next_victim = 0
         # HTTP/2: this worker's connections with streams in use and room for more (HAProxy's
         # "available" list), per server; the connects in flight that may turn out HTTP/2 (others
@@ -220,9 +222,14 @@ class Backend:
         return self.servers[i].row.served
 
     def _follow_runtime(self) -> None:
-        """Weights and maxconn live in the shared rows (the runtime API changes them): when they
-        differ from what the balancer was built with, rebuild it (its rotation starts afresh, as
-        HAProxy's does on a weight change)."""
+        """Weights and maxconn live in the shared rows (the runtime API changes them, then moves the
+        table's runtime version: one load per request tells): when they differ from what the
+        balancer was built with, rebuild it (its rotation starts afresh, as HAProxy's does on a
+        weight change)."""
+        version = self.servers[0].row.runtime_version
+        if version == self.lb_version:
+            return
+        self.lb_version = version
         live = tuple((s.row.weight, s.row.maxconn) for s in self.servers)
         if live != self.lb_params:
             self.lb_params = live

@@ -164,7 +164,7 @@ class StreamEnv:
             )
         )
 
-    def log_error(self, side: ClientSide, status: int, term: str) -> None:
+    def log_error(self, side: ClientSide, status: int, term: str, ta: int = 0) -> None:
         self.clients.count_bad_request(self.frontend.name)
         if not self.logging:
             return
@@ -182,7 +182,7 @@ class StreamEnv:
                     tw=-1,
                     tc=-1,
                     tr=-1,
-                    ta=0,
+                    ta=ta,
                     status=status,
                     bytes_out=0,
                     term=term,

@@ -473,8 +473,9 @@ class ClientConn(asyncio.Protocol):
         status = exc.status
         if self.transport is not None and self.phase is not Phase.CLOSED:
             self.send_reply(error_reply(status, self.cfg.errorfiles.get(status)), keep_alive=False)
-            if log:
-                self.env.log_error(self, status, "cR" if status == 408 else "PR")
+            if log:  # a 408's Ta: how long the head was waited for (HAProxy's)
+                ta = int((time.monotonic() - self.t_wait_start) * 1000) if status == 408 else 0
+                self.env.log_error(self, status, "cR" if status == 408 else "PR", ta)
         self.close()
 
     # -- ClientSide: what the current stream sends back -----------------------------------------
@@ -596,6 +597,9 @@ class ClientConn(asyncio.Protocol):
         if corked is not None:
             corked.append(data)
             return
+        self._transmit(data)
+
+    def _transmit(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
@@ -609,10 +613,8 @@ class ClientConn(asyncio.Protocol):
         if corked is None:
             return
         self.corked = None
-        if corked:  # counted in ``bytes_sent`` when corked
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+        if corked:
+            self._transmit(corked[0] if len(corked) == 1 else b"".join(corked))  # counted when corked
 
     def _set_pause(self, reason: int, on: bool) -> None:
         reasons = (self.pause_reasons | reason) if on else (self.pause_reasons & ~reason)

@@ -92,6 +92,7 @@ def set_weight(table: ShmTable, config: Config, target: Target, text: str) -> st
     if isinstance(w, str):
         return w
     table.row(target.index).store(R_WEIGHT, w)
+    table.bump_runtime_version()
     return ""
 
 
@@ -107,4 +108,5 @@ def set_maxconn(table: ShmTable, target: Target, text: str) -> str:
     except ValueError:
         return "maxconn string empty or preceded by garbage"
     table.row(target.index).store(R_MAXCONN, max(n, 0))
+    table.bump_runtime_version()
     return ""

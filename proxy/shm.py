@@ -124,7 +124,8 @@ Layout (LAYOUT_VERSION 3)
                  11 cells_off   12 names_off   13 names_len   14 backend (atomics: c=1, fallback=2)
                  15 generation   16 master_pid   17 created_ns (CLOCK_REALTIME)   18 nslots
                  19 slots_off   20 slot_array_size   21 nfrontends   22 fronts_off   23 checks_off
-                 24..31 zero
+                 24 runtime_version (moved by the runtime API on each weight or maxconn change;
+                 workers rebuild their balancers when it moves)   25..31 zero
     worker:      0 pid   1 incarnation   2 state (WorkerState)   3 heartbeat (CLOCK_MONOTONIC ns)
                  4 started (CLOCK_MONOTONIC ns)   5..7 zero
     row:         0 served   1 cur_conns   2 used   3 idle   4 safe   5 queue_len   6 next_ticket
@@ -204,6 +205,8 @@ HEADER_KEYS: Final = (
     "checks_off",
 )  # fmt: skip
 _HEADER = struct.Struct("<32q")
+
+H_RUNTIME_VERSION: Final = 8 * 24  # header word (see the layout): not a static key, it moves
 
 # worker record offsets
 W_PID, W_INCARNATION, W_STATE, W_HEARTBEAT, W_STARTED = 0, 8, 16, 24, 32
@@ -389,6 +392,12 @@ class ServerRow(_View):
         """A ready-made ``add(off)`` (+1 on a counter, returning the previous value), frame-free
         like ``reader``."""
         return partial(self._a.fetch_add, self._base + off, 1)
+
+    @property
+    def runtime_version(self) -> int:
+        """The table's runtime version (a header word, read through any row): it moves when the
+        runtime API changes a weight or a maxconn, so a worker needs one load to know."""
+        return self._a.load(H_RUNTIME_VERSION)
 
     def store(self, off: int, value: int) -> None:
         """For states, weight, maxconn and the purge's ``est_need``/``max_used``; never for a gauge."""
@@ -983,6 +992,10 @@ class ShmTable:
             slot, a.load(off + W_PID), a.load(off + W_INCARNATION), WorkerState(a.load(off + W_STATE)),
             a.load(off + W_HEARTBEAT), a.load(off + W_STARTED),
         )  # fmt: skip
+
+    def bump_runtime_version(self) -> None:
+        """After a weight or maxconn change (``proxy.server_admin``): workers look again."""
+        self.atomics.fetch_add(H_RUNTIME_VERSION, 1)
 
     # -- frontends ------------------------------------------------------------------------------
     def front_index(self, frontend: str) -> int:

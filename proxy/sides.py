@@ -192,8 +192,9 @@ class ClientEnv(Protocol):
 
     def open_stream(self, side: ClientSide, head: RequestHead, t_start: float) -> StreamHandle: ...
 
-    def log_error(self, side: ClientSide, status: int, term: str) -> None:
-        """A request the mux rejected before any stream existed (``<BADREQ>``)."""
+    def log_error(self, side: ClientSide, status: int, term: str, ta: int = 0) -> None:
+        """A request the mux rejected before any stream existed (``<BADREQ>``); ``ta``: the
+        milliseconds it waited for it (the log's Ta)."""
         ...
 
     def client_opened(self, side: object) -> None: ...

@@ -325,7 +325,7 @@ class FakeClientEnv:
         self.streams.append(stream)
         return stream
 
-    def log_error(self, side: object, status: int, term: str) -> None:
+    def log_error(self, side: object, status: int, term: str, ta: int = 0) -> None:
         self.errors.append((status, term))
 
     def client_opened(self, side: object) -> None:

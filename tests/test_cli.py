@@ -204,7 +204,9 @@ def test_weight_and_maxconn(live: cli.Context) -> None:
     assert table is not None
     row = table.row(table.server_index("be", "s1"))
     assert run(live, "get weight be/s1") == "4 (initial 4)\n"
+    assert row.runtime_version == 0
     assert run(live, "set server be/s1 weight 50%") == "" and row.weight == 2
+    assert row.runtime_version == 1  # the workers' balancers look again
     assert run(live, "set server be/s1 weight 10") == "" and row.weight == 10
     assert run(live, "set weight be/s1 7") == "" and run(live, "get weight be/s1") == "7 (initial 4)\n"
     assert run(live, "set server be/s1 weight 300") == (
@@ -214,7 +216,9 @@ def test_weight_and_maxconn(live: cli.Context) -> None:
     assert run(live, "set server be/s1 weight") == "Require <weight> or <weight%>.\n"
     assert run(live, "get weight nope/s1") == "No such backend.\n"
     assert row.maxconn == 0
+    version = row.runtime_version
     assert run(live, "set maxconn server be/s1 20") == "" and row.maxconn == 20
+    assert row.runtime_version == version + 1
     assert run(live, "set maxconn server be/s1 x") == "maxconn string empty or preceded by garbage"
     assert run(live, "set maxconn server be/s1") == "Require <maxconn>.\n"
     assert ",20," in next(r for r in run(live, "show stat").splitlines() if r.startswith("be,s1,"))

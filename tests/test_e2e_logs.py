@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 from harness import MakeProxy, Origin, free_port, http_get, wait_for
+from test_e2e_cli import ask
 
 from proxy.log import LogSink
+from proxy.shmdump import find_newest, open_table
 
 pytestmark = pytest.mark.e2e
 
@@ -92,18 +94,23 @@ def test_levels_facilities_and_null_connections(make_proxy: MakeProxy, origin: O
     close_at_once(port)  # nothing sent: CR-- <BADREQ>, 400
     close_at_once(port2)  # the same under dontlognull: not logged
     close_at_once(port2, b"GET / HTTP/1.1\r\n")  # half a head: logged even under dontlognull
-    lines = wait_for(lambda: len(local0.read()) >= 3 and local0.read(), message="three lines")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # nothing, until 408
+        assert s.recv(4096).startswith(b"HTTP/1.1 408")
+    lines = wait_for(lambda: len(local0.read()) >= 4 and local0.read(), message="four lines")
     assert local1.read() == []  # a notice target gets no request line (they are info)
     assert all(line.startswith("<134>") for line in lines)  # local0 (16) * 8 + info (6)
     req = next(line for line in lines if '"GET /size/1000 HTTP/1.1"' in line)
     nbytes = int(req.split('"')[0].split()[-6])  # status, then bytes
     assert nbytes > 1000  # the body and the head
     bad = [line for line in lines if "<BADREQ>" in line]
-    assert len(bad) == 2
+    assert len(bad) == 3
+    (timeout,) = [line for line in bad if " 408 " in line]  # Ta: the second it waited, as HAProxy's
+    assert re.search(r" fe fe/<NOSRV> -1/-1/-1/-1/(\d+) 408 \d+ - - cR-- ", timeout)
+    assert int(re.search(r"-1/-1/-1/-1/(\d+) 408", timeout).group(1)) >= 1000  # type: ignore[union-attr]
     assert any(" fe fe/<NOSRV> -1/-1/-1/-1/0 400 0 - - CR-- " in line for line in bad)
     assert any(" quiet quiet/<NOSRV> -1/-1/-1/-1/0 400 0 - - CR-- " in line for line in bad)
     time.sleep(0.2)
-    assert len(local0.read()) == 3  # nothing more: the quiet frontend's empty connection stayed silent
+    assert len(local0.read()) == 4  # nothing more: the quiet frontend's empty connection stayed silent
 
 
 def test_feconn_counts_every_worker(make_proxy: MakeProxy, origin: Origin, logdir: Path) -> None:
@@ -131,18 +138,29 @@ def test_feconn_counts_every_worker(make_proxy: MakeProxy, origin: Origin, logdi
 def test_a_line_beside_haproxys(make_proxy: MakeProxy, origin: Origin, logdir: Path) -> None:
     port, port2, hport, hport2 = free_port(), free_port(), free_port(), free_port()
     ours, theirs = Syslog(logdir / "o.sock"), Syslog(logdir / "h.sock")
-    make_proxy(config(port, port2, origin.port, f"    log {logdir}/o.sock local0"), ports=[port, port2],
-               workers=2)  # fmt: skip
+    targets = f"    log {logdir}/o.sock local0"
+    proxy = make_proxy(config(port, port2, origin.port, targets), ports=[port, port2], workers=2)
+    name = find_newest(proxy.pid)
+    assert name is not None
+    table = open_table(name)
     cfg = logdir / "h.cfg"
-    cfg.write_text(config(hport, hport2, origin.port, f"    log {logdir}/h.sock local0"))
+    hsock = logdir / "hs.sock"
+    targets = f"    log {logdir}/h.sock local0\n    stats socket {hsock} level admin"
+    cfg.write_text(config(hport, hport2, origin.port, targets))
     hap = subprocess.Popen([str(HAPROXY), "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        wait_for(lambda: _listening(hport))
+        wait_for(lambda: hsock.exists())
         received = {}
         for p in (port, hport):
             received[p] = raw_get(p, "/size/1000")
+            # the request's connection is gone from the counts first (every worker's, HAProxy's)
+            if p == port:
+                wait_for(lambda: table.actconn() == 0)
+            else:
+                wait_for(lambda: "CurrConns: 0\n" in ask(str(hsock), "show info\n"))
             close_at_once(p)
+
         def pair(sink: Syslog) -> list[str]:  # the request's line, then the empty connection's
             lines = sink.read()
             req = [line for line in lines if "/size/1000" in line]
@@ -150,7 +168,7 @@ def test_a_line_beside_haproxys(make_proxy: MakeProxy, origin: Origin, logdir: P
             return [req[0], bad[-1]] if req and bad else []
 
         o_lines = wait_for(lambda: pair(ours))
-        h_lines = wait_for(lambda: len(pair(theirs)) == 2 and len(theirs.got) >= 3 and pair(theirs))
+        h_lines = wait_for(lambda: pair(theirs))
         for o, h in zip(o_lines, h_lines, strict=True):
             o_f, h_f = _fields(o), _fields(h)
             # the header's priority, the frontend/backend/server, status, termination, connection
@@ -180,14 +198,6 @@ def raw_get(port: int, path: str) -> int:
         while len(body) < length:
             body += s.recv(65536)
         return len(head) + 4 + length
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port)).close()
-    except OSError:
-        return False
-    return True
 
 
 _LINE = re.compile(

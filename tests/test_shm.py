@@ -151,7 +151,8 @@ def test_diagram_matches_code() -> None:
     """The byte diagram in the module docstring is the layout: every field at its word."""
     assert {k: 8 * v for k, v in _diagram("row").items()} == shm.ROW_FIELDS
     assert {k: 8 * v for k, v in _diagram("cell").items()} == shm.CELL_FIELDS
-    assert _diagram("header word") == {k: n for n, k in enumerate(shm.HEADER_KEYS)}
+    static = {k: n for n, k in enumerate(shm.HEADER_KEYS)}
+    assert _diagram("header word") == static | {"runtime_version": shm.H_RUNTIME_VERSION // 8}
     workers = {"pid": shm.W_PID, "incarnation": shm.W_INCARNATION, "state": shm.W_STATE}
     workers |= {"heartbeat": shm.W_HEARTBEAT, "started": shm.W_STARTED}
     assert {k: 8 * v for k, v in _diagram("worker").items()} == workers
