@@ -37,6 +37,7 @@ CORE = [
     "proxy.acl",
     "proxy.shm",
     "proxy.health",
+    "proxy.retry",
     "proxy.sides",
     "proxy.log",
     "proxy.atomics",
