@@ -220,19 +220,22 @@ class Backend:
             if conn is not None:
                 return conn
         while True:
+            timed_out = False
             try:
                 conn = await self._connect(acq)
-            except (TimeoutError, OSError):
+            except TimeoutError:
+                conn, timed_out = None, True
+            except OSError:
                 conn = None
             if conn is not None and conn.alive:  # the server may have closed it before we could use it
                 acq.reused = False
                 acq.t_connected = time.monotonic()
                 return conn
-            conn = await self._retry(acq, plan.connects - 1)
+            conn = await self._retry(acq, plan.connects - 1, timed_out)
             if conn is not None:
                 return conn
 
-    async def _retry(self, acq: Acquisition, retries: int) -> ServerConn | None:
+    async def _retry(self, acq: Acquisition, retries: int, timed_out: bool = False) -> ServerConn | None:
         """A connection attempt failed: wait and retry on the same server, or redispatch to
         another (``proxy.retry``); a connection found idle on the new server is returned. Raises
         503 ``SC`` once the retries are spent."""
@@ -240,14 +243,14 @@ class Backend:
         step = next_retry(
             done=acq.retries, retries=retries, redispatch=self.cfg.redispatch, server_up=srv.usable,
             balance=self.cfg.balance, servers_up=sum(1 for s in self.servers if s.usable),
-            connect_timeout=self.cfg.timeouts.connect,
+            connect_timeout=self.cfg.timeouts.connect, timed_out=timed_out,
         )  # fmt: skip
         if step is None:
             raise AcquireError(503, "SC")
         acq.retries += 1
         srv.row.add(R_RETRIES)
         other = self.pick_server(acq.session.client_ip, exclude=srv) if step.redispatch else None
-        if step.delay > 0 or (step.redispatch and other is None):
+        if step.delay > 0 or (step.redispatch and other is None and not timed_out):
             await asyncio.sleep(step.delay or min(self.cfg.timeouts.connect or 1.0, 1.0))
         if other is None:
             return None
