@@ -293,19 +293,22 @@ class Backend:
                 shared = await self._join(acq)
                 if shared is not None:
                     return shared
+            timed_out = False
             try:
                 opened = await self._connect(acq)
-            except (TimeoutError, OSError):
+            except TimeoutError:
+                opened, timed_out = None, True
+            except OSError:
                 opened = None
             if opened is not None and opened.alive:  # the server may have closed it before we could use it
                 acq.reused = False
                 acq.t_connected = time.monotonic()
                 return self._use(acq, opened, new=True)
-            link = await self._retry(acq, plan.connects - 1)
+            link = await self._retry(acq, plan.connects - 1, timed_out)
             if link is not None:
                 return link
 
-    async def _retry(self, acq: Acquisition, retries: int) -> ServerLink | None:
+    async def _retry(self, acq: Acquisition, retries: int, timed_out: bool = False) -> ServerLink | None:
         """A connection attempt failed: wait and retry on the same server, or redispatch to
         another (``proxy.retry``); a connection found idle on the new server is returned. Raises
         503 ``SC`` once the retries are spent."""
@@ -313,14 +316,14 @@ class Backend:
         step = next_retry(
             done=acq.retries, retries=retries, redispatch=self.cfg.redispatch, server_up=srv.usable,
             balance=self.cfg.balance, servers_up=sum(1 for s in self.servers if s.usable),
-            connect_timeout=self.cfg.timeouts.connect,
+            connect_timeout=self.cfg.timeouts.connect, timed_out=timed_out,
         )  # fmt: skip
         if step is None:
             raise AcquireError(503, "SC")
         acq.retries += 1
         srv.row.add(R_RETRIES)
         other = self.pick_server(acq.session.client_ip, exclude=srv) if step.redispatch else None
-        if step.delay > 0 or (step.redispatch and other is None):
+        if step.delay > 0 or (step.redispatch and other is None and not timed_out):
             await asyncio.sleep(step.delay or min(self.cfg.timeouts.connect or 1.0, 1.0))
         if other is None:
             return None

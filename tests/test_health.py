@@ -146,12 +146,15 @@ def test_record_owner_claims_and_the_counters_of_show_stat() -> None:
     [
         (0, 3, 0, True, "roundrobin", 3, (False, 1.0)),  # no redispatch: same server, 1 s turn-around
         (3, 3, 0, True, "roundrobin", 3, None),  # spent: 503 SC
-        (0, 3, -1, True, "roundrobin", 3, (True, 0.0)),  # several servers, not a hash: at once
+        (0, 3, -1, True, "roundrobin", 3, (True, 0.0)),  # several servers, round-robin kind: at once
+        (0, 3, -1, True, "random", 3, (True, 0.0)),
+        (0, 3, -1, True, "roundrobin", 1, (False, 1.0)),  # one server up: the turn-around
         (0, 3, -1, True, "source", 3, (False, 1.0)),  # a hash: only the last retry moves
         (2, 3, -1, True, "source", 3, (True, 1.0)),
         (0, 3, -1, False, "source", 3, (True, 1.0)),  # the server is DOWN: move
         (0, 2, 1, True, "source", 1, (True, 1.0)),  # every retry
-        (0, 3, -1, True, "leastconn", 3, (True, 1.0)),  # not roundrobin: waits even when moving
+        (0, 3, -1, True, "leastconn", 3, (False, 1.0)),  # connection-based: the last retry moves
+        (2, 3, -1, True, "leastconn", 3, (True, 1.0)),  # ... and still waits (not round-robin kind)
     ],
 )
 def test_next_retry(
@@ -167,6 +170,9 @@ def test_next_retry(
     reused = next_retry(done=0, retries=1, redispatch=0, server_up=True, balance="roundrobin", servers_up=1,
                         connect_timeout=None, reused=True)  # fmt: skip
     assert reused is not None and reused.delay == 0.0
+    timed_out = next_retry(done=0, retries=1, redispatch=0, server_up=True, balance="roundrobin",
+                           servers_up=1, connect_timeout=None, timed_out=True)  # fmt: skip
+    assert timed_out is not None and timed_out.delay == 0.0  # the timeout spent the time already
 
 
 CONFIG = """defaults
