@@ -10,7 +10,8 @@ over ``proxy.takeover``), then a new connection (``retries`` + 1 attempts; after
 ``option redispatch`` gives the failed server's slot back and takes one on the new server).
 ``acquire_now`` is the same plan's synchronous prefix — the hot path of a keep-alive request creates no task.
 
-HTTP/2 (``proxy.server_h2``): what a request gets is then one stream of a connection. Before the
+HTTP/2 (``proxy.server_h2``; this half is the mixin ``proxy.backend_h2.H2Pooling``): what a
+request gets is then one stream of a connection. Before the
 idle lists, ``_local`` looks at this worker's *available* list (HTTP/2 connections with free
 streams, HAProxy's ``avail_conns``; in ``safe`` mode only the client session's own). In
 ``always`` a connect that may bring HTTP/2 is announced in ``opening``, and this worker's other
@@ -36,6 +37,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
+from proxy.backend_h2 import AnyConn, H2Pooling, ServerLink
 from proxy.balance import make_balancer
 from proxy.config.model import Global, Proxy, ReuseMode
 from proxy.donor import ORDERS, WorkerLink, adopt, key_id
@@ -74,10 +76,6 @@ from proxy.takeover import KILL, Message
 if TYPE_CHECKING:
     from proxy.session import Session
     from proxy.takeover import Handed
-
-# What a stream holds as its server connection: an HTTP/1 connection, or one stream of an HTTP/2 one.
-ServerLink = ServerConn | H2Stream
-AnyConn = ServerConn | H2ServerConn
 
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 TAKEOVER_DEADLINE = 0.005  # seconds a thief waits for a victim before connecting itself
@@ -130,9 +128,8 @@ class _Opening:
         return f"<connection being opened acct={self.acct.name}>"
 
 
-class Backend:
+class Backend(H2Pooling):
     __slots__ = (
-        "avail",
         "balancer",
         "cfg",
         "engine_name",
@@ -146,7 +143,6 @@ class Backend:
         "mode",
         "name",
         "next_victim",
-        "opening",
         "orders",
         "servers",
         "tls",
@@ -376,68 +372,6 @@ class Backend:
         acq.t_connected = time.monotonic()
         return self._use(acq, conn)  # type: ignore[arg-type]  # a worker's pools hold its own connections only
 
-    # -- HTTP/2: streams and the available list ---------------------------------------------------
-    def _use(self, acq: Acquisition, conn: AnyConn, *, new: bool = False) -> ServerLink:
-        """What the request's stream holds: the HTTP/1 connection itself, or a new stream of the
-        HTTP/2 connection, which then offers its remaining streams to others — at once, except a
-        ``new`` connection in ``aggressive`` mode, offered only once a stream ended on it (as in
-        HAProxy, where only ``always`` puts a new connection on the available list)."""
-        if isinstance(conn, ServerConn):
-            return conn
-        link = conn.open_stream()
-        if not (new and self.mode is ReuseMode.AGGRESSIVE):
-            self._offer(acq.server, conn, acq.session)
-        return link
-
-    def _offer(self, srv: ServerRuntime, conn: H2ServerConn, session: Session | None) -> None:
-        """Put an HTTP/2 connection carrying streams on the available list while it has room.
-        Never for a private one (``http-reuse never``, the session's own); in ``safe`` mode it
-        stays with the client session whose streams it carries (HAProxy: its head-of-line risk
-        is not imposed on other clients)."""
-        if conn.private or self.mode is ReuseMode.NEVER:
-            return
-        if self.mode is ReuseMode.SAFE and conn.session is None:
-            conn.session = session
-        if not conn.available and conn.free_streams > 0:
-            conn.available = True
-            self.avail.setdefault(srv, []).append(conn)
-
-    def _available(self, acq: Acquisition) -> H2ServerConn | None:
-        """An HTTP/2 connection of this worker, of the request's key, with a free stream."""
-        if self.mode is ReuseMode.NEVER:
-            return None
-        conns = self.avail.get(acq.server)
-        if not conns:
-            return None
-        for conn in list(conns):
-            if not conn.alive or conn.free_streams <= 0 or conn.private or not conn.active:
-                conns.remove(conn)  # full, retiring, or closed: off the list until a stream ends
-                conn.available = False
-                continue
-            if conn.key != acq.key:
-                continue
-            if self.mode is ReuseMode.SAFE and conn.session is not acq.session:
-                continue
-            return conn
-        return None
-
-    async def _join(self, acq: Acquisition) -> ServerLink | None:
-        """Before connecting: an HTTP/2 connection that became available since ``acquire_now``
-        looked; and in ``always``, a connect of this worker to the same key in flight, which may
-        bring one: wait for it rather than open another (HAProxy puts a new HTTP/2 connection on
-        the available list at once in ``always``). None when nothing has a free stream."""
-        if self.mode is ReuseMode.ALWAYS:
-            pending = self.opening.get((acq.server, acq.key))
-            if pending is not None:
-                await asyncio.shield(pending)
-        conn = self._available(acq)
-        if conn is None:
-            return None
-        acq.server.row.add(R_REUSES)
-        acq.reused = True
-        acq.t_connected = time.monotonic()
-        return self._use(acq, conn)
-
     # -- stealing (the thief's side; the victim's is proxy.donor.Donor) --------------------
     async def _steal(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
         """Another worker's idle connection of our key: taken from its slots (``proxy.steal``), or
@@ -628,24 +562,6 @@ class Backend:
         await adopt_socket(self.loop, conn, sock)
         return conn
 
-    async def _settled(self, conn: H2ServerConn, sock: socket.socket, deadline: float) -> None:
-        """Wait for the server's SETTINGS before any stream counts on its limit (the requests
-        waiting in ``_join`` take streams at once). On failure the connection is closed (its
-        transport owns the descriptor now: ``sock`` lets go of it)."""
-        try:
-            await conn.ready(max(0.001, deadline - self.loop.time()))
-        except BaseException:
-            sock.detach()
-            conn.close()
-            raise
-
-    def _h2(self, srv: ServerRuntime, key: ConnKey, scheme: bytes) -> H2ServerConn:
-        g = self.glob
-        return H2ServerConn(
-            srv, key, scheme=scheme, max_streams=g.h2_be_max_concurrent_streams,
-            window=g.h2_be_initial_window_size, max_reuse=srv.cfg.max_reuse,
-        )  # fmt: skip
-
     async def _room_for_one(self, srv: ServerRuntime, conn: _Opening, deadline: float, limit: int) -> None:
         """Count ``conn`` as opened only within ``limit``, making room first.
 
@@ -718,50 +634,6 @@ class Backend:
             conn.close()
             return
         srv.park(conn, kind)
-
-    def _finish_stream(self, acq: Acquisition, st: H2Stream) -> None:
-        """An HTTP/2 stream ended (reset unless it ended cleanly): the connection goes on carrying
-        its other streams, or, with none left, is kept like an HTTP/1 one (counted safe) or closed
-        (retiring: GOAWAY, max-reuse; soft stop)."""
-        st.detach()
-        conn = st.conn
-        srv = conn.server
-        if not conn.alive:
-            return  # closed: its hook accounted for it
-        if conn.active:
-            if not conn.retiring:
-                self._offer(srv, conn, acq.session)
-            return
-        if conn.available:
-            conn.available = False
-            self.avail[srv].remove(conn)
-        if conn.retiring or self.link.stopping:
-            conn.close()
-            return
-        conn.make_idle()
-        if conn.private:
-            if not acq.session.attach_conn(conn):
-                conn.close()
-            return
-        row = srv.row
-        idle_total = row.idle
-        keep = should_keep(
-            private=False,
-            purge_delay=srv.cfg.pool_purge_delay,
-            server_usable=srv.usable,
-            mode=self.mode,
-            pool_max_conn=srv.cfg.pool_max_conn,
-            idle_total=idle_total,
-            worker_has_idle_of_kind=srv.pool.holds_for(ListKind.SAFE),
-            used=row.used,
-            idle=idle_total,
-            est_need=row.est_need,
-            pool_low_conn=srv.cfg.pool_low_conn,
-        )
-        if not keep or not srv.move(conn, Acct.SAFE, srv.cfg.pool_max_conn):  # HTTP/2 counts as safe
-            conn.close()
-            return
-        srv.park(conn, ListKind.SAFE)
 
     def make_private(self, conn: ServerLink) -> None:
         """The connection now belongs to its client session (NTLM/Negotiate): uncount it. Not for

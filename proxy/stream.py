@@ -49,7 +49,8 @@ from proxy.message import Data, EndOfMessage, Event, Framing, ResponseHead, head
 from proxy.stream_rules import StreamRules
 
 if TYPE_CHECKING:
-    from proxy.backend import Acquisition, Backend, ServerLink
+    from proxy.backend import Acquisition, Backend
+    from proxy.backend_h2 import ServerLink
     from proxy.frontend import Frontend
     from proxy.h1 import ProtocolError
     from proxy.message import Headers, RequestHead
