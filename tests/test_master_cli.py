@@ -167,10 +167,13 @@ def test_getsocks_passes_the_listening_sockets(tmp_path: Path) -> None:
     path = str(tmp_path / "m.sock")
 
     def answer() -> None:
+        deadline = time.monotonic() + 5
         sess = None
-        while sess is None:
+        while sess is None and time.monotonic() < deadline:
             sess = cli.accept(cli.listeners[0])
-        cli.readable(sess)
+        # the command may not have arrived yet when accepted: read until the session is answered
+        while sess is not None and cli.readable(sess) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     t = threading.Thread(target=answer)
     t.start()
