@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 # What a stream holds as its server connection: an HTTP/1 connection, or one stream of an HTTP/2 one.
 ServerLink = ServerConn | H2Stream
 AnyConn = ServerConn | H2ServerConn
+_ALWAYS_LISTS = (ListKind.SAFE, ListKind.IDLE)  # http-reuse always: the safe list, then the idle one
 
 
 class _Acq(Protocol):
@@ -110,11 +111,18 @@ class H2Pooling:
         looked; and in ``always``, a connect of this worker to the same key in flight, which may
         bring one: wait for it rather than open another (HAProxy puts a new HTTP/2 connection on
         the available list at once in ``always``). None when nothing has a free stream."""
+        waited = False
         if self.mode is ReuseMode.ALWAYS:
             pending = self.opening.get((acq.server, acq.key))
             if pending is not None:
+                waited = True
                 await asyncio.shield(pending)
-        conn = self._available(acq)
+        conn: AnyConn | None = self._available(acq)
+        if conn is None and waited:
+            # The connection waited for may already have carried its first stream to the end and
+            # gone idle (a fast server answers before the waiters run): it is on this worker's
+            # idle lists now (an HTTP/2 one on the safe list), not on the available list.
+            conn = acq.server.take_idle(acq.key, _ALWAYS_LISTS)  # type: ignore[assignment]
         if conn is None:
             return None
         acq.server.row.add(R_REUSES)
