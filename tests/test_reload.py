@@ -194,6 +194,9 @@ def test_watchdog_kills_a_stuck_worker_and_counters_stay_exact(
     make_proxy: MakeProxy, origin: Origin, tmp_path: Path
 ) -> None:
     port, proxy, msock = ops_proxy(make_proxy, origin, tmp_path, glob="worker-watchdog-timeout 2s")
+    # The watchdog watches READY workers' heartbeats: stop one only once both are ready (stopped
+    # while it still imports, a worker is not yet the watchdog's: the check once caught that race)
+    wait_for(lambda: "Loading success" in proxy.logs(), message="the workers ready")
     assert all(http_get(port, "/").status == 200 for _ in range(20))
     victim = workers_of(cli(msock, "show proc"))[0]
     os.kill(victim, signal.SIGSTOP)
