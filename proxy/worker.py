@@ -70,6 +70,7 @@ PR_SET_PDEATHSIG = 1
 HEARTBEAT_INTERVAL = 1.0
 SWEEP_TICK = 0.1  # seconds between two looks at this worker's slots (what other workers took)
 LIVENESS_EVERY = 10  # ticks between two peeks at every parked connection
+ACCEPT_SETTLE = 0.05  # soft stop: how long a connection just accepted has to reach its protocol
 SOFT_STOP_IDLE_GRACE = 1.0  # seconds an idle keep-alive client may still send a request in a soft stop
 
 
@@ -236,6 +237,13 @@ class WorkerState:
             acceptor.close()
         self.donor.close_idle()
         self.loop.call_later(SOFT_STOP_IDLE_GRACE, self._close_idle_clients)
+        if not self.clients:
+            # Not at once: a connection accepted in this very iteration is handed to its protocol
+            # (connection_made) on a later one; stopping now would exit with it unread, and the
+            # kernel would reset it. Once registered, its end stops the loop (client_closed).
+            self.loop.call_later(ACCEPT_SETTLE, self._stop_if_idle)
+
+    def _stop_if_idle(self) -> None:
         if not self.clients:
             self.loop.stop()
 
