@@ -37,6 +37,8 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
+from mypy_extensions import mypyc_attr
+
 from proxy.backend_h2 import AnyConn, H2Pooling, ServerLink
 from proxy.balance import make_balancer
 from proxy.config.model import Global, Proxy, ReuseMode
@@ -56,7 +58,7 @@ from proxy.pool import (
 )
 from proxy.queue import Outcome
 from proxy.retry import next_retry
-from proxy.server import Acct, ServerRuntime, SlotMove
+from proxy.server import Accounted, Acct, ServerRuntime, SlotMove
 from proxy.server_conn import ServerConn, State, adopt_socket
 from proxy.server_h2 import H2ServerConn, H2Stream
 from proxy.server_tls import client_context, open_tls
@@ -128,6 +130,7 @@ class _Opening:
         return f"<connection being opened acct={self.acct.name}>"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests' fakes subclass it
 class Backend(H2Pooling):
     __slots__ = (
         "balancer",
@@ -562,7 +565,7 @@ class Backend(H2Pooling):
         await adopt_socket(self.loop, conn, sock)
         return conn
 
-    async def _room_for_one(self, srv: ServerRuntime, conn: _Opening, deadline: float, limit: int) -> None:
+    async def _room_for_one(self, srv: ServerRuntime, conn: Accounted, deadline: float, limit: int) -> None:
         """Count ``conn`` as opened only within ``limit``, making room first.
 
         Room is made by closing an idle connection: one of ours at once, else by asking the worker

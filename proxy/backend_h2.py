@@ -21,6 +21,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from proxy.config.model import Global, ReuseMode
 from proxy.pool import ConnKey, ListKind, should_keep
 from proxy.server import Acct, ServerRuntime
@@ -48,6 +50,7 @@ class _Acq(Protocol):
     t_connected: float
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests' fakes subclass it
 class H2Pooling:
     """Mixin of ``Backend``; its slots are the HTTP/2 bookkeeping (the rest is ``Backend``'s)."""
 

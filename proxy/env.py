@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from proxy.log import HttpLogRecord, LogSink, format_httplog
 from proxy.replies import Reply, error_reply
 from proxy.stream import Stream
@@ -63,6 +65,7 @@ def _ms(a: float, b: float) -> int:
     return -1 if a <= 0.0 or b <= 0.0 else max(0, int((b - a) * 1000))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests' fakes subclass it
 class StreamEnv:
     """``log`` is used only when the frontend says ``log global`` (HAProxy: a proxy without a log
     target logs nothing)."""

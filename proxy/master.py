@@ -66,8 +66,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from proxy import cli as runtime_api
-from proxy import privileges
+from proxy import cli as runtime_api, privileges
 from proxy.config import ConfigError, load
 from proxy.config.model import Config
 from proxy.control import Control, context

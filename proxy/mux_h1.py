@@ -231,8 +231,8 @@ class ClientConn(asyncio.Protocol):
         except ProtocolError as exc:
             self.parse_error = exc
             events = []
-        except Exception as exc:  # an engine bug must not take the worker down
-            self.parse_error = ProtocolError(f"parser failure: {exc!r}", 400)
+        except Exception as err:  # an engine bug must not take the worker down
+            self.parse_error = ProtocolError(f"parser failure: {err!r}", 400)
             events = []
         if events:
             self._queue(events)

@@ -57,8 +57,7 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError as H2ProtocolError
-from h2.settings import SettingCodes
-from h2.settings import Settings as H2Settings
+from h2.settings import SettingCodes, Settings as H2Settings
 from hyperframe.frame import GoAwayFrame
 
 from proxy.h2 import Settings, request_head

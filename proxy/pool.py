@@ -29,8 +29,27 @@ from itertools import islice
 from typing import Generic, Protocol, TypeVar
 
 from proxy import pool_policy
-from proxy.pool_policy import *  # noqa: F403  (this module is the policy's public face too)
-from proxy.pool_policy import ConnKey, ListKind
+from proxy.pool_policy import (  # the policy's public face, re-exported by name (mypyc has no star import)
+    AcquirePlan as AcquirePlan,
+    ConnKey as ConnKey,
+    ListKind as ListKind,
+    PurgePlan as PurgePlan,
+    acquire_plan as acquire_plan,
+    conn_key as conn_key,
+    key_hash as key_hash,
+    kind_after_release as kind_after_release,
+    may_steal as may_steal,
+    next_takeover as next_takeover,
+    oldest_waiter as oldest_waiter,
+    purge_plan as purge_plan,
+    reuse_order as reuse_order,
+    server_conn_key as server_conn_key,
+    should_keep as should_keep,
+    steal_candidates as steal_candidates,
+    steal_order as steal_order,
+    worker_holds_for as worker_holds_for,
+    worker_share as worker_share,
+)
 
 __all__ = [*pool_policy.__all__, "IdlePool", "PooledConn"]
 

@@ -23,11 +23,31 @@ import asyncio
 from collections.abc import Callable
 from enum import Enum
 
-from proxy.server import ServerRuntime, Waiter
+from proxy.server import ServerRuntime
 from proxy.shm import R_QUEUE_FULL, R_QUEUE_TIMEOUTS, ShmTable
 from proxy.takeover import SLOT, Message
 
 SWEEP_INTERVAL = 0.05  # seconds between offer() sweeps while this worker has waiters
+
+
+class Waiter:
+    """A request of this worker waiting for a maxconn slot of one server."""
+
+    __slots__ = ("future", "ticket")
+
+    def __init__(self, ticket: int, future: asyncio.Future[bool]) -> None:
+        self.ticket = ticket
+        self.future = future
+
+    def grant(self) -> bool:
+        """Wake it with its slot; False if it stopped waiting (timed out or cancelled)."""
+        if self.future.done():
+            return False
+        self.future.set_result(True)
+        return True
+
+    def __repr__(self) -> str:
+        return f"Waiter(ticket={self.ticket})"
 
 
 class Outcome(Enum):
@@ -103,8 +123,7 @@ class Queues:
             waiter = srv.waiters.popleft()
             srv.cell.dequeued()
             self._publish(srv)
-            if not waiter.future.done():
-                waiter.future.set_result(True)
+            if waiter.grant():
                 return True
         return False
 

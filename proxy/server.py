@@ -57,8 +57,8 @@ import enum
 import heapq
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from proxy.config.model import Server
 from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
@@ -78,10 +78,6 @@ from proxy.shm import (
 )
 from proxy.slot_array import SlotArray
 from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
-
-if TYPE_CHECKING:
-    import asyncio
-
 
 _FMAINT = int(AdminState.FMAINT)
 _RUNNING = int(OperState.RUNNING)
@@ -108,7 +104,7 @@ class SlotMove:
     safe: bool
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(Exception):
     """A connection was moved between two accounting states that no rule links."""
 
 
@@ -264,12 +260,14 @@ TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
 del N, C, P, U, I, S, T
 
 
-@dataclass(slots=True)
-class Waiter:
-    """A request of this worker waiting for a maxconn slot of one server."""
+class Waiting(Protocol):
+    """A request of this worker waiting for a maxconn slot of one server (``proxy.queue.Waiter``)."""
 
     ticket: int
-    future: asyncio.Future[bool] = field(repr=False)
+
+    def grant(self) -> bool:
+        """Wake it with its slot; False if it stopped waiting."""
+        ...
 
 
 _NOT_PICKABLE = int(AdminState.FMAINT | AdminState.FDRAIN)
@@ -330,7 +328,7 @@ class ServerRuntime:
         self.pool: IdlePool[Conn] = IdlePool(f"{backend_name}/{cfg.name}")
         self.maint = cfg.disabled
         self.static_key: ConnKey | None = None  # the key of every connection, without usesrc clientip
-        self.waiters: deque[Waiter] = deque()
+        self.waiters: deque[Waiting] = deque()
         self.slot = slot
         # Lending (see the module doc): our slot array, None while we do not lend.
         self.slots: SlotArray | None = None

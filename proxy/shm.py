@@ -178,8 +178,7 @@ from typing import Any, Final, Self, overload
 
 import posix_ipc
 
-from proxy import atomics
-from proxy import slots as sl
+from proxy import atomics, slots as sl
 from proxy.atomics import Atomics, lock_name_for, unlink_lock
 from proxy.config.model import Config
 from proxy.health import CHECK_SIZE, CheckRecord

@@ -105,12 +105,11 @@ _PHASES: dict[Phase, frozenset[Phase]] = {
 }
 
 
-class IllegalPhase(RuntimeError):
+class IllegalPhase(Exception):
     """A stream was moved between two phases that ``_PHASES`` does not link."""
 
 
 class Stream(StreamRules):
-    env: Environment  # (annotated for the mixin, which knows only its ``frontend``)
     __slots__ = (
         "acq",
         "backend",
@@ -206,6 +205,9 @@ class Stream(StreamRules):
         return self.resp_head is not None
 
     # -- request side ---------------------------------------------------------------------------
+    def frontend(self) -> Frontend:
+        return self.env.frontend
+
     def start(self) -> None:
         env = self.env
         fe = env.frontend
@@ -264,10 +266,10 @@ class Stream(StreamRules):
             elif acq.has_slot:
                 backend.finish(acq, None, False)
             return
-        except Exception as exc:  # a bug or the environment (e.g. a lazy import refused after a
+        except Exception as err:  # a bug or the environment (e.g. a lazy import refused after a
             # privilege drop): the client gets an answer, the slot is given back, the worker lives on
             self.task = None
-            notice(f"internal error while getting a server connection: {exc!r}")
+            notice(f"internal error while getting a server connection: {err!r}")
             if self.phase is not Phase.DONE:
                 self.fail(503, "SC")
             elif acq.has_slot:

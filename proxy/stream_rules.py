@@ -12,7 +12,7 @@ choice of an error page (the backend's ``errorfile``, else the frontend's, else 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from proxy.acl import RequestCtx
 from proxy.logformat import SampleCtx
@@ -26,29 +26,27 @@ if TYPE_CHECKING:
     from proxy.sides import ClientSide
 
 
-class _Env(Protocol):
-    @property
-    def frontend(self) -> Frontend: ...
-
-
 class StreamRules:
     """Mixin of ``Stream``; its one slot is the rules' context (the rest is ``Stream``'s)."""
 
     __slots__ = ("rctx",)
     rctx: RuleCtx | None  # the rules' context, made on first use (``Stream.__init__`` sets None)
     # Owned and set by Stream:
-    env: _Env
     side: ClientSide
     head: RequestHead
     backend: Backend | None
     t_start: float
     serial: int
 
+    def frontend(self) -> Frontend:
+        """The frontend the request came in on (``Stream``'s environment knows it)."""
+        raise NotImplementedError
+
     def rule_ctx(self) -> RuleCtx:
         """What rules and expressions look at, made on first use (never, without rules)."""
         c = self.rctx
         if c is None:
-            head, session, fe = self.head, self.side.session, self.env.frontend
+            head, session, fe = self.head, self.side.session, self.frontend()
             head.wire = None  # rules may rewrite the head: its received bytes no longer describe it
             sample = SampleCtx(
                 head, session.client_ip, session.client_port,
@@ -62,7 +60,7 @@ class StreamRules:
 
     def _added_headers(self) -> Headers:
         """``option forwardfor`` and ``unique-id-header``: added after every request rule ran."""
-        fe_cfg = self.env.frontend.cfg
+        fe_cfg = self.frontend().cfg
         be_cfg = self.backend.cfg if self.backend is not None else fe_cfg
         added: Headers = []
         if fe_cfg.forwardfor or be_cfg.forwardfor:
@@ -82,7 +80,7 @@ class StreamRules:
     def _response_rules(self, resp: ResponseHead) -> Stop | None:
         """``http-response`` then ``http-after-response`` on a server's response head (edited in
         place); a ``Stop`` when a rule denies it or a rewrite fails."""
-        response_sets, after_sets = self.env.frontend.response_sets(self.backend)
+        response_sets, after_sets = self.frontend().response_sets(self.backend)
         if not response_sets and not after_sets:
             return None
         resp.wire = None  # the rules may rewrite the head: its received bytes no longer describe it
@@ -97,7 +95,7 @@ class StreamRules:
 
     def _after_response(self, status: int, headers: Headers) -> None:
         """``http-after-response``: the backend's set, then the frontend's, on the proxy's answers."""
-        sets = self.env.frontend.response_sets(self.backend)[1]
+        sets = self.frontend().response_sets(self.backend)[1]
         if sets:
             ctx = self._response_ctx(status, headers)
             for rules in sets:
@@ -110,5 +108,5 @@ class StreamRules:
         if self.backend is not None:
             page = self.backend.cfg.errorfiles.get(status)
         if page is None:
-            page = self.env.frontend.cfg.errorfiles.get(status)
+            page = self.frontend().cfg.errorfiles.get(status)
         return error_reply(status, page)

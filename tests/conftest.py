@@ -35,6 +35,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: slow end-to-end test with real proxy processes")
+    config.addinivalue_line(
+        "markers",
+        "pure_only: a unit test whose duck-typed fakes or monkeypatched methods need the Python source"
+        " of the mypyc-compiled modules; skipped where they run compiled (check.sh runs it under"
+        " POOLPROXY_PURE=1)",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -47,6 +53,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if harness.RUNS_COMPILED:
+        compiled = pytest.mark.skip(reason="needs the Python source (POOLPROXY_PURE=1); it runs compiled")
+        for item in items:
+            if "pure_only" in item.keywords:
+                item.add_marker(compiled)
     if config.getoption("--skip-e2e"):
         skip = pytest.mark.skip(reason="--skip-e2e")
         for item in items:

@@ -44,6 +44,7 @@ from types import TracebackType
 from typing import IO, NamedTuple, TypeVar
 
 from proxy.config.model import DEFAULT_H1_ENGINE
+from proxy.native import COMPILED, compiled
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -625,6 +626,18 @@ H1_ENGINES = ("native", "llhttp", "h11") if DEFAULT_H1_ENGINE == "native" else (
 # is the default, to keep the suite's time flat with three engines: it shares the message loop and every
 # rule with the others, and the unit tests (test_h1_*, test_mux_h1, test_stream) run it on every case.
 E2E_H1_ENGINES = (DEFAULT_H1_ENGINE, "h11")
+
+
+def _runs_compiled() -> bool:
+    import importlib
+
+    for name in COMPILED:
+        importlib.import_module(name)
+    return bool(compiled())
+
+
+# This test process imports the mypyc-compiled modules compiled (False: not built, or POOLPROXY_PURE=1).
+RUNS_COMPILED = _runs_compiled()
 
 
 def with_h1_engine(config: str, engine: str) -> str:

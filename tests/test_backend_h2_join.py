@@ -12,9 +12,13 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from proxy.backend_h2 import H2Pooling
 from proxy.config.model import ReuseMode
 from proxy.pool import ListKind
+
+pytestmark = pytest.mark.pure_only  # duck-typed fakes of the server, the connection and the acquisition
 
 
 class FakeRow:

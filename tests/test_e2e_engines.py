@@ -26,17 +26,22 @@ from proxy.h1 import ENGINES
 from proxy.main import main
 
 
-def reporting(name, kind, make):
-    def wrapper(*args, **kwargs):
-        sys.stderr.write(f"h1 probe: {name} {kind} parser\\n")
-        return make(*args, **kwargs)
+class Reporting:
+    # the registry's engine, wrapped (a compiled engine's methods cannot be replaced on it)
+    def __init__(self, name, engine):
+        self.name, self.engine = name, engine
 
-    return wrapper
+    def request_parser(self, *args, **kwargs):
+        sys.stderr.write(f"h1 probe: {self.name} request parser\\n")
+        return self.engine.request_parser(*args, **kwargs)
+
+    def response_parser(self, *args, **kwargs):
+        sys.stderr.write(f"h1 probe: {self.name} response parser\\n")
+        return self.engine.response_parser(*args, **kwargs)
 
 
-for name, engine in ENGINES.items():
-    engine.request_parser = reporting(name, "request", engine.request_parser)
-    engine.response_parser = reporting(name, "response", engine.response_parser)
+for name, engine in list(ENGINES.items()):
+    ENGINES[name] = Reporting(name, engine)
 sys.exit(main())
 """
 

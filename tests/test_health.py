@@ -11,8 +11,7 @@ import pytest
 
 from proxy import atomics
 from proxy.config import ConfigError, load
-from proxy.config.model import HttpCheck, Server
-from proxy.config.model import Proxy as ProxyCfg
+from proxy.config.model import HttpCheck, Proxy as ProxyCfg, Server
 from proxy.health import (
     CHECK_SIZE,
     CheckRecord,

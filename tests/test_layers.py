@@ -29,6 +29,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "proxy"
 CORE = [
     "proxy.config",
     "proxy.message",
+    "proxy.native",
     "proxy.h1",
     "proxy.h1.writer",
     "proxy.pool",

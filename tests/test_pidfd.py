@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from proxy import pidfd
-from proxy import slots as sl
+from proxy import pidfd, slots as sl
 from proxy.config.model import Cap, Config, Proxy, Server
 from proxy.h1 import Limits
 from proxy.main import main

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from fakes import World, pooled_conn, request, worlds
@@ -216,6 +215,14 @@ def test_config_errors_are_haproxys(tmp_path: Path) -> None:
 # -- the frontend's order ---------------------------------------------------------------------------------
 
 
+class NamedBackend(Backend):
+    """A ``Backend`` with only what routing reads (its name and configuration); no servers."""
+
+    def __init__(self, cfg: Proxy, name: str) -> None:  # no super().__init__: nothing else is used
+        self.cfg = cfg
+        self.name = name
+
+
 def test_frontend_rules_then_use_backend_then_backend_rules(tmp_path: Path) -> None:
     path = tmp_path / "t.cfg"
     path.write_text(
@@ -227,7 +234,7 @@ def test_frontend_rules_then_use_backend_then_backend_rules(tmp_path: Path) -> N
         "backend web\n    server s 127.0.0.1:1\n"
     )
     cfg = load([str(path)], env={})
-    backends: dict[str, Any] = {n: SimpleNamespace(cfg=p, name=n) for n, p in cfg.backends.items()}
+    backends = {n: NamedBackend(p, n) for n, p in cfg.backends.items()}
     fe = Frontend(cfg.frontends["fe"], cast(dict[str, Backend], backends), "llhttp", Limits())
     made: list[RuleCtx] = []
 

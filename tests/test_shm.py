@@ -26,8 +26,7 @@ from pathlib import Path
 import posix_ipc
 import pytest
 
-from proxy import atomics, shm
-from proxy import slot_array as sa
+from proxy import atomics, shm, slot_array as sa
 from proxy.atomics import lock_name_for
 from proxy.config.model import Cap, Config, Proxy, Server
 from proxy.health import CHECK_SIZE

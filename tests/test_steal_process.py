@@ -31,8 +31,7 @@ from typing import Any
 
 import pytest
 
-from proxy import pidfd
-from proxy import slots as sl
+from proxy import pidfd, slots as sl
 from proxy.config.model import Cap, Config, Proxy, Server
 from proxy.pool import ListKind, server_conn_key
 from proxy.server import Acct, ServerRuntime, SlotMove

@@ -476,6 +476,7 @@ def test_request_bigger_than_replay_max_is_never_replayed(make_world: Callable[.
     assert side.calls[-2:] == [("abort",), ("stream_done", False)]
 
 
+@pytest.mark.pure_only  # it spies on ServerConn.send_end by monkeypatching the class
 def test_request_end_reaches_the_server_connection_once(
     make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:

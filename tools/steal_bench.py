@@ -63,8 +63,7 @@ def _listener_process(server: socket.socket) -> int:
 def cost(samples: int, batch: int) -> int:
     import uvloop
 
-    from proxy import pidfd
-    from proxy import slots as sl
+    from proxy import pidfd, slots as sl
     from proxy.config.model import Cap, Config, Proxy, Server
     from proxy.h1 import Limits
     from proxy.pool import ListKind, key_hash, server_conn_key

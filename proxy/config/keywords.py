@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from proxy.config import errorfile, kw_check, kw_global, kw_http, kw_proxy, kw_rules, kw_server, kw_stats
 from proxy.config.acl_syntax import CRITERIA, PREDEFINED, Criterion
-from proxy.config.kw_server import PARAMS as SERVER_PARAMS
-from proxy.config.kw_server import ServerParam
+from proxy.config.kw_server import PARAMS as SERVER_PARAMS, ServerParam
 from proxy.config.kwtypes import Keyword, Registry, Section
 
 _ALL = [

@@ -22,8 +22,10 @@ from typing import Any
 import h11
 
 try:  # h11's head readers (h11 >= 0.14): the fast way in; the Connection below is the fallback
-    from h11._readers import maybe_read_from_IDLE_client as _READ_REQUEST
-    from h11._readers import maybe_read_from_SEND_RESPONSE_server as _READ_RESPONSE
+    from h11._readers import (
+        maybe_read_from_IDLE_client as _READ_REQUEST,
+        maybe_read_from_SEND_RESPONSE_server as _READ_RESPONSE,
+    )
     from h11._receivebuffer import ReceiveBuffer as _ReceiveBuffer
 except ImportError:  # pragma: no cover - another h11 layout
     _READ_REQUEST = _READ_RESPONSE = None  # type: ignore[assignment]
