@@ -81,8 +81,19 @@ def _version_of(dist: str) -> str:
 
 def build_info() -> str:
     """``-vv``: what this build and this machine offer (HAProxy's ``-vv`` in spirit)."""
-    from proxy import atomics, h1, pidfd
+    import importlib
+
+    from proxy import atomics, h1, native, pidfd
     from proxy.h1 import bodies
+
+    for name in native.COMPILED:
+        importlib.import_module(name)
+    fast = len(native.compiled())
+    if fast == len(native.COMPILED):
+        hot = f"compiled by mypyc ({fast} modules)"
+    else:
+        why = f"{native.PURE_ENV}=1" if native.pure_requested() else "not built"
+        hot = f"Python source ({why}; {fast} of {len(native.COMPILED)} modules compiled)"
 
     why = pidfd.probe_from_child()
     scope = pidfd.ptrace_scope()
@@ -99,6 +110,7 @@ def build_info() -> str:
         f"Libraries: {libs}",
         f"Shared table: atomics backend: {atomics.BACKEND} (available: {', '.join(atomics.AVAILABLE)});"
         f" chunked scanner: {bodies.CHUNK_BACKEND}",
+        f"Hot path (proxy.native): {hot}",
         f"Available HTTP/1 engines (tune.h1-engine): {', '.join(h1.ENGINES)} (default {h1.DEFAULT})",
         f"Idle connection stealing: {steal}; Yama ptrace_scope: {'none' if scope is None else scope};"
         f" {pidfd.ENV_VAR}={os.environ.get(pidfd.ENV_VAR, 'auto')}",

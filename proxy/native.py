@@ -65,9 +65,14 @@ class _SourceOnly:
         return None
 
 
+def pure_requested() -> bool:
+    """``POOLPROXY_PURE`` is set (and not 0) in this process's environment."""
+    return os.environ.get(PURE_ENV, "") not in ("", "0")
+
+
 def install_pure_finder() -> bool:
     """Under ``POOLPROXY_PURE=1``, import the compiled modules from source; True if it did."""
-    if os.environ.get(PURE_ENV, "") in ("", "0"):
+    if not pure_requested():
         return False
     if not any(isinstance(f, _SourceOnly) for f in sys.meta_path):
         sys.meta_path.insert(0, _SourceOnly())

@@ -28,3 +28,6 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check proxy tools tests
 python3 -m mypy
 python3 -m pytest -q -p no:cacheprovider "$@"
+# The hot path runs compiled by mypyc (proxy/native.py); its Python source is the fallback: the unit
+# tests once more on it (about a minute; tests/test_native.py runs a real proxy on it too).
+POOLPROXY_PURE=1 python3 -m pytest -q -p no:cacheprovider -m "not e2e" "$@"
