@@ -35,7 +35,7 @@ import socket
 import ssl
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from mypy_extensions import mypyc_attr
 
@@ -79,9 +79,9 @@ if TYPE_CHECKING:
     from proxy.session import Session
     from proxy.takeover import Handed
 
-IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
-TAKEOVER_DEADLINE = 0.005  # seconds a thief waits for a victim before connecting itself
-STRICT_WAIT = 0.002  # connection cap: pause between two tries to find room for a connection
+IP_TRANSPARENT: Final = getattr(socket, "IP_TRANSPARENT", 19)
+TAKEOVER_DEADLINE: Final = 0.005  # seconds a thief waits for a victim before connecting itself
+STRICT_WAIT: Final = 0.002  # connection cap: pause between two tries to find room for a connection
 
 
 class AcquireError(Exception):
@@ -660,7 +660,7 @@ def _source_addr(source: str) -> tuple[str, int]:
 
 # The enum members the per-request functions above use, as module constants: on Python 3.11
 # a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
-_AC_IDLE = Acct.IDLE
-_AC_PRIVATE = Acct.PRIVATE
-_AC_SAFE = Acct.SAFE
-_LK_SAFE = ListKind.SAFE
+_AC_IDLE: Final = Acct.IDLE
+_AC_PRIVATE: Final = Acct.PRIVATE
+_AC_SAFE: Final = Acct.SAFE
+_LK_SAFE: Final = ListKind.SAFE

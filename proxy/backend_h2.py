@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 # What a stream holds as its server connection: an HTTP/1 connection, or one stream of an HTTP/2 one.
 ServerLink = ServerConn | H2Stream
 AnyConn = ServerConn | H2ServerConn
-_ALWAYS_LISTS = (ListKind.SAFE, ListKind.IDLE)  # http-reuse always: the safe list, then the idle one
+_ALWAYS_LISTS: Final = (ListKind.SAFE, ListKind.IDLE)  # http-reuse always: the safe list, then the idle one
 
 
 class _Acq(Protocol):

@@ -10,7 +10,7 @@ through its client connection.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -53,7 +53,7 @@ class Clients(Protocol):
     def count_bad_request(self, frontend: str) -> None: ...
 
 
-_SERIAL = [0]  # requests opened in this process, all frontends together (``%rt``)
+_SERIAL: Final = [0]  # requests opened in this process, all frontends together (``%rt``)
 
 
 def request_line(head: RequestHead) -> str:

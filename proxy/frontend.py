@@ -14,6 +14,7 @@ on answers: the backend's, then the frontend's (HAProxy's order), computed once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from proxy.acl import RequestCtx, cond_holds
 from proxy.backend import Backend
@@ -23,7 +24,7 @@ from proxy.message import RequestHead
 from proxy.rules import RuleCtx, Stop, request_ctx, request_rules
 
 RuleSets = list[list[HttpRule]]
-_NO_SETS: tuple[RuleSets, RuleSets] = ([], [])
+_NO_SETS: Final[tuple[RuleSets, RuleSets]] = ([], [])
 __all__ = ["Frontend", "RuleSets", "request_ctx"]
 
 

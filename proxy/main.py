@@ -92,8 +92,8 @@ def build_info() -> str:
     if fast == len(native.COMPILED):
         hot = f"compiled by mypyc ({fast} modules)"
     else:
-        why = f"{native.PURE_ENV}=1" if native.pure_requested() else "not built"
-        hot = f"Python source ({why}; {fast} of {len(native.COMPILED)} modules compiled)"
+        reason = f"{native.PURE_ENV}=1" if native.pure_requested() else "not built"
+        hot = f"Python source ({reason}; {fast} of {len(native.COMPILED)} modules compiled)"
 
     why = pidfd.probe_from_child()
     scope = pidfd.ptrace_scope()

@@ -49,7 +49,7 @@ import enum
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from proxy.h1 import ProtocolError, engine, writer
 from proxy.h2 import PREFACE
@@ -65,11 +65,11 @@ if TYPE_CHECKING:
 # What takes a connection whose first bytes are the HTTP/2 preface: (transport, bytes read so far).
 Handoff = Callable[[asyncio.Transport, bytes], None]
 
-PIPELINE_MAX_EVENTS = 64  # queued events before reading pauses
+PIPELINE_MAX_EVENTS: Final = 64  # queued events before reading pauses
 # The framings under which a bare response head (``ResponseHead.wire``) is relayed unchanged: the
 # head states them itself (a HEAD/304/204 answer or a 1xx goes through the writer).
-_RELAYED = (Framing.LENGTH, Framing.CHUNKED)
-_NO_EVENTS: tuple[()] = ()
+_RELAYED: Final = (Framing.LENGTH, Framing.CHUNKED)
+_NO_EVENTS: Final[tuple[()]] = ()
 
 
 class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
@@ -80,7 +80,7 @@ class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
     CLOSED = "closed"  # closing or closed: nothing more is read or started
 
 
-_PHASES: dict[Phase, frozenset[Phase]] = {
+_PHASES: Final[dict[Phase, frozenset[Phase]]] = {
     Phase.IDLE: frozenset({Phase.HEAD, Phase.STREAM, Phase.CLOSED}),
     Phase.HEAD: frozenset({Phase.STREAM, Phase.CLOSED}),
     Phase.STREAM: frozenset({Phase.IDLE, Phase.HEAD, Phase.TUNNEL, Phase.CLOSED}),
@@ -90,15 +90,15 @@ _PHASES: dict[Phase, frozenset[Phase]] = {
 
 
 # Reasons to pause reading, bits of ``pause_reasons`` (plain ints: IntFlag arithmetic is slow).
-PAUSE_PIPELINE = 1  # parsed events wait for the current stream
-PAUSE_BODY = 2  # the stream cannot forward the request body now
-PAUSE_UPGRADE = 4  # bytes after an upgrade request may be the tunnel's
-PAUSE_FAIR = 8  # a large read was just handled: let the other connections have their turn
+PAUSE_PIPELINE: Final = 1  # parsed events wait for the current stream
+PAUSE_BODY: Final = 2  # the stream cannot forward the request body now
+PAUSE_UPGRADE: Final = 4  # bytes after an upgrade request may be the tunnel's
+PAUSE_FAIR: Final = 8  # a large read was just handled: let the other connections have their turn
 
 # A read this large makes the connection stand aside until the loop's next turn: libuv reads a
 # ready socket up to 32 times in a row, so an upload could otherwise hold the loop for many reads
 # while other clients wait (its fair share is one read per turn).
-FAIR_SHARE = 65536
+FAIR_SHARE: Final = 65536
 
 
 class ClientConn(asyncio.Protocol):
@@ -741,12 +741,12 @@ class ClientConn(asyncio.Protocol):
 
 # The enum members the per-request functions above use, as module constants: on Python 3.11
 # a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
-_FR_CHUNKED = Framing.CHUNKED
-_FR_CLOSE = Framing.CLOSE
-_FR_LENGTH = Framing.LENGTH
-_FR_NONE = Framing.NONE
-_PH_CLOSED = Phase.CLOSED
-_PH_HEAD = Phase.HEAD
-_PH_IDLE = Phase.IDLE
-_PH_STREAM = Phase.STREAM
-_PH_TUNNEL = Phase.TUNNEL
+_FR_CHUNKED: Final = Framing.CHUNKED
+_FR_CLOSE: Final = Framing.CLOSE
+_FR_LENGTH: Final = Framing.LENGTH
+_FR_NONE: Final = Framing.NONE
+_PH_CLOSED: Final = Phase.CLOSED
+_PH_HEAD: Final = Phase.HEAD
+_PH_IDLE: Final = Phase.IDLE
+_PH_STREAM: Final = Phase.STREAM
+_PH_TUNNEL: Final = Phase.TUNNEL

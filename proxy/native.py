@@ -29,6 +29,7 @@ from types import ModuleType
 
 COMPILED: tuple[str, ...] = (
     "proxy.message",
+    "proxy.h1.writer",
     "proxy.h1.strict",
     "proxy.h1.engine_native",
     "proxy.pool_policy",

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import islice
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from proxy import pool_policy
 from proxy.pool_policy import (  # the policy's public face, re-exported by name (mypyc has no star import)
@@ -71,7 +71,7 @@ class PooledConn(Protocol):
 
 C = TypeVar("C", bound=PooledConn)
 
-_KINDS = (ListKind.IDLE, ListKind.SAFE)
+_KINDS: Final = (ListKind.IDLE, ListKind.SAFE)
 
 
 class IdlePool(Generic[C]):
@@ -214,5 +214,5 @@ class IdlePool(Generic[C]):
 
 # The enum members the per-request functions above use, as module constants: on Python 3.11
 # a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
-_LK_IDLE = ListKind.IDLE
-_LK_SAFE = ListKind.SAFE
+_LK_IDLE: Final = ListKind.IDLE
+_LK_SAFE: Final = ListKind.SAFE

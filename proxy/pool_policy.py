@@ -34,7 +34,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from proxy.config.model import ReuseMode, Server
 
@@ -74,9 +74,9 @@ class ListKind(enum.StrEnum):
 # 1. Choosing a list: SEMANTICS.md §1, backend.c:be_reuse_connection() / conn_backend_get()
 # --------------------------------------------------------------------------------------------------
 
-_IDLE_THEN_SAFE = (ListKind.IDLE, ListKind.SAFE)
+_IDLE_THEN_SAFE: Final = (ListKind.IDLE, ListKind.SAFE)
 
-_REUSE_ORDER: dict[tuple[ReuseMode, bool], tuple[ListKind, ...]] = {
+_REUSE_ORDER: Final[dict[tuple[ReuseMode, bool], tuple[ListKind, ...]]] = {
     # (mode, first_request): lists to search, in order
     (ReuseMode.NEVER, True): (),
     (ReuseMode.NEVER, False): (),
@@ -154,7 +154,7 @@ class ConnKey(NamedTuple):
         return f"{self.server}@{host}:{port}{extra}"
 
 
-_HASH_MASK = (1 << 63) - 1
+_HASH_MASK: Final = (1 << 63) - 1
 
 
 def key_hash(key: ConnKey) -> int:
@@ -470,6 +470,6 @@ def acquire_plan(
 
 # The enum members the per-request functions above use, as module constants: on Python 3.11
 # a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
-_LK_IDLE = ListKind.IDLE
-_LK_SAFE = ListKind.SAFE
-_RM_NEVER = ReuseMode.NEVER
+_LK_IDLE: Final = ListKind.IDLE
+_LK_SAFE: Final = ListKind.SAFE
+_RM_NEVER: Final = ReuseMode.NEVER

@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from enum import Enum
+from typing import Final
 
 from proxy.server import ServerRuntime
 from proxy.shm import R_QUEUE_FULL, R_QUEUE_TIMEOUTS, ShmTable
 from proxy.takeover import SLOT, Message
 
-SWEEP_INTERVAL = 0.05  # seconds between offer() sweeps while this worker has waiters
+SWEEP_INTERVAL: Final = 0.05  # seconds between offer() sweeps while this worker has waiters
 
 
 class Waiter:

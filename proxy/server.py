@@ -58,7 +58,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from proxy.config.model import Server
 from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
@@ -79,8 +79,8 @@ from proxy.shm import (
 from proxy.slot_array import SlotArray
 from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
 
-_FMAINT = int(AdminState.FMAINT)
-_RUNNING = int(OperState.RUNNING)
+_FMAINT: Final = int(AdminState.FMAINT)
+_RUNNING: Final = int(OperState.RUNNING)
 
 
 class Acct(enum.IntEnum):
@@ -234,7 +234,7 @@ N, C, P, U, I, S, T = (  # noqa: E741
 )  # fmt: skip
 
 # (from, to) -> counter operation. The table *is* the accounting rule: read it, not the callers.
-TRANSITIONS: dict[tuple[Acct, Acct], _Op] = {
+TRANSITIONS: Final[dict[tuple[Acct, Acct], _Op]] = {
     (N, C): _open,  # bounded: a connection about to be opened
     (C, U): _use,  # its first request
     (C, P): _nothing,  # born private (http-reuse never)
@@ -270,7 +270,7 @@ class Waiting(Protocol):
         ...
 
 
-_NOT_PICKABLE = int(AdminState.FMAINT | AdminState.FDRAIN)
+_NOT_PICKABLE: Final = int(AdminState.FMAINT | AdminState.FDRAIN)
 
 
 class ServerRuntime:
@@ -587,7 +587,7 @@ class ServerRuntime:
 
 # The enum members the per-request functions above use, as module constants: on Python 3.11
 # a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
-_AC_IDLE = Acct.IDLE
-_AC_SAFE = Acct.SAFE
-_AC_USED = Acct.USED
-_LK_SAFE = ListKind.SAFE
+_AC_IDLE: Final = Acct.IDLE
+_AC_SAFE: Final = Acct.SAFE
+_AC_USED: Final = Acct.USED
+_LK_SAFE: Final = ListKind.SAFE

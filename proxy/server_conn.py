@@ -31,7 +31,7 @@ import enum
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from proxy import pidfd
 from proxy.h1 import Limits, ProtocolError, engine, writer
@@ -348,12 +348,12 @@ async def adopt_socket(loop: asyncio.AbstractEventLoop, conn: ServerConn, sock: 
 
 # The enum members the per-request functions above use, as module constants: on Python 3.11
 # a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
-_AC_NONE = Acct.NONE
-_AC_PRIVATE = Acct.PRIVATE
-_FR_NONE = Framing.NONE
-_ST_ACTIVE = State.ACTIVE
-_ST_CLOSED = State.CLOSED
-_ST_CONNECTING = State.CONNECTING
-_ST_IDLE = State.IDLE
-_ST_TUNNEL = State.TUNNEL
-_FR_CHUNKED = Framing.CHUNKED
+_AC_NONE: Final = Acct.NONE
+_AC_PRIVATE: Final = Acct.PRIVATE
+_FR_NONE: Final = Framing.NONE
+_ST_ACTIVE: Final = State.ACTIVE
+_ST_CLOSED: Final = State.CLOSED
+_ST_CONNECTING: Final = State.CONNECTING
+_ST_IDLE: Final = State.IDLE
+_ST_TUNNEL: Final = State.TUNNEL
+_FR_CHUNKED: Final = Framing.CHUNKED

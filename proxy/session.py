@@ -9,13 +9,13 @@ one request on it has completed in keep-alive.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from proxy.pool import ConnKey
     from proxy.server import Conn, ServerRuntime
 
-MAX_SESSION_SRV_CONNS = 5
+MAX_SESSION_SRV_CONNS: Final = 5
 
 
 class Session:

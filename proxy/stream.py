@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from proxy.backend import AcquireError
 from proxy.log import notice
@@ -59,9 +59,9 @@ if TYPE_CHECKING:
     from proxy.server import ServerRuntime
     from proxy.sides import ClientSide
 
-REPLAY_MAX = 16384  # a request is replayable on a new connection if it is complete and this small
-_AUTH_PRIVATE = (b"ntlm", b"negotiate")
-_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+REPLAY_MAX: Final = 16384  # a request is replayable on a new connection if it is complete and this small
+_AUTH_PRIVATE: Final = (b"ntlm", b"negotiate")
+_IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 
 class Environment(Protocol):
@@ -96,7 +96,7 @@ class Phase(enum.StrEnum):  # str-based: hashed in C (``_to`` on every request)
     DONE = "done"  # ended; every later event is ignored
 
 
-_PHASES: dict[Phase, frozenset[Phase]] = {
+_PHASES: Final[dict[Phase, frozenset[Phase]]] = {
     Phase.NEW: frozenset({Phase.CONNECTING, Phase.EXCHANGE, Phase.DONE}),
     Phase.CONNECTING: frozenset({Phase.EXCHANGE, Phase.DONE}),
     Phase.EXCHANGE: frozenset({Phase.CONNECTING, Phase.TUNNEL, Phase.DONE}),  # CONNECTING: a replay
@@ -663,10 +663,10 @@ class Stream(StreamRules):
 
 # The enum members the per-request functions above use, as module constants: on Python 3.11
 # a member lookup (``Phase.IDLE``) costs several times a global's, and a request makes dozens.
-_FR_CLOSE = Framing.CLOSE
-_FR_NONE = Framing.NONE
-_PH_CONNECTING = Phase.CONNECTING
-_PH_DONE = Phase.DONE
-_PH_EXCHANGE = Phase.EXCHANGE
-_PH_NEW = Phase.NEW
-_PH_TUNNEL = Phase.TUNNEL
+_FR_CLOSE: Final = Framing.CLOSE
+_FR_NONE: Final = Framing.NONE
+_PH_CONNECTING: Final = Phase.CONNECTING
+_PH_DONE: Final = Phase.DONE
+_PH_EXCHANGE: Final = Phase.EXCHANGE
+_PH_NEW: Final = Phase.NEW
+_PH_TUNNEL: Final = Phase.TUNNEL

@@ -32,6 +32,8 @@ mutation differential); ``tests/test_h1_native.py`` holds the scanner to the gra
 
 from __future__ import annotations
 
+from typing import Final
+
 from proxy._h1head import parse_request, parse_response
 from proxy.h1.base import Limits, ProtocolError
 from proxy.h1.grammar import check_target
@@ -52,8 +54,8 @@ from proxy.h1.strict import (
 )
 from proxy.message import Data, EndOfMessage, Event, Headers, RequestHead, ResponseHead
 
-NAME = "native"
-_V11 = b"1.1"
+NAME: Final = "native"
+_V11: Final = b"1.1"
 
 # What the scanner returns for an accepted head: (end, method or status, target or reason, version,
 # headers, found, length, chunked, connection). ``found`` is None for a plain head, and then
@@ -148,7 +150,7 @@ class NativeRequestReader(RequestReader):
                     return [head, Data(data[end:]), EndOfMessage()] if rest else [head, EndOfMessage()]
                 events: list[Event] = []
                 self._accept(head, events)
-                if end == len(data) and self._mode is not _BODY:
+                if end == len(data) and self._mode is not _BODY:  # type: ignore[comparison-overlap]  # (_accept moved it)
                     return events
                 return self._run_from(data, end, events)
         return super().feed(data)
@@ -195,7 +197,7 @@ class NativeResponseReader(ResponseReader):
                     return [head, Data(data[end:]), EndOfMessage()] if rest else [head, EndOfMessage()]
                 events: list[Event] = []
                 self._accept(head, events)
-                if end == len(data) and self._mode is not _BODY:
+                if end == len(data) and self._mode is not _BODY:  # type: ignore[comparison-overlap]  # (_accept moved it)
                     return events
                 return self._run_from(data, end, events)
         return super().feed(data)
@@ -218,4 +220,4 @@ class NativeEngine:
         return NativeResponseReader(limits)
 
 
-ENGINE = NativeEngine()
+ENGINE: Final = NativeEngine()

@@ -48,6 +48,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from proxy.h1.base import Limits, ProtocolError
 from proxy.h1.bodies import _Chunked, _Length, _UntilClose
@@ -79,9 +80,12 @@ ResponseTokenizer = Callable[[bytes, bytes], tuple[int, bytes, bytes, Headers]]
 # The values of the framing headers, by lower-case name (``_framing_fields``).
 Found = dict[bytes, list[bytes]]
 # The members as module constants (see ``_HEAD`` below).
-_NONE, _LENGTH, _CHUNKED, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
+_NONE: Final = Framing.NONE
+_LENGTH: Final = Framing.LENGTH
+_CHUNKED: Final = Framing.CHUNKED
+_CLOSE: Final = Framing.CLOSE
 
-_FRAMING_NAMES = frozenset(
+_FRAMING_NAMES: Final = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
 )
 
@@ -277,13 +281,17 @@ class _Mode(enum.Enum):
 
 # Module constants for the members: an enum member lookup (``_Mode.HEAD``) costs ~150 ns in
 # Python 3.11, and the loop makes several per message.
-_HEAD, _BODY, _HELD, _CLOSED, _DETACHED = _Mode.HEAD, _Mode.BODY, _Mode.HELD, _Mode.CLOSED, _Mode.DETACHED
+_HEAD: Final = _Mode.HEAD
+_BODY: Final = _Mode.BODY
+_HELD: Final = _Mode.HELD
+_CLOSED: Final = _Mode.CLOSED
+_DETACHED: Final = _Mode.DETACHED
 
-_H = frozenset(b"H")
-_NOTHING: frozenset[int] = frozenset()
+_H: Final = frozenset(b"H")
+_NOTHING: Final[frozenset[int]] = frozenset()
 
 
-_SHORT: dict[int, int] = {}  # max_headers -> _Reader._short
+_SHORT: Final[dict[int, int]] = {}  # max_headers -> _Reader._short
 
 
 class _Reader:
