@@ -79,6 +79,8 @@ if TYPE_CHECKING:
     from proxy.session import Session
     from proxy.takeover import Handed
 
+
+_monotonic: Final = time.monotonic  # a C static when compiled (no module attribute lookup)
 IP_TRANSPARENT: Final = getattr(socket, "IP_TRANSPARENT", 19)
 TAKEOVER_DEADLINE: Final = 0.005  # seconds a thief waits for a victim before connecting itself
 STRICT_WAIT: Final = 0.002  # connection cap: pause between two tries to find room for a connection
@@ -138,6 +140,8 @@ class Backend(H2Pooling):
         "engine_name",
         "glob",
         "has_backup",
+        "httpclose",
+        "keep_alive_mode",
         "lb_params",
         "lb_version",
         "limits",
@@ -147,8 +151,11 @@ class Backend(H2Pooling):
         "name",
         "next_victim",
         "orders",
+        "retries",
         "servers",
+        "timeout_server",
         "tls",
+        "xff_header",
     )
 
     def __init__(
@@ -182,6 +189,24 @@ class Backend(H2Pooling):
         self.tls: dict[ServerRuntime, ssl.SSLContext] = {}
         # reuse_order(mode, first) for first False and True, asked once (the mode is fixed)
         self.orders = (reuse_order(self.mode, False), reuse_order(self.mode, True))
+        self.keep_alive_mode = True
+        self.httpclose = False
+        self.retries = 0
+        self.timeout_server: float | None = None
+        self.xff_header: bytes | None = None
+        self.reconfigure()
+
+    def reconfigure(self) -> None:
+        """Read what every request reads of the configuration (once: it never changes in a worker;
+        the unit tests that edit it in place call this again)."""
+        cfg = self.cfg
+        self.keep_alive_mode = cfg.http_conn_mode == "keep-alive"
+        self.httpclose = cfg.http_conn_mode == "httpclose"
+        self.retries = cfg.retries
+        self.timeout_server = cfg.timeouts.server
+        self.xff_header = cfg.forwardfor_header.encode() if cfg.forwardfor else None
+        for srv in self.servers:
+            srv.reconfigure()
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} servers={len(self.servers)} reuse={self.mode.value}>"
@@ -239,7 +264,7 @@ class Backend(H2Pooling):
         """The connection key (``server_conn_key``); computed once per server unless it depends on
         the client (``usesrc clientip``) or the request (``sni <expr>``: the value rendered for this
         request, which ``sni_for`` gives)."""
-        if srv.cfg.usesrc_clientip or sni is not None:
+        if srv.usesrc_clientip or sni is not None:
             return self.link.register(server_conn_key(self.name, srv.cfg, client_ip=client_ip, sni=sni))
         key = srv.static_key
         if key is None:
@@ -248,7 +273,7 @@ class Backend(H2Pooling):
 
     def acquisition(self, srv: ServerRuntime, session: Session, sni: str | None = None) -> Acquisition:
         key = srv.static_key  # key_for's common case, inline (once a request)
-        if key is None or srv.cfg.usesrc_clientip or sni is not None:
+        if key is None or srv.usesrc_clientip or sni is not None:
             key = self.key_for(srv, session.client_ip, sni)
         return Acquisition(srv, key, session)
 
@@ -260,7 +285,7 @@ class Backend(H2Pooling):
             if not self.link.queues.try_take(acq.server):
                 return None
             acq.has_slot = True
-            acq.t_queued = time.monotonic()
+            acq.t_queued = _monotonic()
         # The plan's lists are ``reuse_order(mode, first)``: asked directly, the hot path skips
         # the numbers only the rest of the plan needs.
         return self._local(acq, self.orders[acq.first])
@@ -277,7 +302,7 @@ class Backend(H2Pooling):
             if outcome is not Outcome.GRANTED:
                 raise AcquireError(503, "sQ" if outcome is Outcome.TIMEOUT else "SQ")
             acq.has_slot = True
-            acq.t_queued = time.monotonic()
+            acq.t_queued = _monotonic()
             if not fresh:
                 local = self._local(acq, self._plan(acq).lists)
                 if local is not None:
@@ -301,7 +326,7 @@ class Backend(H2Pooling):
                 opened = None
             if opened is not None and opened.alive:  # the server may have closed it before we could use it
                 acq.reused = False
-                acq.t_connected = time.monotonic()
+                acq.t_connected = _monotonic()
                 return self._use(acq, opened, new=True)
             link = await self._retry(acq, plan.connects - 1, timed_out)
             if link is not None:
@@ -341,7 +366,7 @@ class Backend(H2Pooling):
             if outcome is not Outcome.GRANTED:
                 raise AcquireError(503, "sQ" if outcome is Outcome.TIMEOUT else "SQ")
         acq.has_slot = True
-        acq.t_queued = time.monotonic()
+        acq.t_queued = _monotonic()
         return self._local(acq, reuse_order(self.mode, acq.first))
 
     def _plan(self, acq: Acquisition, fresh: bool = False) -> AcquirePlan:
@@ -355,7 +380,7 @@ class Backend(H2Pooling):
             stealing=link.shared and link.nworkers > 1,
             idle_total=srv.row.idle,
             local_idle=len(srv.pool),
-            pool_low_conn=srv.cfg.pool_low_conn,
+            pool_low_conn=srv.pool_low_conn,
         )
 
     def _local(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerLink | None:
@@ -372,7 +397,7 @@ class Backend(H2Pooling):
             return None
         srv.count_reuse()  # the row's R_REUSES
         acq.reused = True
-        acq.t_connected = time.monotonic()
+        acq.t_connected = _monotonic()
         return self._use(acq, conn)  # type: ignore[arg-type]  # a worker's pools hold its own connections only
 
     # -- stealing (the thief's side; the victim's is proxy.donor.Donor) --------------------
@@ -423,7 +448,7 @@ class Backend(H2Pooling):
         srv.move(conn, Acct.USED)
         srv.row.add(R_REUSES)
         acq.reused = True
-        acq.t_connected = time.monotonic()
+        acq.t_connected = _monotonic()
         return conn
 
     async def _take(
@@ -466,7 +491,7 @@ class Backend(H2Pooling):
             return None
         srv.row.add(R_REUSES)
         acq.reused = True
-        acq.t_connected = time.monotonic()
+        acq.t_connected = _monotonic()
         return conn
 
     async def _adopt(self, srv: ServerRuntime, key: ConnKey, handed: Handed) -> ServerConn | None:
@@ -612,7 +637,7 @@ class Backend(H2Pooling):
             if not session.attach_conn(conn):
                 conn.close()
             return
-        if srv.cfg.max_reuse >= 0 and conn.requests > srv.cfg.max_reuse:
+        if srv.max_reuse >= 0 and conn.requests > srv.max_reuse:
             conn.close()  # max-reuse: it was used once and reused max-reuse times
             return
         kind = kind_after_release(conn.requests)
@@ -620,20 +645,20 @@ class Backend(H2Pooling):
         idle_total = srv.idle_now()
         keep = should_keep(
             private=False,
-            purge_delay=srv.cfg.pool_purge_delay,
+            purge_delay=srv.pool_purge_delay,
             server_usable=srv.usable,
             mode=self.mode,
-            pool_max_conn=srv.cfg.pool_max_conn,
+            pool_max_conn=srv.pool_max_conn,
             idle_total=idle_total,
             worker_has_idle_of_kind=pool.holds_for(kind),
             used=srv.used_now(),
             idle=idle_total,
             est_need=srv.est_need_now(),
-            pool_low_conn=srv.cfg.pool_low_conn,
+            pool_low_conn=srv.pool_low_conn,
         )
         # The move is bounded by pool-max-conn: another worker may have taken the last place.
         to = _AC_SAFE if kind is _LK_SAFE else _AC_IDLE  # srv.pooled_state(kind)
-        if not keep or not srv.move(conn, to, srv.cfg.pool_max_conn):
+        if not keep or not srv.move(conn, to, srv.pool_max_conn):
             conn.close()
             return
         srv.park(conn, kind)

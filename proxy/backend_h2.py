@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from proxy.donor import WorkerLink
     from proxy.session import Session
 
+
+_monotonic: Final = time.monotonic  # a C static when compiled (no module attribute lookup)
 # What a stream holds as its server connection: an HTTP/1 connection, or one stream of an HTTP/2 one.
 ServerLink = ServerConn | H2Stream
 AnyConn = ServerConn | H2ServerConn
@@ -130,7 +132,7 @@ class H2Pooling:
             return None
         acq.server.row.add(R_REUSES)
         acq.reused = True
-        acq.t_connected = time.monotonic()
+        acq.t_connected = _monotonic()
         return self._use(acq, conn)
 
     async def _settled(self, conn: H2ServerConn, sock: socket.socket, deadline: float) -> None:
@@ -148,7 +150,7 @@ class H2Pooling:
         g = self.glob
         return H2ServerConn(
             srv, key, scheme=scheme, max_streams=g.h2_be_max_concurrent_streams,
-            window=g.h2_be_initial_window_size, max_reuse=srv.cfg.max_reuse,
+            window=g.h2_be_initial_window_size, max_reuse=srv.max_reuse,
         )  # fmt: skip
 
     def _finish_stream(self, acq: _Acq, st: H2Stream) -> None:
@@ -179,18 +181,18 @@ class H2Pooling:
         idle_total = row.idle
         keep = should_keep(
             private=False,
-            purge_delay=srv.cfg.pool_purge_delay,
+            purge_delay=srv.pool_purge_delay,
             server_usable=srv.usable,
             mode=self.mode,
-            pool_max_conn=srv.cfg.pool_max_conn,
+            pool_max_conn=srv.pool_max_conn,
             idle_total=idle_total,
             worker_has_idle_of_kind=srv.pool.holds_for(ListKind.SAFE),
             used=row.used,
             idle=idle_total,
             est_need=row.est_need,
-            pool_low_conn=srv.cfg.pool_low_conn,
+            pool_low_conn=srv.pool_low_conn,
         )
-        if not keep or not srv.move(conn, Acct.SAFE, srv.cfg.pool_max_conn):  # HTTP/2 counts as safe
+        if not keep or not srv.move(conn, Acct.SAFE, srv.pool_max_conn):  # HTTP/2 counts as safe
             conn.close()
             return
         srv.park(conn, ListKind.SAFE)

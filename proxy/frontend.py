@@ -39,8 +39,8 @@ def stats_stop(cfg: Proxy, head: RequestHead) -> Stop | None:
 
 class Frontend:
     __slots__ = (
-        "_answer_rules", "_sets", "backends", "cfg", "default_backend", "engine_name", "limits", "name",
-        "rules",
+        "_answer_rules", "_sets", "backends", "cfg", "default_backend", "direct", "engine_name",
+        "keep_alive_mode", "limits", "name", "rules", "unique_id_header", "xff_header",
     )  # fmt: skip
 
     def __init__(self, cfg: Proxy, backends: dict[str, Backend], engine_name: str, limits: Limits) -> None:
@@ -55,6 +55,25 @@ class Frontend:
         self.rules = [(backends[u.backend], u.cond) for u in cfg.use_backends]
         self._sets: dict[int, tuple[RuleSets, RuleSets]] = {}
         self._answer_rules: bool | None = None  # known on the first answer (rules are set by then)
+        self.keep_alive_mode = True
+        self.xff_header: bytes | None = None
+        self.unique_id_header: bytes | None = None
+        self.direct: Backend | None = None
+        self.reconfigure()
+
+    def reconfigure(self) -> None:
+        """Read what every request reads of the configuration (once: it never changes in a worker;
+        the unit tests that edit it in place call this again)."""
+        cfg = self.cfg
+        self.keep_alive_mode = cfg.http_conn_mode == "keep-alive"
+        self.xff_header = cfg.forwardfor_header.encode() if cfg.forwardfor else None
+        self.unique_id_header = cfg.unique_id_header
+        # No rule anywhere on the way to the default backend: ``route`` returns it at once.
+        d = self.default_backend
+        plain = not self.rules and not cfg.http_request and cfg.stats is None
+        self.direct = None
+        if plain and d is not None and (d.cfg is cfg or not (d.cfg.http_request or d.cfg.stats)):
+            self.direct = d
 
     def __repr__(self) -> str:
         return f"<Frontend {self.name} binds={len(self.cfg.binds)}>"
@@ -63,6 +82,8 @@ class Frontend:
         """Where a request goes: a rule's answer (``Stop``, with the backend whose rules gave it,
         if any), or a backend (None: no backend matched, answer 503). ``ctx`` makes the rules'
         context; it is called only if a rule or condition has to be evaluated."""
+        if self.direct is not None:
+            return None, self.direct
         cfg = self.cfg
         if not self.rules and not cfg.http_request and cfg.stats is None:
             backend = self.default_backend  # no rule to evaluate here: no request context to build

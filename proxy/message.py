@@ -105,9 +105,22 @@ class Data:
     data: bytes
 
 
-@dataclass(slots=True)
 class EndOfMessage:
-    trailers: Headers = field(default_factory=list)
+    """The end of a message, with its trailers (a plain class: compiled, its ``__init__`` is native
+    where a dataclass ``default_factory`` would keep one generated in Python)."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: Headers | None = None) -> None:
+        self.trailers: Headers = [] if trailers is None else trailers
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EndOfMessage) and other.trailers == self.trailers
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return f"EndOfMessage(trailers={self.trailers!r})"
 
 
 Event = RequestHead | ResponseHead | Data | EndOfMessage

@@ -62,6 +62,8 @@ if TYPE_CHECKING:
     from proxy.replies import Reply
     from proxy.sides import ClientEnv, StreamHandle
 
+
+_monotonic: Final = time.monotonic  # a C static when compiled (no module attribute lookup)
 # What takes a connection whose first bytes are the HTTP/2 preface: (transport, bytes read so far).
 Handoff = Callable[[asyncio.Transport, bytes], None]
 
@@ -105,9 +107,11 @@ class ClientConn(asyncio.Protocol):
     __slots__ = (
         "bytes_sent",
         "cfg",
+        "client_timeout",
         "corked",
         "env",
         "half_closed",
+        "httpclose",
         "inbox",
         "inbox_at",
         "last_io",
@@ -132,6 +136,7 @@ class ClientConn(asyncio.Protocol):
         "transport",
         "tunnel_timeout",
         "upgrade_held",
+        "wait_timeout",
         "write_paused",
     )
 
@@ -142,6 +147,11 @@ class ClientConn(asyncio.Protocol):
         self.sniff = sniff
         self.sniffed = b""
         self.cfg = env.cfg  # the frontend's settings, fixed for the life of the worker
+        # What every request reads of them, read once:
+        t = self.cfg.timeouts
+        self.client_timeout = t.client
+        self.wait_timeout = t.http_keep_alive or t.http_request or t.client  # between requests
+        self.httpclose = self.cfg.http_conn_mode == "httpclose"
         self.bytes_sent = 0
         self.parser = engine(env.engine_name).request_parser(env.limits)
         self.transport: asyncio.Transport | None = None
@@ -167,7 +177,7 @@ class ClientConn(asyncio.Protocol):
         self.last_io = 0.0
         self.t_wait_start = 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = 0.0  # when ``timer`` fires (time.monotonic())
+        self.timer_at = 0.0  # when ``timer`` fires (_monotonic())
         self.tunnel_timeout: float | None = None  # inactivity both ways allowed in a tunnel
         self.loop = asyncio.get_running_loop()
 
@@ -204,13 +214,13 @@ class ClientConn(asyncio.Protocol):
         else:
             self.session = Session("unix", 0, ssl)
         self.env.client_opened(self)
-        now = self.t_wait_start = self.last_io = time.monotonic()
+        now = self.t_wait_start = self.last_io = _monotonic()
         head = self._head_timeout()
         if head:
             self._want(now + head)
 
     def data_received(self, data: bytes) -> None:
-        self.last_io = time.monotonic()
+        self.last_io = _monotonic()
         phase = self.phase
         if phase is _PH_TUNNEL:
             if self.stream is not None:
@@ -297,7 +307,7 @@ class ClientConn(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self.last_io = time.monotonic()
+        self.last_io = _monotonic()
         if self.stream is not None:
             self.stream.on_client_writable(True)
 
@@ -415,7 +425,7 @@ class ClientConn(asyncio.Protocol):
         self.resp_framing = _FR_NONE
         self.stream_head = head
         stream = self.stream = self.env.open_stream(self, head, self.t_wait_start)
-        client = self.cfg.timeouts.client
+        client = self.client_timeout
         if client:
             deadline = self.last_io + client
             if self.timer is None or deadline < self.timer_at - 0.001:  # _want's test: a call only if due
@@ -451,9 +461,8 @@ class ClientConn(asyncio.Protocol):
                 self.parse_error = exc
         self.session.requests_done += 1
         self.phase = _PH_HEAD if self.inbox else _PH_IDLE  # from STREAM: legal, see _PHASES
-        now = self.t_wait_start = self.last_io = time.monotonic()
-        t = self.cfg.timeouts
-        wait = t.http_keep_alive or t.http_request or t.client  # _wait_timeout, inline
+        now = self.t_wait_start = self.last_io = _monotonic()
+        wait = self.wait_timeout
         if wait:
             deadline = now + wait
             if self.timer is None or deadline < self.timer_at - 0.001:  # _want's test
@@ -461,7 +470,7 @@ class ClientConn(asyncio.Protocol):
         self._process()
 
     def keep_alive_allowed(self) -> bool:
-        return self.cfg.http_conn_mode != "httpclose" and not self.env.stopping
+        return not self.httpclose and not self.env.stopping
 
     def local_address(self) -> tuple[str, int]:
         sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
@@ -474,7 +483,7 @@ class ClientConn(asyncio.Protocol):
         if self.transport is not None and self.phase is not Phase.CLOSED:
             self.send_reply(error_reply(status, self.cfg.errorfiles.get(status)), keep_alive=False)
             if log:  # a 408's Ta: how long the head was waited for (HAProxy's)
-                ta = int((time.monotonic() - self.t_wait_start) * 1000) if status == 408 else 0
+                ta = int((_monotonic() - self.t_wait_start) * 1000) if status == 408 else 0
                 self.env.log_error(self, status, "cR" if status == 408 else "PR", ta)
         self.close()
 
@@ -492,7 +501,7 @@ class ClientConn(asyncio.Protocol):
         keep = (
             keep_alive
             and request_done
-            and self.cfg.http_conn_mode != "httpclose"
+            and not self.httpclose
             and not self.env.stopping
         )
         framing = resp.body
@@ -572,7 +581,7 @@ class ClientConn(asyncio.Protocol):
         self._disarm()
         self.tunnel_timeout = stream.tunnel_timeout or self.cfg.timeouts.client
         if self.tunnel_timeout:
-            self._want(time.monotonic() + self.tunnel_timeout)
+            self._want(_monotonic() + self.tunnel_timeout)
         self.inbox = _NO_EVENTS
         self.inbox_at = 0
         self.upgrade_held = False
@@ -651,21 +660,20 @@ class ClientConn(asyncio.Protocol):
         return t.http_request or t.client
 
     def _wait_timeout(self) -> float | None:
-        t = self.cfg.timeouts
-        return t.http_keep_alive or t.http_request or t.client
+        return self.wait_timeout
 
     # One timer per connection, armed for the earliest deadline that may matter and re-armed only
     # when it fires (it re-reads the timestamps then) or when a sooner deadline appears: a
     # keep-alive request changes timestamps, not timers.
     def _want(self, deadline: float) -> None:
-        """Make the timer fire no later than ``deadline`` (``time.monotonic()``)."""
+        """Make the timer fire no later than ``deadline`` (``_monotonic()``)."""
         timer = self.timer
         if timer is not None:
             if deadline >= self.timer_at - 0.001:
                 return
             timer.cancel()
         self.timer_at = deadline
-        self.timer = self.loop.call_later(max(deadline - time.monotonic(), 0.0), self._on_timer)
+        self.timer = self.loop.call_later(max(deadline - _monotonic(), 0.0), self._on_timer)
 
     def deadline_hint(self, when: float) -> None:
         if self.phase is _PH_STREAM and (self.timer is None or when < self.timer_at - 0.001):  # _want's test
@@ -678,7 +686,7 @@ class ClientConn(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self.timer = None
-        now = time.monotonic()
+        now = _monotonic()
         deadline = self._expire(now)
         if deadline is not None and self.phase is not Phase.CLOSED:
             self._want(max(deadline, now + 0.001))
@@ -723,7 +731,7 @@ class ClientConn(asyncio.Protocol):
         nxt = stream.check_timeouts(now)  # timeout server: the stream's own
         if self.stream is not stream:  # it ended the stream: look again at what follows
             return self._expire(now)
-        client = self.cfg.timeouts.client
+        client = self.client_timeout
         if client:
             last = self.last_io
             if not self.write_paused:  # the client reads what we send: the server's pace is not its fault

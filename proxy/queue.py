@@ -83,7 +83,7 @@ class Queues:
     async def wait(self, srv: ServerRuntime, timeout: float | None) -> Outcome:
         """Queue for a slot; on GRANTED the caller holds one (and must ``release`` it)."""
         cell = srv.cell
-        if not cell.try_queue(srv.cfg.maxqueue):
+        if not cell.try_queue(srv.maxqueue):
             srv.row.add(R_QUEUE_FULL)
             return Outcome.FULL
         waiter = Waiter(srv.row.take_ticket(), self.loop.create_future())

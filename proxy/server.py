@@ -58,7 +58,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from proxy.config.model import Server
 from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
@@ -78,6 +78,9 @@ from proxy.shm import (
 )
 from proxy.slot_array import SlotArray
 from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
+
+if TYPE_CHECKING:
+    from proxy.logformat import LogFormat
 
 _FMAINT: Final = int(AdminState.FMAINT)
 _RUNNING: Final = int(OperState.RUNNING)
@@ -291,17 +294,24 @@ class ServerRuntime:
         "index",
         "lent",
         "maint",
+        "max_reuse",
+        "maxqueue",
         "oper_word",
         "owner_word",
         "peers",
         "pool",
+        "pool_low_conn",
+        "pool_max_conn",
+        "pool_purge_delay",
         "published",
         "queued_now",
         "row",
         "slot",
         "slots",
+        "sni_expr",
         "static_key",
         "used_now",
+        "usesrc_clientip",
         "waiters",
         "weight_word",
     )
@@ -326,6 +336,11 @@ class ServerRuntime:
         self.count_request = row.counter(R_REQUESTS)
         self.count_reuse = row.counter(R_REUSES)
         self.pool: IdlePool[Conn] = IdlePool(f"{backend_name}/{cfg.name}")
+        self.max_reuse = self.maxqueue = self.pool_low_conn = self.pool_max_conn = 0
+        self.pool_purge_delay = 0.0
+        self.sni_expr: LogFormat | None = None
+        self.usesrc_clientip = False
+        self.reconfigure()
         self.maint = cfg.disabled
         self.static_key: ConnKey | None = None  # the key of every connection, without usesrc clientip
         self.waiters: deque[Waiting] = deque()
@@ -338,6 +353,18 @@ class ServerRuntime:
         self.free: list[int] = []  # free slot indices (a heap: the lowest is used first)
         self.bell_seen = 0
         self.closing = False  # soft stop: a connection given back is closed, not pooled again
+
+    def reconfigure(self) -> None:
+        """Read what every request reads of the configuration (once: it never changes in a worker;
+        the unit tests that edit it in place call this again, through ``Backend.reconfigure``)."""
+        cfg = self.cfg
+        self.max_reuse = cfg.max_reuse
+        self.maxqueue = cfg.maxqueue
+        self.pool_low_conn = cfg.pool_low_conn
+        self.pool_max_conn = cfg.pool_max_conn
+        self.pool_purge_delay = cfg.pool_purge_delay
+        self.sni_expr = cfg.sni
+        self.usesrc_clientip = cfg.usesrc_clientip
 
     @property
     def name(self) -> str:

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from proxy.server import ServerRuntime
     from proxy.sides import ClientSide
 
+
+_monotonic: Final = time.monotonic  # a C static when compiled (no module attribute lookup)
 REPLAY_MAX: Final = 16384  # a request is replayable on a new connection if it is complete and this small
 _AUTH_PRIVATE: Final = (b"ntlm", b"negotiate")
 _IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
@@ -118,6 +120,7 @@ class Stream(StreamRules):
         "client_keep",
         "conn",
         "env",
+        "fe",
         "head",
         "interim",
         "pending",
@@ -146,10 +149,11 @@ class Stream(StreamRules):
     def __init__(self, side: ClientSide, env: Environment, head: RequestHead, t_start: float) -> None:
         self.side = side
         self.env = env
+        self.fe = env.frontend
         self.head = head
         self.phase = _PH_NEW
         self.t_start = t_start
-        self.t_head = time.monotonic()
+        self.t_head = _monotonic()
         self.t_resp = 0.0
         self.backend: Backend | None = None
         self.acq: Acquisition | None = None
@@ -206,11 +210,10 @@ class Stream(StreamRules):
 
     # -- request side ---------------------------------------------------------------------------
     def frontend(self) -> Frontend:
-        return self.env.frontend
+        return self.fe
 
     def start(self) -> None:
-        env = self.env
-        fe = env.frontend
+        fe = self.fe
         head = self.head
         if head.upgrade == b"h2c":  # never tunnel an h2c upgrade: serve the request as HTTP/1.1
             head.upgrade = None
@@ -233,8 +236,8 @@ class Stream(StreamRules):
         srv.count_request()  # the row's R_REQUESTS
         self._decide_keep_alive(backend)
         sni = None
-        if srv.cfg.sni is not None:  # ``sni <expr>``: its value is part of the connection key
-            sni = render(srv.cfg.sni, self.rule_ctx().sample).decode("latin-1") or None
+        if srv.sni_expr is not None:  # ``sni <expr>``: its value is part of the connection key
+            sni = render(srv.sni_expr, self.rule_ctx().sample).decode("latin-1") or None
         acq = self.acq = backend.acquisition(srv, session, sni)
         conn = backend.acquire_now(acq)
         if conn is not None:
@@ -244,13 +247,9 @@ class Stream(StreamRules):
         self.task = asyncio.get_running_loop().create_task(self._acquire())
 
     def _decide_keep_alive(self, backend: Backend) -> None:
-        fe_cfg = self.env.frontend.cfg
-        be_cfg = backend.cfg
-        if (
-            fe_cfg.http_conn_mode != "keep-alive" or be_cfg.http_conn_mode != "keep-alive"
-        ) and not self.head.upgrade:
+        if not (self.fe.keep_alive_mode and backend.keep_alive_mode) and not self.head.upgrade:
             self.server_keep = False
-        if be_cfg.http_conn_mode == "httpclose":
+        if backend.httpclose:
             self.client_keep = False
 
     async def _acquire(self, fresh: bool = False) -> None:
@@ -296,7 +295,7 @@ class Stream(StreamRules):
             and self.pending_len <= REPLAY_MAX
             and self.head.method in _IDEMPOTENT
             and self.backend is not None
-            and self.backend.cfg.retries > 0
+            and self.backend.retries > 0
         )
         pending = self.pending
         self.replay = (list(pending) if pending else []) if keep_replay else None
@@ -367,8 +366,8 @@ class Stream(StreamRules):
         """``timeout server`` runs from now. The stream owns no timer: its client mux's one
         deadline calls ``check_timeouts`` (the mux is told how soon, once)."""
         backend = self.backend
-        timeout = backend.cfg.timeouts.server if backend is not None else None
-        now = self.server_last_io = time.monotonic()
+        timeout = backend.timeout_server if backend is not None else None
+        now = self.server_last_io = _monotonic()
         if timeout:
             self.server_timeout = timeout
             self.side.deadline_hint(now + timeout)
@@ -393,7 +392,7 @@ class Stream(StreamRules):
 
     # -- response side (ServerPeer) -------------------------------------------------------------
     def on_server_events(self, events: list[Event]) -> None:
-        self.server_last_io = time.monotonic()
+        self.server_last_io = _monotonic()
         side = self.side
         side.cork()  # one write (one syscall) for everything these events produce
         try:
@@ -424,7 +423,7 @@ class Stream(StreamRules):
             self.side.send_interim(resp)
             return
         if self.t_resp == 0.0:
-            self.t_resp = time.monotonic()
+            self.t_resp = _monotonic()
         if status != 101:
             stop = self._response_rules(resp)
             if stop is not None:  # deny, or a failed rewrite: the server's answer is dropped
@@ -465,7 +464,7 @@ class Stream(StreamRules):
             conn.tunnel_send(early)
 
     def on_tunnel_data(self, data: bytes) -> None:
-        self.server_last_io = time.monotonic()  # the tunnel's timeout counts activity both ways
+        self.server_last_io = _monotonic()  # the tunnel's timeout counts activity both ways
         self.bytes_out += len(data)
         self.side.tunnel_send(data)
 

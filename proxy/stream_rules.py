@@ -60,14 +60,13 @@ class StreamRules:
 
     def _added_headers(self) -> Headers:
         """``option forwardfor`` and ``unique-id-header``: added after every request rule ran."""
-        fe_cfg = self.frontend().cfg
-        be_cfg = self.backend.cfg if self.backend is not None else fe_cfg
+        fe, backend = self.frontend(), self.backend
         added: Headers = []
-        if fe_cfg.forwardfor or be_cfg.forwardfor:
-            name = (fe_cfg.forwardfor_header if fe_cfg.forwardfor else be_cfg.forwardfor_header).encode()
-            added.append((name, self.side.session.client_ip.encode()))
-        if fe_cfg.unique_id_header is not None:
-            added.append((fe_cfg.unique_id_header, self.rule_ctx().sample.unique_id()))
+        xff = fe.xff_header if fe.xff_header is not None or backend is None else backend.xff_header
+        if xff is not None:
+            added.append((xff, self.side.session.client_ip.encode()))
+        if fe.unique_id_header is not None:
+            added.append((fe.unique_id_header, self.rule_ctx().sample.unique_id()))
         return added
 
     def _response_ctx(self, status: int, headers: Headers) -> RuleCtx:

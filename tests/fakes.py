@@ -593,6 +593,8 @@ class World:
         self, head: RequestHead, side: RecordingSide | None = None
     ) -> tuple[Stream, RecordingSide]:
         side = side if side is not None else RecordingSide()
+        self.frontend.reconfigure()  # the test may have edited the configuration in place
+        self.backend.reconfigure()
         stream = self.env.open_stream(side, head, time.monotonic())
         side.stream = stream
         return stream, side
