@@ -100,9 +100,21 @@ class ResponseHead:
     wire: bytes | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(slots=True)
 class Data:
-    data: bytes
+    """A piece of a message body (a plain class, like ``EndOfMessage``: a native ``__init__``)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Data) and other.data == self.data
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return f"Data(data={self.data!r})"
 
 
 class EndOfMessage:

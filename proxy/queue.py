@@ -78,7 +78,7 @@ class Queues:
         """The fast path: a free slot and nobody waiting anywhere for this server."""
         if srv.queued_now():
             return False
-        return srv.cell.try_take_slot(srv.row.maxconn)  # live: ``set maxconn server``
+        return srv.try_take_slot()  # on the live maxconn (``set maxconn server``)
 
     async def wait(self, srv: ServerRuntime, timeout: float | None) -> Outcome:
         """Queue for a slot; on GRANTED the caller holds one (and must ``release`` it)."""
@@ -134,7 +134,7 @@ class Queues:
         if not srv.queued_now():
             # Nobody waits (the common case): no cell to scan. A waiter counted just after this
             # read takes the freed slot itself (``offer`` when it queues, and its sweep).
-            srv.cell.release_slot()
+            srv.release_slot()
             return
         while True:
             oldest = self.table.oldest_waiter(srv.index)

@@ -66,6 +66,7 @@ from proxy.shm import (
     R_ADMIN_STATE,
     R_EST_NEED,
     R_IDLE,
+    R_MAXCONN,
     R_OPER_STATE,
     R_QUEUE_LEN,
     R_REQUESTS,
@@ -187,9 +188,15 @@ def _unuse_close(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = No
 
 
 def _park(safe: bool) -> _Op:
+    kind = int(safe)
+
     def op(srv: ServerRuntime, limit: int | None, slot: SlotMove | None = None) -> bool:
-        # pool-max-conn: -1 unlimited, 0 none (then the move is always refused)
-        return srv.cell.try_used_to_idle(safe, -1 if limit is None else limit)
+        # pool-max-conn: -1 unlimited, 0 none (then the move is always refused).
+        # ``ServerCell.try_used_to_idle``, frame-free (``CellCalls``): once a request.
+        if limit is None or limit < 0:
+            srv.park_calls[kind]()
+            return True
+        return srv.take_idle_word(limit, srv.park_bounded[kind], ()) is not None
 
     return op
 
@@ -214,8 +221,10 @@ def _lent(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> 
 
 
 def _reuse(safe: bool) -> _Op:
+    kind = int(safe)
+
     def op(srv: ServerRuntime, arg: int | None, slot: SlotMove | None = None) -> bool:
-        srv.cell.idle_to_used(safe)  # max_used and est_need follow the new used
+        srv.reuse_calls[kind]()  # ``ServerCell.idle_to_used``: max_used and est_need follow used
         return True
 
     return op
@@ -273,6 +282,7 @@ class Waiting(Protocol):
         ...
 
 
+_UNLIMITED: Final = 1 << 62  # a bounded add's limit for "no limit" (ServerCell._UNLIMITED)
 _NOT_PICKABLE: Final = int(AdminState.FMAINT | AdminState.FDRAIN)
 
 
@@ -295,9 +305,12 @@ class ServerRuntime:
         "lent",
         "maint",
         "max_reuse",
+        "maxconn_now",
         "maxqueue",
         "oper_word",
         "owner_word",
+        "park_bounded",
+        "park_calls",
         "peers",
         "pool",
         "pool_low_conn",
@@ -305,11 +318,16 @@ class ServerRuntime:
         "pool_purge_delay",
         "published",
         "queued_now",
+        "release_slot",
+        "reuse_calls",
         "row",
+        "served_args",
         "slot",
         "slots",
         "sni_expr",
         "static_key",
+        "take_idle_word",
+        "take_served",
         "used_now",
         "usesrc_clientip",
         "waiters",
@@ -335,6 +353,16 @@ class ServerRuntime:
         self.est_need_now = row.reader(R_EST_NEED)
         self.count_request = row.counter(R_REQUESTS)
         self.count_reuse = row.counter(R_REUSES)
+        self.maxconn_now = row.reader(R_MAXCONN)  # live: ``set maxconn server``
+        # The cell's per-request moves, frame-free (``CellCalls``; ``try_take_slot``, ``_park``...)
+        calls = cell.calls()
+        self.take_served = calls.take_served
+        self.served_args = calls.served_args
+        self.release_slot = calls.release_slot
+        self.reuse_calls = calls.reuse
+        self.park_calls = calls.park
+        self.take_idle_word = calls.take_idle
+        self.park_bounded = calls.park_bounded
         self.pool: IdlePool[Conn] = IdlePool(f"{backend_name}/{cfg.name}")
         self.max_reuse = self.maxqueue = self.pool_low_conn = self.pool_max_conn = 0
         self.pool_purge_delay = 0.0
@@ -353,6 +381,12 @@ class ServerRuntime:
         self.free: list[int] = []  # free slot indices (a heap: the lowest is used first)
         self.bell_seen = 0
         self.closing = False  # soft stop: a connection given back is closed, not pooled again
+
+    def try_take_slot(self) -> bool:
+        """A ``maxconn`` slot, never above the live ``maxconn`` (``ServerCell.try_take_slot``)."""
+        maxconn = self.maxconn_now()
+        ops, peaks = self.served_args
+        return self.take_served(maxconn if maxconn > 0 else _UNLIMITED, ops, peaks) is not None
 
     def reconfigure(self) -> None:
         """Read what every request reads of the configuration (once: it never changes in a worker;

@@ -174,7 +174,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final, Self, overload
+from typing import Any, Final, NamedTuple, Self, overload
 
 import posix_ipc
 
@@ -421,6 +421,21 @@ class ServerRow(_View):
         )
 
 
+class CellCalls(NamedTuple):
+    """The per-request moves of one cell as frame-free calls (``functools.partial`` over the
+    compiled atomics), for the compiled hot path (``ServerRuntime``): the same operations and
+    results as the ``ServerCell`` methods named, without a Python frame each. Index 0 of a pair is
+    for an unsafe idle connection, 1 for a safe one."""
+
+    take_served: Callable[[int, tuple[int, ...], tuple[int, ...]], int | None]  # try_take_slot's
+    served_args: tuple[tuple[int, ...], tuple[int, ...]]  # its ops and peaks
+    release_slot: Callable[[], int]  # release_slot
+    reuse: tuple[Callable[[], int], Callable[[], int]]  # idle_to_used(safe)
+    park: tuple[Callable[[], int], Callable[[], int]]  # try_used_to_idle(safe, -1)
+    take_idle: Callable[[int, tuple[int, ...], tuple[int, ...]], int | None]  # try_used_to_idle's
+    park_bounded: tuple[tuple[int, ...], tuple[int, ...]]  # its ops, by safe
+
+
 class ServerCell(_View):
     """Server ``index`` as seen by worker ``slot``: its cell, with the paired operations.
 
@@ -523,6 +538,23 @@ class ServerCell(_View):
         a.fetch_add(cell + cell_off, delta)
         a.fetch_add(cell, 1)
         return prev
+
+    def calls(self) -> CellCalls:
+        """This cell's per-request moves as frame-free calls (``CellCalls``)."""
+        a, ops, kinds = self._a, self._ops, self._by_kind
+        reuse = kinds["reuse"]
+        return CellCalls(
+            take_served=partial(a.bounded_add, self._base, self._row + R_SERVED),
+            served_args=(ops["served_cell"], ops["peak_served"]),
+            release_slot=partial(a.add_many, ops["release_slot"]),
+            reuse=(
+                partial(a.add_many, reuse[0], len(reuse[0]) // 2 - 3, ops["peak_used"]),
+                partial(a.add_many, reuse[1], len(reuse[1]) // 2 - 3, ops["peak_used"]),
+            ),
+            park=(partial(a.add_many, kinds["park"][0]), partial(a.add_many, kinds["park"][1])),
+            take_idle=partial(a.bounded_add, self._base, self._row + R_IDLE),
+            park_bounded=kinds["park_bounded"],
+        )
 
     def try_take_slot(self, maxconn: int) -> bool:
         """A maxconn slot: never above maxconn (0 = unlimited: always). Keeps ``max_served``.

@@ -149,4 +149,4 @@ def test_hotpath_runs_requests_in_process() -> None:
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True,
         ).stdout  # fmt: skip
         assert f"{engine}: " in out and "Python calls per request" in out
-        assert out.count("\n") == 5  # the title, three functions, the result
+        assert 2 <= out.count("\n") <= 5  # the title, up to three functions (compiled: fewer), the result

@@ -49,7 +49,9 @@ def measure(engine: str, requests: int, rounds: int, top: int) -> dict[str, floa
     from proxy.pool import ListKind
 
     timeouts = Timeouts(client=30, server=30, connect=5)
-    world = World(engine_name=engine, reuse=ReuseMode.ALWAYS, timeouts=timeouts)
+    # real_connect: the real Backend (a fake subclass would call it through mypyc glue); it never
+    # connects here: the pooled connection serves every request.
+    world = World(engine_name=engine, reuse=ReuseMode.ALWAYS, timeouts=timeouts, real_connect=True)
     env = StreamEnv(world.frontend, FakeClients(), LogSink([]), engine, Limits(), 16384)
     out: dict[str, float] = {}
 
