@@ -49,9 +49,10 @@ import enum
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from proxy.h1 import ProtocolError, engine, writer
+from proxy.h1.strict import RequestReader
 from proxy.h2 import PREFACE
 from proxy.message import Data, EndOfMessage, Event, Framing, RequestHead, ResponseHead
 from proxy.replies import error_reply
@@ -153,7 +154,8 @@ class ClientConn(asyncio.Protocol):
         self.wait_timeout = t.http_keep_alive or t.http_request or t.client  # between requests
         self.httpclose = self.cfg.http_conn_mode == "httpclose"
         self.bytes_sent = 0
-        self.parser = engine(env.engine_name).request_parser(env.limits)
+        # Every engine's parser is a ``strict.RequestReader``: typed so, its calls are native ones.
+        self.parser = cast(RequestReader, engine(env.engine_name).request_parser(env.limits))
         self.transport: asyncio.Transport | None = None
         self.session = Session("", 0)
         self.phase = Phase.IDLE

@@ -101,11 +101,15 @@ class IdlePool(Generic[C]):
         """Remove and return the most recently released connection with ``key``, trying the lists
         in ``order`` (``reuse_order``'s answer); None when none fits."""
         by_key = self._by_key
-        for kind in order:  # take_with_kind, inline: once a request
-            bucket = by_key[kind].get(key)
+        for kind in order:  # take_with_kind and _discard, inline: once a request
+            per_key = by_key[kind]
+            bucket = per_key.get(key)
             if bucket:
-                conn = next(reversed(bucket))
-                self._discard(conn, kind)
+                conn = bucket.popitem()[0]  # the last one parked (dicts pop in LIFO order)
+                if not bucket:
+                    del per_key[key]
+                del self._by_kind[kind][conn]
+                del self._order[conn]
                 return conn
         return None
 

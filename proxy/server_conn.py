@@ -31,10 +31,11 @@ import enum
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from proxy import pidfd
 from proxy.h1 import Limits, ProtocolError, engine, writer
+from proxy.h1.strict import ResponseReader
 from proxy.message import Framing, Headers, RequestHead
 from proxy.server import Acct
 from proxy.slots import make_ports
@@ -88,7 +89,8 @@ class ServerConn(asyncio.Protocol):
         self.id = _next_id
         self.server = server
         self.key = key
-        self.parser = engine(engine_name).response_parser(limits)
+        # Every engine's parser is a ``strict.ResponseReader``: typed so, its calls are native ones.
+        self.parser = cast(ResponseReader, engine(engine_name).response_parser(limits))
         self.transport: asyncio.Transport | None = None
         self.state = _ST_CONNECTING
         self.peer: ServerPeer | None = None
