@@ -21,7 +21,7 @@ import hashlib
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from proxy.h1 import Limits
 from proxy.log import notice
@@ -142,10 +142,12 @@ class Donor:
             got = srv.pool.take_with_kind(ckey, ORDERS[order])
             if got is None:
                 return None
-            if not got[0].shareable:  # TLS or HTTP/2: its state cannot leave this process
+            if not isinstance(got[0], ServerConn) or not got[0].shareable:
+                # TLS: its state cannot leave this process; HTTP/2 (h2c) moves only by
+                # ``pidfd_getfd`` with its published state (``proxy.h2_handover``), not by this channel
                 srv.pool.add(got[0], got[1])
                 return None
-            conn = cast(ServerConn, got[0])  # the shareable connections of a pool are ServerConns
+            conn = got[0]
             kind = got[1]
             if not srv.unpark(conn):
                 continue  # claimed from its slot by another worker meanwhile: lent

@@ -29,14 +29,27 @@ closes after its last stream. A stream reset by the server with REFUSED_STREAM i
 way. A connection that dies fails its streams (``on_server_closed``: 502 ``SH`` before a response
 head, a cut ``SD`` after); a protocol error fails them with ``on_server_error`` (502 ``PH``).
 
-An HTTP/2 connection is never handed to another worker (its HPACK tables, stream ids and windows
-live in this process's ``h2`` object): ``shareable`` is False, so it is pooled and reused here only.
+Sharing across workers. An idle plain-TCP HTTP/2 connection (h2c: ``shareable`` is set by the
+backend for ``proto h2`` without TLS) is lent like an HTTP/1 one: when it is parked in a lending
+worker's pool, ``lend_state`` writes its ``h2`` state (``proxy.h2_handover``: HPACK tables,
+settings, windows, stream ids, ``max-reuse`` count) into a memory file published with its slot,
+and reading is paused; a thief duplicates both descriptors, and ``restore`` continues the
+connection from that state (no preface, no SETTINGS: the server sees one connection go on). A
+connection with a stream, a partial frame, unsent bytes, or draining after GOAWAY is not lent
+(``lend_state`` is None); a TLS one never is (its TLS state cannot leave the process with
+Python's ``ssl``): ``shareable`` stays False. Connections with active streams stay with their
+worker, as HAProxy's stay with their thread. While parked and lent, a server frame (a PING, a
+GOAWAY) is not read: the next peek (a thief's, or the owner's sweep) sees bytes and the connection
+is closed like an HTTP/1 one that spoke out of turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -48,10 +61,13 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from proxy import pidfd
 from proxy.h1 import ProtocolError
+from proxy.h2_handover import BadState, Extra, NotIdle, dump, load, to_memfd
 from proxy.message import Data, EndOfMessage, Event, Framing, Headers, RequestHead
 from proxy.server import Acct
 from proxy.server_h2_msg import MessageError, request_fields, response_head, trailer_fields, trailers_in
+from proxy.slots import make_ports
 
 if TYPE_CHECKING:
     from proxy.pool import ConnKey
@@ -75,8 +91,6 @@ _next_id = 0
 
 class H2ServerConn(asyncio.Protocol):
     """One HTTP/2 connection to a server (see the module doc)."""
-
-    shareable = False  # never handed to another worker: its protocol state lives here
 
     def __init__(
         self,
@@ -120,6 +134,11 @@ class H2ServerConn(asyncio.Protocol):
         self.on_lost: Callable[[H2ServerConn], None] | None = None
         self.available = False  # on the backend's available list (the backend keeps this)
         self.settings_waiter: asyncio.Future[None] | None = None  # ``ready``
+        # May another worker take it while idle: plain TCP only (the backend sets it for h2c)
+        self.shareable = False
+        self.restored = False  # continued from another worker's state: no preface to send
+        self.reading_paused = False  # parked and lent: nothing is read until it is used again
+        self.state_fd = -1  # the memory file of the state published with its slot (``lend_state``)
 
     def __repr__(self) -> str:
         return (
@@ -182,15 +201,44 @@ class H2ServerConn(asyncio.Protocol):
     def open_stream(self) -> H2Stream:
         """A new stream (its id is allocated when its head is sent). The caller checked
         ``free_streams``."""
+        if self.reading_paused:
+            self.resume_reading()
         self.opened += 1
         self.active += 1
         return H2Stream(self)
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
+    def note_socket(self, sock: socket.socket) -> None:
+        """Record the descriptor and ports of the socket about to be wrapped (a slot records them)."""
+        self.fd = sock.fileno()
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                self.ports = make_ports(sock.getsockname()[1], sock.getpeername()[1])
+
+    def restore_from(self, data: bytes) -> bool:
+        """``restore`` from a published state's bytes; False (nothing changed) if they are not one."""
+        try:
+            conn, extra = load(data)
+        except BadState:
+            return False
+        self.restore(conn, extra)
+        return True
+
+    def restore(self, conn: h2.connection.H2Connection, extra: Extra) -> None:
+        """Continue from another worker's state (``proxy.h2_handover.load``), before wrapping."""
+        self.h2 = conn
+        self.opened = extra.opened
+        self.requests = extra.requests
+        self.got_settings = extra.got_settings
+        self.restored = True
+        self.shareable = True
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         if self.state is H2State.CONNECTING:
             self.state = H2State.OPEN
+        if self.restored:  # the preface and SETTINGS were exchanged by the worker we took it from
+            return
         h = self.h2
         h.local_settings = h2.settings.Settings(
             client=True,
@@ -332,6 +380,7 @@ class H2ServerConn(asyncio.Protocol):
         on_lost, self.on_lost = self.on_lost, None
         if on_lost is not None:  # (set after a close during the handshake too: it runs then)
             on_lost(self)
+        self.unlend()
         self._wake()
         if self.state is H2State.CLOSED:
             return
@@ -357,14 +406,76 @@ class H2ServerConn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def release_copy(self) -> None:  # Conn protocol: never lent, so never called for HTTP/2
-        self.close()
+    def release_copy(self) -> None:
+        """Close our descriptor only (another worker took the connection and goes on with it): no
+        GOAWAY, no ``shutdown``, no hook (the caller accounts)."""
+        self.on_lost = None
+        self.unlend()
+        self.state = H2State.CLOSED
+        if self.transport is not None:
+            self.transport.abort()
 
-    def pause_reading(self) -> None:  # Conn protocol: a parked HTTP/2 connection keeps reading
-        pass
+    # -- lending (proxy.server's park / unpark) ---------------------------------------------------------
+    def lend_state(self) -> int | None:
+        """The descriptor of a memory file holding this idle connection's state, for its slot
+        (kept in ``state_fd`` until ``unlend``); None when it cannot be lent now (TLS, a stream or a
+        partial frame, bytes not yet written, draining)."""
+        self.unlend()
+        transport = self.transport
+        if (
+            not self.shareable
+            or self.state is not H2State.OPEN
+            or self.active
+            or self.inbuf
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
+            return None
+        try:
+            data = dump(self.h2, Extra(self.opened, self.requests, self.got_settings))
+            self.state_fd = to_memfd(data)
+        except (NotIdle, OSError):
+            return None
+        return self.state_fd
+
+    def unlend(self) -> None:
+        """Its slot is gone (taken back, or finalized): the published state goes."""
+        fd, self.state_fd = self.state_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def pause_reading(self) -> None:
+        """Parked and lent: nothing is read (what arrives is another worker's if it takes it)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def peek_ready(self) -> bool:
-        return self.alive
+        """Fit for a stream: alive and, while reading is paused, nothing waiting to be read."""
+        if not self.alive:
+            return False
+        return not self.reading_paused or self.fd < 0 or pidfd.peek(self.fd) is pidfd.Peek.READY
+
+
+async def adopt_h2_socket(loop: asyncio.AbstractEventLoop, conn: H2ServerConn, sock: socket.socket) -> None:
+    """Wrap a connected socket taken from another worker into ``conn`` (``restore``d first). On
+    failure the socket is closed and the exception propagates."""
+    try:
+        sock.setblocking(False)
+        conn.note_socket(sock)
+        await loop.create_connection(lambda: conn, sock=sock)
+    except BaseException:
+        if conn.transport is not None:
+            conn.transport.abort()
+        else:
+            sock.close()
+        raise
 
 
 class H2Stream:
