@@ -59,6 +59,12 @@ class Table:
     def idle_per_worker(self) -> list[int]:
         return [c["idle"] for c in self.server()["cells"]]
 
+    def lent_by(self, slot: int) -> bool:
+        """One connection idle, counted in worker ``slot`` and published in its slots (the count
+        moves an instant before the publication: a worker stopped in between would lend nothing)."""
+        srv = self.server()
+        return srv["idle"] == 1 and srv["cells"][slot]["idle"] == 1 and srv["slots"][slot]["idle"] == 1
+
     def pid(self, slot: int) -> int:
         return self.table.worker(slot).pid
 
@@ -102,11 +108,14 @@ def run_sequence(make_proxy: MakeProxy, origin: Origin, server: str) -> tuple[li
             answers.append(response)
             serving = 1 - quiet
             # the answer may reach the client an instant before the worker parks its connection
-            wait_for(
-                lambda s=serving: table.idle_per_worker()[s] == 1 and table.server()["idle"] == 1,
-                timeout=20,
-                message=f"step {step}: one connection idle, in worker {serving}",
-            )
+            try:
+                wait_for(
+                    lambda s=serving: table.lent_by(s),
+                    timeout=20,
+                    message=f"step {step}: one connection idle, in worker {serving}",
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{table.server()}\n{proxy.logs()[-3000:]}") from None
             holder = serving
         srv = wait_for(
             lambda: (s := table.server())["used"] == 0 and s["cur_conns"] == s["idle"] == 1 and s,
