@@ -218,7 +218,7 @@ class H2ServerConn(asyncio.Protocol):
     def restore_from(self, data: bytes) -> bool:
         """``restore`` from a published state's bytes; False (nothing changed) if they are not one."""
         try:
-            conn, extra = load(data)
+            conn, extra = load(data, self.h2.config)
         except BadState:
             return False
         self.restore(conn, extra)

@@ -7,8 +7,8 @@ but the wire (bytes are passed by hand)."""
 
 from __future__ import annotations
 
+import marshal
 import os
-import pickle
 import struct
 from typing import Any
 
@@ -22,6 +22,7 @@ from hpack.exceptions import InvalidTableIndex
 from proxy.h2_handover import MAX_STATE, BadState, Extra, NotIdle, check_idle, dump, load, read_fd, to_memfd
 
 REQ = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"origin.test"), (b":path", b"/a")]
+CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None)
 CUSTOM = [(b"x-tenant", b"tenant-0123456789"), (b"x-trace-context", b"trace=abcdef;span=42")]
 RESP = [(b":status", b"200"), (b"x-served-by", b"origin-node-7"), (b"x-cache-key", b"k" * 40)]
 
@@ -95,7 +96,7 @@ def test_an_idle_connection_continues_after_a_round_trip_through_bytes() -> None
     assert len(before.encoder.header_table.dynamic_entries) >= 2  # our custom headers are indexed
     assert len(before.decoder.header_table.dynamic_entries) >= 2  # and the server's
     data = dump(before, Extra(opened=3, requests=3, got_settings=True))
-    restored, extra = load(data)
+    restored, extra = load(data, CONFIG)
     assert extra == Extra(3, 3, True)
     assert restored is not before
     # the state that must survive, field by field
@@ -128,7 +129,7 @@ def test_the_headers_really_depend_on_the_transferred_tables() -> None:
     server, and the server's indexed response does not decode on such a fresh one."""
     pair = Pair()
     pair.exchange()
-    restored, _ = load(dump(pair.client, Extra(1, 1, True)))
+    restored, _ = load(dump(pair.client, Extra(1, 1, True)), CONFIG)
     sid = restored.get_next_available_stream_id()
     restored.send_headers(sid, REQ + CUSTOM, end_stream=True)
     wire = restored.data_to_send()
@@ -182,10 +183,15 @@ def test_load_refuses_what_dump_did_not_write() -> None:
     good = dump(Pair().client, Extra(0, 0, True))
     for bad in (b"", b"PPH2", b"XXXX" + good[4:], good[:-1], good[:4] + b"\x09\x00" + good[6:]):
         with pytest.raises(BadState):
-            load(bad)
-    body = pickle.dumps((None, Extra(0, 0, True)))  # a well-formed pickle, not a state
-    with pytest.raises(BadState, match="not a connection"):
-        load(struct.pack("<4sHI", b"PPH2", 1, len(body)) + body)
+            load(bad, CONFIG)
+    for shape in (None, (1, 2, 3), (0,) * 22):  # well-formed marshal data, not a state
+        body = marshal.dumps(shape)
+        with pytest.raises(BadState, match="not a connection"):
+            load(struct.pack("<4sHI", b"PPH2", 2, len(body)) + body, CONFIG)
+    wrong = bytearray(good)
+    wrong[4] = 1  # an older version
+    with pytest.raises(BadState, match="v1"):
+        load(bytes(wrong), CONFIG)
 
 
 def test_memfd_round_trip_reads_from_offset_zero() -> None:
