@@ -156,7 +156,8 @@ class Conn(Protocol):
 
     def lend_state(self) -> int | None:
         """Before publishing: the descriptor of what a thief needs besides the socket (-1: nothing,
-        HTTP/1; HTTP/2: its protocol state, ``proxy.h2_handover``), or None: not lendable now."""
+        HTTP/1; HTTP/2: its protocol state, ``proxy.h2_handover``), or None: not lendable now (the
+        connection may then call ``ServerRuntime.lend`` later)."""
 
     def unlend(self) -> None:
         """Its slot is freed: drop what ``lend_state`` made."""
@@ -447,11 +448,22 @@ class ServerRuntime:
         then published (if a slot is free; else it stays ours alone). When we do not (one worker,
         ``tune.idle-pool.shared off``), it keeps reading, so that a server's close is seen at once."""
         self.pool.add(conn, kind)
-        slots = self.slots
-        if slots is None or not conn.shareable:  # not lent: it keeps reading (to see a close)
+        if self.slots is None or not conn.shareable:  # not lent: it keeps reading (to see a close)
             return
+        self._publish(conn, kind)
+
+    def lend(self, conn: Conn) -> None:
+        """Publish a pooled connection that was not lendable when parked (HTTP/2: once it has
+        stayed idle a moment, ``proxy.server_h2``); nothing if it left the pool or is published."""
+        if self.slots is None or conn.slot >= 0 or conn not in self.pool:
+            return
+        self._publish(conn, _LK_SAFE if conn.acct is _AC_SAFE else _LK_IDLE)
+
+    def _publish(self, conn: Conn, kind: ListKind) -> None:
+        slots = self.slots
+        assert slots is not None
         state_fd = conn.lend_state()  # HTTP/2: its protocol state travels with it
-        if state_fd is None:  # not lendable now (HTTP/2 with something in flight): it keeps reading
+        if state_fd is None:  # not lendable now (HTTP/2: in flight, or just parked): it keeps reading
             return
         conn.pause_reading()
         if not self.free or conn.fd < 0:
@@ -608,3 +620,4 @@ _AC_IDLE = Acct.IDLE
 _AC_SAFE = Acct.SAFE
 _AC_USED = Acct.USED
 _LK_SAFE = ListKind.SAFE
+_LK_IDLE = ListKind.IDLE

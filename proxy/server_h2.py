@@ -30,15 +30,16 @@ way. A connection that dies fails its streams (``on_server_closed``: 502 ``SH`` 
 head, a cut ``SD`` after); a protocol error fails them with ``on_server_error`` (502 ``PH``).
 
 Sharing across workers. An idle plain-TCP HTTP/2 connection (h2c: ``shareable`` is set by the
-backend for ``proto h2`` without TLS) is lent like an HTTP/1 one: when it is parked in a lending
-worker's pool, ``lend_state`` writes its ``h2`` state (``proxy.h2_handover``: HPACK tables,
-settings, windows, stream ids, ``max-reuse`` count) into a memory file published with its slot,
-and reading is paused; a thief duplicates both descriptors, and ``restore`` continues the
-connection from that state (no preface, no SETTINGS: the server sees one connection go on). A
-connection with a stream, a partial frame, unsent bytes, or draining after GOAWAY is not lent
-(``lend_state`` is None); a TLS one never is (its TLS state cannot leave the process with
-Python's ``ssl``): ``shareable`` stays False. Connections with active streams stay with their
-worker, as HAProxy's stay with their thread. While parked and lent, a server frame (a PING, a
+backend for ``proto h2`` without TLS) is lent like an HTTP/1 one: once it has stayed idle
+``LEND_AFTER`` (5 ms) in a lending worker's pool (most are used again at once, and lending costs a
+few system calls and a serialization), ``lend_state`` writes its ``h2`` state
+(``proxy.h2_handover``: HPACK tables, settings, windows, stream ids, ``max-reuse`` count) into a
+memory file published with its slot, and reading is paused; a thief duplicates both descriptors, and
+``restore`` continues the connection from that state (no preface, no SETTINGS: the server sees one
+connection go on). A connection with a stream, a partial frame, unsent bytes, or draining after
+GOAWAY is not lent (``lend_state`` is None); a TLS one never is (its TLS state cannot leave the
+process with Python's ``ssl``): ``shareable`` stays False. Connections with active streams stay with
+their worker, as HAProxy's stay with their thread. While parked and lent, a server frame (a PING, a
 GOAWAY) is not read: the next peek (a thief's, or the owner's sweep) sees bytes and the connection
 is closed like an HTTP/1 one that spoke out of turn.
 """
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
 DEFAULT_STREAMS = 100  # assumed until the server's SETTINGS say (RFC 9113 §6.5.2 recommends >= 100)
 _GOAWAY = 0x7  # the frame type
 CONN_WINDOW = 1 << 24  # our connection-level receive window: the per-stream windows bound memory
+LEND_AFTER = 0.005  # seconds an h2c connection stays idle in its pool before it is lent to others
 
 
 class H2State(enum.Enum):
@@ -139,6 +141,9 @@ class H2ServerConn(asyncio.Protocol):
         self.restored = False  # continued from another worker's state: no preface to send
         self.reading_paused = False  # parked and lent: nothing is read until it is used again
         self.state_fd = -1  # the memory file of the state published with its slot (``lend_state``)
+        self.loop: asyncio.AbstractEventLoop | None = None  # (for the lending timer)
+        self.lend_timer: asyncio.TimerHandle | None = None  # armed when parked: ``_lend_later``
+        self.lend_due = False  # idle for LEND_AFTER: ``lend_state`` may publish it now
 
     def __repr__(self) -> str:
         return (
@@ -203,6 +208,10 @@ class H2ServerConn(asyncio.Protocol):
         ``free_streams``."""
         if self.reading_paused:
             self.resume_reading()
+        if self.lend_timer is not None:
+            self.lend_timer.cancel()
+            self.lend_timer = None
+        self.lend_due = False
         self.opened += 1
         self.active += 1
         return H2Stream(self)
@@ -235,6 +244,8 @@ class H2ServerConn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        with contextlib.suppress(RuntimeError):  # (a test may make it outside a running loop)
+            self.loop = asyncio.get_running_loop()
         if self.state is H2State.CONNECTING:
             self.state = H2State.OPEN
         if self.restored:  # the preface and SETTINGS were exchanged by the worker we took it from
@@ -381,6 +392,9 @@ class H2ServerConn(asyncio.Protocol):
         if on_lost is not None:  # (set after a close during the handshake too: it runs then)
             on_lost(self)
         self.unlend()
+        if self.lend_timer is not None:
+            self.lend_timer.cancel()
+            self.lend_timer = None
         self._wake()
         if self.state is H2State.CLOSED:
             return
@@ -422,6 +436,8 @@ class H2ServerConn(asyncio.Protocol):
         partial frame, bytes not yet written, draining)."""
         self.unlend()
         transport = self.transport
+        if self.lend_timer is not None:
+            return None  # parked a moment ago: the timer lends it
         if (
             not self.shareable
             or self.state is not H2State.OPEN
@@ -432,12 +448,24 @@ class H2ServerConn(asyncio.Protocol):
             or transport.get_write_buffer_size()
         ):
             return None
+        if not self.lend_due and self.loop is not None:
+            # Just parked: most connections are used again at once, here. Lent only if it stays
+            # idle LEND_AFTER: the cost of its state (and of pausing, publishing, peeking) is then
+            # paid by the few that wait, not by every stream that ends.
+            self.lend_timer = self.loop.call_later(LEND_AFTER, self._lend_later)
+            return None
         try:
             data = dump(self.h2, Extra(self.opened, self.requests, self.got_settings))
             self.state_fd = to_memfd(data)
         except (NotIdle, OSError):
             return None
         return self.state_fd
+
+    def _lend_later(self) -> None:
+        self.lend_timer = None
+        if self.alive and not self.active:
+            self.lend_due = True
+            self.server.lend(self)
 
     def unlend(self) -> None:
         """Its slot is gone (taken back, or finalized): the published state goes."""

@@ -170,11 +170,15 @@ class Lab:
     def finish(self, st: H2Stream) -> None:
         st.detach()
 
-    def park(self, conn: H2ServerConn) -> None:
-        """What ``Backend._finish_stream`` does with a connection whose last stream ended."""
+    def park(self, conn: H2ServerConn, *, lent: bool = True) -> None:
+        """What ``Backend._finish_stream`` does with a connection whose last stream ended; then
+        (``lent``) wait until it is published (it is, once idle ``LEND_AFTER``)."""
         conn.make_idle()
         assert self.owner.move(conn, Acct.SAFE, -1)
         self.owner.park(conn, ListKind.SAFE)
+        assert conn.slot == -1 and conn.state_fd == -1  # not at once
+        if lent:
+            self.until(lambda: conn.slot >= 0, "the connection lent")
 
     def gauges(self) -> dict[str, Any]:
         s = self.table.snapshot()["servers"][0]
@@ -259,12 +263,28 @@ def test_the_owner_reusing_its_connection_takes_the_slot_back(lab: Lab) -> None:
     assert body(peer) == b"body-3" and conn.transport is not None and conn.transport.is_reading()
 
 
+def test_a_connection_used_again_at_once_is_never_serialized(lab: Lab) -> None:
+    """Parked, then taken by this worker's next request before ``LEND_AFTER``: never published,
+    never paused, no state written (the cost of lending is paid only by connections that wait)."""
+    conn = lab.connect()
+    lab.exchange(conn)
+    lab.park(conn, lent=False)
+    assert conn.lend_timer is not None
+    assert lab.owner.take_idle(lab.key, (ListKind.SAFE,)) is conn
+    peer = lab.exchange(conn)
+    assert conn.lend_timer is None and conn.slot == -1 and conn.state_fd == -1 and body(peer) == b"body-3"
+    assert conn.transport is not None and conn.transport.is_reading()
+    lab.park(conn)  # idle this time: lent after the delay
+    assert conn.slot == 0 and conn.state_fd >= 0
+
+
 def test_a_tls_connection_is_never_lent(lab: Lab) -> None:
     """TLS state cannot leave the process (Python's ``ssl``): ``shareable`` stays False, the
     connection is pooled unpublished and keeps reading (to see GOAWAY or a close at once)."""
     conn = lab.connect(shareable=False)
     lab.exchange(conn)
-    lab.park(conn)
+    lab.park(conn, lent=False)
+    lab.until(lambda: True, "a loop turn")
     assert conn.slot == -1 and conn.state_fd == -1 and lab.table.slots(0, 0).offers() == []
     assert conn.transport is not None and conn.transport.is_reading()
     assert conn in lab.owner.pool
@@ -275,13 +295,13 @@ def test_nothing_in_flight_travels(lab: Lab) -> None:
     conn = lab.connect()
     lab.exchange(conn)
     conn.inbuf = b"\x00\x00"  # the start of a frame
-    lab.park(conn)
+    lab.park(conn, lent=False)
     assert conn.slot == -1 and conn.state_fd == -1 and conn.transport is not None
     assert conn.transport.is_reading()
     assert lab.owner.take_idle(lab.key, (ListKind.SAFE,)) is conn
     conn.inbuf = b""
     conn.h2.ping(b"12345678")  # queued in h2, not flushed
-    lab.park(conn)
+    lab.park(conn, lent=False)
     assert conn.slot == -1 and conn.state_fd == -1
 
 
