@@ -569,7 +569,9 @@ class Backend(H2Pooling):
             return cast(AnyConn, proto)
         if cfg.proto == "h2":
             h2c = self._h2(srv, acq.key, b"http")
-            h2c.shareable = True  # plain TCP: lent to other workers while idle, with its state
+            # Plain TCP: lent to other workers while idle, with its state, where they take it with
+            # pidfd_getfd (the SCM_RIGHTS channel carries a descriptor only: never an HTTP/2 one)
+            h2c.shareable = self.link.thief is not None
             h2c.note_socket(sock)
             await self.loop.create_connection(lambda: h2c, sock=sock)
             await self._settled(h2c, sock, deadline)
