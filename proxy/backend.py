@@ -479,7 +479,11 @@ class Backend(H2Pooling):
         acq.t_connected = time.monotonic()
         return conn
 
-    async def _adopt(self, srv: ServerRuntime, key: ConnKey, handed: Handed) -> ServerConn | None:
+    async def _adopt(self, srv: ServerRuntime, key: ConnKey, handed: Handed) -> AnyConn | None:
+        """The connection a victim handed over the channel, wrapped (HTTP/2: continued from the
+        state that came with it)."""
+        if handed.state_fd >= 0:
+            return await adopt(self.loop, self._h2(srv, key, b"http"), handed)
         return await adopt(self.loop, ServerConn(srv, key, self.engine_name, self.limits), handed)
 
     # -- connecting ---------------------------------------------------------------------------
@@ -569,9 +573,7 @@ class Backend(H2Pooling):
             return cast(AnyConn, proto)
         if cfg.proto == "h2":
             h2c = self._h2(srv, acq.key, b"http")
-            # Plain TCP: lent to other workers while idle, with its state, where they take it with
-            # pidfd_getfd (the SCM_RIGHTS channel carries a descriptor only: never an HTTP/2 one)
-            h2c.shareable = self.link.thief is not None
+            h2c.shareable = True  # plain TCP: lent to other workers while idle, with its state
             h2c.note_socket(sock)
             await self.loop.create_connection(lambda: h2c, sock=sock)
             await self._settled(h2c, sock, deadline)

@@ -36,12 +36,14 @@ few system calls and a serialization), ``lend_state`` writes its ``h2`` state
 (``proxy.h2_handover``: HPACK tables, settings, windows, stream ids, ``max-reuse`` count) into a
 memory file published with its slot, and reading is paused; a thief duplicates both descriptors, and
 ``restore`` continues the connection from that state (no preface, no SETTINGS: the server sees one
-connection go on). A connection with a stream, a partial frame, unsent bytes, or draining after
-GOAWAY is not lent (``lend_state`` is None); a TLS one never is (its TLS state cannot leave the
-process with Python's ``ssl``): ``shareable`` stays False. Connections with active streams stay with
-their worker, as HAProxy's stay with their thread. While parked and lent, a server frame (a PING, a
-GOAWAY) is not read: the next peek (a thief's, or the owner's sweep) sees bytes and the connection
-is closed like an HTTP/1 one that spoke out of turn.
+connection go on); where workers steal over the channel instead, ``detach_socket`` gives the socket
+and the state file together (one GIVE datagram, ``proxy.takeover``). A connection with a stream, a
+partial frame, unsent bytes, or draining after GOAWAY is not lent (``lend_state`` is None); a TLS
+one never is (its TLS state cannot leave the process with Python's ``ssl``): ``shareable`` stays
+False. Connections with active streams stay with their worker, as HAProxy's stay with their thread.
+While parked and lent, a server frame (a PING, a GOAWAY) is not read: the next peek (a thief's, or
+the owner's sweep) sees bytes and the connection is closed like an HTTP/1 one that spoke out of
+turn.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ import h2.settings
 
 from proxy import pidfd
 from proxy.h1 import ProtocolError
-from proxy.h2_handover import BadState, Extra, NotIdle, dump, load, to_memfd
+from proxy.h2_handover import BadState, Extra, NotIdle, check_idle, dump, load, read_fd, to_memfd
 from proxy.message import Data, EndOfMessage, Event, Framing, Headers, RequestHead
 from proxy.server import Acct
 from proxy.server_h2_msg import MessageError, request_fields, response_head, trailer_fields, trailers_in
@@ -223,6 +225,16 @@ class H2ServerConn(asyncio.Protocol):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 self.ports = make_ports(sock.getsockname()[1], sock.getpeername()[1])
+
+    def restore_from_fd(self, state_fd: int) -> bool:
+        """``restore_from`` the memory file ``state_fd`` (closed here, whatever happens)."""
+        try:
+            data = read_fd(state_fd)
+        except (OSError, BadState):
+            return False
+        finally:
+            os.close(state_fd)
+        return self.restore_from(data)
 
     def restore_from(self, data: bytes) -> bool:
         """``restore`` from a published state's bytes; False (nothing changed) if they are not one."""
@@ -425,6 +437,9 @@ class H2ServerConn(asyncio.Protocol):
         GOAWAY, no ``shutdown``, no hook (the caller accounts)."""
         self.on_lost = None
         self.unlend()
+        if self.lend_timer is not None:
+            self.lend_timer.cancel()
+            self.lend_timer = None
         self.state = H2State.CLOSED
         if self.transport is not None:
             self.transport.abort()
@@ -435,9 +450,27 @@ class H2ServerConn(asyncio.Protocol):
         (kept in ``state_fd`` until ``unlend``); None when it cannot be lent now (TLS, a stream or a
         partial frame, bytes not yet written, draining)."""
         self.unlend()
-        transport = self.transport
         if self.lend_timer is not None:
             return None  # parked a moment ago: the timer lends it
+        if not self.lendable:
+            return None
+        if not self.lend_due and self.loop is not None:
+            # Just parked: most connections are used again at once, here. Lent only if it stays
+            # idle LEND_AFTER: the cost of its state (and of pausing, publishing, peeking) is then
+            # paid by the few that wait, not by every stream that ends.
+            self.lend_timer = self.loop.call_later(LEND_AFTER, self._lend_later)
+            return None
+        try:
+            self.state_fd = self._state_file()
+        except (NotIdle, OSError):
+            return None
+        return self.state_fd
+
+    @property
+    def lendable(self) -> bool:
+        """Idle and fit to travel: h2c, open, no stream, no partial frame, nothing left to write
+        (neither in the transport nor in ``h2``: ``proxy.h2_handover.check_idle``)."""
+        transport = self.transport
         if (
             not self.shareable
             or self.state is not H2State.OPEN
@@ -447,19 +480,32 @@ class H2ServerConn(asyncio.Protocol):
             or transport.is_closing()
             or transport.get_write_buffer_size()
         ):
-            return None
-        if not self.lend_due and self.loop is not None:
-            # Just parked: most connections are used again at once, here. Lent only if it stays
-            # idle LEND_AFTER: the cost of its state (and of pausing, publishing, peeking) is then
-            # paid by the few that wait, not by every stream that ends.
-            self.lend_timer = self.loop.call_later(LEND_AFTER, self._lend_later)
-            return None
+            return False
         try:
-            data = dump(self.h2, Extra(self.opened, self.requests, self.got_settings))
-            self.state_fd = to_memfd(data)
-        except (NotIdle, OSError):
-            return None
-        return self.state_fd
+            check_idle(self.h2)
+        except NotIdle:
+            return False
+        return True
+
+    def _state_file(self) -> int:
+        return to_memfd(dump(self.h2, Extra(self.opened, self.requests, self.got_settings)))
+
+    def detach_socket(self) -> tuple[int, int]:
+        """The channel's hand-over (``proxy.donor``): ``(duplicate of the socket, memory file of
+        the state)``, both for the caller to send and close; our copy is closed without GOAWAY and
+        no hook runs (the caller accounts). Raises ``NotIdle`` or ``OSError`` (nothing changed)."""
+        transport = self.transport
+        if not self.lendable or transport is None:
+            raise NotIdle("not an idle h2c connection")
+        state_fd = self._state_file()
+        try:
+            fd = socket.dup(transport.get_extra_info("socket").fileno())
+        except BaseException:
+            os.close(state_fd)
+            raise
+        transport.pause_reading()
+        self.release_copy()
+        return fd, state_fd
 
     def _lend_later(self) -> None:
         self.lend_timer = None

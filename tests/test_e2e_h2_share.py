@@ -7,16 +7,19 @@ other one holds an idle one: the stopped worker cannot accept, so the request la
 which has nothing of its own and takes the stopped worker's parked connection from its slot
 (``pidfd_getfd`` works on a stopped process). The origin must see ONE connection carry every
 stream in sequence (the HTTP/2 state went on: HPACK tables, stream ids), every answer right, and the
-shared table count the takeovers. Over TLS the same sequence opens a second connection: a TLS
-connection never leaves its worker.
+shared table count the takeovers (with ``pidfd_getfd``, and over the SCM_RIGHTS channel where the
+holder, resumed once the other worker accepted the client, answers). Over TLS the same sequence
+opens a second connection: a TLS connection never leaves its worker.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +30,7 @@ import pytest
 from harness import MakeProxy, Origin, Proxy, Response, free_port, http_get, proxy_config, wait_for
 
 from proxy import pidfd
-from proxy.shm import ShmTable, WorkerState, backend_name, read_header
+from proxy.shm import F_CUR_CONNS, ShmTable, WorkerState, backend_name, read_header
 from tools.shmdump import find_newest
 
 pytestmark = [
@@ -136,6 +139,56 @@ def test_an_idle_h2c_connection_serves_the_other_worker(make_proxy: MakeProxy) -
     assert stats["connections"] == 1 and stats["h2_connections"] == 1, stats
     assert [a.headers["x-conn-id"] for a in answers] == ["1", "1", "1"]
     assert [a.headers["x-req-seq"] for a in answers] == ["1", "2", "3"]  # streams 1, 3, 5 of one connection
+    assert srv["connects"] == 1 and srv["takeovers_given"] == 2, srv
+    assert [c["takeovers_taken"] for c in srv["cells"]] == [1, 1], srv["cells"]
+
+
+def echo_accepted_first(port: int, table: Table, holder: int) -> Response:
+    """One request that the worker *not* holding the idle connection serves while the holder runs:
+    the holder is stopped only until the client connection is accepted (by the other worker),
+    then resumed before the request is sent, so that it can answer a steal over the channel."""
+    serving = 1 - holder
+    front = table.table.front_index("fe")
+    cur = table.table.front_cell(front, serving) + F_CUR_CONNS
+    with stopped(table.pid(holder)):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        wait_for(lambda: table.table.atomics.load(cur) == 1, timeout=20, message="accepted")
+    with sock:
+        head = f"GET /echo HTTP/1.1\r\nHost: origin\r\nX-Tenant: {TENANT}\r\nConnection: close\r\n\r\n"
+        sock.sendall(head.encode())
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        response = Response(resp.status, resp.headers, resp.read())
+    assert response.status == 200, response
+    got = json.loads(response.body)
+    assert {name.lower(): value for name, value in got["headers"]}["x-tenant"] == TENANT
+    return response
+
+
+def test_over_the_channel_too(make_proxy: MakeProxy) -> None:
+    """Where ``pidfd_getfd`` is refused (forced: ``POOLPROXY_STEAL=channel``), the holder gives
+    the connection and its state over the SCM_RIGHTS channel (one datagram, two descriptors)."""
+    with Origin(args=["--h2"]) as origin:
+        port = free_port()
+        server = "proto h2 pool-purge-delay 1h"
+        config = proxy_config(port, origin.port, nbthread=2, reuse="always", server=server)
+        proxy = make_proxy(config, ports=[port], workers=2, env={"POOLPROXY_STEAL": "channel"})
+        table = Table(proxy)
+        try:
+            assert proxy.logs().count("stealing idle connections with channel") == 2, proxy.logs()[-2000:]
+            with stopped(table.pid(1)):
+                first, _ = echo(port)  # worker 0 connects
+            wait_for(lambda: table.lent_by(0), timeout=20, message="worker 0's connection lent")
+            answers = [first]
+            for holder in (0, 1):
+                answers.append(echo_accepted_first(port, table, holder))
+                wait_for(lambda h=holder: table.lent_by(1 - h), timeout=20, message=f"lent by {1 - holder}")
+            srv = table.server()
+        finally:
+            table.table.close()
+        stats = origin.stats()
+    assert stats["connections"] == 1, stats
+    assert [a.headers["x-req-seq"] for a in answers] == ["1", "2", "3"]
     assert srv["connects"] == 1 and srv["takeovers_given"] == 2, srv
     assert [c["takeovers_taken"] for c in srv["cells"]] == [1, 1], srv["cells"]
 

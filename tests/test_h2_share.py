@@ -28,7 +28,7 @@ import uvloop
 from proxy import pidfd
 from proxy import slots as sl
 from proxy.config.model import Cap, Config, Proxy, Server
-from proxy.donor import ORDERS, Donor, WorkerLink, key_id
+from proxy.donor import ORDERS, Donor, WorkerLink, adopt, key_id
 from proxy.h1 import Limits
 from proxy.message import Data, EndOfMessage, Event, RequestHead, ResponseHead
 from proxy.pool import ListKind, key_hash, server_conn_key
@@ -36,6 +36,7 @@ from proxy.server import Acct, ServerRuntime, SlotMove
 from proxy.server_h2 import H2ServerConn, H2Stream, adopt_h2_socket
 from proxy.shm import ShmTable, WorkerState
 from proxy.steal import Thief
+from proxy.takeover import Handed
 
 pytestmark = pytest.mark.skipif(pidfd.probe(os.getpid(), 0) is not None, reason="pidfd_getfd refused here")
 
@@ -322,14 +323,43 @@ def test_bytes_from_the_server_while_parked_refuse_the_takeover(lab: Lab) -> Non
     thief.close()
 
 
-def test_the_channel_never_gives_an_http2_connection(lab: Lab) -> None:
-    """The SCM_RIGHTS channel (where ``pidfd_getfd`` is refused) carries a descriptor only: an
-    HTTP/2 connection stays with its owner there."""
+def test_the_channel_gives_an_http2_connection_with_its_state(lab: Lab) -> None:
+    """Where workers steal over the SCM_RIGHTS channel (``pidfd_getfd`` refused), the victim's
+    ``give_idle`` detaches the socket and writes the state (one GIVE, two descriptors); the thief
+    continues the connection from it, as from a published slot."""
     conn = lab.connect()
+    lab.exchange(conn)
     lab.exchange(conn)
     lab.park(conn)
     link = WorkerLink(0, 2, lab.loop)
     link.register(lab.key)
     donor = Donor(link, {0: lab.owner}, "llhttp", Limits(), lambda *a: None)
+    got = donor.give_idle(0, key_id(lab.key), ORDERS.index((ListKind.SAFE,)))
+    assert got is not None
+    fd, reqs, kind, state_fd = got
+    assert reqs == 2 and kind == 1 and state_fd >= 0
+    assert not conn.alive and conn not in lab.owner.pool and lab.owner.published == {}
+    donor.handed_over(0, 1, sent=True)  # what the channel does once the datagram left
+    assert lab.gauges() == {"cur_conns": 1, "idle": 0, "safe": 0, "used": 0}
+    handed = Handed(fd, 0, reqs, kind, state_fd)
+    taken = lab.loop.run_until_complete(adopt(lab.loop, H2ServerConn(lab.other, lab.key), handed))
+    assert taken is not None and taken.acct is Acct.COUNTED and taken.requests == 2
+    assert lab.other.move(taken, Acct.USED)
+    peer = lab.exchange(taken, tenant=b"via-the-channel")
+    assert dict(peer.head.headers)[b"x-echo-tenant"] == b"via-the-channel" and body(peer) == b"body-5"
+    origin = lab.origins[0]
+    assert not origin.of(h2.events.ConnectionTerminated) and not origin.eof
+    assert lab.gauges() == {"cur_conns": 1, "idle": 0, "safe": 0, "used": 1}
+    taken.close()
+
+
+def test_the_channel_keeps_an_http2_connection_with_something_in_flight(lab: Lab) -> None:
+    conn = lab.connect()
+    lab.exchange(conn)
+    lab.park(conn)
+    conn.h2.ping(b"12345678")  # a frame not written yet: its state cannot travel
+    link = WorkerLink(0, 2, lab.loop)
+    link.register(lab.key)
+    donor = Donor(link, {0: lab.owner}, "llhttp", Limits(), lambda *a: None)
     assert donor.give_idle(0, key_id(lab.key), ORDERS.index((ListKind.SAFE,))) is None
-    assert conn in lab.owner.pool and conn.alive
+    assert conn in lab.owner.pool and conn.alive and conn.slot >= 0
