@@ -60,7 +60,7 @@ from proxy.queue import Outcome
 from proxy.retry import next_retry
 from proxy.server import Accounted, Acct, ServerRuntime, SlotMove
 from proxy.server_conn import ServerConn, State, adopt_socket
-from proxy.server_h2 import H2ServerConn, H2Stream
+from proxy.server_h2 import H2ServerConn, H2Stream, adopt_h2_socket
 from proxy.server_tls import client_context, open_tls
 from proxy.shm import (
     R_CONNECT_ERRORS,
@@ -311,7 +311,7 @@ class Backend(H2Pooling):
         if plan.steal:
             stolen = await self._steal(acq, plan.lists)
             if stolen is not None:
-                return stolen
+                return self._use(acq, stolen)  # HTTP/2 (h2c): a stream of it
         while True:
             if not fresh:
                 shared = await self._join(acq)
@@ -401,7 +401,7 @@ class Backend(H2Pooling):
         return self._use(acq, conn)  # type: ignore[arg-type]  # a worker's pools hold its own connections only
 
     # -- stealing (the thief's side; the victim's is proxy.donor.Donor) --------------------
-    async def _steal(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> ServerConn | None:
+    async def _steal(self, acq: Acquisition, lists: tuple[ListKind, ...]) -> AnyConn | None:
         """Another worker's idle connection of our key: taken from its slots (``proxy.steal``), or
         where ``pidfd_getfd`` is refused, asked for over the channel within one deadline."""
         srv = acq.server
@@ -453,9 +453,10 @@ class Backend(H2Pooling):
 
     async def _take(
         self, acq: Acquisition, victims: list[int], lists: tuple[ListKind, ...]
-    ) -> ServerConn | None:
+    ) -> AnyConn | None:
         """Claim, duplicate, verify, take (``Thief.steal``), then count and wrap: no message to
-        the victim, no deadline."""
+        the victim, no deadline. An HTTP/2 (h2c) connection continues from the state its owner
+        published (``proxy.h2_handover``)."""
         srv = acq.server
         thief = self.link.thief
         assert thief is not None
@@ -467,7 +468,16 @@ class Backend(H2Pooling):
             return None
         sock = claim.sock
         assert sock is not None
-        conn = ServerConn(srv, acq.key, self.engine_name, self.limits)
+        conn: AnyConn
+        if claim.state is None:
+            conn = ServerConn(srv, acq.key, self.engine_name, self.limits)
+        else:
+            conn = self._h2(srv, acq.key, b"http")
+            if not conn.restore_from(claim.state):  # not a state we can continue: the owner's still
+                sock.close()
+                claim.slots.release(claim.index, claim.tag)
+                srv.row.add(R_TAKEOVERS_FAILED)
+                return None
         # NONE → USED through the slot: CLAIMED → TAKEN and the counts move in one bracket
         through = SlotMove(claim.slots, claim.index, claim.tag, claim.record.safe)
         if not srv.move(conn, Acct.USED, slot=through):
@@ -479,7 +489,10 @@ class Backend(H2Pooling):
         conn.ports = make_ports(claim.record.local_port, claim.record.peer_port)
         conn.on_lost = srv.lost
         try:
-            await adopt_socket(self.loop, conn, sock)
+            if isinstance(conn, ServerConn):
+                await adopt_socket(self.loop, conn, sock)
+            else:
+                await adopt_h2_socket(self.loop, conn, sock)
         except OSError:
             conn.close()  # uncounted by its hook
             return None
@@ -494,7 +507,11 @@ class Backend(H2Pooling):
         acq.t_connected = _monotonic()
         return conn
 
-    async def _adopt(self, srv: ServerRuntime, key: ConnKey, handed: Handed) -> ServerConn | None:
+    async def _adopt(self, srv: ServerRuntime, key: ConnKey, handed: Handed) -> AnyConn | None:
+        """The connection a victim handed over the channel, wrapped (HTTP/2: continued from the
+        state that came with it)."""
+        if handed.state_fd >= 0:
+            return await adopt(self.loop, self._h2(srv, key, b"http"), handed)
         return await adopt(self.loop, ServerConn(srv, key, self.engine_name, self.limits), handed)
 
     # -- connecting ---------------------------------------------------------------------------
@@ -561,7 +578,8 @@ class Backend(H2Pooling):
     async def _wrap(self, acq: Acquisition, sock: socket.socket, deadline: float) -> AnyConn:
         """The protocol object on a connected socket: TLS first for ``ssl`` (ALPN picks HTTP/2 or
         HTTP/1; without an answer, ``proto`` does), else HTTP/2 with prior knowledge for ``proto
-        h2``, else HTTP/1. Only a plain HTTP/1 connection may later move to another worker."""
+        h2``, else HTTP/1. Only a plain-TCP connection (HTTP/1, or h2c while idle) may later move
+        to another worker; a TLS one never does."""
         srv = acq.server
         cfg = srv.cfg
         if cfg.ssl:
@@ -583,6 +601,8 @@ class Backend(H2Pooling):
             return cast(AnyConn, proto)
         if cfg.proto == "h2":
             h2c = self._h2(srv, acq.key, b"http")
+            h2c.shareable = True  # plain TCP: lent to other workers while idle, with its state
+            h2c.note_socket(sock)
             await self.loop.create_connection(lambda: h2c, sock=sock)
             await self._settled(h2c, sock, deadline)
             return h2c

@@ -11,7 +11,10 @@ master imports no HTTP code (DESIGN.md §2).
 Contract of a hand-over (the victim): the connection leaves our pool, our loop and our counts
 *before* its descriptor is sent; our copy is then closed without ``shutdown()``, so the thief's copy
 stays connected; its share of ``cur_conns`` moves to the thief's cell once the datagram left
-(``ServerRuntime.hand_over``), or is dropped if it could not be sent.
+(``ServerRuntime.hand_over``), or is dropped if it could not be sent. An idle h2c connection goes
+with its HTTP/2 state (``H2ServerConn.detach_socket``: a memory file, ``proxy.h2_handover``) as a
+second descriptor, and ``adopt`` continues it from that state; one with anything in flight, and a
+TLS one, stays here.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import hashlib
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar
 
 from proxy.h1 import Limits
+from proxy.h2_handover import NotIdle
 from proxy.log import notice
 from proxy.pool import ConnKey, ListKind, worker_share
 from proxy.server import Acct, ServerRuntime
 from proxy.server_conn import ServerConn, adopt_socket
+from proxy.server_h2 import H2ServerConn, adopt_h2_socket
 from proxy.shm import R_PURGED
 from proxy.takeover import Channel, Handed
 
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
     from proxy.queue import Queues
     from proxy.steal import Thief
 
+
+AdoptedConn = TypeVar("AdoptedConn", ServerConn, H2ServerConn)
 
 # The order of lists a thief asks for travels as one byte: the index of ``reuse_order``'s answer here.
 ORDERS: tuple[tuple[ListKind, ...], ...] = (
@@ -83,15 +90,24 @@ class WorkerLink:
         return key
 
 
-async def adopt(loop: asyncio.AbstractEventLoop, conn: ServerConn, handed: Handed) -> ServerConn | None:
-    """Wrap a descriptor received from another worker into ``conn`` (a new, unattached connection).
+async def adopt(loop: asyncio.AbstractEventLoop, conn: AdoptedConn, handed: Handed) -> AdoptedConn | None:
+    """Wrap a descriptor received from another worker into ``conn`` (a new, unattached connection:
+    an ``H2ServerConn`` when ``handed`` carries an HTTP/2 state, continued from it).
 
     The victim moved its share of ``cur_conns`` to our cell with the descriptor, so the connection
-    arrives COUNTED; on failure it is uncounted and None returned (a cancellation propagates)."""
+    arrives COUNTED; on failure it is uncounted and None returned (a cancellation propagates).
+    Every descriptor in ``handed`` is ours to close, whatever happens."""
     srv = conn.server
     srv.adopt(conn)
-    conn.requests = handed.reqs
     conn.on_lost = srv.lost
+    if isinstance(conn, H2ServerConn):
+        if handed.state_fd < 0 or not conn.restore_from_fd(handed.state_fd):
+            os.close(handed.fd)
+            conn.close()  # never connected: the hook uncounts it
+            return None
+    elif handed.state_fd >= 0:
+        os.close(handed.state_fd)
+    conn.requests = handed.reqs
     try:
         sock = socket.socket(fileno=handed.fd)
     except OSError:
@@ -99,7 +115,10 @@ async def adopt(loop: asyncio.AbstractEventLoop, conn: ServerConn, handed: Hande
         conn.close()
         return None
     try:
-        await adopt_socket(loop, conn, sock)
+        if isinstance(conn, H2ServerConn):
+            await adopt_h2_socket(loop, conn, sock)
+        else:
+            await adopt_socket(loop, conn, sock)
     except BaseException as exc:  # OSError, or the stream gave up (cancelled) meanwhile
         conn.close()
         if isinstance(exc, OSError):
@@ -130,9 +149,9 @@ class Donor:
         self.engine_name = engine_name
         self.limits = limits
         self._slot_granted = slot_granted
-        self._leaving: ServerConn | None = None  # between give_idle and handed_over
+        self._leaving: ServerConn | H2ServerConn | None = None  # between give_idle and handed_over
 
-    def give_idle(self, server: int, key: int, order: int) -> tuple[int, int, int] | None:
+    def give_idle(self, server: int, key: int, order: int) -> tuple[int, int, int, int] | None:
         srv = self.servers.get(server)
         ckey = self.link.keys.get(key)
         if srv is None or ckey is None or not 0 <= order < len(ORDERS):
@@ -142,11 +161,15 @@ class Donor:
             got = srv.pool.take_with_kind(ckey, ORDERS[order])
             if got is None:
                 return None
-            if not got[0].shareable:  # TLS or HTTP/2: its state cannot leave this process
-                srv.pool.add(got[0], got[1])
-                return None
-            conn = cast(ServerConn, got[0])  # the shareable connections of a pool are ServerConns
+            conn = got[0]
             kind = got[1]
+            if not isinstance(conn, ServerConn | H2ServerConn) or not conn.shareable or (
+                isinstance(conn, H2ServerConn) and not conn.lendable
+            ):
+                # TLS: its state cannot leave this process (nor can an HTTP/2 connection's with
+                # something in flight): it stays ours, untouched
+                srv.pool.add(conn, kind)
+                return None
             if not srv.unpark(conn):
                 continue  # claimed from its slot by another worker meanwhile: lent
             if conn.alive and conn.peek_ready():
@@ -154,14 +177,17 @@ class Donor:
             conn.close()  # its hook uncounts it (it already left the pool)
         srv.move(conn, Acct.COUNTED)  # no longer idle here; cur_conns moves in handed_over
         try:
-            fd = conn.detach_socket()
-        except (OSError, AttributeError):
+            if isinstance(conn, H2ServerConn):
+                fd, state_fd = conn.detach_socket()  # and its HTTP/2 state (``proxy.h2_handover``)
+            else:
+                fd, state_fd = conn.detach_socket(), -1
+        except (OSError, AttributeError, NotIdle):
             conn.close()
             srv.uncount(conn)
             return None
         srv.cell.takeover_given()
         self._leaving = conn
-        return fd, conn.requests, 1 if kind is ListKind.SAFE else 0
+        return fd, conn.requests, 1 if kind is ListKind.SAFE else 0, state_fd
 
     def handed_over(self, server: int, thief: int, sent: bool) -> None:
         """After ``give_idle``: the connection's share of cur_conns goes to the thief, or, if the
@@ -215,8 +241,12 @@ class Donor:
             os.close(handed.fd)
             return
         key = srv.static_key
-        if key is None or srv.cfg.usesrc_clientip or self.link.stopping:
-            os.close(handed.fd)  # we cannot tell its key here: do not guess
+        if key is None or srv.cfg.usesrc_clientip or self.link.stopping or handed.state_fd >= 0:
+            # We cannot tell its key here (do not guess), or it is HTTP/2 (its settings are the
+            # backend's): closed. (Our copy is the only one left: the server sees the close.)
+            os.close(handed.fd)
+            if handed.state_fd >= 0:
+                os.close(handed.state_fd)
             srv.cell.conn_closed()  # the victim moved its count to us
             return
         link = self.link

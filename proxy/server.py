@@ -39,11 +39,13 @@ cell's half of its count dropped, the slot EMPTY).
 handshake's ALPN answer decides between HTTP/1 and HTTP/2) to that object, no counter moving.
 
 Lending (the owner's side of ``proxy.slots``). When this worker lends (``lend_from``: several
-workers, ``tune.idle-pool.shared on``), a pooled connection that is ``shareable`` (plain HTTP/1:
-never a TLS or HTTP/2 one, whose protocol state lives in this process) has reading paused (so
-nothing meant for a thief can be read here) and is published in one of this worker's slots for the
-server. Before the owner reuses or closes a published connection it takes the slot back (``unpark``: its own
-claim); if another worker claimed it first, the connection leaves the pool for ``lent`` and is not
+workers, ``tune.idle-pool.shared on``), a pooled connection that is ``shareable`` (plain TCP,
+HTTP/1 or h2c: never a TLS one, whose protocol state cannot leave this process) has reading paused
+(so nothing meant for a thief can be read here) and is published in one of this worker's slots for
+the server; an HTTP/2 one only when idle, with its protocol state (``Conn.lend_state``: a memory
+file whose descriptor the slot records beside the socket's, ``proxy.h2_handover``).
+Before the owner reuses or closes a published connection it takes the slot back (``unpark``: its
+own claim); if another worker claimed it first, the connection leaves the pool for ``lent`` and is not
 touched again until its slot says what became of it: TAKEN (``settle`` finalizes: our copy closed
 without ``shutdown()``, our count dropped) or IDLE again (the claimer gave it back: into the pool
 again). ``settle`` runs when the slot array's bell rang, on every pool operation, and from the
@@ -78,7 +80,7 @@ from proxy.shm import (
     ServerCell,
 )
 from proxy.slot_array import SlotArray
-from proxy.slots import SlotState, claimer_of, discarded, make_meta, state_of
+from proxy.slots import PROTO_H1, PROTO_H2, SlotState, claimer_of, discarded, make_meta, state_of
 
 if TYPE_CHECKING:
     from proxy.logformat import LogFormat
@@ -151,6 +153,14 @@ class Conn(Protocol):
 
     def peek_ready(self) -> bool:
         """Nothing to read and not closed by the server: fit for a request (nothing is consumed)."""
+
+    def lend_state(self) -> int | None:
+        """Before publishing: the descriptor of what a thief needs besides the socket (-1: nothing,
+        HTTP/1; HTTP/2: its protocol state, ``proxy.h2_handover``), or None: not lendable now (the
+        connection may then call ``ServerRuntime.lend`` later)."""
+
+    def unlend(self) -> None:
+        """Its slot is freed: drop what ``lend_state`` made."""
 
 
 # A move's counter operation: (server runtime, limit, slot) -> done. ``limit`` bounds the two bounded
@@ -497,17 +507,33 @@ class ServerRuntime:
         then published (if a slot is free; else it stays ours alone). When we do not (one worker,
         ``tune.idle-pool.shared off``), it keeps reading, so that a server's close is seen at once."""
         self.pool.add(conn, kind)
+        if self.slots is None or not conn.shareable:  # not lent: it keeps reading (to see a close)
+            return
+        self._publish(conn, kind)
+
+    def lend(self, conn: Conn) -> None:
+        """Publish a pooled connection that was not lendable when parked (HTTP/2: once it has
+        stayed idle a moment, ``proxy.server_h2``); nothing if it left the pool or is published."""
+        if self.slots is None or conn.slot >= 0 or conn not in self.pool:
+            return
+        self._publish(conn, _LK_SAFE if conn.acct is _AC_SAFE else _LK_IDLE)
+
+    def _publish(self, conn: Conn, kind: ListKind) -> None:
         slots = self.slots
-        if slots is None or not conn.shareable:  # not lent: it keeps reading (to see a close)
+        assert slots is not None
+        state_fd = conn.lend_state()  # HTTP/2: its protocol state travels with it
+        if state_fd is None:  # not lendable now (HTTP/2: in flight, or just parked): it keeps reading
             return
         conn.pause_reading()
         if not self.free or conn.fd < 0:
+            conn.unlend()
             return
         k = heapq.heappop(self.free)
+        proto = PROTO_H1 if state_fd < 0 else PROTO_H2
         conn.slot_tag = slots.publish(
             k, owner=self.owner_word, fd=conn.fd, conn_id=conn.id, ports=conn.ports,
-            meta=make_meta(safe=kind is _LK_SAFE, reqs=conn.requests), key_hash=key_hash(conn.key),
-            idle_since_ns=int(conn.idle_since * 1e9),
+            meta=make_meta(safe=kind is _LK_SAFE, reqs=conn.requests, proto=proto),
+            key_hash=key_hash(conn.key), idle_since_ns=int(conn.idle_since * 1e9), state_fd=state_fd,
         )  # fmt: skip
         conn.slot = k
         self.published[k] = conn
@@ -531,6 +557,7 @@ class ServerRuntime:
         conn.slot = -1
         del self.published[k]
         heapq.heappush(self.free, k)
+        conn.unlend()
 
     def settle_if_rung(self) -> int:
         """``settle`` when a thief or the master changed one of our slots since we last looked."""
@@ -652,3 +679,4 @@ _AC_IDLE: Final = Acct.IDLE
 _AC_SAFE: Final = Acct.SAFE
 _AC_USED: Final = Acct.USED
 _LK_SAFE: Final = ListKind.SAFE
+_LK_IDLE: Final = ListKind.IDLE

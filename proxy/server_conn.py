@@ -309,6 +309,13 @@ class ServerConn(asyncio.Protocol):
         """Nothing to read and not closed by the server (``MSG_PEEK``: nothing is consumed)."""
         return self.fd < 0 or pidfd.peek(self.fd) is pidfd.Peek.READY
 
+    def lend_state(self) -> int | None:
+        """Lending: an HTTP/1 connection is its socket alone (``proxy.server.Conn``)."""
+        return -1
+
+    def unlend(self) -> None:
+        """Lending: nothing was made beside the socket."""
+
     def detach_socket(self) -> int:
         """Stop using the connection without closing the socket: returns a duplicate of its
         descriptor (for another worker) and drops ours. No hook runs; the caller accounts."""

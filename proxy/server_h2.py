@@ -29,14 +29,30 @@ closes after its last stream. A stream reset by the server with REFUSED_STREAM i
 way. A connection that dies fails its streams (``on_server_closed``: 502 ``SH`` before a response
 head, a cut ``SD`` after); a protocol error fails them with ``on_server_error`` (502 ``PH``).
 
-An HTTP/2 connection is never handed to another worker (its HPACK tables, stream ids and windows
-live in this process's ``h2`` object): ``shareable`` is False, so it is pooled and reused here only.
+Sharing across workers. An idle plain-TCP HTTP/2 connection (h2c: ``shareable`` is set by the
+backend for ``proto h2`` without TLS) is lent like an HTTP/1 one: once it has stayed idle
+``LEND_AFTER`` (5 ms) in a lending worker's pool (most are used again at once, and lending costs a
+few system calls and a serialization), ``lend_state`` writes its ``h2`` state
+(``proxy.h2_handover``: HPACK tables, settings, windows, stream ids, ``max-reuse`` count) into a
+memory file published with its slot, and reading is paused; a thief duplicates both descriptors, and
+``restore`` continues the connection from that state (no preface, no SETTINGS: the server sees one
+connection go on); where workers steal over the channel instead, ``detach_socket`` gives the socket
+and the state file together (one GIVE datagram, ``proxy.takeover``). A connection with a stream, a
+partial frame, unsent bytes, or draining after GOAWAY is not lent (``lend_state`` is None); a TLS
+one never is (its TLS state cannot leave the process with Python's ``ssl``): ``shareable`` stays
+False. Connections with active streams stay with their worker, as HAProxy's stay with their thread.
+While parked and lent, a server frame (a PING, a GOAWAY) is not read: the next peek (a thief's, or
+the owner's sweep) sees bytes and the connection is closed like an HTTP/1 one that spoke out of
+turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -48,10 +64,13 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from proxy import pidfd
 from proxy.h1 import ProtocolError
+from proxy.h2_handover import BadState, Extra, NotIdle, check_idle, dump, load, read_fd, to_memfd
 from proxy.message import Data, EndOfMessage, Event, Framing, Headers, RequestHead
 from proxy.server import Acct
 from proxy.server_h2_msg import MessageError, request_fields, response_head, trailer_fields, trailers_in
+from proxy.slots import make_ports
 
 if TYPE_CHECKING:
     from proxy.pool import ConnKey
@@ -61,6 +80,7 @@ if TYPE_CHECKING:
 DEFAULT_STREAMS = 100  # assumed until the server's SETTINGS say (RFC 9113 §6.5.2 recommends >= 100)
 _GOAWAY = 0x7  # the frame type
 CONN_WINDOW = 1 << 24  # our connection-level receive window: the per-stream windows bound memory
+LEND_AFTER = 0.005  # seconds an h2c connection stays idle in its pool before it is lent to others
 
 
 class H2State(enum.Enum):
@@ -75,8 +95,6 @@ _next_id = 0
 
 class H2ServerConn(asyncio.Protocol):
     """One HTTP/2 connection to a server (see the module doc)."""
-
-    shareable = False  # never handed to another worker: its protocol state lives here
 
     def __init__(
         self,
@@ -120,6 +138,14 @@ class H2ServerConn(asyncio.Protocol):
         self.on_lost: Callable[[H2ServerConn], None] | None = None
         self.available = False  # on the backend's available list (the backend keeps this)
         self.settings_waiter: asyncio.Future[None] | None = None  # ``ready``
+        # May another worker take it while idle: plain TCP only (the backend sets it for h2c)
+        self.shareable = False
+        self.restored = False  # continued from another worker's state: no preface to send
+        self.reading_paused = False  # parked and lent: nothing is read until it is used again
+        self.state_fd = -1  # the memory file of the state published with its slot (``lend_state``)
+        self.loop: asyncio.AbstractEventLoop | None = None  # (for the lending timer)
+        self.lend_timer: asyncio.TimerHandle | None = None  # armed when parked: ``_lend_later``
+        self.lend_due = False  # idle for LEND_AFTER: ``lend_state`` may publish it now
 
     def __repr__(self) -> str:
         return (
@@ -182,15 +208,60 @@ class H2ServerConn(asyncio.Protocol):
     def open_stream(self) -> H2Stream:
         """A new stream (its id is allocated when its head is sent). The caller checked
         ``free_streams``."""
+        if self.reading_paused:
+            self.resume_reading()
+        if self.lend_timer is not None:
+            self.lend_timer.cancel()
+            self.lend_timer = None
+        self.lend_due = False
         self.opened += 1
         self.active += 1
         return H2Stream(self)
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
+    def note_socket(self, sock: socket.socket) -> None:
+        """Record the descriptor and ports of the socket about to be wrapped (a slot records them)."""
+        self.fd = sock.fileno()
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                self.ports = make_ports(sock.getsockname()[1], sock.getpeername()[1])
+
+    def restore_from_fd(self, state_fd: int) -> bool:
+        """``restore_from`` the memory file ``state_fd`` (closed here, whatever happens)."""
+        try:
+            data = read_fd(state_fd)
+        except (OSError, BadState):
+            return False
+        finally:
+            os.close(state_fd)
+        return self.restore_from(data)
+
+    def restore_from(self, data: bytes) -> bool:
+        """``restore`` from a published state's bytes; False (nothing changed) if they are not one."""
+        try:
+            conn, extra = load(data, self.h2.config)
+        except BadState:
+            return False
+        self.restore(conn, extra)
+        return True
+
+    def restore(self, conn: h2.connection.H2Connection, extra: Extra) -> None:
+        """Continue from another worker's state (``proxy.h2_handover.load``), before wrapping."""
+        self.h2 = conn
+        self.opened = extra.opened
+        self.requests = extra.requests
+        self.got_settings = extra.got_settings
+        self.restored = True
+        self.shareable = True
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        with contextlib.suppress(RuntimeError):  # (a test may make it outside a running loop)
+            self.loop = asyncio.get_running_loop()
         if self.state is H2State.CONNECTING:
             self.state = H2State.OPEN
+        if self.restored:  # the preface and SETTINGS were exchanged by the worker we took it from
+            return
         h = self.h2
         h.local_settings = h2.settings.Settings(
             client=True,
@@ -332,6 +403,10 @@ class H2ServerConn(asyncio.Protocol):
         on_lost, self.on_lost = self.on_lost, None
         if on_lost is not None:  # (set after a close during the handshake too: it runs then)
             on_lost(self)
+        self.unlend()
+        if self.lend_timer is not None:
+            self.lend_timer.cancel()
+            self.lend_timer = None
         self._wake()
         if self.state is H2State.CLOSED:
             return
@@ -357,14 +432,124 @@ class H2ServerConn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def release_copy(self) -> None:  # Conn protocol: never lent, so never called for HTTP/2
-        self.close()
+    def release_copy(self) -> None:
+        """Close our descriptor only (another worker took the connection and goes on with it): no
+        GOAWAY, no ``shutdown``, no hook (the caller accounts)."""
+        self.on_lost = None
+        self.unlend()
+        if self.lend_timer is not None:
+            self.lend_timer.cancel()
+            self.lend_timer = None
+        self.state = H2State.CLOSED
+        if self.transport is not None:
+            self.transport.abort()
 
-    def pause_reading(self) -> None:  # Conn protocol: a parked HTTP/2 connection keeps reading
-        pass
+    # -- lending (proxy.server's park / unpark) ---------------------------------------------------------
+    def lend_state(self) -> int | None:
+        """The descriptor of a memory file holding this idle connection's state, for its slot
+        (kept in ``state_fd`` until ``unlend``); None when it cannot be lent now (TLS, a stream or a
+        partial frame, bytes not yet written, draining)."""
+        self.unlend()
+        if self.lend_timer is not None:
+            return None  # parked a moment ago: the timer lends it
+        if not self.lendable:
+            return None
+        if not self.lend_due and self.loop is not None:
+            # Just parked: most connections are used again at once, here. Lent only if it stays
+            # idle LEND_AFTER: the cost of its state (and of pausing, publishing, peeking) is then
+            # paid by the few that wait, not by every stream that ends.
+            self.lend_timer = self.loop.call_later(LEND_AFTER, self._lend_later)
+            return None
+        try:
+            self.state_fd = self._state_file()
+        except (NotIdle, OSError):
+            return None
+        return self.state_fd
+
+    @property
+    def lendable(self) -> bool:
+        """Idle and fit to travel: h2c, open, no stream, no partial frame, nothing left to write
+        (neither in the transport nor in ``h2``: ``proxy.h2_handover.check_idle``)."""
+        transport = self.transport
+        if (
+            not self.shareable
+            or self.state is not H2State.OPEN
+            or self.active
+            or self.inbuf
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
+            return False
+        try:
+            check_idle(self.h2)
+        except NotIdle:
+            return False
+        return True
+
+    def _state_file(self) -> int:
+        return to_memfd(dump(self.h2, Extra(self.opened, self.requests, self.got_settings)))
+
+    def detach_socket(self) -> tuple[int, int]:
+        """The channel's hand-over (``proxy.donor``): ``(duplicate of the socket, memory file of
+        the state)``, both for the caller to send and close; our copy is closed without GOAWAY and
+        no hook runs (the caller accounts). Raises ``NotIdle`` or ``OSError`` (nothing changed)."""
+        transport = self.transport
+        if not self.lendable or transport is None:
+            raise NotIdle("not an idle h2c connection")
+        state_fd = self._state_file()
+        try:
+            fd = socket.dup(transport.get_extra_info("socket").fileno())
+        except BaseException:
+            os.close(state_fd)
+            raise
+        transport.pause_reading()
+        self.release_copy()
+        return fd, state_fd
+
+    def _lend_later(self) -> None:
+        self.lend_timer = None
+        if self.alive and not self.active:
+            self.lend_due = True
+            self.server.lend(self)
+
+    def unlend(self) -> None:
+        """Its slot is gone (taken back, or finalized): the published state goes."""
+        fd, self.state_fd = self.state_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def pause_reading(self) -> None:
+        """Parked and lent: nothing is read (what arrives is another worker's if it takes it)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def peek_ready(self) -> bool:
-        return self.alive
+        """Fit for a stream: alive and, while reading is paused, nothing waiting to be read."""
+        if not self.alive:
+            return False
+        return not self.reading_paused or self.fd < 0 or pidfd.peek(self.fd) is pidfd.Peek.READY
+
+
+async def adopt_h2_socket(loop: asyncio.AbstractEventLoop, conn: H2ServerConn, sock: socket.socket) -> None:
+    """Wrap a connected socket taken from another worker into ``conn`` (``restore``d first). On
+    failure the socket is closed and the exception propagates."""
+    try:
+        sock.setblocking(False)
+        conn.note_socket(sock)
+        await loop.create_connection(lambda: conn, sock=sock)
+    except BaseException:
+        if conn.transport is not None:
+            conn.transport.abort()
+        else:
+            sock.close()
+        raise
 
 
 class H2Stream:

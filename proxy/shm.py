@@ -146,7 +146,8 @@ Layout (LAYOUT_VERSION 3)
                  hrsp_other   10 denied_req   11 bad_req   12..15 zero (only its worker writes a cell;
                  ``reconcile_worker`` zeroes a dead worker's cur_conns; the totals stay)
     slot:        0 tag (proxy.slots: state, discard, claimer, version)   1 owner (slot << 32 |
-                 incarnation)   2 fd (the owner's descriptor number)   3 conn_id (the owner's)
+                 incarnation)   2 fd (the owner's descriptor number; bits 32-63: an HTTP/2
+                 connection's state descriptor plus one, or nothing)   3 conn_id (the owner's)
                  4 ports (local << 16 | peer)   5 meta (safe: bit 0, protocol: bits 8-15,
                  requests served: bits 16-47)   6 key (the connection key's 63-bit hash)
                  7 idle_since (CLOCK_MONOTONIC ns)

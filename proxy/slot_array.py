@@ -25,6 +25,7 @@ NSLOTS: Final = 128  # default slots per (server, worker): idle connections beyo
 # slot array header offsets, and slot record offsets (proxy.slots: the tag word and the packing)
 A_BELL, A_HIGH = 0, 8
 S_TAG, S_OWNER, S_FD, S_CONN_ID, S_PORTS, S_META, S_KEY, S_IDLE_SINCE = range(0, 64, 8)
+_FD_MASK: Final = 0xFFFFFFFF  # the fd word: the socket's descriptor, and above it state_fd + 1
 
 
 class SlotRecord(NamedTuple):
@@ -42,6 +43,7 @@ class SlotRecord(NamedTuple):
     reqs: int
     key_hash: int
     idle_since_ns: int
+    state_fd: int = -1  # HTTP/2: the owner's descriptor of the connection's state (-1: none)
 
 
 # A thief's view of one published slot, for ``pool_policy.steal_candidates``:
@@ -106,15 +108,17 @@ class SlotArray:
     # -- the owner ------------------------------------------------------------------------------
     def publish(
         self, k: int, *, owner: int, fd: int, conn_id: int, ports: int, meta: int, key_hash: int,
-        idle_since_ns: int,
+        idle_since_ns: int, state_fd: int = -1,
     ) -> int:  # fmt: skip
         """Write the record of EMPTY slot ``k``, then its tag IDLE (version + 1). Returns the tag.
-        ``owner`` is ``slots.make_owner(slot, incarnation)``."""
+        ``owner`` is ``slots.make_owner(slot, incarnation)``; ``state_fd`` (HTTP/2: the descriptor
+        of the connection's state) shares the fd word: its low half is ``fd``, its high half
+        ``state_fd + 1``."""
         a, off = self._a, self.tag_off(k)
         tag = a.load(off)
         sl.check_move(sl.state_of(tag), SlotState.IDLE, sl.Actor.OWNER)
         a.store(off + S_OWNER, owner)
-        a.store(off + S_FD, fd)
+        a.store(off + S_FD, (fd & _FD_MASK) | ((state_fd + 1) << 32))
         a.store(off + S_CONN_ID, conn_id)
         a.store(off + S_PORTS, ports)
         a.store(off + S_META, meta)
@@ -168,9 +172,11 @@ class SlotArray:
         owner, meta, ports = a.load(off + S_OWNER), a.load(off + S_META), a.load(off + S_PORTS)
         oslot, inc = sl.split_owner(owner)
         local, peer = sl.split_ports(ports)
+        fds = a.load(off + S_FD)
         return SlotRecord(
-            oslot, inc, a.load(off + S_FD), a.load(off + S_CONN_ID), local, peer, sl.meta_safe(meta),
+            oslot, inc, fds & _FD_MASK, a.load(off + S_CONN_ID), local, peer, sl.meta_safe(meta),
             sl.meta_proto(meta), sl.meta_reqs(meta), a.load(off + S_KEY), a.load(off + S_IDLE_SINCE),
+            (fds >> 32) - 1,
         )  # fmt: skip
 
     def release(self, k: int, ctag: int) -> bool:

@@ -155,6 +155,7 @@ def describe(tag: int) -> str:
 
 # -- the meta word: kind, protocol, requests served -------------------------------------------------
 PROTO_H1: Final = 1
+PROTO_H2: Final = 2  # h2c: the slot also records the descriptor of its state (``proxy.h2_handover``)
 
 
 def make_meta(*, safe: bool, reqs: int, proto: int = PROTO_H1) -> int:

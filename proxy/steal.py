@@ -10,6 +10,8 @@ which counter)::
             └ getfd      pidfd_getfd(victim's pidfd, recorded fd)   refused → release, next
             └ verify     our duplicate's local/peer ports = the recorded ones   else → release, next
             └ peek       MSG_PEEK: EOF, bytes or error → TAKEN(discard), next (the owner closes it)
+            └ state      HTTP/2 only: pidfd_getfd of its state file (``proxy.h2_handover``), read
+                         whole; refused or unreadable → release, next
 
 The caller then takes the slot and counts the connection in one step (``ServerRuntime.move(conn,
 USED, slot=...)``: CLAIMED → TAKEN(us), the row's half of the owner's count dropped, ours added,
@@ -32,6 +34,7 @@ import socket
 from dataclasses import dataclass
 
 from proxy import pidfd
+from proxy.h2_handover import BadState, read_fd
 from proxy.pool_policy import ListKind, steal_candidates
 from proxy.shm import R_TAKEOVERS_ASKED, R_TAKEOVERS_FAILED, ShmTable, WorkerState
 from proxy.slot_array import SlotArray, SlotRecord
@@ -48,6 +51,7 @@ class Claim:
     tag: int  # the claimed tag
     record: SlotRecord
     sock: socket.socket | None = None  # our duplicate, once fetched and verified
+    state: bytes | None = None  # HTTP/2: the connection's state (``proxy.h2_handover``), once fetched
 
 
 class Thief:
@@ -138,8 +142,30 @@ class Thief:
             cell.take_slot(claim.slots, claim.index, claim.tag, rec.safe, discard=True)
             self.discarded += 1
             return False
+        if rec.state_fd >= 0:  # HTTP/2: its protocol state too, or the connection stays the owner's
+            state = self._state(pfd, rec.state_fd) if pfd is not None else None
+            if state is None:
+                sock.close()
+                claim.slots.release(claim.index, claim.tag)
+                row.add(R_TAKEOVERS_FAILED)
+                return False
+            claim.state = state
         claim.sock = sock
         return True
+
+    @staticmethod
+    def _state(pfd: int, target_fd: int) -> bytes | None:
+        """The owner's HTTP/2 state file, read through our duplicate of its descriptor."""
+        try:
+            fd = pidfd.getfd(pfd, target_fd)
+        except OSError:
+            return None
+        try:
+            return read_fd(fd)
+        except (OSError, BadState):
+            return None
+        finally:
+            os.close(fd)
 
     def _pidfd(self, victim: int, incarnation: int) -> int | None:
         """A pidfd of the worker in slot ``victim`` if it is the ``incarnation`` that published;

@@ -14,6 +14,9 @@ Takeover (stealing), thief T, victim V::
     T ◀─ GIVE(seq, server, reqs, kind)+fd ── V   (taken out of V's loop and counters *before* the
     T ◀─ NONE(seq) ──────────────────────── V    send; V then drops its own copy without shutdown)
 
+An HTTP/2 connection travels with a second descriptor in the same GIVE: a memory file holding its
+protocol state (``proxy.h2_handover``), closed by the sender once sent, read whole by the receiver.
+
 The thief waits for the answer at most ``deadline`` seconds (stealing must never cost more than a
 connect would) and then opens a connection itself. An answer arriving after the deadline is not
 lost: a GIVE'n descriptor is handed to ``on_late_fd`` (the worker pools it as its own idle
@@ -38,6 +41,7 @@ from typing import Protocol
 # kind byte, then: seq u32, server u32, key u64, order u8, reqs u32, idle u32, n u32
 _MSG = struct.Struct("<cIIQBIII")
 ASK, GIVE, NONE, SLOT, KILL, PURGE = b"A", b"G", b"N", b"S", b"K", b"P"
+_ANC_SPACE = socket.CMSG_SPACE(2 * array.array("i").itemsize)  # a GIVE carries up to two descriptors
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +87,16 @@ class Handed:
     server: int
     reqs: int
     kind: int  # 0 = idle (unsafe), 1 = safe
+    state_fd: int = -1  # HTTP/2: the memory file of its state (``proxy.h2_handover``); -1: HTTP/1
 
 
 class Victim(Protocol):
     """What the channel asks of its worker."""
 
-    def give_idle(self, server: int, key: int, order: int) -> tuple[int, int, int] | None:
-        """Detach an idle connection and return ``(dup'd fd, reqs, kind)``; None if nothing fits.
-        The worker closes its own copy once the channel has sent the duplicate."""
+    def give_idle(self, server: int, key: int, order: int) -> tuple[int, int, int, int] | None:
+        """Detach an idle connection and return ``(dup'd fd, reqs, kind, state fd)`` (state fd: an
+        HTTP/2 connection's state, ``proxy.h2_handover``, else -1); None if nothing fits. The
+        channel closes both descriptors once it has sent them."""
 
     def handed_over(self, server: int, thief: int, sent: bool) -> None:
         """After give_idle: whether the descriptor left for ``thief`` (the connection is its now)."""
@@ -148,14 +154,14 @@ class Channel:
     def send(self, slot: int, msg: Message) -> bool:
         return self._send(slot, msg)
 
-    def _send(self, slot: int, msg: Message, fd: int | None = None) -> bool:
+    def _send(self, slot: int, msg: Message, fds: list[int] | None = None) -> bool:
         try:
-            if fd is None:
+            if not fds:
                 self.sock.sendto(msg.encode(), slot_address(self.base, slot))
             else:
                 self.sock.sendmsg(
                     [msg.encode()],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))],
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
                     0,
                     slot_address(self.base, slot),
                 )
@@ -167,7 +173,7 @@ class Channel:
     def _on_readable(self) -> None:
         for _ in range(64):
             try:
-                data, ancdata, _flags, addr = self.sock.recvmsg(_MSG.size, socket.CMSG_SPACE(4))
+                data, ancdata, _flags, addr = self.sock.recvmsg(_MSG.size, _ANC_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -186,8 +192,8 @@ class Channel:
         elif kind == GIVE:
             if not fds:
                 return
-            handed = Handed(fds[0], msg.server, msg.reqs, msg.order)
-            for extra in fds[1:]:
+            handed = Handed(fds[0], msg.server, msg.reqs, msg.order, fds[1] if len(fds) > 1 else -1)
+            for extra in fds[2:]:
                 os.close(extra)
             fut = self.waiting.pop(msg.seq, None)
             if fut is not None and not fut.done():
@@ -215,16 +221,20 @@ class Channel:
         if got is None:
             self._send(thief, Message(NONE, seq=msg.seq))
             return
-        fd, reqs, kind = got
+        fd, reqs, kind, state_fd = got
         sent = False
         try:
             sent = self._send(
-                thief, Message(GIVE, seq=msg.seq, server=msg.server, reqs=reqs, order=kind), fd=fd
+                thief,
+                Message(GIVE, seq=msg.seq, server=msg.server, reqs=reqs, order=kind),
+                fds=[fd] if state_fd < 0 else [fd, state_fd],
             )
             if sent:
                 self.given += 1
         finally:
-            os.close(fd)  # the duplicate travels in the datagram; our copy goes now
+            os.close(fd)  # the duplicates travel in the datagram; our copies go now
+            if state_fd >= 0:
+                os.close(state_fd)
             self.worker.handed_over(msg.server, thief, sent)
 
 

@@ -60,6 +60,7 @@ CORE = [
     "proxy.master_cli",
     "proxy.daemon",
     "proxy.server_h2_msg",
+    "proxy.h2_handover",
     "proxy.h2",
     "proxy.h2.translate",
     "proxy.h2.guard",

@@ -475,8 +475,11 @@ def test_goaway_on_a_pooled_connection_closes_it(make_world: Callable[..., World
     assert (g["conns"], g["idle"], g["safe"]) == (0, 0, 0)
 
 
-def test_a_pooled_http2_connection_is_never_published_nor_given(make_world: Callable[..., World]) -> None:
-    """Its HPACK tables, stream ids and windows live in this process: no other worker takes it."""
+def test_an_unshareable_http2_connection_is_never_published_nor_given(
+    make_world: Callable[..., World],
+) -> None:
+    """A connection not marked ``shareable`` (TLS: its state cannot leave this process) stays with
+    its worker; plain h2c is lent with its state (``tests/test_h2_share.py``)."""
     w, be = h2_world(make_world, reuse=ReuseMode.ALWAYS)
     acq, st = take(w, be, Session("10.0.0.1", 1))
     answer(be, st, Peer())

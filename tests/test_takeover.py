@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from proxy.h2_handover import read_fd, to_memfd
 from proxy.takeover import GIVE, KILL, PURGE, SLOT, Channel, Handed, Message, notify
 
 
@@ -20,14 +21,15 @@ class FakeWorker:
         self.events: list[tuple[str, int]] = []
         self.late: list[Handed] = []
         self.delay = 0.0
+        self.state: bytes | None = None  # given with the connection (an HTTP/2 one's state)
 
-    def give_idle(self, server: int, key: int, order: int) -> tuple[int, int, int] | None:
+    def give_idle(self, server: int, key: int, order: int) -> tuple[int, int, int, int] | None:
         if not self.idle:
             return None
         sock = self.idle.pop()
         fd = os.dup(sock.fileno())
         sock.close()  # our copy goes; the duplicate travels
-        return fd, 7, 1
+        return fd, 7, 1, -1 if self.state is None else to_memfd(self.state)
 
     def handed_over(self, server: int, thief: int, sent: bool) -> None:
         self.events.append(("handed", thief if sent else -1))
@@ -76,6 +78,38 @@ def test_steal_passes_a_working_socket() -> None:
             assert loop.time() - t0 < 1.0
             assert (a.given, b.asked, b.failed) == (1, 2, 1)
             assert victim.events == [("handed", 1)]
+        finally:
+            a.close()
+            b.close()
+            right.close()
+
+    asyncio.run(main())
+
+
+def test_an_http2_state_travels_with_its_socket() -> None:
+    """A GIVE carries two descriptors when the victim gives an HTTP/2 connection: the socket and
+    the memory file of its state; the sender's copies are closed once sent."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        base = f"/test-{uuid.uuid4().hex[:8]}"
+        victim, thief = FakeWorker(), FakeWorker()
+        victim.state = b"PPH2-state-bytes" * 100
+        a = Channel(loop, base, 0, victim)
+        b = Channel(loop, base, 1, thief)
+        left, right = socket.socketpair()
+        victim.idle.append(left)
+        before = len(os.listdir("/proc/self/fd"))
+        try:
+            handed = await b.ask(0, server=3, key=11, order=0, deadline=1.0)
+            assert handed is not None and handed.state_fd >= 0
+            assert read_fd(handed.state_fd) == victim.state
+            os.close(handed.state_fd)
+            stolen = socket.socket(fileno=handed.fd)
+            stolen.sendall(b"ping")
+            assert right.recv(4) == b"ping"
+            stolen.close()
+            assert len(os.listdir("/proc/self/fd")) == before - 1  # the victim's socket: gone
         finally:
             a.close()
             b.close()
