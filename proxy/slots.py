@@ -55,7 +55,7 @@ class Actor(enum.Enum):
     MASTER = "master"  # reconcile, for a dead worker
 
 
-class IllegalSlotMove(RuntimeError):
+class IllegalSlotMove(Exception):
     """A slot was moved between two states that no rule links, or by an actor the rule excludes."""
 
 
