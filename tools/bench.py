@@ -43,7 +43,9 @@ workers; all restarted) and prints each contender's req/s relative to its own 1-
 figure. The machine's CPU count (``os.cpu_count()``) is printed: wrk, the origin and the contenders
 all share those CPUs, so a machine with few cores stops scaling early for everyone.
 
-``--profile`` runs poolproxy alone (``nbthread`` 1, ``--mode`` and ``--engine`` as given): one window
+``--profile`` runs poolproxy alone (``nbthread`` 1, ``--mode`` and ``--engine`` as given; py-spy sees
+no frame of the mypyc-compiled modules, so for a per-module breakdown run it under ``POOLPROXY_PURE=1``,
+and use ``perf record -g -p WORKER`` for the compiled functions): one window
 without the profiler (reference), then one while ``py-spy record -p WORKER_PID -f raw -r 1000
 --full-filenames -d S`` samples the worker. Each non-idle sample's leaf frame is its self time. Printed:
 µs per request per module (a file under ``proxy/``, ``uvloop``, ``asyncio``, ``stdlib``, ``other``;
