@@ -158,6 +158,13 @@ class Backend(H2Pooling):
         "xff_header",
     )
 
+    # What every request reads of the configuration (``reconfigure``):
+    keep_alive_mode: bool
+    httpclose: bool
+    retries: int
+    timeout_server: float | None
+    xff_header: bytes | None
+
     def __init__(
         self,
         cfg: Proxy,
@@ -189,11 +196,6 @@ class Backend(H2Pooling):
         self.tls: dict[ServerRuntime, ssl.SSLContext] = {}
         # reuse_order(mode, first) for first False and True, asked once (the mode is fixed)
         self.orders = (reuse_order(self.mode, False), reuse_order(self.mode, True))
-        self.keep_alive_mode = True
-        self.httpclose = False
-        self.retries = 0
-        self.timeout_server: float | None = None
-        self.xff_header: bytes | None = None
         self.reconfigure()
 
     def reconfigure(self) -> None:

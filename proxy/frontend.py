@@ -43,6 +43,12 @@ class Frontend:
         "keep_alive_mode", "limits", "name", "rules", "unique_id_header", "xff_header",
     )  # fmt: skip
 
+    # What every request reads of the configuration (``reconfigure``):
+    keep_alive_mode: bool
+    xff_header: bytes | None
+    unique_id_header: bytes | None
+    direct: Backend | None
+
     def __init__(self, cfg: Proxy, backends: dict[str, Backend], engine_name: str, limits: Limits) -> None:
         self.cfg = cfg
         self.name = cfg.name
@@ -55,10 +61,6 @@ class Frontend:
         self.rules = [(backends[u.backend], u.cond) for u in cfg.use_backends]
         self._sets: dict[int, tuple[RuleSets, RuleSets]] = {}
         self._answer_rules: bool | None = None  # known on the first answer (rules are set by then)
-        self.keep_alive_mode = True
-        self.xff_header: bytes | None = None
-        self.unique_id_header: bytes | None = None
-        self.direct: Backend | None = None
         self.reconfigure()
 
     def reconfigure(self) -> None:

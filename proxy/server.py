@@ -344,6 +344,15 @@ class ServerRuntime:
         "weight_word",
     )
 
+    # What every request reads of the configuration (``reconfigure``):
+    max_reuse: int
+    maxqueue: int
+    pool_low_conn: int
+    pool_max_conn: int
+    pool_purge_delay: float
+    sni_expr: LogFormat | None
+    usesrc_clientip: bool
+
     def __init__(
         self, backend_name: str, index: int, cfg: Server, cells: list[ServerCell], slot: int
     ) -> None:
@@ -374,10 +383,6 @@ class ServerRuntime:
         self.take_idle_word = calls.take_idle
         self.park_bounded = calls.park_bounded
         self.pool: IdlePool[Conn] = IdlePool(f"{backend_name}/{cfg.name}")
-        self.max_reuse = self.maxqueue = self.pool_low_conn = self.pool_max_conn = 0
-        self.pool_purge_delay = 0.0
-        self.sni_expr: LogFormat | None = None
-        self.usesrc_clientip = False
         self.reconfigure()
         self.maint = cfg.disabled
         self.static_key: ConnKey | None = None  # the key of every connection, without usesrc clientip
