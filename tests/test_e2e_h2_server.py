@@ -203,7 +203,10 @@ def test_maxconn_counts_streams_across_workers(make_proxy: MakeProxy) -> None:
         assert load(port, 50, 2, keep_alive=False) == [200] * 100
         stats = origin.stats()
         assert stats["max_active"] <= 10  # streams in progress at the origin, all connections together
-        assert stats["max_active"] >= 2 and stats["connections"] <= 3
+        # About one connection per worker (``always``), plus one at most: since idle h2c connections
+        # are lent across workers, an owner whose idle connection was just taken opens another
+        # (seen once under load; HAProxy 2.6 opens 4-5 for 4 threads, SEMANTICS.md).
+        assert stats["max_active"] >= 2 and stats["connections"] <= 4, stats
 
 
 def test_max_reuse_retires_connections(make_proxy: MakeProxy, h2_origin: Origin) -> None:
