@@ -661,9 +661,6 @@ class ClientConn(asyncio.Protocol):
         t = self.cfg.timeouts
         return t.http_request or t.client
 
-    def _wait_timeout(self) -> float | None:
-        return self.wait_timeout
-
     # One timer per connection, armed for the earliest deadline that may matter and re-armed only
     # when it fires (it re-reads the timestamps then) or when a sooner deadline appears: a
     # keep-alive request changes timestamps, not timers.
@@ -711,7 +708,7 @@ class ClientConn(asyncio.Protocol):
         if stream is None:
             # Waiting for a request head: measured from its first byte (or the previous response).
             if phase is Phase.IDLE and self.session.requests_done > 0:
-                wait = self._wait_timeout()
+                wait = self.wait_timeout
                 if not wait:
                     return None
                 if now >= self.t_wait_start + wait:

@@ -75,6 +75,7 @@ from proxy.shm import (
     R_REUSES,
     R_USED,
     R_WEIGHT,
+    UNLIMITED,
     AdminState,
     OperState,
     ServerCell,
@@ -292,7 +293,6 @@ class Waiting(Protocol):
         ...
 
 
-_UNLIMITED: Final = 1 << 62  # a bounded add's limit for "no limit" (ServerCell._UNLIMITED)
 _NOT_PICKABLE: Final = int(AdminState.FMAINT | AdminState.FDRAIN)
 
 
@@ -398,10 +398,11 @@ class ServerRuntime:
         self.closing = False  # soft stop: a connection given back is closed, not pooled again
 
     def try_take_slot(self) -> bool:
-        """A ``maxconn`` slot, never above the live ``maxconn`` (``ServerCell.try_take_slot``)."""
+        """A ``maxconn`` slot, never above the live ``maxconn``: ``ServerCell.try_take_slot`` on the
+        same ``CellCalls``, frame-free (this module is compiled; ``shm`` is not)."""
         maxconn = self.maxconn_now()
         ops, peaks = self.served_args
-        return self.take_served(maxconn if maxconn > 0 else _UNLIMITED, ops, peaks) is not None
+        return self.take_served(maxconn if maxconn > 0 else UNLIMITED, ops, peaks) is not None
 
     def reconfigure(self) -> None:
         """Read what every request reads of the configuration (once: it never changes in a worker;

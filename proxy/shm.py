@@ -422,6 +422,9 @@ class ServerRow(_View):
         )
 
 
+UNLIMITED: Final = 1 << 62  # a bounded add's limit meaning "no limit"
+
+
 class CellCalls(NamedTuple):
     """The per-request moves of one cell as frame-free calls (``functools.partial`` over the
     compiled atomics), for the compiled hot path (``ServerRuntime``): the same operations and
@@ -445,7 +448,7 @@ class ServerCell(_View):
     Every paired operation is: seq odd, row, cell, seq even. C_SEQ is 0: the cell's base is its seq.
     """
 
-    __slots__ = ("_by_kind", "_ops", "_peers", "_row", "index", "row", "slot")
+    __slots__ = ("_by_kind", "_calls", "_ops", "_peers", "_row", "index", "row", "slot")
 
     def __init__(self, a: Atomics, row: ServerRow, base: int, slot: int, peers: int) -> None:
         super().__init__(a, base)
@@ -497,11 +500,10 @@ class ServerCell(_View):
             for name, ops in moves.items():
                 by_kind.setdefault(name, []).append(ops)
         self._by_kind = {name: (pair_[0], pair_[1]) for name, pair_ in by_kind.items()}
+        self._calls = self.calls()  # the per-request moves below go through these
 
     seq, idle, safe, used, served, incoming, conns, queued = map(_Word, range(0, 64, 8))
     oldest_ticket, takeovers_given, takeovers_taken = map(_Word, range(64, 88, 8))
-
-    _UNLIMITED = 1 << 62
 
     def _bounded_take(self, row_off: int, cell_ops: str, limit: int, peaks: str) -> bool:
         """+1 on a row gauge unless it is at ``limit`` (0 = unlimited), by compare-exchange so it
@@ -509,7 +511,7 @@ class ServerCell(_View):
         ops = self._ops
         return (
             self._a.bounded_add(
-                self._base, self._row + row_off, limit if limit > 0 else self._UNLIMITED, ops[cell_ops],
+                self._base, self._row + row_off, limit if limit > 0 else UNLIMITED, ops[cell_ops],
                 ops[peaks],
             )
             is not None
@@ -560,15 +562,13 @@ class ServerCell(_View):
     def try_take_slot(self, maxconn: int) -> bool:
         """A maxconn slot: never above maxconn (0 = unlimited: always). Keeps ``max_served``.
         (``_bounded_take(R_SERVED, "served_cell", maxconn, "peak_served")``, inline: once a request.)"""
-        ops = self._ops
-        limit = maxconn if maxconn > 0 else self._UNLIMITED
-        row_off = self._row + R_SERVED
-        done = self._a.bounded_add(self._base, row_off, limit, ops["served_cell"], ops["peak_served"])
-        return done is not None
+        c = self._calls
+        ops, peaks = c.served_args
+        return c.take_served(maxconn if maxconn > 0 else UNLIMITED, ops, peaks) is not None
 
     def release_slot(self) -> None:
         """Give back a held slot (the caller first offers it to the oldest waiter: ``give_slot``)."""
-        self._a.add_many(self._ops["release_slot"])
+        self._calls.release_slot()
 
     def give_slot(self, to_slot: int) -> None:
         """Hand a held slot to worker ``to_slot`` (its ``incoming``); ``served`` stays counted."""
@@ -689,21 +689,20 @@ class ServerCell(_View):
     def idle_to_used(self, safe: bool) -> None:
         """Reuse of a pooled connection: ``idle_add(-1, safe)`` + ``used_add(1)`` in one bracket,
         then ``max_used`` and ``est_need`` raised to the new ``used`` (HAProxy's srv_use_conn)."""
-        ops = self._by_kind["reuse"][safe]
-        self._a.add_many(ops, len(ops) // 2 - 3, self._ops["peak_used"])
+        self._calls.reuse[safe]()
 
     def try_used_to_idle(self, safe: bool, limit: int) -> bool:
         """``used_to_idle`` unless the server-wide ``idle`` is at ``limit`` (pool-max-conn; < 0 =
         unlimited): the row's ``idle`` moves by compare-exchange, so it never overshoots."""
+        c = self._calls
         if limit < 0:
-            self._a.add_many(self._by_kind["park"][safe])  # used_to_idle, inline: once a request
+            c.park[safe]()  # used_to_idle
             return True
-        ops = self._by_kind["park_bounded"][safe]
-        return self._a.bounded_add(self._base, self._row + R_IDLE, limit, ops, ()) is not None
+        return c.take_idle(limit, c.park_bounded[safe], ()) is not None
 
     def used_to_idle(self, safe: bool) -> None:
         """A released connection is kept: ``used_add(-1)`` + ``idle_add(1, safe)`` in one bracket."""
-        self._a.add_many(self._by_kind["park"][safe])
+        self._calls.park[safe]()
 
     def try_queue(self, maxqueue: int) -> bool:
         """Count a waiter of this worker unless ``queue_len`` is at ``maxqueue`` (0 = unlimited)."""
