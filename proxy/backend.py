@@ -59,8 +59,8 @@ from proxy.pool import (
 from proxy.queue import Outcome
 from proxy.retry import next_retry
 from proxy.server import Accounted, Acct, ServerRuntime, SlotMove
-from proxy.server_conn import ServerConn, State, adopt_socket
-from proxy.server_h2 import H2ServerConn, H2Stream, adopt_h2_socket
+from proxy.server_conn import ServerConn, State, adopt_socket, wrap_socket
+from proxy.server_h2 import H2ServerConn, H2Stream
 from proxy.server_tls import client_context, open_tls
 from proxy.shm import (
     R_CONNECT_ERRORS,
@@ -494,7 +494,7 @@ class Backend(H2Pooling):
             if isinstance(conn, ServerConn):
                 await adopt_socket(self.loop, conn, sock)
             else:
-                await adopt_h2_socket(self.loop, conn, sock)
+                await wrap_socket(self.loop, conn, sock)
         except OSError:
             conn.close()  # uncounted by its hook
             return None

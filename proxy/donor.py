@@ -31,8 +31,8 @@ from proxy.h2_handover import NotIdle
 from proxy.log import notice
 from proxy.pool import ConnKey, ListKind, worker_share
 from proxy.server import Acct, ServerRuntime
-from proxy.server_conn import ServerConn, adopt_socket
-from proxy.server_h2 import H2ServerConn, adopt_h2_socket
+from proxy.server_conn import ServerConn, adopt_socket, wrap_socket
+from proxy.server_h2 import H2ServerConn
 from proxy.shm import R_PURGED
 from proxy.takeover import Channel, Handed
 
@@ -116,7 +116,7 @@ async def adopt(loop: asyncio.AbstractEventLoop, conn: AdoptedConn, handed: Hand
         return None
     try:
         if isinstance(conn, H2ServerConn):
-            await adopt_h2_socket(loop, conn, sock)
+            await wrap_socket(loop, conn, sock)
         else:
             await adopt_socket(loop, conn, sock)
     except BaseException as exc:  # OSError, or the stream gave up (cancelled) meanwhile

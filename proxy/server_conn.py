@@ -26,19 +26,18 @@ only our descriptor, for a connection another worker now holds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from proxy import pidfd
 from proxy.h1 import Limits, ProtocolError, engine, writer
 from proxy.h1.strict import ResponseReader
 from proxy.message import Framing, Headers, RequestHead
 from proxy.server import Acct
-from proxy.slots import make_ports
+from proxy.slots import socket_ports
 
 if TYPE_CHECKING:
     from proxy.pool import ConnKey
@@ -125,6 +124,15 @@ class ServerConn(asyncio.Protocol):
         return self.acct is _AC_PRIVATE
 
     # -- asyncio.Protocol -------------------------------------------------------------------
+    def note_socket(self, sock: socket.socket) -> None:
+        """Record the descriptor (the transport keeps it: a thief records it) and, unless known
+        already, the ports (a socket reset already has none: the connection fails anyway)."""
+        self.fd = sock.fileno()
+        if not self.ports:
+            ports = socket_ports(sock)
+            if ports is not None:
+                self.ports = ports
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
 
@@ -338,23 +346,34 @@ class ServerConn(asyncio.Protocol):
         )
 
 
-async def adopt_socket(loop: asyncio.AbstractEventLoop, conn: ServerConn, sock: socket.socket) -> None:
+class Adoptable(Protocol):
+    """What ``wrap_socket`` needs of a server connection (``ServerConn``, ``H2ServerConn``)."""
+
+    transport: asyncio.Transport | None
+
+    def note_socket(self, sock: socket.socket) -> None:
+        """Record the socket's descriptor and ports before it is wrapped (a slot records them)."""
+
+
+async def wrap_socket(loop: asyncio.AbstractEventLoop, conn: Adoptable, sock: socket.socket) -> None:
     """Wrap a connected socket (a new connection, or one received from another worker) into
     ``conn``'s transport. On failure the socket is closed and the exception propagates."""
     try:
         sock.setblocking(False)
-        conn.fd = sock.fileno()  # the transport keeps this descriptor (a thief records it)
-        if not conn.ports and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):  # reset already: the connection fails below anyway
-                conn.ports = make_ports(sock.getsockname()[1], sock.getpeername()[1])
-        await loop.create_connection(lambda: conn, sock=sock)
+        conn.note_socket(sock)
+        await loop.create_connection(lambda: cast(asyncio.Protocol, conn), sock=sock)
     except BaseException:
         if conn.transport is not None:
             conn.transport.abort()
         else:
             sock.close()
         raise
-    conn.state = State.IDLE  # connected, not yet attached
+
+
+async def adopt_socket(loop: asyncio.AbstractEventLoop, conn: ServerConn, sock: socket.socket) -> None:
+    """``wrap_socket`` for an HTTP/1 connection, then idle (connected, not yet attached)."""
+    await wrap_socket(loop, conn, sock)
+    conn.state = State.IDLE
 
 
 # The enum members the per-request functions above use, as module constants: on Python 3.11

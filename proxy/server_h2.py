@@ -70,7 +70,7 @@ from proxy.h2_handover import BadState, Extra, NotIdle, check_idle, dump, load, 
 from proxy.message import Data, EndOfMessage, Event, Framing, Headers, RequestHead
 from proxy.server import Acct
 from proxy.server_h2_msg import MessageError, request_fields, response_head, trailer_fields, trailers_in
-from proxy.slots import make_ports
+from proxy.slots import socket_ports
 
 if TYPE_CHECKING:
     from proxy.pool import ConnKey
@@ -222,9 +222,9 @@ class H2ServerConn(asyncio.Protocol):
     def note_socket(self, sock: socket.socket) -> None:
         """Record the descriptor and ports of the socket about to be wrapped (a slot records them)."""
         self.fd = sock.fileno()
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                self.ports = make_ports(sock.getsockname()[1], sock.getpeername()[1])
+        ports = socket_ports(sock)
+        if ports is not None:
+            self.ports = ports
 
     def restore_from_fd(self, state_fd: int) -> bool:
         """``restore_from`` the memory file ``state_fd`` (closed here, whatever happens)."""
@@ -535,21 +535,6 @@ class H2ServerConn(asyncio.Protocol):
         if not self.alive:
             return False
         return not self.reading_paused or self.fd < 0 or pidfd.peek(self.fd) is pidfd.Peek.READY
-
-
-async def adopt_h2_socket(loop: asyncio.AbstractEventLoop, conn: H2ServerConn, sock: socket.socket) -> None:
-    """Wrap a connected socket taken from another worker into ``conn`` (``restore``d first). On
-    failure the socket is closed and the exception propagates."""
-    try:
-        sock.setblocking(False)
-        conn.note_socket(sock)
-        await loop.create_connection(lambda: conn, sock=sock)
-    except BaseException:
-        if conn.transport is not None:
-            conn.transport.abort()
-        else:
-            sock.close()
-        raise
 
 
 class H2Stream:

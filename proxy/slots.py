@@ -39,6 +39,7 @@ Everything here is pure: no shared memory, no descriptor.
 from __future__ import annotations
 
 import enum
+import socket
 from typing import Final
 
 
@@ -176,6 +177,17 @@ def meta_reqs(meta: int) -> int:
 
 def make_ports(local: int, peer: int) -> int:
     return ((local & 0xFFFF) << 16) | (peer & 0xFFFF)
+
+
+def socket_ports(sock: socket.socket) -> int | None:
+    """``make_ports`` of a connected TCP socket's local and peer ports; None for another address
+    family, or a socket already reset."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        return make_ports(sock.getsockname()[1], sock.getpeername()[1])
+    except OSError:
+        return None
 
 
 def split_ports(ports: int) -> tuple[int, int]:

@@ -32,7 +32,8 @@ from proxy.h1 import Limits
 from proxy.message import Data, EndOfMessage, Event, RequestHead, ResponseHead
 from proxy.pool import ListKind, key_hash, server_conn_key
 from proxy.server import Acct, ServerRuntime, SlotMove
-from proxy.server_h2 import H2ServerConn, H2Stream, adopt_h2_socket
+from proxy.server_conn import wrap_socket
+from proxy.server_h2 import H2ServerConn, H2Stream
 from proxy.shm import ShmTable, WorkerState
 from proxy.steal import Thief
 from proxy.takeover import Handed
@@ -151,7 +152,7 @@ class Lab:
         conn.on_lost = self.owner.lost
         sock = socket.create_connection(self.listener.getsockname())
         self.origins.append(Origin(self.listener.accept()[0]))
-        self.loop.run_until_complete(adopt_h2_socket(self.loop, conn, sock))
+        self.loop.run_until_complete(wrap_socket(self.loop, conn, sock))
         self.until(lambda: conn.got_settings, "the server's SETTINGS")
         return conn
 
@@ -223,7 +224,7 @@ def test_an_idle_h2c_connection_moves_with_its_state(lab: Lab) -> None:
     assert taken.restore_from(claim.state)
     assert lab.other.move(taken, Acct.USED, slot=SlotMove(claim.slots, claim.index, claim.tag, True))
     taken.on_lost = lab.other.lost
-    lab.loop.run_until_complete(adopt_h2_socket(lab.loop, taken, claim.sock))
+    lab.loop.run_until_complete(wrap_socket(lab.loop, taken, claim.sock))
     assert lab.owner.settle() == 1  # the owner finalizes: its copy closed, without GOAWAY
     assert not conn.alive and conn.state_fd == -1 and lab.owner.published == {}
     assert lab.gauges() == {"cur_conns": 1, "idle": 0, "safe": 0, "used": 1}
