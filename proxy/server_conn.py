@@ -71,6 +71,7 @@ class ServerConn(asyncio.Protocol):
         "parser",
         "peer",
         "ports",
+        "reading_paused",
         "req_framing",
         "requests",
         "server",
@@ -98,6 +99,9 @@ class ServerConn(asyncio.Protocol):
         self.owner: object | None = None  # the client session a private connection belongs to
         self.got_response_bytes = False
         self.write_paused = False
+        # Whether we paused the transport's reading (backpressure, lending): resuming a transport
+        # that reads anyway is a method call through the loop's transport, twice a request.
+        self.reading_paused = False
         self.req_framing = _FR_NONE  # how the body of the request being sent is framed
         self.acct = _AC_NONE  # written by ServerRuntime.move only
         self.fd = -1  # our descriptor's number once connected (-1: unknown, e.g. a fake transport)
@@ -206,8 +210,8 @@ class ServerConn(asyncio.Protocol):
         self.state = _ST_ACTIVE
         self.got_response_bytes = False
         self.parser.expect(method)
-        if self.transport is not None:
-            self.transport.resume_reading()
+        if self.reading_paused:
+            self.resume_reading()
 
     def send_head(self, head: RequestHead, *, keep_alive: bool, add: Headers) -> None:
         """Serialise the request head (its body keeps the framing the client used)."""
@@ -242,9 +246,8 @@ class ServerConn(asyncio.Protocol):
         self.state = _ST_IDLE
         self.requests += 1
         self.idle_since = _monotonic()
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.resume_reading()  # an idle connection must notice the server closing it
+        if self.reading_paused:
+            self.resume_reading()  # an idle connection must notice the server closing it
 
     @property
     def reusable(self) -> bool:
@@ -268,9 +271,11 @@ class ServerConn(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.reading_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self.reading_paused = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -331,6 +336,7 @@ class ServerConn(asyncio.Protocol):
         if transport is None:
             raise OSError("not connected")
         sock = transport.get_extra_info("socket")
+        self.reading_paused = True
         transport.pause_reading()
         fd = socket.dup(sock.fileno())
         self.on_lost = None
