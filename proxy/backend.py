@@ -252,7 +252,7 @@ class Backend(H2Pooling):
         table's runtime version: one load per request tells): when they differ from what the
         balancer was built with, rebuild it (its rotation starts afresh, as HAProxy's does on a
         weight change)."""
-        version = self.servers[0].row.runtime_version
+        version = self.servers[0].runtime_version_now()
         if version == self.lb_version:
             return
         self.lb_version = version

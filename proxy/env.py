@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
+from proxy.front_counter import FrontCounter
 from proxy.log import HttpLogRecord, LogSink, format_httplog
 from proxy.replies import Reply, error_reply
 from proxy.stream import Stream
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
     from proxy.sides import ClientSide
 
 
-
 _monotonic: Final = time.monotonic  # a C static when compiled (no module attribute lookup)
+
+
 class Clients(Protocol):
     """The worker's registry of client connections (soft stop waits for it to empty)."""
 
@@ -48,8 +50,8 @@ class Clients(Protocol):
         """Client connections open on every frontend, across workers."""
         ...
 
-    def count_request(self, frontend: str, status: int, bytes_out: int) -> None:
-        """An exchange ended (the frontend's counters in the shared table)."""
+    def front_counter(self, frontend: str) -> FrontCounter:
+        """The frontend's request counters in this worker's cell of the shared table."""
         ...
 
     def count_bad_request(self, frontend: str) -> None: ...
@@ -73,7 +75,8 @@ class StreamEnv:
     target logs nothing)."""
 
     __slots__ = (
-        "bufsize", "clients", "engine_name", "frontend", "limits", "log", "logging", "requests", "services",
+        "bufsize", "clients", "counter", "engine_name", "frontend", "limits", "log", "logging", "requests",
+        "services",
     )  # fmt: skip
 
     def __init__(
@@ -87,6 +90,7 @@ class StreamEnv:
     ) -> None:
         self.frontend = frontend
         self.clients = clients
+        self.counter: FrontCounter | None = None  # the frontend's counters, from ``clients`` once
         self.log = log
         # ``log global``, and a target that takes ``info`` lines: else a request formats no line
         self.logging = frontend.cfg.log_global and log.wants("info")
@@ -132,7 +136,10 @@ class StreamEnv:
         """The exchange ended: count it, and log it when the frontend logs."""
         bytes_out = stream.side.bytes_sent - stream.sent0
         name = self.frontend.name
-        self.clients.count_request(name, status, bytes_out)
+        counter = self.counter
+        if counter is None:
+            counter = self.counter = self.clients.front_counter(name)
+        counter.request(status, bytes_out)
         if not self.logging:
             return
         now = _monotonic()

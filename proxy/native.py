@@ -34,6 +34,7 @@ COMPILED: tuple[str, ...] = (
     "proxy.h1.engine_native",
     "proxy.slots",
     "proxy.slot_array",
+    "proxy.front_counter",
     "proxy.pool_policy",
     "proxy.pool",
     "proxy.queue",

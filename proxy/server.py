@@ -331,6 +331,7 @@ class ServerRuntime:
         "release_slot",
         "reuse_calls",
         "row",
+        "runtime_version_now",
         "served_args",
         "slot",
         "slots",
@@ -373,6 +374,7 @@ class ServerRuntime:
         self.count_request = row.counter(R_REQUESTS)
         self.count_reuse = row.counter(R_REUSES)
         self.maxconn_now = row.reader(R_MAXCONN)  # live: ``set maxconn server``
+        self.runtime_version_now = row.version_reader()
         # The cell's per-request moves, frame-free (``CellCalls``; ``try_take_slot``, ``_park``...)
         calls = cell.calls()
         self.take_served = calls.take_served

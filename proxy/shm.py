@@ -393,6 +393,10 @@ class ServerRow(_View):
         like ``reader``."""
         return partial(self._a.fetch_add, self._base + off, 1)
 
+    def version_reader(self) -> Callable[[], int]:
+        """A ready-made load of the table's runtime version (``runtime_version``), frame-free."""
+        return partial(self._a.load, H_RUNTIME_VERSION)
+
     @property
     def runtime_version(self) -> int:
         """The table's runtime version (a header word, read through any row): it moves when the
@@ -1046,14 +1050,6 @@ class ShmTable:
 
     def front_closed(self, f: int, slot: int) -> None:
         self.atomics.fetch_add(self.front_cell(f, slot) + F_CUR_CONNS, -1)
-
-    def front_request(self, f: int, slot: int, status: int, bytes_out: int) -> None:
-        """An exchange ended on frontend ``f`` (its status class and the bytes sent to the client)."""
-        a, cell = self.atomics, self.front_cell(f, slot)
-        a.fetch_add(cell + F_REQUESTS_TOTAL, 1)
-        a.fetch_add(cell + F_BYTES_OUT, bytes_out)
-        cls = status // 100
-        a.fetch_add(cell + F_HRSP + 8 * ((cls - 1) if 1 <= cls <= 5 else 5), 1)
 
     def front_count(self, f: int, slot: int, off: int) -> None:
         """+1 on one counter of the cell (``F_DENIED_REQ``, ``F_BAD_REQ``)."""

@@ -52,6 +52,7 @@ from proxy.client_mux import ClientMux, MuxFactory
 from proxy.config.model import Config, Proxy
 from proxy.donor import Donor, WorkerLink
 from proxy.env import StreamEnv
+from proxy.front_counter import FrontCounter
 from proxy.frontend import Frontend
 from proxy.h1 import Limits
 from proxy.h2 import Settings as H2Settings
@@ -123,7 +124,11 @@ class WorkerState:
         # Health checks: the ones this worker owns, and closing idle connections to servers that
         # stop being usable (proxy.checks)
         self.checks = HealthChecks(
-            loop, table, slot, [(be.cfg, be.servers) for be in self.backends.values()], g.spread_checks,
+            loop,
+            table,
+            slot,
+            [(be.cfg, be.servers) for be in self.backends.values()],
+            g.spread_checks,
             self._log_check,
         )
 
@@ -174,8 +179,10 @@ class WorkerState:
     def actconn(self) -> int:
         return self.table.actconn()
 
-    def count_request(self, frontend: str, status: int, bytes_out: int) -> None:
-        self.table.front_request(self.front_ids[frontend], self.slot, status, bytes_out)
+    def front_counter(self, frontend: str) -> FrontCounter:
+        return FrontCounter(
+            self.table.atomics.fetch_add, self.table.front_cell(self.front_ids[frontend], self.slot)
+        )
 
     def count_bad_request(self, frontend: str) -> None:
         self.table.front_count(self.front_ids[frontend], self.slot, F_BAD_REQ)

@@ -30,6 +30,7 @@ from proxy.backend import Acquisition, Backend
 from proxy.config.model import Cap, Config, HttpReturn, HttpRule, Proxy, ReuseMode, Server, Timeouts
 from proxy.donor import WorkerLink
 from proxy.env import StreamEnv
+from proxy.front_counter import FrontCounter
 from proxy.frontend import Frontend
 from proxy.h1 import Limits
 from proxy.log import LogSink
@@ -373,12 +374,15 @@ class RecordingLog(LogSink):
 
 
 class FakeClients:
-    """``proxy.env.Clients``: the worker's client registry."""
+    """``proxy.env.Clients``: the worker's client registry. Its frontend counters record their adds
+    in ``counted``, or count in worker slot 0's cell of ``table`` when one is given (as a worker's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, table: ShmTable | None = None) -> None:
+        self.table = table
         self.stopping = False
         self.clients: set[object] = set()
-        self.requests: list[tuple[str, int, int]] = []
+        self.requests: list[tuple[str, int, int]] = []  # count_bad_request's
+        self.counted: list[tuple[int, int]] = []  # front_counter's adds
 
     def client_opened(self, side: object) -> None:
         self.clients.add(side)
@@ -395,8 +399,16 @@ class FakeClients:
     def actconn(self) -> int:
         return len(self.clients)
 
-    def count_request(self, frontend: str, status: int, bytes_out: int) -> None:
-        self.requests.append((frontend, status, bytes_out))
+    def front_counter(self, frontend: str) -> FrontCounter:
+        """Counts into ``counted`` (the ``proxy.shm`` F_* offset of each add, and its delta)."""
+        table = self.table
+        if table is not None:
+            return FrontCounter(table.atomics.fetch_add, table.front_cell(table.front_index(frontend), 0))
+        return FrontCounter(self._count, 0)
+
+    def _count(self, off: int, delta: int) -> int:
+        self.counted.append((off, delta))
+        return 0
 
     def count_bad_request(self, frontend: str) -> None:
         self.requests.append((frontend, 400, 0))

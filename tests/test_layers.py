@@ -44,6 +44,7 @@ CORE = [
     "proxy.atomics",
     "proxy.slots",
     "proxy.slot_array",
+    "proxy.front_counter",
     "proxy.limits",
     "proxy.privileges",
     "proxy.replies",

@@ -29,6 +29,7 @@ import pytest
 from proxy import atomics, shm, slot_array as sa
 from proxy.atomics import lock_name_for
 from proxy.config.model import Cap, Config, Proxy, Server
+from proxy.front_counter import FrontCounter
 from proxy.health import CHECK_SIZE
 from proxy.shm import (
     C_SEQ,
@@ -663,9 +664,10 @@ def test_frontend_cells_sum_across_workers_and_survive_a_dead_worker(table: ShmT
     table.front_opened(web, 1)
     table.front_opened(api, 1)
     assert (table.feconn(web), table.feconn(api), table.actconn()) == (2, 1, 3)
-    table.front_request(web, 0, 200, 120)
-    table.front_request(web, 1, 503, 80)
-    table.front_request(web, 1, 99, 0)
+    FrontCounter(table.atomics.fetch_add, table.front_cell(web, 0)).request(200, 120)
+    on_1 = FrontCounter(table.atomics.fetch_add, table.front_cell(web, 1))
+    on_1.request(503, 80)
+    on_1.request(99, 0)
     table.front_closed(web, 0)
     (fe, _) = table.snapshot()["frontends"]
     assert fe["name"] == "web" and fe["cur_conns"] == 1 and fe["max_conns"] == 2

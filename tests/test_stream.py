@@ -20,6 +20,7 @@ from proxy.mux_h1 import ClientConn
 from proxy.pool import ListKind
 from proxy.server import Acct
 from proxy.server_conn import ServerConn
+from proxy.shm import F_BYTES_OUT, F_HRSP, F_REQUESTS_TOTAL
 from proxy.stream import _PHASES, REPLAY_MAX, IllegalPhase, Phase, Stream
 
 ZERO = {"served": 0, "conns": 0, "used": 0, "idle": 0, "safe": 0, "queued": 0}
@@ -115,6 +116,8 @@ def test_response_is_relayed_and_the_connection_pooled(make_world: Callable[...,
     assert w.gauges() == dict(ZERO, conns=1, idle=1, safe=1)
     assert w.env.logged == [(200, "--")] and stream.bytes_out == 5
     assert " be/s1 " in w.env.sink.lines[-1] and '"GET / HTTP/1.1"' in w.env.sink.lines[-1]
+    # the frontend's counters (proxy.front_counter): one request, the bytes the side sent, a 2xx
+    assert w.env.clients.counted == [(F_REQUESTS_TOTAL, 1), (F_BYTES_OUT, side.bytes_sent), (F_HRSP + 8, 1)]
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ def measure(engine: str, requests: int, rounds: int, top: int) -> dict[str, floa
     # real_connect: the real Backend (a fake subclass would call it through mypyc glue); it never
     # connects here: the pooled connection serves every request.
     world = World(engine_name=engine, reuse=ReuseMode.ALWAYS, timeouts=timeouts, real_connect=True)
-    env = StreamEnv(world.frontend, FakeClients(), LogSink([]), engine, Limits(), 16384)
+    env = StreamEnv(world.frontend, FakeClients(world.table), LogSink([]), engine, Limits(), 16384)
     out: dict[str, float] = {}
 
     async def main() -> None:
