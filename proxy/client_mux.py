@@ -28,13 +28,14 @@ ClientMux = ClientConn | H2ClientConn
 
 
 class MuxFactory:
-    __slots__ = ("env", "proto", "settings", "tls")
+    __slots__ = ("env", "loop", "proto", "settings", "tls")
 
     def __init__(self, env: ClientEnv, settings: Settings, *, proto: str = "", tls: bool = False) -> None:
         self.env = env
         self.settings = settings
         self.proto = proto  # "h2", "h1" or "" (HTTP/1 unless the client says HTTP/2)
         self.tls = tls
+        self.loop: asyncio.AbstractEventLoop | None = None  # the running one, once called
 
     def __repr__(self) -> str:
         return f"<MuxFactory fe={self.env.cfg.name} proto={self.proto or 'auto'}{' tls' if self.tls else ''}>"
@@ -44,9 +45,12 @@ class MuxFactory:
             return H2ClientConn(self.env, self.settings)
         if self.tls:
             return AlpnChooser(self)
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
         if self.proto == "h1":
-            return ClientConn(self.env)
-        return ClientConn(self.env, sniff=self.to_h2)
+            return ClientConn(self.env, loop=loop)
+        return ClientConn(self.env, sniff=self.to_h2, loop=loop)
 
     def to_h2(self, transport: asyncio.Transport, data: bytes) -> None:
         """A plain connection opened with the HTTP/2 preface: ``mux_h2`` takes it from here."""

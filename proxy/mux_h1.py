@@ -141,7 +141,9 @@ class ClientConn(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, env: ClientEnv, sniff: Handoff | None = None) -> None:
+    def __init__(
+        self, env: ClientEnv, sniff: Handoff | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.env = env
         # Set on a plain listener that accepts HTTP/2 with prior knowledge: what takes the
         # connection when its first bytes are the HTTP/2 preface (None once decided).
@@ -181,7 +183,8 @@ class ClientConn(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0  # when ``timer`` fires (_monotonic())
         self.tunnel_timeout: float | None = None  # inactivity both ways allowed in a tunnel
-        self.loop = asyncio.get_running_loop()
+        # The running loop, given by the listener's factory: asking for it costs a getpid() on 3.11
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
 
     def __repr__(self) -> str:
         s = self.session

@@ -48,6 +48,8 @@ COMPILED: tuple[str, ...] = (
     "proxy.stream",
     "proxy.env",
     "proxy.mux_h1",
+    "proxy.client_mux",
+    "proxy.admission",
 )
 
 PURE_ENV = "POOLPROXY_PURE"

@@ -1041,19 +1041,10 @@ class ShmTable:
         writes it."""
         return self._fronts_off + (f * (self.nworkers + 1) + slot + 1) * FRONT_SIZE
 
-    def front_opened(self, f: int, slot: int) -> None:
-        """A client connection accepted by worker ``slot`` on frontend ``f``; keeps the peak."""
-        a, cell = self.atomics, self.front_cell(f, slot)
-        a.fetch_add(cell + F_CUR_CONNS, 1)
-        a.fetch_add(cell + F_CONNS_TOTAL, 1)
-        a.fetch_max(self._fronts_off + f * (self.nworkers + 1) * FRONT_SIZE, self.feconn(f))
-
-    def front_closed(self, f: int, slot: int) -> None:
-        self.atomics.fetch_add(self.front_cell(f, slot) + F_CUR_CONNS, -1)
-
-    def front_count(self, f: int, slot: int, off: int) -> None:
-        """+1 on one counter of the cell (``F_DENIED_REQ``, ``F_BAD_REQ``)."""
-        self.atomics.fetch_add(self.front_cell(f, slot) + off, 1)
+    def front_peak(self, f: int) -> int:
+        """The offset of frontend ``f``'s peak of concurrent connections across workers (the word
+        before the workers' cells; raised by ``proxy.front_counter``, the only writer of the cells)."""
+        return self._fronts_off + f * (self.nworkers + 1) * FRONT_SIZE
 
     def feconn(self, f: int) -> int:
         """Client connections open on frontend ``f``, across workers."""
@@ -1072,7 +1063,7 @@ class ShmTable:
                 for w in range(self.nworkers)
             ]
             entry: dict[str, Any] = {k: sum(c[k] for c in cells) for k in FRONT_FIELDS}
-            max_conns = a.load(self._fronts_off + f * (self.nworkers + 1) * FRONT_SIZE)
+            max_conns = a.load(self.front_peak(f))
             entry.update(name=name, max_conns=max_conns, cells=cells)
             out.append(entry)
         return out

@@ -52,7 +52,7 @@ from proxy.client_mux import ClientMux, MuxFactory
 from proxy.config.model import Config, Proxy
 from proxy.donor import Donor, WorkerLink
 from proxy.env import StreamEnv
-from proxy.front_counter import FrontCounter
+from proxy.front_counter import FrontCounter, for_worker
 from proxy.frontend import Frontend
 from proxy.h1 import Limits
 from proxy.h2 import Settings as H2Settings
@@ -118,6 +118,7 @@ class WorkerState:
         self.fe_gates = {name: gate_for(cfg.maxconn, n, slot) for name, cfg in config.frontends.items()}
         self.acceptors: list[Acceptor] = []
         self.front_ids = {name: table.front_index(name) for name in config.frontends}
+        self.counters = {name: for_worker(table, f, slot) for name, f in self.front_ids.items()}
         services = Services(table, config)
         for env in self.envs.values():
             env.services = services
@@ -145,7 +146,7 @@ class WorkerState:
     def client_opened(self, client: object) -> None:
         assert isinstance(client, ClientMux)
         self.clients.add(client)
-        self.table.front_opened(self.front_ids[client.cfg.name], self.slot)
+        self.counters[client.cfg.name].opened()
         full = self.fe_gates[client.cfg.name].opened()
         if self.gate.opened() or full:
             self.update_accepting()
@@ -155,7 +156,7 @@ class WorkerState:
         if client not in self.clients:
             return
         self.clients.discard(client)
-        self.table.front_closed(self.front_ids[client.cfg.name], self.slot)
+        self.counters[client.cfg.name].closed()
         freed = self.fe_gates[client.cfg.name].closed()
         if self.gate.closed() or freed:
             self.update_accepting()
@@ -180,12 +181,10 @@ class WorkerState:
         return self.table.actconn()
 
     def front_counter(self, frontend: str) -> FrontCounter:
-        return FrontCounter(
-            self.table.atomics.fetch_add, self.table.front_cell(self.front_ids[frontend], self.slot)
-        )
+        return self.counters[frontend]
 
     def count_bad_request(self, frontend: str) -> None:
-        self.table.front_count(self.front_ids[frontend], self.slot, F_BAD_REQ)
+        self.counters[frontend].count(F_BAD_REQ)
 
     def _send(self, slot: int, msg: Message) -> bool:
         return self.channel.send(slot, msg) if self.channel is not None else False

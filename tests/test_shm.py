@@ -29,7 +29,7 @@ import pytest
 from proxy import atomics, shm, slot_array as sa
 from proxy.atomics import lock_name_for
 from proxy.config.model import Cap, Config, Proxy, Server
-from proxy.front_counter import FrontCounter
+from proxy.front_counter import for_worker
 from proxy.health import CHECK_SIZE
 from proxy.shm import (
     C_SEQ,
@@ -660,15 +660,15 @@ def test_frontend_cells_sum_across_workers_and_survive_a_dead_worker(table: ShmT
     """feconn/actconn are the sums of the workers' cells; a reaped worker's connections leave the
     sums, its totals stay."""
     web, api = table.front_index("web"), table.front_index("api")
-    table.front_opened(web, 0)
-    table.front_opened(web, 1)
-    table.front_opened(api, 1)
+    web_0, web_1, api_1 = for_worker(table, web, 0), for_worker(table, web, 1), for_worker(table, api, 1)
+    web_0.opened()
+    web_1.opened()
+    api_1.opened()
     assert (table.feconn(web), table.feconn(api), table.actconn()) == (2, 1, 3)
-    FrontCounter(table.atomics.fetch_add, table.front_cell(web, 0)).request(200, 120)
-    on_1 = FrontCounter(table.atomics.fetch_add, table.front_cell(web, 1))
-    on_1.request(503, 80)
-    on_1.request(99, 0)
-    table.front_closed(web, 0)
+    web_0.request(200, 120)
+    web_1.request(503, 80)
+    web_1.request(99, 0)
+    web_0.closed()
     (fe, _) = table.snapshot()["frontends"]
     assert fe["name"] == "web" and fe["cur_conns"] == 1 and fe["max_conns"] == 2
     assert (fe["requests_total"], fe["bytes_out"], fe["conns_total"]) == (3, 200, 2)
