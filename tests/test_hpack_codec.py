@@ -187,9 +187,7 @@ def _plain(headers: list[Any]) -> list[Field]:
 
 
 def _sensitive(headers: list[Any]) -> list[bool]:
-    return [
-        (not h.indexable) if isinstance(h, HeaderTuple) else (len(h) > 2 and bool(h[2])) for h in headers
-    ]
+    return [(not h.indexable) if isinstance(h, HeaderTuple) else (len(h) > 2 and bool(h[2])) for h in headers]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -375,6 +373,9 @@ def test_huge_string_refused_before_decoding() -> None:
 # --- install into an h2 connection --------------------------------------------------------------------
 
 
+_GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
+
+
 def _pair() -> tuple[h2.connection.H2Connection, h2.connection.H2Connection]:
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
     server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
@@ -419,9 +420,6 @@ def test_install_refuses_a_used_connection() -> None:
     client.send_headers(1, _GET)
     with pytest.raises(ValueError, match="before"):
         install(client)
-
-
-_GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
 
 
 @pytest.mark.parametrize("ours", [True, False], ids=["ours", "library"])
