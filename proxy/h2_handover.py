@@ -21,8 +21,11 @@ Contract:
   recently closed streams (a late frame of one is still recognised). ``load`` applies it to a new
   ``H2Connection`` made with the receiver's configuration (the same as the owner's: one proxy), which
   the receiver continues to use as its own. What is not state (the frame dispatch table, the
-  Huffman coder, the configuration) is the new object's own. The fields are the ``h2`` 4 / ``hpack``
-  4 ones: ``tests/test_h2_handover.py`` checks the round trip against a real peer.
+  configuration) is the new object's own. The fields are the ``h2`` 4 ones; the HPACK tables travel
+  as plain values (entries oldest first, sizes, the size updates still owed), read from either the
+  ``hpack`` library's coder or ``proxy.h2.hpack_codec``'s, and ``load`` gives the new connection
+  ``proxy.h2.hpack_codec``'s (``install``) holding them: ``tests/test_h2_handover.py`` checks the
+  round trip against a real peer. Version 2 carried the ``hpack`` library's own fields; 3 these.
 - The bytes are only exchanged between the workers of one proxy (same program, same user), through
   a descriptor duplicated from the owner (``pidfd_getfd``): ``load`` refuses anything without this
   module's header and version, or not of the expected shape (``BadState``).
@@ -50,12 +53,14 @@ import h2.settings
 import h2.stream
 from h2.connection import ConnectionState
 
+from proxy.h2 import hpack_codec
+
 MAGIC = b"PPH2"
-VERSION = 2
+VERSION = 3
 _HEADER = struct.Struct("<4sHI")  # magic, version, length of what follows
 MAX_STATE = 1 << 20  # a state larger than this is refused (an idle connection's is a few KiB)
 _USABLE = (ConnectionState.IDLE, ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN)
-_NFIELDS = 22
+_NFIELDS = 15
 
 
 class NotIdle(ValueError):
@@ -97,18 +102,35 @@ def _settings_in(s: h2.settings.Settings, values: dict[int, tuple[int, ...]]) ->
     s._settings = {h2.settings._setting_code_from_int(code): deque(v) for code, v in values.items()}
 
 
+Entries = tuple[tuple[bytes, bytes], ...]
+
+
+def encoder_state(enc: Any) -> tuple[Entries, int, tuple[int, ...]]:
+    """(entries oldest first, maximum size, size updates owed) of either codec's encoder."""
+    if isinstance(enc, hpack_codec.Encoder):
+        return enc.table_state()
+    table = enc.header_table
+    owed = tuple(enc.table_size_changes) if table.resized else ()
+    return tuple(reversed(table.dynamic_entries)), int(table.maxsize), owed
+
+
+def decoder_state(dec: Any) -> tuple[Entries, int]:
+    """(entries oldest first, current maximum size) of either codec's decoder."""
+    if isinstance(dec, hpack_codec.Decoder):
+        return dec.table_state()
+    return tuple(reversed(dec.header_table.dynamic_entries)), int(dec.header_table.maxsize)
+
+
 def dump(conn: h2.connection.H2Connection, extra: Extra) -> bytes:
     """The state of an idle connection, as bytes (``NotIdle`` if it is not idle)."""
     check_idle(conn)
-    enc, dec = conn.encoder, conn.decoder
-    et, dt = enc.header_table, dec.header_table
+    dec = conn.decoder
     wm = conn._inbound_flow_control_window_manager
     fields = (
         conn.state_machine.state.value,
         conn.highest_inbound_stream_id,
         conn.highest_outbound_stream_id,
-        tuple(et.dynamic_entries), et._maxsize, et._current_size, et.resized, tuple(enc.table_size_changes),
-        tuple(dt.dynamic_entries), dt._maxsize, dt._current_size, dt.resized,
+        encoder_state(conn.encoder), decoder_state(dec),
         dec.max_header_list_size, dec.max_allowed_table_size,
         _settings_out(conn.local_settings), _settings_out(conn.remote_settings),
         (conn.outbound_flow_control_window, conn.max_outbound_frame_size, conn.max_inbound_frame_size),
@@ -142,19 +164,18 @@ def load(data: bytes, config: h2.config.H2Configuration) -> tuple[h2.connection.
 
 
 def _apply(conn: h2.connection.H2Connection, f: tuple[Any, ...]) -> tuple[h2.connection.H2Connection, Extra]:
-    (state, hi_in, hi_out, e_entries, e_max, e_cur, e_resized, e_changes, d_entries, d_max, d_cur,
-     d_resized, d_list, d_allowed, local, remote, windows, closed, wm, opened, requests, got) = f  # fmt: skip
+    (state, hi_in, hi_out, (e_entries, e_max, e_owed), (d_entries, d_max), d_list, d_allowed,
+     local, remote, windows, closed, wm, opened, requests, got) = f  # fmt: skip
     conn.state_machine.state = ConnectionState(state)
     conn.highest_inbound_stream_id = int(hi_in)
     conn.highest_outbound_stream_id = int(hi_out)
-    et, dt = conn.encoder.header_table, conn.decoder.header_table
-    et.dynamic_entries = deque((bytes(n), bytes(v)) for n, v in e_entries)
-    et._maxsize, et._current_size, et.resized = int(e_max), int(e_cur), bool(e_resized)
-    conn.encoder.table_size_changes = [int(n) for n in e_changes]
-    dt.dynamic_entries = deque((bytes(n), bytes(v)) for n, v in d_entries)
-    dt._maxsize, dt._current_size, dt.resized = int(d_max), int(d_cur), bool(d_resized)
-    conn.decoder.max_header_list_size = int(d_list)
-    conn.decoder.max_allowed_table_size = int(d_allowed)
+    hpack_codec.install(conn)
+    enc, dec = conn.encoder, conn.decoder
+    assert isinstance(enc, hpack_codec.Encoder) and isinstance(dec, hpack_codec.Decoder)
+    enc.restore(e_entries, e_max, e_owed)
+    dec.restore(d_entries, d_max)
+    dec.max_header_list_size = int(d_list)
+    dec.max_allowed_table_size = int(d_allowed)
     _settings_in(conn.local_settings, local)
     _settings_in(conn.remote_settings, remote)
     out_window, out_frame, in_frame = (int(n) for n in windows)

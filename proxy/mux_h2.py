@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -62,6 +61,7 @@ from hyperframe.frame import GoAwayFrame
 
 from proxy.h2 import Settings, request_head
 from proxy.h2.guard import Guard
+from proxy.h2.hpack_codec import install as install_hpack
 from proxy.h2.translate import RequestError, check_trailers
 from proxy.h2_side import H2Side
 from proxy.replies import error_reply
@@ -127,6 +127,9 @@ class H2ClientConn(asyncio.Protocol):
             normalize_outbound_headers=False,
         )
         conn = self.conn = H2Connection(config)
+        # The compiled HPACK codec in place of the hpack library's, without Huffman coding on our
+        # side (HAProxy's encoder sends literals too): it costs CPU for a few bytes saved.
+        install_hpack(conn, huffman=False)
         # Our limits apply from the first frame (not only once the client acknowledged them):
         # they are the initial values the library enforces, and the ones it announces.
         conn.local_settings = H2Settings(
@@ -144,9 +147,6 @@ class H2ClientConn(asyncio.Protocol):
         # that change every time (dates, ids), whose insertion and linear table search cost more
         # than the bytes they would save on a loopback or LAN.
         conn.encoder.header_table_size = 0
-        # Nor Huffman coding (HAProxy's encoder sends literals too): the pure-Python coder walks
-        # every byte of every value, for a few bytes saved.
-        conn.encoder.encode = functools.partial(conn.encoder.encode, huffman=False)  # type: ignore[method-assign]
         conn.decoder.max_allowed_table_size = settings.header_table_size
         conn.decoder.max_header_list_size = settings.decoder_limit
         self.streams: dict[int, H2Side] = {}

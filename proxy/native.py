@@ -32,6 +32,8 @@ COMPILED: tuple[str, ...] = (
     "proxy.h1.writer",
     "proxy.h1.strict",
     "proxy.h1.engine_native",
+    "proxy.h2.huffman",
+    "proxy.h2.hpack_codec",
     "proxy.slots",
     "proxy.slot_array",
     "proxy.front_counter",

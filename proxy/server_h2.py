@@ -66,6 +66,7 @@ import h2.settings
 
 from proxy import pidfd
 from proxy.h1 import ProtocolError
+from proxy.h2.hpack_codec import install as install_hpack
 from proxy.h2_handover import BadState, Extra, NotIdle, check_idle, dump, load, read_fd, to_memfd
 from proxy.message import Data, EndOfMessage, Event, Framing, Headers, RequestHead
 from proxy.server import Acct
@@ -118,6 +119,7 @@ class H2ServerConn(asyncio.Protocol):
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None, validate_inbound_headers=True)
         )
+        install_hpack(self.h2)  # the compiled HPACK codec in place of the hpack library's
         self.transport: asyncio.Transport | None = None
         self.inbuf = b""  # the start of a frame not wholly received yet
         self.state = H2State.CONNECTING

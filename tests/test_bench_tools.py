@@ -150,3 +150,23 @@ def test_hotpath_runs_requests_in_process() -> None:
         ).stdout  # fmt: skip
         assert f"{engine}: " in out and "Python calls per request" in out
         assert 2 <= out.count("\n") <= 5  # the title, up to three functions (compiled: fewer), the result
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["default", "pure"])
+def test_hpack_bench_compares_both_codecs(pure: bool) -> None:
+    """tools.hpack_bench: each scenario measured for both codecs, and it says which build of the
+    proxy's codec it measured (the figures themselves are not asserted)."""
+    env = {**os.environ, "POOLPROXY_PURE": "1" if pure else "0"}
+    out = subprocess.run(
+        [sys.executable, "-m", "tools.hpack_bench", "--blocks", "20", "--repeat", "1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True, env=env,
+    ).stdout  # fmt: skip
+    assert ("Python source" in out) if pure else ("compiled" in out or "Python source" in out)
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ") and "scenario" not in line]
+    assert [" ".join(r[:2]) for r in rows] == [
+        "h2load request",
+        "browser request",
+        "origin response",
+        "frontend response",
+    ]
+    assert all(float(x) > 0 for r in rows for x in r[2:])

@@ -19,7 +19,21 @@ import h2.settings
 import pytest
 from hpack.exceptions import InvalidTableIndex
 
-from proxy.h2_handover import MAX_STATE, BadState, Extra, NotIdle, check_idle, dump, load, read_fd, to_memfd
+from proxy.h2 import hpack_codec
+from proxy.h2_handover import (
+    MAX_STATE,
+    VERSION,
+    BadState,
+    Extra,
+    NotIdle,
+    check_idle,
+    decoder_state,
+    dump,
+    encoder_state,
+    load,
+    read_fd,
+    to_memfd,
+)
 
 REQ = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"origin.test"), (b":path", b"/a")]
 CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None)
@@ -28,12 +42,15 @@ RESP = [(b":status", b"200"), (b"x-served-by", b"origin-node-7"), (b"x-cache-key
 
 
 class Pair:
-    """A client ``H2Connection`` (the proxy's side) and a server one, talking through ``pump``."""
+    """A client ``H2Connection`` (the proxy's side, with the proxy's HPACK codec unless ``codec``
+    is "library") and a server one (the ``h2`` library's, all of it), talking through ``pump``."""
 
-    def __init__(self) -> None:
+    def __init__(self, codec: str = "ours") -> None:
         self.client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
+        if codec == "ours":
+            hpack_codec.install(self.client)
         self.server = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding=None)
         )
@@ -88,21 +105,27 @@ class Pair:
         return got, resp
 
 
-def test_an_idle_connection_continues_after_a_round_trip_through_bytes() -> None:
-    pair = Pair()
+@pytest.mark.parametrize("codec", ["ours", "library"])
+def test_an_idle_connection_continues_after_a_round_trip_through_bytes(codec: str) -> None:
+    """From either HPACK codec (the proxy's, or the library's a connection made before it had), the
+    restored connection has the proxy's, holding the same tables."""
+    pair = Pair(codec)
     for _ in range(3):
         pair.exchange()
     before = pair.client
-    assert len(before.encoder.header_table.dynamic_entries) >= 2  # our custom headers are indexed
-    assert len(before.decoder.header_table.dynamic_entries) >= 2  # and the server's
+    assert len(encoder_state(before.encoder)[0]) >= 2  # our custom headers are indexed
+    assert len(decoder_state(before.decoder)[0]) >= 2  # and the server's
     data = dump(before, Extra(opened=3, requests=3, got_settings=True))
     restored, extra = load(data, CONFIG)
     assert extra == Extra(3, 3, True)
     assert restored is not before
+    assert isinstance(restored.encoder, hpack_codec.Encoder)
+    assert isinstance(restored.decoder, hpack_codec.Decoder)
     # the state that must survive, field by field
-    for side in ("encoder", "decoder"):
-        table, was = getattr(restored, side).header_table, getattr(before, side).header_table
-        assert list(table.dynamic_entries) == list(was.dynamic_entries), side
+    assert encoder_state(restored.encoder) == encoder_state(before.encoder)
+    assert decoder_state(restored.decoder) == decoder_state(before.decoder)
+    assert restored.decoder.max_header_list_size == before.decoder.max_header_list_size
+    assert restored.decoder.max_allowed_table_size == before.decoder.max_allowed_table_size
     assert restored.encoder.header_table_size == before.encoder.header_table_size
     assert restored.decoder.header_table_size == before.decoder.header_table_size
     assert dict(restored.remote_settings) == dict(before.remote_settings)
@@ -184,10 +207,11 @@ def test_load_refuses_what_dump_did_not_write() -> None:
     for bad in (b"", b"PPH2", b"XXXX" + good[4:], good[:-1], good[:4] + b"\x09\x00" + good[6:]):
         with pytest.raises(BadState):
             load(bad, CONFIG)
-    for shape in (None, (1, 2, 3), (0,) * 22):  # well-formed marshal data, not a state
+    bad_tables = (1, 0, 0, ((), 4096, ()), (), 0, 0, {}, {}, (), {}, (), 0, 0, 0)  # a decoder state of ()
+    for shape in (None, (1, 2, 3), (0,) * 15, bad_tables):
         body = marshal.dumps(shape)
         with pytest.raises(BadState, match="not a connection"):
-            load(struct.pack("<4sHI", b"PPH2", 2, len(body)) + body, CONFIG)
+            load(struct.pack("<4sHI", b"PPH2", VERSION, len(body)) + body, CONFIG)
     wrong = bytearray(good)
     wrong[4] = 1  # an older version
     with pytest.raises(BadState, match="v1"):

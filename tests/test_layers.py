@@ -65,6 +65,8 @@ CORE = [
     "proxy.h2",
     "proxy.h2.translate",
     "proxy.h2.guard",
+    "proxy.h2.huffman",
+    "proxy.h2.hpack_codec",
     "proxy.tls",
     "proxy.reloads",
 ]
