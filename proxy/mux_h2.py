@@ -27,6 +27,10 @@ then is a graceful one (NO_ERROR, the last stream we accept), written past the l
 is final). Protocol errors end the connection with GOAWAY and the library's error code; floods
 (``proxy.h2.guard``) with ENHANCE_YOUR_CALM. Nothing raises out of a callback.
 
+Writes: whatever the callbacks of one loop iteration produce (the responses of every stream answered
+in it, acknowledgements, resets) leaves in one ``transport.write``, at the end of the iteration
+(``write_out`` schedules ``flush``); a connection that ends writes what waits at once.
+
 Timeouts, one timer per connection: before the first stream and between streams, ``timeout
 http-keep-alive`` (else ``http-request``, else ``client``) closes an idle connection with GOAWAY;
 while streams run, each stream's ``check_timeouts`` (``timeout server``) and ``timeout client``
@@ -73,6 +77,10 @@ if TYPE_CHECKING:
     from proxy.message import Headers, RequestHead
     from proxy.sides import ClientEnv
 
+# Body bytes framed since the last write past which the write is made at once rather than at the
+# end of the loop iteration: the transport must see them to push back (pause_writing) before the
+# server connection reads again (libuv reads a readable socket up to 32 times in one iteration).
+FLUSH_AT = 65536
 # Streams the library lets a client open at once; ours is Settings.max_concurrent_streams, and the
 # ones beyond it are refused one by one (and counted: a client that keeps trying is cut).
 HARD_STREAMS = 2**31 - 1
@@ -90,6 +98,8 @@ class H2ClientConn(asyncio.Protocol):
         "dirty",
         "env",
         "error",
+        "flush_handle",
+        "framed",
         "goaway_sent",
         "guard",
         "last_io",
@@ -166,6 +176,8 @@ class H2ClientConn(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.loop = asyncio.get_running_loop()
+        self.flush_handle: asyncio.Handle | None = None  # the flush scheduled for this loop iteration
+        self.framed = 0  # body bytes framed since the last write
 
     def __repr__(self) -> str:
         s = self.session
@@ -416,8 +428,9 @@ class H2ClientConn(asyncio.Protocol):
             self.dirty.append(side)
 
     def write_out(self, *, force: bool = False) -> None:
-        """Write what the library prepared, unless corked (one write for a batch of events);
-        ``force``: now, corked or not (the connection is ending)."""
+        """Have what the library prepared written, unless corked: at the end of this loop iteration
+        (``flush``), so that every stream answered in it shares one write; ``force``: now, corked or
+        not (the connection is ending)."""
         if self.corked and not force:
             return
         if self.dirty:
@@ -429,6 +442,19 @@ class H2ClientConn(asyncio.Protocol):
                     self.flush_stream(side)
             finally:
                 self.corked -= 1
+        if force or self.framed >= FLUSH_AT:
+            self.flush()
+        elif self.flush_handle is None:
+            self.flush_handle = self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what the library prepared, now: one ``transport.write`` per loop iteration however
+        many responses, acknowledgements and resets its callbacks produced (``write_out`` schedules it)."""
+        handle = self.flush_handle
+        if handle is not None:
+            self.flush_handle = None
+            handle.cancel()
+        self.framed = 0
         data = self.conn.data_to_send()
         if data:
             transport = self.transport
@@ -465,6 +491,7 @@ class H2ClientConn(asyncio.Protocol):
                     conn.send_data(sid, bytes(out[:n]), end_stream=last)
                     del out[:n]
                     window -= n
+                    self.framed += n
                     if last:
                         side.sent_end = True
                         side.end_pending = None
@@ -567,7 +594,7 @@ class H2ClientConn(asyncio.Protocol):
         if not self.goaway_sent:
             self.goaway_sent = True
             self.last_sid = self.conn.highest_inbound_stream_id
-            self.write_out()  # what the library prepared goes first
+            self.write_out(force=True)  # what the library prepared goes first
             frame = GoAwayFrame(0, last_stream_id=self.last_sid, error_code=_NO_ERROR)
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.write(frame.serialize())
@@ -599,7 +626,7 @@ class H2ClientConn(asyncio.Protocol):
         try:
             self.conn.close_connection(code)
         except Exception:  # the library's state machine refuses: write the frame ourselves
-            self.write_out()
+            self.write_out(force=True)
             frame = GoAwayFrame(0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=code)
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.write(frame.serialize())
@@ -654,6 +681,9 @@ class H2ClientConn(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.flush_handle is not None:  # nothing more goes out
+            self.flush_handle.cancel()
+            self.flush_handle = None
 
     def _on_timer(self) -> None:
         self.timer = None
