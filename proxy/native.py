@@ -32,6 +32,8 @@ COMPILED: tuple[str, ...] = (
     "proxy.h1.writer",
     "proxy.h1.strict",
     "proxy.h1.engine_native",
+    "proxy.h2.frames",
+    "proxy.h2.conn",
     "proxy.slots",
     "proxy.slot_array",
     "proxy.pool_policy",

@@ -1,4 +1,5 @@
-"""The HTTP/2 client mux (proxy.mux_h2) on a fake transport, driven by the ``h2`` library as the client.
+"""The HTTP/2 client mux (proxy.mux_h2) on a fake transport, driven by the ``h2`` library as the client
+(every test on both connection engines, ``tune.h2-engine native|h2``).
 
 The environment's ``open_stream`` hands out ``FakeStream`` recorders; a test plays the stream by
 calling its ``H2Side`` (``FakeStream.respond`` does head, data, end and ``stream_done``). What the
@@ -7,8 +8,11 @@ mux writes is read back by a real HTTP/2 client state machine (``Client.events``
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from fakes import FakeClientEnv, FakeStream, FakeTransport, in_loop, response
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -28,12 +32,23 @@ from h2.settings import SettingCodes
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PingFrame, WindowUpdateFrame
 
 from proxy.client_mux import MuxFactory
-from proxy.config.model import Cap, Proxy, Timeouts
+from proxy.config.model import H2_ENGINES, Cap, Proxy, Timeouts
 from proxy.h2 import Settings
 from proxy.message import Framing, ResponseHead
 from proxy.mux_h1 import ClientConn
 from proxy.mux_h2 import FLUSH_AT, H2ClientConn
 from proxy.replies import error_reply
+
+ENGINE = ["h2"]  # the engine of this test's muxes (the fixture below sets it)
+
+
+@pytest.fixture(autouse=True, params=H2_ENGINES)
+def h2_engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs on both connection engines (``tune.h2-engine``)."""
+    ENGINE[0] = request.param
+    yield request.param
+    ENGINE[0] = "h2"
+
 
 GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"example.com"), (b":path", b"/a")]
 
@@ -53,7 +68,8 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, **env_kw: Any) -> None:
         self.env = FakeClientEnv(**env_kw)
-        self.mux = H2ClientConn(self.env, settings or Settings())  # type: ignore[arg-type]
+        settings = dataclasses.replace(settings or Settings(), engine=ENGINE[0])
+        self.mux = H2ClientConn(self.env, settings)  # type: ignore[arg-type]
         self.t = FakeTransport()
         self.mux.connection_made(self.t)  # type: ignore[arg-type]
         self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
@@ -432,7 +448,7 @@ def test_malformed_requests_reset_their_stream_only() -> None:
 # -- connection errors and floods ------------------------------------------------------------------
 def _fresh() -> tuple[H2ClientConn, FakeTransport, FakeClientEnv]:
     env = FakeClientEnv()
-    mux = H2ClientConn(env, Settings())  # type: ignore[arg-type]
+    mux = H2ClientConn(env, Settings(engine=ENGINE[0]))  # type: ignore[arg-type]
     t = FakeTransport()
     mux.connection_made(t)  # type: ignore[arg-type]
     return mux, t, env
