@@ -64,6 +64,9 @@ CORE = [
     "proxy.h2",
     "proxy.h2.translate",
     "proxy.h2.guard",
+    "proxy.h2.frames",
+    "proxy.h2.conn",
+    "proxy.h2.engine",
     "proxy.tls",
     "proxy.reloads",
 ]

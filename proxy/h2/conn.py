@@ -21,8 +21,9 @@ What it enforces (RFC 9113), as the ``h2`` library does for the mux:
   reported as ``RESET``); DATA on a closed stream is dropped, its window given back;
 - header blocks: HEADERS + CONTINUATION with nothing in between (PROTOCOL_ERROR), at most
   ``MAX_CONTINUATIONS`` frames (PROTOCOL_ERROR, as the library) and the decoder's limit in bytes
-  (ENHANCE_YOUR_CALM): a CONTINUATION flood is cut; HPACK errors (COMPRESSION_ERROR), a decoded list over the decoder's limit
-  (ENHANCE_YOUR_CALM: an HPACK bomb); trailers must end the stream (PROTOCOL_ERROR);
+  (ENHANCE_YOUR_CALM): a CONTINUATION flood is cut; HPACK errors (COMPRESSION_ERROR), a decoded
+  list over the decoder's limit (ENHANCE_YOUR_CALM: an HPACK bomb); trailers must end the stream
+  (PROTOCOL_ERROR);
 - a request's content-length against the DATA received (PROTOCOL_ERROR, as the library does);
 - flow control both ways: DATA beyond the connection's or the stream's receive window, a window
   past 2^31-1 after WINDOW_UPDATE or SETTINGS_INITIAL_WINDOW_SIZE (FLOW_CONTROL_ERROR; a stream's
