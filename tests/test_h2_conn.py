@@ -9,6 +9,10 @@ own choices (an error code the library words otherwise) are tested on it alone.
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +44,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from proxy.config import ConfigError, load
 from proxy.h2 import Settings, conn as c, frames as f
 from proxy.h2.engine import ENGINES, Engine, LibConn, make_engine
 
@@ -481,3 +486,31 @@ def test_headers_after_the_request_ended_is_a_stream_error(engine: str) -> None:
     assert [(type(x).__name__, x.error_code) for x in raw_frames(p.server.data_to_send())] == [
         ("RstStreamFrame", f.STREAM_CLOSED)
     ]
+
+
+# -- tune.h2-engine ------------------------------------------------------------------------------------
+def test_keyword_selects_the_engine(tmp_path: Path) -> None:
+    path = tmp_path / "p.cfg"
+    for value in ENGINES:
+        path.write_text(f"global\n    tune.h2-engine {value}\nbackend b\n    server s 127.0.0.1:1\n")
+        assert load([str(path)]).global_.h2_engine == value
+    path.write_text("global\n    tune.h2-engine nghttp2\nbackend b\n    server s 127.0.0.1:1\n")
+    with pytest.raises(ConfigError, match="unknown HTTP/2 engine"):
+        load([str(path)])
+
+
+def test_default_engine_is_native_only_where_compiled() -> None:
+    """``native`` by default where ``proxy.h2.conn`` is built and not run from source; ``h2`` else."""
+    code = (
+        "from proxy.config.model import DEFAULT_H2_ENGINE as d\n"
+        "from proxy.h2 import Settings\n"
+        "print(d, Settings().engine)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    built = any(p.name.startswith("conn.") and p.suffix == ".so" for p in (root / "proxy" / "h2").iterdir())
+    for pure, expected in (("1", "h2"), ("", "native" if built else "h2")):
+        env = {**os.environ, "POOLPROXY_PURE": pure}
+        argv = [sys.executable, "-c", code]
+        run = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=True, timeout=60)
+        out = run.stdout
+        assert out.split() == [expected, expected], pure
