@@ -514,3 +514,14 @@ def test_default_engine_is_native_only_where_compiled() -> None:
         run = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=True, timeout=60)
         out = run.stdout
         assert out.split() == [expected, expected], pure
+
+
+def test_responses_are_encoded_as_literals_without_a_table(engine: str) -> None:
+    """No Huffman coding and no dynamic table: a value is sent as its bytes, every time."""
+    p = Peer(engine)
+    p.client.send_headers(1, GET, end_stream=True)
+    p.client.send_headers(3, GET, end_stream=True)
+    p.pump()
+    for sid in (1, 3):
+        p.server.send_headers(sid, [(b":status", b"200"), (b"x-value", b"plain-value-42")], end_stream=True)
+        assert b"x-value" in (out := p.server.data_to_send()) and b"plain-value-42" in out

@@ -16,8 +16,7 @@ the same interface plugs in.
 from __future__ import annotations
 
 import collections
-import functools
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -99,6 +98,28 @@ def make_engine(settings: Settings) -> Engine:
     raise ValueError(f"unknown HTTP/2 engine {settings.engine!r} (expected {' or '.join(ENGINES)})")
 
 
+class _LiteralEncoder:
+    """The encoder the library calls (``encode(headers)``): ours without Huffman coding (HAProxy's
+    encoder sends literals too: the pure-Python coder walks every byte of every value, for a few
+    bytes saved). A wrapper, not a patched method: a compiled codec's methods cannot be replaced."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Encoder) -> None:
+        self.inner = inner
+
+    def encode(self, headers: Any) -> bytes:
+        return bytes(self.inner.encode(headers, huffman=False))
+
+    @property
+    def header_table_size(self) -> int:
+        return int(self.inner.header_table_size)
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self.inner.header_table_size = value
+
+
 class LibConn:
     """The ``h2`` library's server-role connection as an ``Engine``."""
 
@@ -120,7 +141,7 @@ class LibConn:
             normalize_outbound_headers=False,
         )
         conn = self.conn = H2Connection(config)
-        conn.encoder = encoder
+        conn.encoder = _LiteralEncoder(encoder)  # type: ignore[assignment]
         conn.decoder = decoder
         # Our limits apply from the first frame (not only once the client acknowledged them):
         # they are the initial values the library enforces, and the ones it announces.
@@ -139,9 +160,6 @@ class LibConn:
         # that change every time (dates, ids), whose insertion and linear table search cost more
         # than the bytes they would save on a loopback or LAN.
         encoder.header_table_size = 0
-        # Nor Huffman coding (HAProxy's encoder sends literals too): the pure-Python coder walks
-        # every byte of every value, for a few bytes saved.
-        encoder.encode = functools.partial(encoder.encode, huffman=False)  # type: ignore[method-assign]
         decoder.max_allowed_table_size = settings.header_table_size
         decoder.max_header_list_size = settings.decoder_limit
         self.extra = b""  # frames written past the library (a graceful GOAWAY), after its own
