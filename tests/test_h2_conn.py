@@ -525,3 +525,27 @@ def test_responses_are_encoded_as_literals_without_a_table(engine: str) -> None:
     for sid in (1, 3):
         p.server.send_headers(sid, [(b":status", b"200"), (b"x-value", b"plain-value-42")], end_stream=True)
         assert b"x-value" in (out := p.server.data_to_send()) and b"plain-value-42" in out
+
+
+def test_random_frames_raise_nothing_but_h2error() -> None:
+    """Bounded fuzzing (fixed seed): frames of every type with random flags, ids and payloads after a
+    valid start; the engine answers with events or an ``H2Error``, never another exception."""
+    import random
+
+    rnd = random.Random(9113)
+    block = Encoder().encode(GET)
+    for _ in range(300):
+        p = Peer()
+        p.client.send_headers(1, POST)
+        p.pump()
+        try:
+            for _ in range(20):
+                kind = rnd.choice([*range(10), 0xFA])
+                noise = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 24)))
+                payload = rnd.choice([b"", block, noise])
+                sid = rnd.choice([0, 1, 2, 3, 5, 2**31 - 1])
+                frame = f.header(len(payload), kind, rnd.randrange(256), sid)
+                p.raw(frame + payload)
+                p.server.data_to_send()
+        except c.H2Error:
+            pass
