@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from h2.errors import ErrorCodes
-
-from proxy.h2 import interim_fields, reply_fields, response_fields, trailer_fields
+from proxy.h2 import frames as f, interim_fields, reply_fields, response_fields, trailer_fields
 from proxy.replies import error_reply
 
 if TYPE_CHECKING:
@@ -173,14 +171,14 @@ class H2Side:
         if self.reset:
             return True
         if reply.silent:  # an empty errorfile: no answer on this stream
-            self.mux.reset_stream(self, ErrorCodes.CANCEL)
+            self.mux.reset_stream(self, f.CANCEL)
             return True
         fields, body = reply_fields(reply, head_only=self.head_only)
         if not self.mux.send_headers(self, fields, end=not body):
             fallback = error_reply(500, self.mux.cfg.errorfiles.get(500))
             fields, body = reply_fields(fallback, head_only=self.head_only)
             if not self.mux.send_headers(self, fields, end=not body):
-                self.mux.reset_stream(self, ErrorCodes.INTERNAL_ERROR)
+                self.mux.reset_stream(self, f.INTERNAL_ERROR)
                 return True
         self.resp_started = True
         self.bytes_sent += _fields_size(fields) + len(body)
@@ -192,7 +190,7 @@ class H2Side:
         return True
 
     def abort(self) -> None:
-        self.mux.reset_stream(self, ErrorCodes.INTERNAL_ERROR)
+        self.mux.reset_stream(self, f.INTERNAL_ERROR)
 
     # -- request flow control -------------------------------------------------------------------
     def pause_request(self) -> None:
@@ -219,7 +217,7 @@ class H2Side:
         business); what is still queued for this stream goes out as the window allows."""
         self.handle_done = True
         if not self.resp_started and not self.reset:
-            self.mux.reset_stream(self, ErrorCodes.INTERNAL_ERROR)  # ended without any answer
+            self.mux.reset_stream(self, f.INTERNAL_ERROR)  # ended without any answer
         else:
             self.mux.session.requests_done += 1
         self.mux.settle(self)

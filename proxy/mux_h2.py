@@ -1,7 +1,8 @@
 """The client side of HTTP/2: one ``H2ClientConn`` (an ``asyncio.Protocol``) per client connection.
 
-The mux owns the HTTP/2 wire; the ``h2`` library is its state machine (frames, HPACK, stream
-states, flow-control windows), fed the bytes read and asked for the bytes to write. Each request
+The mux owns the HTTP/2 wire; an engine (``proxy.h2.engine``, ``tune.h2-engine``: the compiled
+``proxy.h2.conn`` or the ``h2`` library) is its state machine (frames, HPACK, stream states,
+flow-control windows), fed the bytes read and asked for the bytes to write. Each request
 stream becomes one ``proxy.stream.Stream`` (opened through ``proxy.sides.ClientEnv.open_stream``,
 as ``mux_h1`` does) whose ``ClientSide`` is an ``H2Side`` (``proxy.h2_side``): the per-stream
 endpoint that frames what the stream sends back. Header blocks are translated by
@@ -23,9 +24,13 @@ Endings: an aborted stream is reset (RST_STREAM INTERNAL_ERROR); a response that
 request did is followed by RST_STREAM NO_ERROR (RFC 9113 §8.1); a client reset ends the stream
 (``on_client_closed``). A soft stop (``drain``), ``tune.h2.fe.max-total-streams`` or the client's own
 GOAWAY lets the streams in flight finish and closes the connection when none is left; our GOAWAY
-then is a graceful one (NO_ERROR, the last stream we accept), written past the library (whose GOAWAY
-is final). Protocol errors end the connection with GOAWAY and the library's error code; floods
+then is a graceful one (NO_ERROR, the last stream we accept: ``send_goaway``, not the engine's final
+``close_connection``). Protocol errors end the connection with GOAWAY and the engine's error code; floods
 (``proxy.h2.guard``) with ENHANCE_YOUR_CALM. Nothing raises out of a callback.
+
+Writes: whatever the callbacks of one loop iteration produce (the responses of every stream answered
+in it, acknowledgements, resets) leaves in one ``transport.write``, at the end of the iteration
+(``write_out`` schedules ``flush``); a connection that ends writes what waits at once.
 
 Timeouts, one timer per connection: before the first stream and between streams, ``timeout
 http-keep-alive`` (else ``http-request``, else ``client``) closes an idle connection with GOAWAY;
@@ -36,48 +41,26 @@ while streams run, each stream's ``check_timeouts`` (``timeout server``) and ``t
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    PingReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    UnknownFrameReceived,
-    WindowUpdated,
-)
-from h2.exceptions import ProtocolError as H2ProtocolError
-from h2.settings import SettingCodes, Settings as H2Settings
-from hyperframe.frame import GoAwayFrame
-
-from proxy.h2 import Settings, request_head
+from proxy.h2 import Settings, conn as h2conn, frames as f, request_head
+from proxy.h2.conn import Event, H2Error
+from proxy.h2.engine import Engine, make_engine
 from proxy.h2.guard import Guard
-from proxy.h2.hpack_codec import install as install_hpack
 from proxy.h2.translate import RequestError, check_trailers
 from proxy.h2_side import H2Side
 from proxy.replies import error_reply
 from proxy.session import Session
 
 if TYPE_CHECKING:
-    from h2.events import Event as H2Event
-
     from proxy.message import Headers, RequestHead
     from proxy.sides import ClientEnv
 
-# Streams the library lets a client open at once; ours is Settings.max_concurrent_streams, and the
-# ones beyond it are refused one by one (and counted: a client that keeps trying is cut).
-HARD_STREAMS = 2**31 - 1
-_NO_ERROR = ErrorCodes.NO_ERROR
-_CALM = ErrorCodes.ENHANCE_YOUR_CALM
+# Body bytes framed since the last write past which the write is made at once rather than at the
+# end of the loop iteration: the transport must see them to push back (pause_writing) before the
+# server connection reads again (libuv reads a readable socket up to 32 times in one iteration).
+FLUSH_AT: Final = 65536
 
 
 class H2ClientConn(asyncio.Protocol):
@@ -90,6 +73,8 @@ class H2ClientConn(asyncio.Protocol):
         "dirty",
         "env",
         "error",
+        "flush_handle",
+        "framed",
         "goaway_sent",
         "guard",
         "last_io",
@@ -113,42 +98,7 @@ class H2ClientConn(asyncio.Protocol):
         self.settings = settings
         self.transport: asyncio.Transport | None = None
         self.session = Session("", 0)
-        config = H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            # proxy.h2.translate checks every request block in the pass that translates it (the
-            # library's checks cost a fifth of a request); the library still checks the framing,
-            # the stream states and content-length against the DATA received
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            # what we send is built here from validated heads (lower-case names, no connection-specific
-            # field, values the HTTP/1 parser or the rules checked): checking it again costs ~10%
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        conn = self.conn = H2Connection(config)
-        # The compiled HPACK codec in place of the hpack library's, without Huffman coding on our
-        # side (HAProxy's encoder sends literals too): it costs CPU for a few bytes saved.
-        install_hpack(conn, huffman=False)
-        # Our limits apply from the first frame (not only once the client acknowledged them):
-        # they are the initial values the library enforces, and the ones it announces.
-        conn.local_settings = H2Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
-                SettingCodes.HEADER_TABLE_SIZE: settings.header_table_size,
-                SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window_size,
-                SettingCodes.MAX_FRAME_SIZE: settings.max_frame_size,
-                SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_list_size,
-            },
-        )
-        conn.max_inbound_frame_size = settings.max_frame_size
-        # Our encoder keeps no dynamic table (HAProxy's does not either): responses carry values
-        # that change every time (dates, ids), whose insertion and linear table search cost more
-        # than the bytes they would save on a loopback or LAN.
-        conn.encoder.header_table_size = 0
-        conn.decoder.max_allowed_table_size = settings.header_table_size
-        conn.decoder.max_header_list_size = settings.decoder_limit
+        self.conn: Engine = make_engine(settings)  # tune.h2-engine: proxy.h2.conn's, or the h2 library's
         self.streams: dict[int, H2Side] = {}
         self.guard = Guard(settings.max_concurrent_streams, settings.glitches_threshold)
         self.corked = 0
@@ -166,6 +116,8 @@ class H2ClientConn(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.loop = asyncio.get_running_loop()
+        self.flush_handle: asyncio.Handle | None = None  # the flush scheduled for this loop iteration
+        self.framed = 0  # body bytes framed since the last write
 
     def __repr__(self) -> str:
         s = self.session
@@ -196,12 +148,6 @@ class H2ClientConn(asyncio.Protocol):
         self.env.client_opened(self)
         conn = self.conn
         conn.initiate_connection()
-        # Announced above: our limit. Enforced by the library: far more, so that a stream beyond
-        # our limit reaches _on_request and is refused there (RST_STREAM REFUSED_STREAM, RFC 9113
-        # §5.1.2: a stream error) instead of the library ending the whole connection. The library
-        # has no public way to announce one value and enforce another: this sets the value it
-        # reads, once its SETTINGS frame with ours is written.
-        conn.local_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = collections.deque([HARD_STREAMS])
         extra = self.settings.connection_window - 65535
         if extra > 0:
             conn.increment_flow_control_window(extra)
@@ -217,11 +163,11 @@ class H2ClientConn(asyncio.Protocol):
         self.last_io = time.monotonic()
         try:
             events = self.conn.receive_data(data)
-        except H2ProtocolError as exc:
-            self.fail(int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)), f"protocol error: {exc}")
+        except H2Error as exc:
+            self.fail(exc.code, f"protocol error: {exc}")
             return
-        except Exception as exc:  # a library failure must not take the worker down
-            self.fail(ErrorCodes.INTERNAL_ERROR, f"h2 failure: {exc!r}")
+        except Exception as exc:  # an engine failure must not take the worker down
+            self.fail(f.INTERNAL_ERROR, f"h2 failure: {exc!r}")
             return
         self.corked += 1
         try:
@@ -230,7 +176,7 @@ class H2ClientConn(asyncio.Protocol):
                     return
                 self._event(ev)
         except Exception as exc:  # a bug must cost this connection, not the worker
-            self.fail(ErrorCodes.INTERNAL_ERROR, f"internal error: {exc!r}")
+            self.fail(f.INTERNAL_ERROR, f"internal error: {exc!r}")
             return
         finally:
             self.corked -= 1
@@ -269,61 +215,60 @@ class H2ClientConn(asyncio.Protocol):
         self.write_out()
 
     # -- events -----------------------------------------------------------------------------------
-    def _event(self, ev: H2Event) -> None:
-        if isinstance(ev, DataReceived):
+    def _event(self, ev: Event) -> None:
+        kind = ev.kind
+        if kind == h2conn.DATA:
             self._on_data(ev)
-        elif isinstance(ev, RequestReceived):
+        elif kind == h2conn.REQUEST:
             self._on_request(ev)
-        elif isinstance(ev, StreamEnded):
-            side = self.streams.get(ev.stream_id or 0)
+        elif kind == h2conn.ENDED:
+            side = self.streams.get(ev.sid)
             if side is not None:
                 side.req_ended = True
                 if side.handle is not None and not side.handle_done:
                     side.handle.on_request_end(side.trailers)
-        elif isinstance(ev, WindowUpdated):
-            if ev.stream_id:
-                side = self.streams.get(ev.stream_id)
+        elif kind == h2conn.WINDOW:
+            if ev.sid:
+                side = self.streams.get(ev.sid)
                 if side is not None:
                     self.flush_stream(side)
             else:
                 self._flush_all()
-        elif isinstance(ev, TrailersReceived):
-            side = self.streams.get(ev.stream_id or 0)
+        elif kind == h2conn.TRAILERS:
+            side = self.streams.get(ev.sid)
             if side is not None:
                 try:
-                    side.trailers = check_trailers(list(ev.headers or ()))
+                    side.trailers = check_trailers(ev.headers)
                 except RequestError:
                     self._malformed(side)
-        elif isinstance(ev, StreamReset):
+        elif kind == h2conn.RESET:
             self._on_reset(ev)
-        elif isinstance(ev, RemoteSettingsChanged):
+        elif kind == h2conn.SETTINGS:
             if self._calm(self.guard.control_frame(time.monotonic())):
                 return
-            if self.conn.encoder.header_table_size:  # the library applied the client's size: none
-                self.conn.encoder.header_table_size = 0
-            if SettingCodes.INITIAL_WINDOW_SIZE in ev.changed_settings:
+            if ev.window_changed:
                 self._flush_all()
-        elif isinstance(ev, PingReceived):
+        elif kind == h2conn.PING:
             self._calm(self.guard.control_frame(time.monotonic()))
-        elif isinstance(ev, ConnectionTerminated):
+        elif kind == h2conn.GOAWAY:
             self.client_goaway = True
             if not self.streams:
                 self.close()
-        elif isinstance(ev, UnknownFrameReceived):
+        elif kind == h2conn.UNKNOWN:
             self._calm(self.guard.glitch())
 
-    def _on_request(self, ev: RequestReceived) -> None:
-        sid = ev.stream_id or 0
+    def _on_request(self, ev: Event) -> None:
+        sid = ev.sid
         if self.goaway_sent and sid > self.last_sid:
-            self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)  # past our GOAWAY: never processed
+            self.conn.reset_stream(sid, f.REFUSED_STREAM)  # past our GOAWAY: never processed
             return
         if len(self.streams) >= self.settings.max_concurrent_streams:
-            self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)  # over what we announced
+            self.conn.reset_stream(sid, f.REFUSED_STREAM)  # over what we announced
             self._calm(self.guard.cancelled(time.monotonic()))
             return
         self.total_streams += 1
-        fields: Headers = list(ev.headers or ())  # bytes: header_encoding=None
-        ended = ev.stream_ended is not None
+        fields: Headers = ev.headers
+        ended = ev.ended
         method = next((v for n, v in fields if n == b":method"), b"")
         side = self.streams[sid] = H2Side(self, sid, head_only=method == b"HEAD")
         side.req_ended = ended
@@ -356,7 +301,7 @@ class H2ClientConn(asyncio.Protocol):
         """RFC 9113 §8.1.1: a malformed message is a stream error PROTOCOL_ERROR."""
         if self._calm(self.guard.glitch()):
             return
-        self.reset_stream(side, ErrorCodes.PROTOCOL_ERROR)
+        self.reset_stream(side, f.PROTOCOL_ERROR)
         if side.handle is not None and not side.handle_done:
             side.handle_done = True  # what follows on this stream (its END_STREAM) is ignored
             side.handle.on_client_closed()
@@ -375,11 +320,11 @@ class H2ClientConn(asyncio.Protocol):
             side.send_reply(error_reply(status, self.cfg.errorfiles.get(status)), keep_alive=True)
             self.settle(side)
 
-    def _on_data(self, ev: DataReceived) -> None:
-        sid = ev.stream_id or 0
-        size = ev.flow_controlled_length or 0
+    def _on_data(self, ev: Event) -> None:
+        sid = ev.sid
+        size = ev.flow
         side = self.streams.get(sid)
-        data = ev.data or b""
+        data = ev.data
         if side is None or side.handle is None or side.handle_done:
             if size:
                 self.conn.acknowledge_received_data(size, sid)  # nobody wants it: the window goes back
@@ -387,13 +332,13 @@ class H2ClientConn(asyncio.Protocol):
         side.unacked += size
         if data:
             side.handle.on_request_data(data)
-        elif ev.stream_ended is None:
+        elif not ev.ended:
             self._calm(self.guard.glitch())  # an empty DATA frame that ends nothing
         if side.unacked and (not side.req_paused or side.handle_done):
             self.acknowledge(side)
 
-    def _on_reset(self, ev: StreamReset) -> None:
-        side = self.streams.pop(ev.stream_id or 0, None)
+    def _on_reset(self, ev: Event) -> None:
+        side = self.streams.pop(ev.sid, None)
         if side is None:
             return
         side.reset = True
@@ -416,8 +361,9 @@ class H2ClientConn(asyncio.Protocol):
             self.dirty.append(side)
 
     def write_out(self, *, force: bool = False) -> None:
-        """Write what the library prepared, unless corked (one write for a batch of events);
-        ``force``: now, corked or not (the connection is ending)."""
+        """Have what the library prepared written, unless corked: at the end of this loop iteration
+        (``flush``), so that every stream answered in it shares one write; ``force``: now, corked or
+        not (the connection is ending)."""
         if self.corked and not force:
             return
         if self.dirty:
@@ -429,6 +375,19 @@ class H2ClientConn(asyncio.Protocol):
                     self.flush_stream(side)
             finally:
                 self.corked -= 1
+        if force or self.framed >= FLUSH_AT:
+            self.flush()
+        elif self.flush_handle is None:
+            self.flush_handle = self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what the library prepared, now: one ``transport.write`` per loop iteration however
+        many responses, acknowledgements and resets its callbacks produced (``write_out`` schedules it)."""
+        handle = self.flush_handle
+        if handle is not None:
+            self.flush_handle = None
+            handle.cancel()
+        self.framed = 0
         data = self.conn.data_to_send()
         if data:
             transport = self.transport
@@ -439,9 +398,7 @@ class H2ClientConn(asyncio.Protocol):
         """False when the library refuses the block (nothing was sent)."""
         try:
             self.conn.send_headers(side.sid, fields, end_stream=end)
-        except H2ProtocolError:
-            return False
-        except Exception:  # e.g. a header the library's validation rejects with another error
+        except H2Error:
             return False
         if end:
             side.sent_end = True
@@ -465,11 +422,12 @@ class H2ClientConn(asyncio.Protocol):
                     conn.send_data(sid, bytes(out[:n]), end_stream=last)
                     del out[:n]
                     window -= n
+                    self.framed += n
                     if last:
                         side.sent_end = True
                         side.end_pending = None
-            except H2ProtocolError:
-                self.reset_stream(side, ErrorCodes.INTERNAL_ERROR)
+            except H2Error:
+                self.reset_stream(side, f.INTERNAL_ERROR)
                 return
         if not out and side.end_pending is not None:
             trailers = side.end_pending
@@ -478,11 +436,11 @@ class H2ClientConn(asyncio.Protocol):
                     conn.send_headers(sid, trailers, end_stream=True)
                 else:
                     conn.end_stream(sid)
-            except H2ProtocolError:  # trailers the library refuses are dropped; the body still ends
+            except H2Error:  # trailers the engine refuses are dropped; the body still ends
                 try:
                     conn.end_stream(sid)
-                except H2ProtocolError:
-                    self.reset_stream(side, ErrorCodes.INTERNAL_ERROR)
+                except H2Error:
+                    self.reset_stream(side, f.INTERNAL_ERROR)
                     return
             side.sent_end = True
             side.end_pending = None
@@ -524,7 +482,7 @@ class H2ClientConn(asyncio.Protocol):
         if not side.sent_end or not side.req_ended:
             try:
                 self.conn.reset_stream(side.sid, code)
-            except H2ProtocolError:
+            except H2Error:
                 pass  # already closed both ways: nothing to reset
         self.write_out()
         self.settle(side)
@@ -539,8 +497,8 @@ class H2ClientConn(asyncio.Protocol):
             # The response is complete before the request: stop the client's upload (RFC 9113 §8.1).
             side.reset = True
             try:
-                self.conn.reset_stream(side.sid, _NO_ERROR)
-            except H2ProtocolError:
+                self.conn.reset_stream(side.sid, f.NO_ERROR)
+            except H2Error:
                 pass
             self.write_out()
         elif side.unacked:
@@ -567,10 +525,8 @@ class H2ClientConn(asyncio.Protocol):
         if not self.goaway_sent:
             self.goaway_sent = True
             self.last_sid = self.conn.highest_inbound_stream_id
-            self.write_out()  # what the library prepared goes first
-            frame = GoAwayFrame(0, last_stream_id=self.last_sid, error_code=_NO_ERROR)
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.write(frame.serialize())
+            self.conn.send_goaway(self.last_sid, f.NO_ERROR)
+            self.write_out(force=True)
         if not self.streams:
             self.close()
 
@@ -581,10 +537,7 @@ class H2ClientConn(asyncio.Protocol):
         if not self.goaway_sent:
             self.goaway_sent = True
             self.last_sid = self.conn.highest_inbound_stream_id
-            try:
-                self.conn.close_connection(_NO_ERROR)
-            except Exception:
-                pass
+            self.conn.close_connection(f.NO_ERROR)
         self.write_out(force=True)
         self.closed = True
         self._disarm()
@@ -596,13 +549,7 @@ class H2ClientConn(asyncio.Protocol):
         if self.closed:
             return
         self.error = why
-        try:
-            self.conn.close_connection(code)
-        except Exception:  # the library's state machine refuses: write the frame ourselves
-            self.write_out()
-            frame = GoAwayFrame(0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=code)
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.write(frame.serialize())
+        self.conn.close_connection(code)
         self.goaway_sent = True
         self.write_out(force=True)
         self.closed = True
@@ -613,7 +560,7 @@ class H2ClientConn(asyncio.Protocol):
     def _calm(self, why: str | None) -> bool:
         if why is None:
             return False
-        self.fail(_CALM, why)
+        self.fail(f.ENHANCE_YOUR_CALM, why)
         return True
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -654,6 +601,9 @@ class H2ClientConn(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.flush_handle is not None:  # nothing more goes out
+            self.flush_handle.cancel()
+            self.flush_handle = None
 
     def _on_timer(self) -> None:
         self.timer = None

@@ -278,6 +278,7 @@ def h2_settings(config: Config) -> H2Settings:
         glitches_threshold=g.h2_fe_glitches_threshold,
         max_head=g.bufsize,
         max_headers=g.maxhdr,
+        engine=g.h2_engine,
     )
 
 

@@ -8,6 +8,9 @@
 - ``h1_engine``: the HTTP/1 engine of the test's proxies. Every test in a ``test_e2e_*`` module that uses
   ``make_proxy`` runs once per engine in ``harness.E2E_H1_ENGINES`` (ids ``[native]``, ``[h11]``; llhttp
   where native is not built); elsewhere it is None (the proxy's default, no keyword added).
+- ``h2_engine``: the HTTP/2 engine (``tune.h2-engine``) of the test's proxies. The ``test_e2e_h2*`` modules
+  run each test on the pairs ``harness.E2E_ENGINE_PAIRS`` (ids ``[native-h2native]``, ``[h11-h2h2]``);
+  elsewhere it is None (the default).
 - ``@pytest.mark.e2e`` marks the slow tests that start real proxy processes; ``--skip-e2e`` skips them
   (``-m "not e2e"`` deselects them too).
 - Leak guard: after each test, no process of a group the harness started may still be alive. A leftover
@@ -48,7 +51,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # as once (about a minute on 2 cores), and they all send HTTP through the engine under test. Twice, not
     # three times: native (the default) and h11 (the reference), not llhttp, to keep the suite time flat
     # (``harness.E2E_H1_ENGINES`` says why that is enough).
-    if "h1_engine" in metafunc.fixturenames and metafunc.definition.path.name.startswith("test_e2e_"):
+    name = metafunc.definition.path.name
+    if "h1_engine" in metafunc.fixturenames and name.startswith("test_e2e_h2"):
+        ids = [f"{h1}-h2{h2}" for h1, h2 in harness.E2E_ENGINE_PAIRS]
+        metafunc.parametrize(("h1_engine", "h2_engine"), harness.E2E_ENGINE_PAIRS, indirect=True, ids=ids)
+    elif "h1_engine" in metafunc.fixturenames and name.startswith("test_e2e_"):
         metafunc.parametrize("h1_engine", harness.E2E_H1_ENGINES, indirect=True)
 
 
@@ -121,14 +128,22 @@ def h1_engine(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
+def h2_engine(request: pytest.FixtureRequest) -> str | None:
+    engine: str | None = getattr(request, "param", None)
+    return engine
+
+
+@pytest.fixture
 def make_proxy(
-    tmp_path: Path, request: pytest.FixtureRequest, h1_engine: str | None
+    tmp_path: Path, request: pytest.FixtureRequest, h1_engine: str | None, h2_engine: str | None
 ) -> Iterator[harness.MakeProxy]:
     proxies: list[harness.Proxy] = []
 
     def make(config: str, *, ports: list[int], **kwargs: Any) -> harness.Proxy:
         if h1_engine is not None:
             config = harness.with_h1_engine(config, h1_engine)
+        if h2_engine is not None:
+            config = harness.with_h2_engine(config, h2_engine)
         proxy = harness.Proxy(config, tmp_path / f"proxy-{len(proxies)}", ports=ports, **kwargs)
         proxies.append(proxy)
         return proxy.start()

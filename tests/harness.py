@@ -626,6 +626,11 @@ H1_ENGINES = ("native", "llhttp", "h11") if DEFAULT_H1_ENGINE == "native" else (
 # is the default, to keep the suite's time flat with three engines: it shares the message loop and every
 # rule with the others, and the unit tests (test_h1_*, test_mux_h1, test_stream) run it on every case.
 E2E_H1_ENGINES = (DEFAULT_H1_ENGINE, "h11")
+# The values of ``tune.h2-engine``. The HTTP/2 e2e modules (``test_e2e_h2*``) run each test twice, pairing
+# the engines: the defaults together, and the references (h11, the h2 library) together; both HTTP/2
+# engines and both HTTP/1 ones are covered at the cost of two runs, not four.
+H2_ENGINES = ("native", "h2")
+E2E_ENGINE_PAIRS = ((DEFAULT_H1_ENGINE, "native"), ("h11", "h2"))
 
 
 def _runs_compiled() -> bool:
@@ -645,9 +650,18 @@ def with_h1_engine(config: str, engine: str) -> str:
     section is added at the top if it has none). A config that already sets the keyword is refused: the
     engine is the test's parameter, and a second line would silently override it.
     """
-    if re.search(r"(?m)^[ \t]*tune\.h1-engine\b", config):
-        raise AssertionError("the config sets tune.h1-engine itself; make_proxy sets it from h1_engine")
-    line = f"    tune.h1-engine {engine}\n"
+    return _with_global(config, "tune.h1-engine", engine)
+
+
+def with_h2_engine(config: str, engine: str) -> str:
+    """`config` with ``tune.h2-engine <engine>`` in its ``global`` section (as ``with_h1_engine``)."""
+    return _with_global(config, "tune.h2-engine", engine)
+
+
+def _with_global(config: str, keyword: str, value: str) -> str:
+    if re.search(r"(?m)^[ \t]*" + re.escape(keyword) + r"\b", config):
+        raise AssertionError(f"the config sets {keyword} itself; make_proxy sets it from the test parameter")
+    line = f"    {keyword} {value}\n"
     section = re.search(r"(?m)^global[ \t]*(?:#.*)?\n", config)
     if section is None:
         return f"global\n{line}\n{config}"

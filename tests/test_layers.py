@@ -67,6 +67,9 @@ CORE = [
     "proxy.h2.guard",
     "proxy.h2.huffman",
     "proxy.h2.hpack_codec",
+    "proxy.h2.frames",
+    "proxy.h2.conn",
+    "proxy.h2.engine",
     "proxy.tls",
     "proxy.reloads",
 ]

@@ -1,4 +1,5 @@
-"""The HTTP/2 client mux (proxy.mux_h2) on a fake transport, driven by the ``h2`` library as the client.
+"""The HTTP/2 client mux (proxy.mux_h2) on a fake transport, driven by the ``h2`` library as the client
+(every test on both connection engines, ``tune.h2-engine native|h2``).
 
 The environment's ``open_stream`` hands out ``FakeStream`` recorders; a test plays the stream by
 calling its ``H2Side`` (``FakeStream.respond`` does head, data, end and ``stream_done``). What the
@@ -7,8 +8,11 @@ mux writes is read back by a real HTTP/2 client state machine (``Client.events``
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from fakes import FakeClientEnv, FakeStream, FakeTransport, in_loop, response
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -28,12 +32,23 @@ from h2.settings import SettingCodes
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PingFrame, WindowUpdateFrame
 
 from proxy.client_mux import MuxFactory
-from proxy.config.model import Cap, Proxy, Timeouts
+from proxy.config.model import H2_ENGINES, Cap, Proxy, Timeouts
 from proxy.h2 import Settings
 from proxy.message import Framing, ResponseHead
 from proxy.mux_h1 import ClientConn
-from proxy.mux_h2 import H2ClientConn
+from proxy.mux_h2 import FLUSH_AT, H2ClientConn
 from proxy.replies import error_reply
+
+ENGINE = ["h2"]  # the engine of this test's muxes (the fixture below sets it)
+
+
+@pytest.fixture(autouse=True, params=H2_ENGINES)
+def h2_engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs on both connection engines (``tune.h2-engine``)."""
+    ENGINE[0] = request.param
+    yield request.param
+    ENGINE[0] = "h2"
+
 
 GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"example.com"), (b":path", b"/a")]
 
@@ -53,7 +68,8 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, **env_kw: Any) -> None:
         self.env = FakeClientEnv(**env_kw)
-        self.mux = H2ClientConn(self.env, settings or Settings())  # type: ignore[arg-type]
+        settings = dataclasses.replace(settings or Settings(), engine=ENGINE[0])
+        self.mux = H2ClientConn(self.env, settings)  # type: ignore[arg-type]
         self.t = FakeTransport()
         self.mux.connection_made(self.t)  # type: ignore[arg-type]
         self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
@@ -72,11 +88,16 @@ class Client:
 
     def events(self) -> list[Event]:
         """What the mux wrote since last time, as the client's events (its acks are sent back)."""
-        data = self.t.take()
+        data = self.take()
         evs = self.h2.receive_data(data) if data else []
         self.log += evs
         self.flush()
         return evs
+
+    def take(self) -> bytes:
+        """What the mux wrote since last time (its write for this loop iteration made now)."""
+        self.mux.flush()
+        return self.t.take()
 
     def request(self, headers: list[tuple[bytes, bytes]], *, end: bool = True) -> int:
         sid = self.h2.get_next_available_stream_id()
@@ -136,6 +157,44 @@ def test_request_translation_and_a_response_back() -> None:
     assert dict(evs[0].headers or []) == {b":status": b"200", b"content-length": b"5"}
     assert isinstance(evs[1], DataReceived) and evs[1].data == b"hello"
     assert c.mux.streams == {} and not c.t.closed
+
+
+@in_loop
+def test_responses_of_one_loop_iteration_share_one_write() -> None:
+    """Streams answered one after the other (each from its own server callback, not corked) are
+    written together at the end of the loop iteration: one ``transport.write`` for all of them."""
+    c = Client()
+    sids = [c.request(GET) for _ in range(3)]
+    c.mux.flush()
+    c.t.take()
+    for s in c.env.streams:
+        s.respond(b"hello")
+    assert c.t.writes == [] and c.mux.flush_handle is not None  # scheduled, not written
+    c.mux.flush()
+    assert len(c.t.writes) == 1 and c.mux.flush_handle is None
+    evs = c.events()
+    assert sorted(e.stream_id for e in evs if isinstance(e, StreamEnded)) == sids
+
+
+@in_loop
+def test_a_large_body_is_written_at_once() -> None:
+    """Past ``FLUSH_AT`` body bytes framed, the write is made now: the transport sees the bytes
+    (and can push back) before the server connection is read again."""
+    c = Client()
+    c.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+    c.h2.increment_flow_control_window(1 << 20)
+    c.flush()
+    c.events()
+    c.request(GET)
+    c.mux.flush()
+    c.t.take()
+    s = c.stream()
+    resp = ResponseHead(200, b"", b"1.1", [], body=Framing.LENGTH, content_length=FLUSH_AT + 10)
+    s.side.send_response_head(resp, keep_alive=True, request_done=True)
+    s.side.send_data(b"x" * 100)
+    assert c.t.writes == []
+    s.side.send_data(b"x" * (FLUSH_AT - 90))
+    assert len(c.t.writes) == 1 and c.mux.framed == 0
 
 
 @in_loop
@@ -364,7 +423,7 @@ def test_malformed_requests_reset_their_stream_only() -> None:
         sid = 2 * i + 1  # raw frames: the client's state machine does not know these streams
         frame = HeadersFrame(sid, c.h2.encoder.encode(block), flags=["END_HEADERS", "END_STREAM"])
         c.raw(frame.serialize())
-        frames = raw_frames(c.t.take())
+        frames = raw_frames(c.take())
         assert [(type(f).__name__, f.stream_id, f.error_code) for f in frames] == [
             ("RstStreamFrame", sid, ErrorCodes.PROTOCOL_ERROR)
         ], block
@@ -377,7 +436,7 @@ def test_malformed_requests_reset_their_stream_only() -> None:
             sid, c.h2.encoder.encode([(b"x-T", b"1")]), flags=["END_HEADERS", "END_STREAM"]
         ).serialize()
     )
-    frames = raw_frames(c.t.take())
+    frames = raw_frames(c.take())
     assert [(type(f).__name__, f.error_code) for f in frames] == [
         ("RstStreamFrame", ErrorCodes.PROTOCOL_ERROR)
     ]
@@ -389,7 +448,7 @@ def test_malformed_requests_reset_their_stream_only() -> None:
 # -- connection errors and floods ------------------------------------------------------------------
 def _fresh() -> tuple[H2ClientConn, FakeTransport, FakeClientEnv]:
     env = FakeClientEnv()
-    mux = H2ClientConn(env, Settings())  # type: ignore[arg-type]
+    mux = H2ClientConn(env, Settings(engine=ENGINE[0]))  # type: ignore[arg-type]
     t = FakeTransport()
     mux.connection_made(t)  # type: ignore[arg-type]
     return mux, t, env
@@ -416,7 +475,7 @@ def test_stream_id_reuse_ends_the_connection() -> None:
     c.events()
     frame = HeadersFrame(sid, c.h2.encoder.encode(GET), flags=["END_HEADERS", "END_STREAM"])
     c.raw(frame.serialize())
-    code = goaway(c.h2.receive_data(c.t.take()))
+    code = goaway(c.h2.receive_data(c.take()))
     assert code in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.STREAM_CLOSED) and c.t.closed
 
 
@@ -428,7 +487,7 @@ def test_window_overflow_is_a_flow_control_error() -> None:
 
 
 def _goaway_code_from(c: Client) -> int | None:
-    return goaway(c.h2.receive_data(c.t.take()))
+    return goaway(c.h2.receive_data(c.take()))
 
 
 @in_loop
@@ -481,7 +540,7 @@ def test_too_many_concurrent_streams() -> None:
         c.request(GET)
     frame = HeadersFrame(5, c.h2.encoder.encode(GET), flags=["END_HEADERS", "END_STREAM"])
     c.raw(frame.serialize())
-    frames = raw_frames(c.t.take())
+    frames = raw_frames(c.take())
     assert [(type(f).__name__, f.stream_id, f.error_code) for f in frames] == [
         ("RstStreamFrame", 5, ErrorCodes.REFUSED_STREAM)
     ]  # RFC 9113 §5.1.2: a stream error, the connection goes on
@@ -491,7 +550,7 @@ def test_too_many_concurrent_streams() -> None:
     assert len(c.env.streams) == 3  # room again
     c.raw(b"".join(HeadersFrame(2 * i + 9, c.h2.encoder.encode(GET), flags=["END_HEADERS"]).serialize()
                    for i in range(300)))  # fmt: skip
-    assert c.t.closed and goaway(c.h2.receive_data(c.t.take())) == ErrorCodes.ENHANCE_YOUR_CALM
+    assert c.t.closed and goaway(c.h2.receive_data(c.take())) == ErrorCodes.ENHANCE_YOUR_CALM
 
 
 # -- endings -------------------------------------------------------------------------------------
@@ -501,13 +560,13 @@ def test_drain_sends_goaway_and_lets_streams_finish() -> None:
     c.request(GET)
     s = c.stream()
     c.mux.drain()
-    frames = raw_frames(c.t.take())
+    frames = raw_frames(c.take())
     assert [(type(f).__name__, f.error_code, f.last_stream_id) for f in frames] == [("GoAwayFrame", 0, 1)]
     assert not c.t.closed
     s.side.cork()  # as the stream does around the events of one read: the end rides on the DATA
     s.respond(b"done")
     s.side.uncork()
-    frames = raw_frames(c.t.take())
+    frames = raw_frames(c.take())
     assert [type(f).__name__ for f in frames] == ["HeadersFrame", "DataFrame"]
     assert frames[1].data == b"done" and "END_STREAM" in frames[1].flags
     assert c.t.closed
@@ -610,7 +669,7 @@ def test_a_full_transport_pauses_reading_and_the_streams() -> None:
     assert not c.t.reading and s.calls[-1] == ("on_client_writable", False) and s.side.write_paused
     s.side.send_data(b"hello")
     s.side.send_end([])
-    assert not [f for f in raw_frames(c.t.take()) if type(f).__name__ == "DataFrame"]
+    assert not [f for f in raw_frames(c.take()) if type(f).__name__ == "DataFrame"]
     c.mux.resume_writing()
     assert c.t.reading and s.calls[-1] == ("on_client_writable", True)
     evs = c.events()

@@ -5,7 +5,7 @@
     python -m tools.bench --scaling 1,2,4       # the same, per thread count, relative to 1 thread
     python -m tools.bench --profile             # where a poolproxy worker spends its µs per request
     python -m tools.bench --idle-conns [10000]  # memory per idle client connection
-    python -m tools.bench --h2 [--streams 10]   # HTTP/2 clients: h2load -c50 -m10, poolproxy vs HAProxy
+    python -m tools.bench --h2 [--streams 10] [--h2-engine native|h2]  # HTTP/2 clients: h2load -c50 -m10
 
 The contenders, all behind the same origin (an HAProxy frontend answering ``http-request return``,
 ``--origin-threads`` threads, so that the origin is cheap and never the one saturated):
@@ -36,7 +36,8 @@ also opens one upstream connection per request, while the proxies reuse pooled o
 ``--h2`` drives poolproxy and HAProxy (the floor speaks no HTTP/2) with ``h2load -c<--connections>
 -m<--streams> -D<--seconds>`` (h2c with prior knowledge: the frontend is ``bind ... proto h2`` in
 the same generated configuration for both; the origin side stays HTTP/1), interleaved rounds as in
-the comparison, and prints req/s, mean time per request, CPU µs/request and the ratio to HAProxy.
+the comparison, and prints req/s, mean time per request, CPU µs/request and the ratio to HAProxy
+(``--h2-engine``: poolproxy's ``tune.h2-engine``).
 
 ``--scaling 1,2,4`` runs the comparison for each thread count (``nbthread`` of both proxies, the floor's
 workers; all restarted) and prints each contender's req/s relative to its own 1-thread (first listed)
@@ -144,7 +145,9 @@ def lab(
             wait_listening(origin_port)
             contenders = []
             for name in names:
-                c = start_contender(name, d, origin_port, threads, args.reuse, args.engine, maxconn, h2)
+                c = start_contender(
+                    name, d, origin_port, threads, args.reuse, args.engine, maxconn, h2, args.h2_engine
+                )
                 contenders.append(c)
                 procs.append(c.proc)
             for c in contenders:
@@ -261,7 +264,8 @@ def compare_h2(args: argparse.Namespace) -> int:
     print("poolproxy and HAProxy with HTTP/2 clients (bind ... proto h2), behind one HTTP/1 origin")
     print(
         f"h2load -c{args.connections} -m{args.streams}, {args.rounds} round(s) of {args.seconds:g} s;"
-        f" nbthread {args.threads}; http-reuse {args.reuse}; poolproxy engine {engine_name(args)}"
+        f" nbthread {args.threads}; http-reuse {args.reuse}; poolproxy engine {engine_name(args)},"
+        f" h2 engine {args.h2_engine or 'default'}"
     )
     print(machine_line(load))
     print()
@@ -510,6 +514,9 @@ def main() -> int:
     ap.add_argument("--mode", choices=("keepalive", "close"), default="keepalive", help="wrk's requests")
     ap.add_argument(
         "--engine", choices=("native", "llhttp", "h11"), help="poolproxy's tune.h1-engine (None: unset)"
+    )
+    ap.add_argument(
+        "--h2-engine", choices=("native", "h2"), help="poolproxy's tune.h2-engine with --h2 (None: unset)"
     )
     ap.add_argument("--threads", type=int, default=1, help="nbthread of both proxies, the floor's workers")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed")

@@ -116,10 +116,12 @@ def proxy_config(
     maxconn: int = 0,
     timeout_client: str = "30s",
     h2: bool = False,
+    h2_engine: str | None = None,
 ) -> str:
-    """The configuration both proxies run (``engine``, poolproxy's own keyword, is for poolproxy only;
-    ``h2``: the frontend speaks HTTP/2 only, ``bind ... proto h2``)."""
+    """The configuration both proxies run (``engine`` and ``h2_engine``, poolproxy's own keywords, are
+    for poolproxy only; ``h2``: the frontend speaks HTTP/2 only, ``bind ... proto h2``)."""
     extra = f"\n    tune.h1-engine {engine}" if engine else ""
+    extra += f"\n    tune.h2-engine {h2_engine}" if h2_engine else ""
     extra += f"\n    maxconn {maxconn}" if maxconn else ""
     return f"""global
     nbthread {threads}{extra}
@@ -177,6 +179,7 @@ def start_contender(
     engine: str | None,
     maxconn: int = 0,
     h2: bool = False,
+    h2_engine: str | None = None,
 ) -> Contender:
     port = free_port()
     log = d / f"{name}.log"
@@ -195,6 +198,7 @@ def start_contender(
             maxconn=maxconn,
             timeout_client=timeout_client,
             h2=h2,
+            h2_engine=h2_engine if name == "poolproxy" else None,
         )
     )
     if name == "poolproxy":

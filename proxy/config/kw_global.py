@@ -21,7 +21,7 @@ from collections.abc import Callable
 from proxy import tls
 from proxy.config.errors import DirectiveError
 from proxy.config.kwtypes import GLOBAL, Directive, Keyword, ParseFn, SectionState, ignored, unsupported
-from proxy.config.model import DEFAULT_H1_ENGINE, LogTarget
+from proxy.config.model import DEFAULT_H1_ENGINE, H2_ENGINES, LogTarget
 from proxy.config.timeunit import parse_int, parse_size, parse_time
 
 SYSLOG_FACILITIES = (
@@ -292,6 +292,13 @@ def _h1_engine(st: SectionState, d: Directive) -> None:
     st.global_.h1_engine = d.args[0]
 
 
+def _h2_engine(st: SectionState, d: Directive) -> None:
+    d.expect(1, "native|h2")
+    if d.args[0] not in H2_ENGINES:
+        raise d.fail(f"unknown HTTP/2 engine '{d.args[0]}' (expected native or h2)")
+    st.global_.h2_engine = d.args[0]
+
+
 def _idle_pool_shared(st: SectionState, d: Directive) -> None:
     d.expect(1, "on|off")
     if d.args[0] not in ("on", "off"):
@@ -387,6 +394,10 @@ KEYWORDS: list[Keyword] = [
     Keyword("tune.h1-engine", GLOBAL, "native|llhttp|h11",
             "HTTP/1 parser: native (fastest, C), llhttp (via httptools) or h11 (reference); same answers.",
             _h1_engine, default="native (llhttp if its C extension is not built)"),
+    Keyword("tune.h2-engine", GLOBAL, "native|h2",
+            "Client-side HTTP/2 connection: native (proxy.h2.conn, compiled) or h2 (the h2 library); "
+            "same answers.",
+            _h2_engine, default="native (h2 if the compiled modules are not built)"),
     Keyword("tune.idle-pool.shared", GLOBAL, "on|off",
             "Whether a worker may take idle server connections from other workers (stealing).",
             _idle_pool_shared, default="on"),

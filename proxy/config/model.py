@@ -11,6 +11,8 @@ both ``Config.frontends`` and ``Config.backends`` under the same name (HAProxy's
 from __future__ import annotations
 
 import enum
+import importlib.machinery
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,27 @@ def _default_h1_engine() -> str:
 
 
 DEFAULT_H1_ENGINE = _default_h1_engine()
+
+
+def _default_h2_engine() -> str:
+    """``tune.h2-engine``'s default: ``native`` where ``proxy.h2.conn`` is compiled (and this process
+    does not run the compiled modules from source, ``POOLPROXY_PURE``), else ``h2`` (the library).
+
+    ``native`` runs as Python too (the tests run it so), slower than the library there.
+    """
+    if os.environ.get("POOLPROXY_PURE", "") not in ("", "0"):
+        return "h2"
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "h2")
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    try:
+        built = any(name.startswith("conn.") and name.endswith(suffixes) for name in os.listdir(here))
+    except OSError:
+        return "h2"
+    return "native" if built else "h2"
+
+
+DEFAULT_H2_ENGINE = _default_h2_engine()
+H2_ENGINES = ("native", "h2")
 
 
 class Cap(enum.Flag):
@@ -384,6 +407,7 @@ class Global:
     log_targets: list[LogTarget] = field(default_factory=list)  # the ``log`` lines, parsed
     stats_sockets: list[str] = field(default_factory=list)  # raw ``stats socket`` lines, served later
     h1_engine: str = DEFAULT_H1_ENGINE  # tune.h1-engine native|llhttp|h11
+    h2_engine: str = DEFAULT_H2_ENGINE  # tune.h2-engine native|h2 (the client side's HTTP/2 connection)
     idle_pool_shared: bool = True  # tune.idle-pool.shared: workers may steal idle connections
     bufsize: int = 16384  # tune.bufsize: the largest request/response head accepted (431 / 502 beyond)
     maxhdr: int = 101  # tune.http.maxhdr: the most header lines accepted

@@ -3,13 +3,15 @@
 ``proxy.mux_h2``, which drives the ``h2`` library's state machine over a transport.
 
 ``Settings`` gathers what the configuration says about the client side of HTTP/2 (HAProxy's
-``tune.h2.*`` keywords, plus ``tune.bufsize`` and ``tune.http.maxhdr`` for header blocks).
+``tune.h2.*`` keywords, plus ``tune.bufsize`` and ``tune.http.maxhdr`` for header blocks, and
+``tune.h2-engine``: the connection's state machine, ``proxy.h2.engine``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxy.config.model import DEFAULT_H2_ENGINE
 from proxy.h2.translate import (
     PREFACE,
     RequestError,
@@ -46,6 +48,7 @@ class Settings:
     glitches_threshold: int = 0  # protocol glitches before the connection is killed (0: no limit)
     max_head: int = 16384  # tune.bufsize: the largest header list accepted (431 beyond)
     max_headers: int = 101  # tune.http.maxhdr: the most header fields accepted (431 beyond)
+    engine: str = DEFAULT_H2_ENGINE  # tune.h2-engine: native (proxy.h2.conn) or h2 (the library)
 
     @property
     def max_header_list_size(self) -> int:

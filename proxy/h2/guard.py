@@ -1,8 +1,9 @@
 """Protections of one HTTP/2 client connection against floods that the protocol allows: pure counters.
 
-The ``h2`` library enforces what RFC 9113 makes an error (bad preface, stream-id reuse, window
-overflow, frames over SETTINGS_MAX_FRAME_SIZE, CONTINUATION without end: it buffers at most 64 of
-them, and HPACK's decoded size is capped): the mux answers those with GOAWAY and the library's code.
+The connection engine (``proxy.h2.conn``, or the ``h2`` library) enforces what RFC 9113 makes an
+error (bad preface, stream-id reuse, window overflow, frames over SETTINGS_MAX_FRAME_SIZE,
+CONTINUATION without end: at most 64 of them, and HPACK's decoded size is capped): the mux answers
+those with GOAWAY and the engine's code.
 What is legal frame by frame but costly in bulk is counted here, and the mux ends the connection
 with GOAWAY ENHANCE_YOUR_CALM when a ``Guard`` says so:
 
@@ -17,25 +18,27 @@ with GOAWAY ENHANCE_YOUR_CALM when a ``Guard`` says so:
   the limits) counts one; past the threshold (0: no limit) the connection ends.
 
 Counting is by fixed periods of ``PERIOD`` seconds, the caller passing the clock, so that tests
-drive it without sleeping.
+drive it without sleeping. Compiled by mypyc (``proxy.native.COMPILED``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Final
 
-PERIOD = 1.0
-RESETS_MIN = 100  # cancelled streams per period tolerated at least (the budget grows with max streams)
-CONTROL_MAX = 100  # SETTINGS + PING frames per period
+PERIOD: Final = 1.0
+RESETS_MIN: Final = 100  # cancelled streams per period tolerated at least (the budget grows with max streams)
+CONTROL_MAX: Final = 100  # SETTINGS + PING frames per period
 
 
-@dataclass(slots=True)
 class Budget:
     """At most ``limit`` events per ``PERIOD``; ``spend`` says False once the limit is passed."""
 
-    limit: int
-    period_start: float = 0.0
-    used: int = 0
+    __slots__ = ("limit", "period_start", "used")
+
+    def __init__(self, limit: int, period_start: float = 0.0, used: int = 0) -> None:
+        self.limit = limit
+        self.period_start = period_start
+        self.used = used
 
     def spend(self, now: float, n: int = 1) -> bool:
         if now - self.period_start >= PERIOD:
@@ -45,19 +48,17 @@ class Budget:
         return self.used <= self.limit
 
 
-@dataclass(slots=True)
 class Guard:
     """One connection's counters; each method returns the reason to end it, or None."""
 
-    max_streams: int
-    glitches_threshold: int = 0
-    resets: Budget = field(init=False)
-    control: Budget = field(init=False)
-    glitches: int = 0
+    __slots__ = ("control", "glitches", "glitches_threshold", "max_streams", "resets")
 
-    def __post_init__(self) -> None:
-        self.resets = Budget(max(RESETS_MIN, 2 * self.max_streams))
+    def __init__(self, max_streams: int, glitches_threshold: int = 0) -> None:
+        self.max_streams = max_streams
+        self.glitches_threshold = glitches_threshold
+        self.resets = Budget(max(RESETS_MIN, 2 * max_streams))
         self.control = Budget(CONTROL_MAX)
+        self.glitches = 0
 
     def cancelled(self, now: float) -> str | None:
         """The client reset a stream whose response had not ended."""

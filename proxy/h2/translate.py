@@ -29,16 +29,17 @@ proxy's own ``Reply``; ``trailer_fields`` the trailers (no pseudo, framing or ho
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from proxy.message import HOP_BY_HOP, Framing, Headers, RequestHead, ResponseHead, connection_tokens
 from proxy.replies import Reply
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-_DROPPED = HOP_BY_HOP | _FRAMING
-_NEVER_NOMINATED = frozenset({b"content-length", b"transfer-encoding"})
-_VERSION = b"2.0"
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})
+_DROPPED: Final = HOP_BY_HOP | _FRAMING
+_NEVER_NOMINATED: Final = frozenset({b"content-length", b"transfer-encoding"})
+_VERSION: Final = b"2.0"
 
 
 class RequestError(Exception):
@@ -51,11 +52,11 @@ class RequestError(Exception):
         self.malformed = malformed
 
 
-_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # a token, lower-case (RFC 9113 §8.2.1)
-_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
-_PSEUDO = frozenset({b":method", b":path", b":authority", b":scheme"})
+_NAME: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # a token, lower-case (RFC 9113 §8.2.1)
+_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+_PSEUDO: Final = frozenset({b":method", b":path", b":authority", b":scheme"})
 # Connection-specific fields are malformed in HTTP/2 (RFC 9113 §8.2.2); ``te`` is checked apart.
-_CONNECTION_SPECIFIC = frozenset(
+_CONNECTION_SPECIFIC: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
 
