@@ -140,15 +140,16 @@ def test_floor_relays_keepalive_and_close(origin: Origin) -> None:
 
 
 def test_hotpath_runs_requests_in_process() -> None:
-    """tools.hotpath: a few in-process keep-alive requests on each engine, with the counts printed
-    (the figures themselves are not asserted)."""
-    for engine in ("native", "h11"):
+    """tools.hotpath: a few in-process keep-alive requests on each engine, and closing ones, with the
+    counts printed (the figures themselves are not asserted)."""
+    for engine, close in (("native", False), ("h11", False), ("native", True)):
         out = subprocess.run(
             [sys.executable, "-m", "tools.hotpath", "--engine", engine, "--requests", "50", "--rounds", "1",
-             "--profile", "3"],
+             "--profile", "3", *(["--close"] if close else [])],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True,
         ).stdout  # fmt: skip
-        assert f"{engine}: " in out and "Python calls per request" in out
+        kind = "Connection: close" if close else "keep-alive"
+        assert f"{engine}: " in out and f"per {kind} request" in out and "Python calls per request" in out
         assert 2 <= out.count("\n") <= 5  # the title, up to three functions (compiled: fewer), the result
 
 

@@ -1,6 +1,7 @@
 """The Python part of a keep-alive request, in-process: CPU µs and Python calls per request.
 
-    python -m tools.hotpath [--engine native|llhttp|h11] [--requests 20000] [--rounds 7] [--profile N]
+    python -m tools.hotpath [--engine native|llhttp|h11] [--close] [--requests 20000] [--rounds 7]
+                            [--profile N]
 
 No sockets, no event loop turns, no other process: one real ``ClientConn`` (``proxy.mux_h1``) on a
 fake transport, in front of the real stream, backend, server runtime and idle pool over a real shared
@@ -9,6 +10,9 @@ one pooled real ``ServerConn`` on a fake transport. Each request is ``GET /`` fe
 and a 200 with a 2-byte Content-Length body fed to the server connection the stream attached, as
 HAProxy's ``http-request return`` origin answers ``tools.bench``'s wrk. What is left out is what the
 event loop and the kernel do (reads, writes, polling): ``tools.bench`` measures the whole.
+``--close``: each request on a new client connection (``Connection: close``; the connection made,
+the request, the response, the connection lost), as ``tools.bench --mode close``; the event loop
+here is asyncio's own, whose timers are Python code (uvloop's are not).
 
 Printed: the best of ``--rounds`` rounds of ``--requests`` requests in CPU time
 (``time.process_time``: a busy machine slows a round, it hardly adds CPU time to it), and the number
@@ -22,6 +26,7 @@ that does not either (the figures in docs/performance.md).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import importlib
 import pstats
@@ -29,12 +34,13 @@ import sys
 import time
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: no-cache\r\ncontent-type: text/plain\r\n\r\nok"
 )
 
 
-def measure(engine: str, requests: int, rounds: int, top: int) -> dict[str, float]:
+def measure(engine: str, requests: int, rounds: int, top: int, close: bool = False) -> dict[str, float]:
     sys.path.insert(0, ".")
     # The test suite's fakes (loaded by name: the type checker covers them with the tests)
     fakes = importlib.import_module("tests.fakes")
@@ -57,15 +63,22 @@ def measure(engine: str, requests: int, rounds: int, top: int) -> dict[str, floa
 
     async def main() -> None:
         pooled_conn(world.srv, world.key(), ListKind.IDLE, engine)
+        loop = asyncio.get_running_loop()
         client_t = FakeTransport()
-        client = ClientConn(env)
+        client = ClientConn(env, loop=loop)
         client.connection_made(client_t)
+        request = CLOSE_REQUEST if close else REQUEST
 
         def run(n: int) -> None:
+            nonlocal client, client_t
             for i in range(n):
-                if i % 1000 == 0:  # what the fakes recorded: dropped now and then
+                if close:
+                    client_t = FakeTransport()
+                    client = ClientConn(env, loop=loop)
+                    client.connection_made(client_t)
+                elif i % 1000 == 0:  # what the fakes recorded: dropped now and then
                     client_t.writes.clear()
-                client.data_received(REQUEST)
+                client.data_received(request)
                 stream = client.stream
                 conn = stream.conn if stream is not None else None  # type: ignore[attr-defined]
                 if conn is None:
@@ -73,6 +86,8 @@ def measure(engine: str, requests: int, rounds: int, top: int) -> dict[str, floa
                 conn.data_received(RESPONSE)
                 if i % 1000 == 0:
                     conn.transport.writes.clear()
+                if close:
+                    client.connection_lost(None)
 
         run(200)  # warm-up; the answer must have reached the client
         run(1)
@@ -108,15 +123,17 @@ def measure(engine: str, requests: int, rounds: int, top: int) -> dict[str, floa
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", default="native", choices=("native", "llhttp", "h11"))
+    ap.add_argument("--close", action="store_true", help="a new client connection per request")
     ap.add_argument("--requests", type=int, default=20000, help="requests per round")
     ap.add_argument("--rounds", type=int, default=7, help="rounds; the best one is printed")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most called functions")
     args = ap.parse_args()
     if args.profile:
         print(f"most called Python functions, calls per request ({args.engine}):")
-    res = measure(args.engine, args.requests, args.rounds, args.profile)
+    res = measure(args.engine, args.requests, args.rounds, args.profile, args.close)
+    kind = "Connection: close" if args.close else "keep-alive"
     print(
-        f"{args.engine}: {res['us']:.1f} CPU µs per keep-alive request in-process (best of {args.rounds} x"
+        f"{args.engine}: {res['us']:.1f} CPU µs per {kind} request in-process (best of {args.rounds} x"
         f" {args.requests}), {res['calls']:.0f} Python calls per request"
     )
     return 0
