@@ -160,6 +160,21 @@ def test_request_translation_and_a_response_back() -> None:
 
 
 @in_loop
+def test_an_ended_stream_and_its_side_no_longer_refer_to_each_other() -> None:
+    """Once the mux forgets a stream's side, the side drops its stream: the pair (and the heads it
+    holds) is freed by reference counting, not left to the cyclic collector (a few hundred streams
+    in flight made it a tenth of a worker's time)."""
+    c = Client()
+    c.request(GET)
+    s = c.stream()
+    side = s.side
+    assert side.handle is s
+    s.respond(b"hello")
+    c.events()
+    assert c.mux.streams == {} and side.handle is None
+
+
+@in_loop
 def test_responses_of_one_loop_iteration_share_one_write() -> None:
     """Streams answered one after the other (each from its own server callback, not corked) are
     written together at the end of the loop iteration: one ``transport.write`` for all of them."""
