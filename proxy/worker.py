@@ -312,11 +312,13 @@ def tune_gc(mode: str | None = None) -> None:
 
     Everything built so far (modules, configuration, the shared table's views) lives as long as the
     worker: ``gc.freeze()`` moves it out of the collector's sight, so that the collections that
-    follow traverse only what requests allocate. A request allocates a few dozen containers and most
-    die with it; with 500 HTTP/2 streams in flight the default threshold (700) collected every few
-    requests and promoted the streams in flight, and the collector took 10 % of an h2load run's CPU
-    (perf), 5 % with this (docs/performance.md). ``POOLPROXY_GC=default`` keeps Python's settings,
-    ``freeze`` only freezes, a number sets the young generation's threshold instead of GC_GEN0."""
+    follow traverse only what requests allocate. A request's objects die with it (reference
+    counting: nothing on the request paths is left in a cycle, tests/test_mux_h2.py checks the
+    HTTP/2 one), but with 500 HTTP/2 streams in flight the default threshold (700) collected every
+    few requests, traversing and promoting the streams in flight: 4 % of an h2load run's CPU
+    (perf), not measurable with this (docs/performance.md). ``POOLPROXY_GC=default`` keeps
+    Python's settings, ``freeze`` only freezes, a number sets the young generation's threshold
+    instead of GC_GEN0."""
     mode = os.environ.get("POOLPROXY_GC", "") if mode is None else mode
     if mode == "default":
         return
