@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from hyperframe.frame import Frame
+
 from proxy import h1
 from proxy.backend import Acquisition, Backend
 from proxy.config.model import Cap, Config, HttpReturn, HttpRule, Proxy, ReuseMode, Server, Timeouts
@@ -685,3 +687,14 @@ def response(
     keep_alive: bool = True,
 ) -> ResponseHead:
     return ResponseHead(status, b"", b"1.1", [], body=framing, content_length=length, keep_alive=keep_alive)
+
+
+def raw_frames(data: bytes) -> list[Any]:
+    """The HTTP/2 frames in ``data`` (what a mux or engine wrote), parsed without a state machine."""
+    out = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        out.append(frame)
+        data = data[9 + length :]
+    return out

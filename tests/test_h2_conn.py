@@ -13,9 +13,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fakes import raw_frames
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import (
@@ -33,7 +33,6 @@ from hpack import Encoder
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
-    Frame,
     GoAwayFrame,
     HeadersFrame,
     PingFrame,
@@ -91,17 +90,6 @@ class Peer:
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def raw_frames(data: bytes) -> list[Any]:
-    """The frames in ``data``, parsed without a state machine."""
-    out = []
-    while data:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        frame.parse_body(memoryview(data[9 : 9 + length]))
-        out.append(frame)
-        data = data[9 + length :]
-    return out
 
 
 def kinds(events: list[c.Event]) -> list[int]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fakes import FakeClientEnv, FakeStream, FakeTransport, in_loop, response
+from fakes import FakeClientEnv, FakeStream, FakeTransport, in_loop, raw_frames, response
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -29,7 +29,7 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.settings import SettingCodes
-from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PingFrame, WindowUpdateFrame
+from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, WindowUpdateFrame
 
 from proxy.client_mux import MuxFactory
 from proxy.config.model import H2_ENGINES, Cap, Proxy, Timeouts
@@ -107,17 +107,6 @@ class Client:
 
     def stream(self, i: int = -1) -> FakeStream:
         return self.env.streams[i]
-
-
-def raw_frames(data: bytes) -> list[Any]:
-    """The frames in ``data`` (the mux's output), parsed without a state machine."""
-    out = []
-    while data:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        frame.parse_body(memoryview(data[9 : 9 + length]))
-        out.append(frame)
-        data = data[9 + length :]
-    return out
 
 
 def kinds(evs: list[Event]) -> list[str]:
