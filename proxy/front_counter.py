@@ -34,14 +34,6 @@ _CUR: Final = F_CUR_CONNS
 _CONNS: Final = F_CONNS_TOTAL
 
 
-def _no_max(off: int, value: int) -> int:
-    return 0
-
-
-def _zero(off: int) -> int:
-    return 0
-
-
 class FrontCounter:
     __slots__ = ("cell", "cur_words", "fetch_add", "fetch_max", "load", "peak")
 
@@ -50,10 +42,10 @@ class FrontCounter:
         fetch_add: Callable[[int, int], int],
         cell: int,
         *,
-        load: Callable[[int], int] = _zero,
-        fetch_max: Callable[[int, int], int] = _no_max,
-        cur_words: tuple[int, ...] = (),
-        peak: int = -1,
+        load: Callable[[int], int],
+        fetch_max: Callable[[int, int], int],
+        cur_words: tuple[int, ...],
+        peak: int,
     ) -> None:
         self.fetch_add = fetch_add
         self.cell = cell
@@ -66,12 +58,11 @@ class FrontCounter:
         add, cell = self.fetch_add, self.cell
         add(cell + _CUR, 1)
         add(cell + _CONNS, 1)
-        if self.peak >= 0:
-            load = self.load
-            now = 0
-            for word in self.cur_words:
-                now += load(word)
-            self.fetch_max(self.peak, now)
+        load = self.load
+        now = 0
+        for word in self.cur_words:
+            now += load(word)
+        self.fetch_max(self.peak, now)
 
     def closed(self) -> None:
         self.fetch_add(self.cell + _CUR, -1)

@@ -32,7 +32,7 @@ from proxy.backend import Acquisition, Backend
 from proxy.config.model import Cap, Config, HttpReturn, HttpRule, Proxy, ReuseMode, Server, Timeouts
 from proxy.donor import WorkerLink
 from proxy.env import StreamEnv
-from proxy.front_counter import FrontCounter
+from proxy.front_counter import FrontCounter, for_worker
 from proxy.frontend import Frontend
 from proxy.h1 import Limits
 from proxy.log import LogSink
@@ -375,6 +375,14 @@ class RecordingLog(LogSink):
         self.lines.append(line)
 
 
+def _no_load(off: int) -> int:
+    return 0
+
+
+def _no_max(off: int, value: int) -> int:
+    return 0
+
+
 class FakeClients:
     """``proxy.env.Clients``: the worker's client registry. Its frontend counters record their adds
     in ``counted``, or count in worker slot 0's cell of ``table`` when one is given (as a worker's)."""
@@ -402,11 +410,12 @@ class FakeClients:
         return len(self.clients)
 
     def front_counter(self, frontend: str) -> FrontCounter:
-        """Counts into ``counted`` (the ``proxy.shm`` F_* offset of each add, and its delta)."""
+        """Counts into ``counted`` (the ``proxy.shm`` F_* offset of each add, and its delta; the
+        peak, a load and a max, is not recorded), or in ``table`` as worker 0's."""
         table = self.table
         if table is not None:
-            return FrontCounter(table.atomics.fetch_add, table.front_cell(table.front_index(frontend), 0))
-        return FrontCounter(self._count, 0)
+            return for_worker(table, table.front_index(frontend), 0)
+        return FrontCounter(self._count, 0, load=_no_load, fetch_max=_no_max, cur_words=(), peak=0)
 
     def _count(self, off: int, delta: int) -> int:
         self.counted.append((off, delta))
