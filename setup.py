@@ -10,6 +10,8 @@ missing extension would put every worker on a slower pure-Python fallback.
   ``scan_chunks_python`` there.
 - ``proxy._h1head`` (``ext/h1head.c``): the head scanner of the ``native`` HTTP/1 engine
   (``proxy.h1.engine_native``); fallback: the ``llhttp`` engine becomes the default.
+- ``proxy._peek`` (``ext/peek.c``): the ``MSG_PEEK`` look at a parked connection (``proxy.pidfd``);
+  fallback: the same call through ctypes.
 
 - The hot path's Python modules (``proxy.native.COMPILED``) compiled by mypyc (from the mypy
   package, a build requirement): the same source, about twice as fast; fallback: the ``.py`` files,
@@ -52,7 +54,7 @@ def extensions() -> list[Extension]:
         return []
     return [
         Extension(f"proxy._{name}", sources=[f"ext/{name}.c"], extra_compile_args=["-Wall", "-Wextra"])
-        for name in ("atomic", "chunked", "h1head")
+        for name in ("atomic", "chunked", "h1head", "peek")
     ]
 
 

@@ -300,6 +300,9 @@ METHOD(OP_CAS, View_compare_exchange)
  *   MAX_PAIRS pairs; each fetch_add runs in order (each sequentially consistent, exactly as the same
  *   calls one by one would). If src >= 0, the result is the value the src-th pair left in its word
  *   (old + delta), and every offset in peaks gets fetch_max(result); otherwise the result is 0.
+ * store_many(ops, /): ops is a tuple (off0, value0, off1, value1, ...) of at most MAX_PAIRS pairs;
+ *   each store runs in order (each sequentially consistent: a word stored last is seen by another
+ *   process only after all the others, which is how a record is published before its tag).
  * bounded_add(seq, off, limit, ops, peaks, /): +1 on the word at off unless it is >= limit, by
  *   compare-exchange so it never overshoots; the cell's seq word is incremented before the first
  *   change and after the last (a paired operation, see proxy.shm); then the adds of ops, then
@@ -397,6 +400,26 @@ View_add_many(ViewObject *self, PyObject *const *args, Py_ssize_t nargs)
         raise_peaks(peaks, npeaks, result);
     }
     return PyLong_FromLongLong(result);
+}
+
+static PyObject *
+View_store_many(ViewObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t *words[MAX_PAIRS];
+    int64_t values[MAX_PAIRS];
+    Py_ssize_t n;
+
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "store_many() takes exactly 1 argument");
+        return NULL;
+    }
+    if (parse_offsets(self, args[0], 2, words, values, &n) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        __atomic_store_n(words[i], (uint64_t)values[i], ORDER);
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -518,6 +541,9 @@ static PyMethodDef View_methods[] = {
     {"add_many", (PyCFunction)(void (*)(void))View_add_many, METH_FASTCALL,
      PyDoc_STR("add_many($self, ops, src=-1, peaks=(), /)\n--\n\n"
                "fetch_add each (off, delta) pair of ops in order; see the module source.")},
+    {"store_many", (PyCFunction)(void (*)(void))View_store_many, METH_FASTCALL,
+     PyDoc_STR("store_many($self, ops, /)\n--\n\n"
+               "store each (off, value) pair of ops in order; see the module source.")},
     {"bounded_add", (PyCFunction)(void (*)(void))View_bounded_add, METH_FASTCALL,
      PyDoc_STR("bounded_add($self, seq, off, limit, ops, peaks, /)\n--\n\n"
                "+1 at off below limit, bracketed by seq, then ops and peaks; None if refused.")},

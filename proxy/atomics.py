@@ -95,6 +95,7 @@ _MIN: Final = -(1 << 63)
 _MAX: Final = (1 << 63) - 1
 _MASK: Final = (1 << 64) - 1
 _FMT: Final = struct.Struct("<q")
+_MAX_PAIRS: Final = 16  # the C backend's bound on a compound operation's pairs (store_many checks it)
 
 
 class Atomics(Protocol):
@@ -122,6 +123,11 @@ class Atomics(Protocol):
         """``fetch_add`` each ``(off, delta)`` pair of ``ops`` in order; with ``src >= 0``, return
         the value the ``src``-th pair left in its word and ``fetch_max`` it into each of ``peaks``
         (else return 0). Every offset is checked before anything changes."""
+        ...
+
+    def store_many(self, ops: tuple[int, ...], /) -> None:
+        """``store`` each ``(off, value)`` pair of ``ops`` in order (at most 16 pairs): a word
+        stored last is seen after the others. Every offset is checked before anything changes."""
         ...
 
     def bounded_add(
@@ -315,6 +321,15 @@ class _LockedWords:
             for off in peaks:
                 self.fetch_max(off, result)
         return result
+
+    def store_many(self, ops: tuple[int, ...], /) -> None:
+        if len(ops) % 2 or len(ops) > 2 * _MAX_PAIRS:
+            raise ValueError(f"expected at most {_MAX_PAIRS} (offset, value) pairs")
+        for i in range(0, len(ops), 2):
+            self._check(ops[i])
+            _int64(ops[i + 1])
+        for i in range(0, len(ops), 2):
+            self.store(ops[i], ops[i + 1])
 
     def bounded_add(
         self, seq: int, off: int, limit: int, ops: tuple[int, ...], peaks: tuple[int, ...], /

@@ -11,7 +11,10 @@ the worker then steals over the SCM_RIGHTS channel instead (``proxy.takeover``).
 
 ``peek(fd)``: a non-blocking ``recv(MSG_PEEK)`` of one byte, which consumes nothing: whether a
 parked connection is still fit for a request (nothing to read), closed by its server (EOF) or out
-of sync (unexpected bytes), without reading it on behalf of whoever will use it.
+of sync (unexpected bytes), without reading it on behalf of whoever will use it. ``peek_code(fd)``
+is the same as an int (``Peek`` in declaration order: 0 is READY), the form the hot path calls: a
+worker of several peeks at a pooled connection on every reuse. It is ``proxy._peek`` (C) where
+built, else the same call through ctypes (``peek_code_ctypes``; ``POOLPROXY_PEEK=ctypes`` forces it).
 
 ``POOLPROXY_STEAL`` forces the mechanism: ``pidfd`` (the default where the probe succeeds),
 ``channel`` (always the SCM_RIGHTS channel), or ``auto``.
@@ -24,6 +27,7 @@ import enum
 import errno
 import os
 import socket
+from collections.abc import Callable
 from typing import Final
 
 SYS_pidfd_getfd: Final = 438
@@ -66,17 +70,31 @@ class Peek(enum.Enum):
     ERROR = "error"  # reset, or not a socket any more
 
 
-def peek(fd: int) -> Peek:
-    """What a parked connection's descriptor holds, without consuming anything."""
+_CODES: Final = tuple(Peek)  # peek_code's answers, in order
+
+
+def peek_code_ctypes(fd: int) -> int:
+    """``peek_code`` through ctypes (where ``proxy._peek`` is not built)."""
     n = _recv(fd, _BYTE, 1, _PEEK)
     if n > 0:
-        return Peek.DATA
+        return 2
     if n == 0:
-        return Peek.EOF
+        return 1
     err = ctypes.get_errno()
-    if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-        return Peek.READY
-    return Peek.ERROR
+    return 0 if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR) else 3
+
+
+peek_code: Callable[[int], int] = peek_code_ctypes
+if os.environ.get("POOLPROXY_PEEK", "auto") != "ctypes":
+    try:
+        from proxy._peek import peek as peek_code
+    except ImportError:  # not built (POOLPROXY_NO_EXT): ctypes
+        pass
+
+
+def peek(fd: int) -> Peek:
+    """What a parked connection's descriptor holds, without consuming anything."""
+    return _CODES[peek_code(fd)]
 
 
 def shutdown(fd: int) -> None:

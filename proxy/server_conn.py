@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from proxy.server import ServerRuntime
     from proxy.sides import ServerPeer
 
+_peek_code = pidfd.peek_code  # C where built: a worker of several peeks on every reuse
+
+
 
 
 _monotonic: Final = time.monotonic  # a C static when compiled (no module attribute lookup)
@@ -320,7 +323,7 @@ class ServerConn(asyncio.Protocol):
 
     def peek_ready(self) -> bool:
         """Nothing to read and not closed by the server (``MSG_PEEK``: nothing is consumed)."""
-        return self.fd < 0 or pidfd.peek(self.fd) is pidfd.Peek.READY
+        return self.fd < 0 or _peek_code(self.fd) == 0  # (pidfd.peek, without the enum)
 
     def lend_state(self) -> int | None:
         """Lending: an HTTP/1 connection is its socket alone (``proxy.server.Conn``)."""

@@ -117,17 +117,18 @@ class SlotArray:
         a, off = self._a, self.tag_off(k)
         tag = a.load(off)
         sl.check_move(sl.state_of(tag), SlotState.IDLE, sl.Actor.OWNER)
-        a.store(off + S_OWNER, owner)
-        a.store(off + S_FD, (fd & _FD_MASK) | ((state_fd + 1) << 32))
-        a.store(off + S_CONN_ID, conn_id)
-        a.store(off + S_PORTS, ports)
-        a.store(off + S_META, meta)
-        a.store(off + S_KEY, key_hash)
-        a.store(off + S_IDLE_SINCE, idle_since_ns)
-        if k >= a.load(self.base + A_HIGH):
-            a.store(self.base + A_HIGH, k + 1)
+        a.fetch_max(self.base + A_HIGH, k + 1)  # first: a scan may then meet the slot still EMPTY
         new = sl.published(tag)
-        a.store(off, new)  # last: the record is complete before anybody can claim it
+        a.store_many((
+            off + S_OWNER, owner,
+            off + S_FD, (fd & _FD_MASK) | ((state_fd + 1) << 32),
+            off + S_CONN_ID, conn_id,
+            off + S_PORTS, ports,
+            off + S_META, meta,
+            off + S_KEY, key_hash,
+            off + S_IDLE_SINCE, idle_since_ns,
+            off, new,  # last: the record is complete before anybody can claim it
+        ))  # fmt: skip
         return new
 
     def unpublish(self, k: int, tag: int) -> bool:

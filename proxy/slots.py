@@ -75,10 +75,18 @@ TRANSITIONS: Final[dict[tuple[SlotState, SlotState], frozenset[Actor]]] = {
 }
 del E, I, C, T, O, W, M
 
+# The same table for the hot path, keyed by ``from * 16 + to`` and listing the actors in a tuple:
+# an enum member's hash is a Python-level ``__hash__`` (a frame per lookup), an int's is not, and
+# ``in`` on a tuple finds a member by identity.
+_ALLOWED: Final[dict[int, tuple[Actor, ...]]] = {
+    int(frm) * 16 + int(to): tuple(actors) for (frm, to), actors in TRANSITIONS.items()
+}
+_STATES: Final[tuple[SlotState, ...]] = tuple(SlotState)
+
 
 def check_move(frm: SlotState, to: SlotState, actor: Actor) -> None:
     """Raise ``IllegalSlotMove`` unless ``actor`` may move a slot from ``frm`` to ``to``."""
-    allowed = TRANSITIONS.get((frm, to))
+    allowed = _ALLOWED.get(int(frm) * 16 + int(to))
     if allowed is None or actor not in allowed:
         raise IllegalSlotMove(f"slot {frm.name} -> {to.name} by the {actor.value}")
 
@@ -94,7 +102,10 @@ MAX_CLAIMER: Final = CLAIMER_MASK
 
 
 def state_of(tag: int) -> SlotState:
-    return SlotState(tag & STATE_MASK)
+    s = tag & STATE_MASK
+    if s < len(_STATES):  # ``SlotState(s)`` runs the enum machinery's Python code: 3 frames
+        return _STATES[s]
+    raise ValueError(f"{s} is not a valid SlotState")
 
 
 def claimer_of(tag: int) -> int:

@@ -107,6 +107,27 @@ def test_add_many_checks_every_offset_before_changing_anything(words: Atomics) -
     assert words.load(0) == 0
 
 
+def test_store_many_stores_pairs_in_order(words: Atomics) -> None:
+    """The compound store (a slot's record, then its tag, in one call): later pairs win."""
+    words.store_many((0, 7, 8, -3, 16, 2**63 - 1, 0, 9))
+    assert [words.load(o) for o in (0, 8, 16, 24)] == [9, -3, 2**63 - 1, 0]
+    words.store_many(())  # nothing to do
+
+
+def test_store_many_checks_every_offset_before_changing_anything(words: Atomics) -> None:
+    with pytest.raises(ValueError):
+        words.store_many((0, 1, 9, 1))  # misaligned second offset
+    with pytest.raises(ValueError):
+        words.store_many((0, 1, 4096, 1))  # out of range
+    with pytest.raises(ValueError):
+        words.store_many((0, 1, 8))  # not pairs
+    with pytest.raises(ValueError):
+        words.store_many((0, 1) * 17)  # more than 16 pairs
+    with pytest.raises(OverflowError):
+        words.store_many((0, 1, 8, 2**63))
+    assert words.load(0) == 0 and words.load(8) == 0
+
+
 def test_bounded_add_never_goes_above_the_limit(words: Atomics) -> None:
     """+1 below the limit with the seq bracket (two increments), the cell ops, the peak; refused
     at the limit without touching seq."""

@@ -51,20 +51,42 @@ def test_getfd_duplicates_the_same_connection() -> None:
         b.close()
 
 
-def test_peek_consumes_nothing() -> None:
+def _peek_impls() -> list[Any]:
+    impls: list[Any] = [pytest.param(pidfd.peek_code_ctypes, id="ctypes")]
+    try:
+        from proxy._peek import peek as c_peek
+    except ImportError:
+        if os.environ.get("POOLPROXY_NO_EXT", "") in ("", "0"):
+            raise  # built by the install: its absence is a failure, not a skip
+    else:
+        impls.append(pytest.param(c_peek, id="c"))
+    return impls
+
+
+@pytest.mark.parametrize("code", _peek_impls())
+def test_peek_consumes_nothing(code: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pidfd, "peek_code", code)
     a, b = socket.socketpair()
     a.setblocking(False)
     try:
-        assert pidfd.peek(a.fileno()) is pidfd.Peek.READY
+        assert pidfd.peek(a.fileno()) is pidfd.Peek.READY and code(a.fileno()) == 0
         b.sendall(b"hello")
         assert pidfd.peek(a.fileno()) is pidfd.Peek.DATA
-        assert pidfd.peek(a.fileno()) is pidfd.Peek.DATA
+        assert pidfd.peek(a.fileno()) is pidfd.Peek.DATA and code(a.fileno()) == 2
         assert a.recv(5) == b"hello"
         b.close()
-        assert pidfd.peek(a.fileno()) is pidfd.Peek.EOF
+        assert pidfd.peek(a.fileno()) is pidfd.Peek.EOF and code(a.fileno()) == 1
     finally:
         a.close()
-    assert pidfd.peek(a.fileno() if a.fileno() >= 0 else 10**6) is pidfd.Peek.ERROR
+    assert pidfd.peek(10**6) is pidfd.Peek.ERROR and code(10**6) == 3  # not a descriptor
+
+
+def test_the_hot_path_peeks_in_c_where_built() -> None:
+    if os.environ.get("POOLPROXY_NO_EXT", "") not in ("", "0") or os.environ.get("POOLPROXY_PEEK"):
+        pytest.skip("the C peek is not built, or not wanted")
+    from proxy import _peek
+
+    assert pidfd.peek_code is _peek.peek
 
 
 def test_probe_says_why(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,7 @@
 """The Python part of a keep-alive request, in-process: CPU µs and Python calls per request.
 
-    python -m tools.hotpath [--engine native|llhttp|h11] [--close] [--requests 20000] [--rounds 7]
-                            [--profile N]
+    python -m tools.hotpath [--engine native|llhttp|h11] [--close] [--lend] [--requests 20000]
+                            [--rounds 7] [--profile N]
 
 No sockets, no event loop turns, no other process: one real ``ClientConn`` (``proxy.mux_h1``) on a
 fake transport, in front of the real stream, backend, server runtime and idle pool over a real shared
@@ -13,6 +13,9 @@ event loop and the kernel do (reads, writes, polling): ``tools.bench`` measures 
 ``--close``: each request on a new client connection (``Connection: close``; the connection made,
 the request, the response, the connection lost), as ``tools.bench --mode close``; the event loop
 here is asyncio's own, whose timers are Python code (uvloop's are not).
+``--lend``: this worker lends, as each worker of several does (``ServerRuntime.lend_from``): the
+pooled connection is published in its slot when released and taken back (its slot unpublished, its
+descriptor peeked at: a socketpair's end stands in for it) when reused.
 
 Printed: the best of ``--rounds`` rounds of ``--requests`` requests in CPU time
 (``time.process_time``: a busy machine slows a round, it hardly adds CPU time to it), and the number
@@ -30,6 +33,7 @@ import asyncio
 import cProfile
 import importlib
 import pstats
+import socket
 import sys
 import time
 
@@ -40,7 +44,9 @@ RESPONSE = (
 )
 
 
-def measure(engine: str, requests: int, rounds: int, top: int, close: bool = False) -> dict[str, float]:
+def measure(
+    engine: str, requests: int, rounds: int, top: int, close: bool = False, lend: bool = False
+) -> dict[str, float]:
     sys.path.insert(0, ".")
     # The test suite's fakes (loaded by name: the type checker covers them with the tests)
     fakes = importlib.import_module("tests.fakes")
@@ -53,6 +59,7 @@ def measure(engine: str, requests: int, rounds: int, top: int, close: bool = Fal
     from proxy.log import LogSink
     from proxy.mux_h1 import ClientConn
     from proxy.pool import ListKind
+    from proxy.slots import make_owner
 
     timeouts = Timeouts(client=30, server=30, connect=5)
     # real_connect: the real Backend (a fake subclass would call it through mypyc glue); it never
@@ -61,8 +68,14 @@ def measure(engine: str, requests: int, rounds: int, top: int, close: bool = Fal
     env = StreamEnv(world.frontend, FakeClients(world.table), LogSink([]), engine, Limits(), 16384)
     out: dict[str, float] = {}
 
+    pair = socket.socketpair()  # --lend: the pooled connection's descriptor, for the peeks
+
     async def main() -> None:
-        pooled_conn(world.srv, world.key(), ListKind.IDLE, engine)
+        conn = pooled_conn(world.srv, world.key(), ListKind.IDLE, engine)
+        if lend:  # as a worker of two does (proxy.worker.start_stealing): publish, peek, unpublish
+            srv = world.srv
+            srv.lend_from(world.table.slots(srv.index, 0), make_owner(0, world.table.worker(0).incarnation))
+            conn.fd = pair[0].fileno()
         loop = asyncio.get_running_loop()
         client_t = FakeTransport()
         client = ClientConn(env, loop=loop)
@@ -117,6 +130,8 @@ def measure(engine: str, requests: int, rounds: int, top: int, close: bool = Fal
         world.loop.run_until_complete(main())
     finally:
         world.close()
+        for sock in pair:
+            sock.close()
     return out
 
 
@@ -124,14 +139,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", default="native", choices=("native", "llhttp", "h11"))
     ap.add_argument("--close", action="store_true", help="a new client connection per request")
+    ap.add_argument("--lend", action="store_true", help="publish the pooled connection, as one of 2 workers")
     ap.add_argument("--requests", type=int, default=20000, help="requests per round")
     ap.add_argument("--rounds", type=int, default=7, help="rounds; the best one is printed")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most called functions")
     args = ap.parse_args()
     if args.profile:
         print(f"most called Python functions, calls per request ({args.engine}):")
-    res = measure(args.engine, args.requests, args.rounds, args.profile, args.close)
+    res = measure(args.engine, args.requests, args.rounds, args.profile, args.close, args.lend)
     kind = "Connection: close" if args.close else "keep-alive"
+    if args.lend:
+        kind += " (lending)"
     print(
         f"{args.engine}: {res['us']:.1f} CPU µs per {kind} request in-process (best of {args.rounds} x"
         f" {args.requests}), {res['calls']:.0f} Python calls per request"
