@@ -53,6 +53,44 @@ def test_parse_h2load() -> None:
     assert benchlib.parse_h2load(clean).errors == "" and benchlib.parse_h2load(clean).latency_us == 812.0
 
 
+HEY_OUTPUT = """
+Summary:
+  Total:\t5.0057 secs
+  Slowest:\t0.0111 secs
+  Fastest:\t0.0001 secs
+  Average:\t0.0005 secs
+  Requests/sec:\t4989.4281
+
+Response time histogram:
+  0.000 [1]\t|■■■■■■■■■■■■■■■■■■■■
+  0.001 [2]\t|■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■■
+
+Latency distribution:
+  10% in 0.0002 secs
+
+Details (average, fastest, slowest):
+  DNS+dialup:\t0.0001 secs, 0.0001 secs, 0.0011 secs
+
+Status code distribution:
+  [200]\t24940 responses
+  [503]\t3 responses
+
+Error distribution:
+  [2]\tGet "http://127.0.0.1:1234/": EOF
+"""
+
+
+def test_parse_hey() -> None:
+    res = benchlib.parse_hey(HEY_OUTPUT)
+    assert (res.rps, res.requests) == (4989.4281, 24940)
+    assert res.latency_us == pytest.approx(500.0)
+    assert res.errors == '3 non-200; [2] Get "http://127.0.0.1:1234/": EOF'
+    clean = HEY_OUTPUT.split("  [503]")[0]
+    assert benchlib.parse_hey(clean).errors == "" and benchlib.parse_hey(clean).requests == 24940
+    with pytest.raises(RuntimeError):
+        benchlib.parse_hey("no summary")
+
+
 def test_proc_readings_of_this_process() -> None:
     before = benchlib.cpu_ticks([os.getpid()])
     sum(i * i for i in range(200_000))

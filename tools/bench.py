@@ -44,6 +44,14 @@ workers; all restarted) and prints each contender's req/s relative to its own 1-
 figure. The machine's CPU count (``os.cpu_count()``) is printed: wrk, the origin and the contenders
 all share those CPUs, so a machine with few cores stops scaling early for everyone.
 
+``--rate R`` replaces wrk with ``hey -c<--connections>`` offering R requests/s in all (each connection
+paced at R/connections; a connection waits for its answer, so never more than the contender can do):
+with R below every contender's capacity, each one serves the same requests/s and CPU µs per request
+compares them at equal load, without the saturation of a 2-core machine shared with the load
+generator and the origin. ``--scaling 1,2 --rate 5000`` is how the cost of a second worker is
+measured there (the last table: CPU per request relative to one thread). hey costs more CPU per
+request than wrk: keep R well under the machine's capacity.
+
 ``--profile`` runs poolproxy alone (``nbthread`` 1, ``--mode`` and ``--engine`` as given; py-spy sees
 no frame of the mypyc-compiled modules, so for a per-module breakdown run it under ``POOLPROXY_PURE=1``,
 and use ``perf record -g -p WORKER`` for the compiled functions): one window
@@ -106,6 +114,7 @@ from tools.benchlib import (
     close_all,
     free_port,
     h2load,
+    hey,
     measure,
     open_idle,
     origin_config,
@@ -164,15 +173,20 @@ def run_rounds(
 ) -> dict[str, list[Sample]]:
     close = args.mode == "close"
     streams = args.streams if getattr(args, "h2", False) else 0
+    rate = getattr(args, "rate", 0) or 0
     for c in contenders:  # warm-up: connections, pools, caches
-        if streams:
+        if rate:
+            hey(c.port, args.connections, 1, rate, close)
+        elif streams:
             h2load(c.port, args.connections, 1, streams)
         else:
             wrk(c.port, args.connections, 1, args.wrk_threads, close)
     samples: dict[str, list[Sample]] = {c.name: [] for c in contenders}
     for _ in range(args.rounds):
         for c in contenders:
-            s = measure(c, origin_pids, args.seconds, args.connections, args.wrk_threads, close, streams)
+            s = measure(
+                c, origin_pids, args.seconds, args.connections, args.wrk_threads, close, streams, rate
+            )
             if s.errors:
                 print(f"  [{c.name}: wrk reports {s.errors}]", file=sys.stderr)
             samples[c.name].append(s)
@@ -191,8 +205,11 @@ def engine_name(args: argparse.Namespace) -> str:
 
 def describe(args: argparse.Namespace, threads: int | str, rounds: int | None = None) -> str:
     mode = "keep-alive" if args.mode == "keepalive" else "Connection: close on every request"
+    driver = f"wrk -t{args.wrk_threads} -c{args.connections}"
+    if args.rate:
+        driver = f"hey -c{args.connections} at {args.rate} req/s offered"
     return (
-        f"{mode}; wrk -t{args.wrk_threads} -c{args.connections},"
+        f"{mode}; {driver},"
         f" {args.rounds if rounds is None else rounds} round(s) of {args.seconds:g} s;"
         f" nbthread {threads}; http-reuse {args.reuse}; poolproxy engine {engine_name(args)}"
     )
@@ -316,6 +333,11 @@ def scaling(args: argparse.Namespace, counts: list[int]) -> int:
         cpu = "".join(f"{med[n]['cpu_us'].median:17.1f}" for n in NAMES)
         print(f"  {threads:8}{cells}{ratio:8.3f}{cpu}")
     print()
+    print(f"  CPU µs/request relative to the same contender's {base}-thread median (1.00: none added):")
+    for threads in counts:
+        cpu_of = {n: stats(results[threads][n])["cpu_us"].median for n in NAMES}
+        row = "   ".join(f"{n} {cpu_of[n] / stats(results[base][n])['cpu_us'].median:.2f}" for n in NAMES)
+        print(f"    {threads}: {row}")
     print("  spread [min-max] of req/s per thread count:")
     for threads in counts:
         row = "   ".join(f"{n} {stats(results[threads][n])['rps'].show()}" for n in NAMES)
@@ -523,6 +545,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5, help="length of each measured window")
     ap.add_argument("--connections", type=int, default=50, help="wrk -c")
     ap.add_argument("--wrk-threads", type=int, default=1, help="wrk -t")
+    ap.add_argument(
+        "--rate", type=int, default=0, metavar="REQ_S", help="hey at this offered load, not wrk (0: wrk)"
+    )
     ap.add_argument("--reuse", default="always", help="http-reuse of both proxies")
     ap.add_argument("--origin-threads", type=int, default=1, help="nbthread of the HAProxy origin")
     which = ap.add_mutually_exclusive_group()
@@ -544,7 +569,9 @@ def main() -> int:
         ap.error("need --rounds >= 1, --seconds > 0 and --connections >= --wrk-threads")
     if (args.profile or args.idle_conns is not None) and args.threads != 1:
         ap.error("--profile and --idle-conns run nbthread 1")
-    driver = ("h2load", "nghttp2-client") if args.h2 else ("wrk", "wrk")
+    if args.rate and (args.h2 or args.profile or args.idle_conns is not None or args.rate < 0):
+        ap.error("--rate is for the comparison and --scaling (a positive req/s)")
+    driver = ("h2load", "nghttp2-client") if args.h2 else ("hey", "hey") if args.rate else ("wrk", "wrk")
     for tool, package in (driver, ("haproxy", "haproxy")):
         if shutil.which(tool) is None:
             print(f"{tool} is required (apt-get install {package})", file=sys.stderr)

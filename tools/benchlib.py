@@ -276,6 +276,35 @@ def h2load(port: int, connections: int, seconds: float, streams: int = 10) -> Wr
     return parse_h2load(out)
 
 
+def parse_hey(out: str) -> WrkResult:
+    """hey's summary as wrk's: req/s, mean latency, responses 200, the other answers and errors."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    avg = re.search(r"Average:\s+([\d.]+) secs", out)
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
+    if rps is None:
+        raise RuntimeError(f"unexpected hey output:\n{out}")
+    other = sum(n for c, n in codes.items() if c != 200)
+    errors = re.search(r"Error distribution:\n((?:\s+\[\d+\].*\n?)+)", out)
+    text = f"{other} non-200" if other else ""
+    if errors is not None:
+        text = "; ".join(filter(None, (text, " ".join(errors.group(1).split()))))
+    latency = float(avg.group(1)) * 1e6 if avg else float("nan")
+    return WrkResult(float(rps.group(1)), latency, codes.get(200, 0), text)
+
+
+def hey(port: int, connections: int, seconds: float, rate: int, close: bool = False) -> WrkResult:
+    """``hey -c<connections> -q<rate/connections> -z<seconds>``: an offered load of ``rate``
+    requests/s in all (each connection waits for its answer: at most what the proxy can do)."""
+    per_conn = max(rate / connections, 0.001)
+    cmd = ["hey", "-c", str(connections), "-q", f"{per_conn:g}", "-z", f"{seconds:g}s"]
+    if close:
+        cmd.append("-disable-keepalive")
+    out = subprocess.run(
+        [*cmd, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True, timeout=seconds + 60
+    ).stdout
+    return parse_hey(out)
+
+
 # ---- one measurement ----------------------------------------------------------------------------------
 
 
@@ -300,11 +329,15 @@ def measure(
     wrk_threads: int,
     close: bool,
     h2_streams: int = 0,
+    rate: int = 0,
 ) -> Sample:
-    """One window of wrk (or of h2load with ``h2_streams`` streams per connection)."""
+    """One window of wrk (or of h2load with ``h2_streams`` streams per connection, or of hey at
+    ``rate`` requests/s)."""
     pids = c.workers()
     before, origin_before, sched_before = cpu_ticks(pids), cpu_ticks(origin_pids), sched_ns(pids)
-    if h2_streams:
+    if rate:
+        res = hey(c.port, connections, seconds, rate, close)
+    elif h2_streams:
         res = h2load(c.port, connections, seconds, h2_streams)
     else:
         res = wrk(c.port, connections, seconds, wrk_threads, close)
