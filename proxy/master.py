@@ -80,6 +80,8 @@ from proxy.reloads import Done, Reloads
 from proxy.sdnotify import Notifier, unset_in_children
 from proxy.shm import ShmTable, WorkerState, cleanup_stale
 
+WORKER_STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # proxy.worker.STOP_SIGNALS
+
 HARD_STOP_GRACE = 5.0
 SOFT_STOP_LIMIT = 60.0
 RESPAWN_FAST_FAIL = 1.0  # a worker dying sooner than this after its start counts as a fast failure
@@ -228,7 +230,14 @@ class Master:
         gen = gen or self._gen_of(w)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ppid = os.getpid()
-        pid = os.fork()
+        # The child starts with the stop signals blocked: proxy.worker.run lets them in once its
+        # loop runs (one sent before would kill it, with the default action, or be lost).
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        finally:
+            if os.getpid() == ppid:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if pid == 0:  # child
             code = 1
             try:

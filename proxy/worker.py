@@ -304,6 +304,14 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, ppid: int, state: WorkerState
     loop.call_later(1.0, _watch_parent, loop, ppid, state)
 
 
+STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGUSR1})  # blocked until the loop runs
+
+
+def unblock_stop_signals() -> None:
+    """Let SIGTERM and SIGUSR1 in (from the running loop: a pending one is handled at once)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 GC_GEN0: Final = 10_000  # container allocations between young collections (Python's default: 700)
 
 
@@ -334,6 +342,11 @@ def run(
     """The worker's main: never returns (the process exits)."""
     import uvloop  # imported after the fork, only in workers
 
+    # The stop signals stay blocked (pending, not lost) until the loop runs for good: the master
+    # blocks them across the fork. uvloop handles a signal only while its loop runs (the wake-up
+    # descriptor is set then): one that arrived in between — a SIGUSR1 sent right after READY,
+    # while the collector below ran — was dropped, and the worker never stopped.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -369,6 +382,7 @@ def run(
         _watch_parent(loop, ppid, state)
         tune_gc()
         if not state.stopping:
+            loop.call_soon(unblock_stop_signals)  # a pending one is delivered now, and handled
             loop.run_forever()
     except Exception as exc:  # a worker that cannot start says why; the master respawns it
         notice(f"worker {slot} failed: {exc!r}")
