@@ -45,10 +45,6 @@ if TYPE_CHECKING:
     from proxy.sides import ServerPeer
 
 _peek_code = pidfd.peek_code  # C where built: a worker of several peeks on every reuse
-
-
-
-
 _monotonic: Final = time.monotonic  # a C static when compiled (no module attribute lookup)
 class State(enum.Enum):
     CONNECTING = "connecting"

@@ -80,15 +80,15 @@ Error distribution:
 """
 
 
-def test_parse_hey() -> None:
-    res = benchlib.parse_hey(HEY_OUTPUT)
+def test_hey_summary() -> None:
+    res = benchlib.hey_summary(HEY_OUTPUT)
     assert (res.rps, res.requests) == (4989.4281, 24940)
     assert res.latency_us == pytest.approx(500.0)
     assert res.errors == '3 non-200; [2] Get "http://127.0.0.1:1234/": EOF'
     clean = HEY_OUTPUT.split("  [503]")[0]
-    assert benchlib.parse_hey(clean).errors == "" and benchlib.parse_hey(clean).requests == 24940
+    assert benchlib.hey_summary(clean).errors == "" and benchlib.hey_summary(clean).requests == 24940
     with pytest.raises(RuntimeError):
-        benchlib.parse_hey("no summary")
+        benchlib.hey_summary("no summary")
 
 
 def test_proc_readings_of_this_process() -> None:

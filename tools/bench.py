@@ -188,7 +188,7 @@ def run_rounds(
                 c, origin_pids, args.seconds, args.connections, args.wrk_threads, close, streams, rate
             )
             if s.errors:
-                print(f"  [{c.name}: wrk reports {s.errors}]", file=sys.stderr)
+                print(f"  [{c.name}: the load generator reports {s.errors}]", file=sys.stderr)
             samples[c.name].append(s)
     return samples
 

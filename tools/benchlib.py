@@ -276,20 +276,43 @@ def h2load(port: int, connections: int, seconds: float, streams: int = 10) -> Wr
     return parse_h2load(out)
 
 
-def parse_hey(out: str) -> WrkResult:
-    """hey's summary as wrk's: req/s, mean latency, responses 200, the other answers and errors."""
+@dataclass
+class HeyResult:
+    """hey's summary (tools.lab's clients, tools.bench --rate)."""
+
+    ok: int  # 200 answers
+    other: dict[int, int]  # status -> count, for any other status
+    errors: int  # requests that got no answer (hey's error distribution)
+    error_text: str  # its first lines
+    rps: float
+    latency_us: float = float("nan")  # the mean ("Average")
+
+
+def parse_hey(out: str) -> HeyResult:
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    errors_part = out.split("Error distribution:", 1)[1] if "Error distribution:" in out else ""
+    error_lines = [line.strip() for line in errors_part.strip().splitlines() if line.strip()]
+    errors = sum(int(m[1]) for line in error_lines if (m := re.match(r"\[(\d+)\]", line)))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     avg = re.search(r"Average:\s+([\d.]+) secs", out)
-    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
-    if rps is None:
+    return HeyResult(
+        ok=codes.pop(200, 0),
+        other=codes,
+        errors=errors,
+        error_text="; ".join(error_lines[:3]),
+        rps=float(rps[1]) if rps else 0.0,
+        latency_us=float(avg[1]) * 1e6 if avg else float("nan"),
+    )
+
+
+def hey_summary(out: str) -> WrkResult:
+    """hey's summary as wrk's: req/s, mean latency, responses 200, the other answers and errors."""
+    if "Requests/sec:" not in out:
         raise RuntimeError(f"unexpected hey output:\n{out}")
-    other = sum(n for c, n in codes.items() if c != 200)
-    errors = re.search(r"Error distribution:\n((?:\s+\[\d+\].*\n?)+)", out)
-    text = f"{other} non-200" if other else ""
-    if errors is not None:
-        text = "; ".join(filter(None, (text, " ".join(errors.group(1).split()))))
-    latency = float(avg.group(1)) * 1e6 if avg else float("nan")
-    return WrkResult(float(rps.group(1)), latency, codes.get(200, 0), text)
+    res = parse_hey(out)
+    other = sum(res.other.values())
+    text = "; ".join(filter(None, (f"{other} non-200" if other else "", " ".join(res.error_text.split()))))
+    return WrkResult(res.rps, res.latency_us, res.ok, text)
 
 
 def hey(port: int, connections: int, seconds: float, rate: int, close: bool = False) -> WrkResult:
@@ -302,7 +325,7 @@ def hey(port: int, connections: int, seconds: float, rate: int, close: bool = Fa
     out = subprocess.run(
         [*cmd, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True, timeout=seconds + 60
     ).stdout
-    return parse_hey(out)
+    return hey_summary(out)
 
 
 # ---- one measurement ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.benchlib import Contender, start, stop, wait_listening, wait_ready
+from tools.benchlib import Contender, HeyResult, parse_hey, start, stop, wait_listening, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,30 +151,6 @@ class LabServer:
 
 
 # ---- the clients ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class HeyResult:
-    ok: int  # 200 answers
-    other: dict[int, int]  # status -> count, for any other status
-    errors: int  # requests that got no answer (hey's error distribution)
-    error_text: str  # its first lines
-    rps: float
-
-
-def parse_hey(out: str) -> HeyResult:
-    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
-    errors_part = out.split("Error distribution:", 1)[1] if "Error distribution:" in out else ""
-    error_lines = [line.strip() for line in errors_part.strip().splitlines() if line.strip()]
-    errors = sum(int(m[1]) for line in error_lines if (m := re.match(r"\[(\d+)\]", line)))
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return HeyResult(
-        ok=codes.pop(200, 0),
-        other=codes,
-        errors=errors,
-        error_text="; ".join(error_lines[:3]),
-        rps=float(rps[1]) if rps else 0.0,
-    )
 
 
 def hey(port: int, users: int, seconds: float, keepalive: bool) -> HeyResult:
