@@ -14,9 +14,11 @@ Headers listed in ``HOP_BY_HOP`` never cross the proxy; the codec leaves them in
 writer drops them, together with the names nominated by ``Connection``.
 
 ``wire``: the head's HTTP/1.1 bytes as received (less its ``Connection`` line), when a codec vouches
-that they can be relayed unchanged to an HTTP/1.1 peer in keep-alive (the ``native`` engine's *bare*
-heads: plain framing, HTTP/1.1, no hop-by-hop header but a plain ``Transfer-Encoding: chunked`` and
-a one-token ``Connection``; see ``ext/h1head.c``), else None. It describes the head as parsed:
+that they can be relayed unchanged to an HTTP/1.1 peer in keep-alive (*bare* heads: plain framing,
+HTTP/1.1, no hop-by-hop header but a plain ``Transfer-Encoding: chunked`` and a one-token
+``Connection``; see ``ext/h1head.c``, which the ``native`` engine's scanner implements and
+``proxy.h1.strict._bare`` the shared reader, for the engines whose tokenizer gives the values as
+received: ``native`` and ``llhttp``, not ``h11``), else None. It describes the head as parsed:
 **whoever changes a head (the rules) sets it to None first**. It takes no part in equality, and
 protocols other than HTTP/1 ignore it.
 """

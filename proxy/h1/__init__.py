@@ -29,8 +29,9 @@ Contract (every engine satisfies it; ``tests/test_h1_*.py`` run the same cases o
   all engines (``proxy.h1.strict``): HAProxy's rules for Transfer-Encoding with Content-Length,
   invalid or conflicting Content-Length, bare LF, obs-folding, invalid bytes in names or values,
   oversized heads (``limits.max_head`` → 431 for requests), too many headers (``limits.max_headers``).
-- ``proxy.h1.writer`` serializes heads and body chunks for the other side (always re-serialized,
-  never raw bytes passed through).
+- ``proxy.h1.writer`` serializes heads and body chunks for the other side. A head the parser
+  vouched for as *bare* (``proxy.message``'s ``wire``: the ``native`` and ``llhttp`` engines) is
+  relayed as received instead, less its ``Connection`` line; any other head is re-serialized.
 
 Additions made with the engines (nothing above changes):
 

@@ -8,9 +8,11 @@ one that first "sends" a request with the expected method (and an upgrade offer,
 legal), whose bytes are thrown away.
 
 h11 merges repeated identical Content-Length values and lower-cases ``Transfer-Encoding: chunked``;
-``proxy.h1.strict`` gives the llhttp engine the same results. h11 also refuses an HTTP/1.1 request
-without Host, which the proxy accepts when the target is in absolute-form (``strict`` decides): a
-block without Host is tokenized with a stand-in Host line, left out of the result.
+``proxy.h1.strict`` gives the llhttp engine the same results. Since its values are not always the
+block's, its readers are not ``as_received``: its heads never carry ``wire`` (always
+re-serialised). h11 also refuses an HTTP/1.1 request without Host, which the proxy accepts when
+the target is in absolute-form (``strict`` decides): a block without Host is tokenized with a
+stand-in Host line, left out of the result.
 """
 
 from __future__ import annotations

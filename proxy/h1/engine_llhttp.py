@@ -1,10 +1,14 @@
-"""The ``llhttp`` engine (httptools), the default: llhttp tokenizes head blocks, in C.
+"""The ``llhttp`` engine (httptools), the default where ``native`` is not built: llhttp tokenizes
+head blocks, in C.
 
 Contract: ``ENGINE`` satisfies ``proxy.h1.Engine``. The message loop, the rules and the bodies are
 ``proxy.h1.strict``'s (with ``proxy.h1.grammar`` and ``proxy.h1.bodies``); llhttp only ever sees one
 complete head block that already passed the grammar scan, so it never has to stop at a message
 boundary (where httptools cannot pause) and its upgrade handling reduces to ignoring
 ``HttpParserUpgrade`` once the head callbacks have run.
+
+llhttp gives header values as received (less the OWS around them: ``on_header`` strips the trailing
+one), so the readers are built ``as_received`` and a bare head carries its block as ``wire``.
 
 Cost: one Python callback per header line, for the target or reason and for the message end; a
 parser is reused while heads have no body (a new one costs ~0.4 µs).
@@ -97,10 +101,10 @@ class LlhttpEngine:
     name = "llhttp"
 
     def request_parser(self, limits: Limits = Limits()) -> RequestReader:  # noqa: B008 (frozen)
-        return RequestReader(_RequestTokenizer().tokenize, limits, self.name)
+        return RequestReader(_RequestTokenizer().tokenize, limits, self.name, as_received=True)
 
     def response_parser(self, limits: Limits = Limits()) -> ResponseReader:  # noqa: B008 (frozen)
-        return ResponseReader(_ResponseTokenizer().tokenize, limits, self.name)
+        return ResponseReader(_ResponseTokenizer().tokenize, limits, self.name, as_received=True)
 
 
 ENGINE = LlhttpEngine()

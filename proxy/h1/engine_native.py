@@ -124,7 +124,7 @@ class NativeRequestReader(RequestReader):
     __slots__ = ("_max_head", "_max_headers")
 
     def __init__(self, limits: Limits) -> None:
-        super().__init__(_tokenize_request, limits, NAME)
+        super().__init__(_tokenize_request, limits, NAME, as_received=True)
         self._max_head = limits.max_head
         self._max_headers = limits.max_headers
 
@@ -169,7 +169,7 @@ class NativeResponseReader(ResponseReader):
     __slots__ = ("_max_head", "_max_headers")
 
     def __init__(self, limits: Limits) -> None:
-        super().__init__(_tokenize_response, limits, NAME)
+        super().__init__(_tokenize_response, limits, NAME, as_received=True)
         self._max_head = limits.max_head
         self._max_headers = limits.max_headers
 

@@ -64,6 +64,10 @@ _ABSOLUTE_FORM = re.compile(
 _DEFAULT_PORT = {b"http": b"80", b"https": b"443"}
 _AUTHORITY_FORM = re.compile(_AUTHORITY + rb":[0-9]+")
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,15}")
+# What the native scanner calls a simple Host (a subset of ``_HOST``: no IP literal), and the
+# Connection line a bare head is relayed without (names are tokens: no space before the colon).
+_SIMPLE_HOST = re.compile(rb"[-A-Za-z0-9._~!$&'()*+,;=%]*(?::[0-9]*)?")
+_CONNECTION_LINE = re.compile(rb"(?<=\r\n)[Cc][Oo][Nn][Nn][Ee][Cc][Tt][Ii][Oo][Nn]:[^\r]*\r\n")
 _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 _CHUNK_LINE = re.compile(
     rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[ \t]*" + _TCHAR + rb"+(?:[ \t]*=[ \t]*(?:" + _TCHAR + rb"+|"

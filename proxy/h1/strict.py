@@ -23,6 +23,12 @@ head that starts the data straight away, handing what follows to ``_run_from`` a
 ``_accept``. Whatever the scanner does not accept goes through ``_parse`` here, so the errors, and
 every rule above, stay the same for all engines.
 
+Bare heads. For an engine whose tokenizer gives the values as received (``as_received``: native,
+llhttp), ``_parse`` also decides whether the head is *bare* by ``ext/h1head.c``'s definition
+(``_bare``, ``_bare_request``, ``_bare_response``) and then sets its ``wire`` to the block (less its
+Connection line): the muxes relay it instead of re-serialising it. ``tests/test_h1_parse.py``'s
+differential holds every engine that vouches to the same ``wire`` bytes, head for head.
+
 Statuses: 400 for a request, 502 for a response, except (all decided before the engine runs) a
 head over ``max_head`` (431; 414 when not even the request line fits), more than ``max_headers``
 header or trailer lines (431), an unknown method (501: a valid token that llhttp does not know)
@@ -54,11 +60,14 @@ from proxy.h1.base import Limits, ProtocolError
 from proxy.h1.bodies import _Chunked, _Length, _UntilClose
 from proxy.h1.grammar import (
     _ABSOLUTE_FORM,
+    _CONNECTION_LINE,
+    _CONTENT_LENGTH,
     _DEFAULT_PORT,
     _HOST,
     _REQUEST_HEAD,
     _REQUEST_LINE_RE,
     _RESPONSE_HEAD,
+    _SIMPLE_HOST,
     _STATUS_LINE_RE,
     _TCHAR_BYTES,
     KNOWN_METHODS,
@@ -68,7 +77,7 @@ from proxy.h1.grammar import (
     canonical_head,
     check_target,
 )
-from proxy.message import EndOfMessage, Event, Framing, Headers, RequestHead, ResponseHead
+from proxy.message import HOP_BY_HOP, EndOfMessage, Event, Framing, Headers, RequestHead, ResponseHead
 
 # An engine: head block -> (method or status, target or reason, version, headers). ValueError if
 # the engine refuses the block.
@@ -220,6 +229,77 @@ def _framing_fields(headers: Headers) -> Found:
             else:
                 found[lname] = [value]
     return found
+
+
+# The hop-by-hop names that are not framing names (``Upgrade`` is both: it is in ``found``).
+_HOP_ONLY: Final = HOP_BY_HOP - _FRAMING_NAMES
+_CONNECTION_TOKENS: Final = frozenset({b"close", b"keep-alive"})
+
+
+def _fields_and_hop(headers: Headers) -> tuple[Found, bool]:
+    """``_framing_fields(headers)``, and whether a hop-by-hop header outside them is present."""
+    found: Found = {}
+    hop = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _FRAMING_NAMES:
+            if lname in found:
+                found[lname].append(value)
+            else:
+                found[lname] = [value]
+        elif lname in _HOP_ONLY:
+            hop = True
+    return found, hop
+
+
+def _bare(block: bytes, version: bytes, found: Found, hop: bool) -> bytes | None:
+    """``block`` as ``RequestHead.wire``/``ResponseHead.wire`` (less its Connection line) when the
+    head is *bare* as ``ext/h1head.c`` defines it for the native engine, else None.
+
+    The conditions both sides share: HTTP/1.1; no hop-by-hop header (``Upgrade`` included) but a
+    plain ``Transfer-Encoding: chunked`` (one header, exactly that value, no Content-Length) and a
+    one-token ``Connection`` (one header, ``close`` or ``keep-alive`` in any case); Content-Length
+    absent or one header of 1-15 digits. Such a head's rules change nothing in it (no canonical
+    rewrite), so the writer would write the same start line, fields and framing: only the order of
+    the framing header and the OWS around values may differ. The callers add their side's rules.
+    """
+    if hop or version != b"1.1" or b"upgrade" in found:
+        return None
+    cl = found.get(b"content-length")
+    if cl is not None and (len(cl) != 1 or _CONTENT_LENGTH.fullmatch(cl[0]) is None):
+        return None
+    te = found.get(b"transfer-encoding")
+    if te is not None and (len(te) != 1 or te[0] != b"chunked" or cl is not None):
+        return None
+    connection = found.get(b"connection")
+    if connection is None:
+        return block
+    if len(connection) != 1 or connection[0].lower() not in _CONNECTION_TOKENS:
+        return None
+    return _CONNECTION_LINE.sub(b"", block, count=1)
+
+
+def _bare_request(
+    block: bytes, method: bytes, target: bytes, version: bytes, found: Found, hop: bool
+) -> bytes | None:
+    """``_bare`` for a request: also an origin-form target, no Expect, one simple Host."""
+    if target[0] != 0x2F or method == b"CONNECT" or b"expect" in found:
+        return None
+    hosts = found.get(b"host")
+    if hosts is None or len(hosts) != 1 or _SIMPLE_HOST.fullmatch(hosts[0]) is None:
+        return None
+    return _bare(block, version, found, hop)
+
+
+def _bare_response(block: bytes, version: bytes, found: Found, hop: bool) -> bytes | None:
+    """``_bare`` for a response: also a reason phrase, with no SP or HT after it."""
+    eol = block.find(b"\r\n")
+    if eol <= 13 or block[12] != 0x20 or block[eol - 1] in _OWS:
+        return None
+    return _bare(block, version, found, hop)
+
+
+_OWS: Final = frozenset(b" \t")
 
 
 def _chunked(te: list[bytes], found: Found, version: bytes, status: int) -> bool:
@@ -473,14 +553,23 @@ class _Reader:
 
 
 class RequestReader(_Reader):
-    """``proxy.h1.RequestParser`` over an engine's request tokenizer."""
+    """``proxy.h1.RequestParser`` over an engine's request tokenizer.
 
-    __slots__ = ("_declined", "_engine", "_skipped", "_tokenize")
+    ``as_received``: the tokenizer gives the header values as they are in the block (less the OWS
+    around them), so a *bare* head (``_bare_request``) can carry the block as its ``wire``. An engine
+    whose tokenizer rewrites values (h11 merges Content-Length lists, lower-cases ``chunked``) says
+    False, and its heads are always re-serialised.
+    """
 
-    def __init__(self, tokenize: RequestTokenizer, limits: Limits, engine: str) -> None:
+    __slots__ = ("_as_received", "_declined", "_engine", "_skipped", "_tokenize")
+
+    def __init__(
+        self, tokenize: RequestTokenizer, limits: Limits, engine: str, *, as_received: bool = False
+    ) -> None:
         super().__init__(limits, _TCHAR_BYTES)
         self._tokenize = tokenize
         self._engine = engine
+        self._as_received = as_received
         self._skipped = 0  # bytes of empty lines skipped since the last request
         self._declined = _HEAD  # the mode ``resume`` returns to after an upgrade request
 
@@ -522,14 +611,22 @@ class RequestReader(_Reader):
             check_target(method, target)
         if m.end() != len(block):
             raise _explain(block, m.end(), 400)
+        as_received = self._as_received
         try:
             fields = self._tokenize(block)
         except ValueError as exc:
+            as_received = False  # the fields are the canonical block's (``canonical_head``)
             try:
                 fields = self._tokenize(_canonical_or_raise(block, exc, 400, self._engine))
             except ValueError as again:
                 raise ProtocolError(f"{self._engine} refused the head: {again}") from again
-        self._accept(request_head(*fields), events)
+        if not as_received:
+            self._accept(request_head(*fields), events)
+            return
+        found, hop = _fields_and_hop(fields[3])
+        head = request_head(*fields, found)
+        head.wire = _bare_request(block, method, target, fields[2], found, hop)
+        self._accept(head, events)
 
     def _accept(self, head: RequestHead, events: list[Event]) -> None:
         """The message of ``head`` begins: emit it and set what follows."""
@@ -541,16 +638,20 @@ class RequestReader(_Reader):
 
 
 class ResponseReader(_Reader):
-    """``proxy.h1.ResponseParser`` over an engine's response tokenizer."""
+    """``proxy.h1.ResponseParser`` over an engine's response tokenizer (``as_received``: as for
+    ``RequestReader``)."""
 
-    __slots__ = ("_engine", "_final", "_methods", "_tokenize", "poisoned")
+    __slots__ = ("_as_received", "_engine", "_final", "_methods", "_tokenize", "poisoned")
     _status = 502
     _defer_errors = False
 
-    def __init__(self, tokenize: ResponseTokenizer, limits: Limits, engine: str) -> None:
+    def __init__(
+        self, tokenize: ResponseTokenizer, limits: Limits, engine: str, *, as_received: bool = False
+    ) -> None:
         super().__init__(limits, _NOTHING)
         self._tokenize = tokenize
         self._engine = engine
+        self._as_received = as_received
         self._methods: deque[bytes] = deque()  # one per request whose final response is due
         self._final = True
         # Bytes came after the last expected response (a server out of sync): the responses
@@ -578,14 +679,22 @@ class ResponseReader(_Reader):
                 raise ProtocolError(f"invalid status line {block[:64]!r}", 502)
             raise _explain(block, m.end(), 502)
         method = self._methods[0]
+        as_received = self._as_received
         try:
             fields = self._tokenize(block, method)
         except ValueError as exc:
+            as_received = False  # the fields are the canonical block's (``canonical_head``)
             try:
                 fields = self._tokenize(_canonical_or_raise(block, exc, 502, self._engine), method)
             except ValueError as again:
                 raise ProtocolError(f"{self._engine} refused the head: {again}", 502) from again
-        self._accept(response_head(*fields, method), events)
+        if not as_received:
+            self._accept(response_head(*fields, method), events)
+            return
+        found, hop = _fields_and_hop(fields[3])
+        head = response_head(*fields, method, found)
+        head.wire = _bare_response(block, fields[2], found, hop)
+        self._accept(head, events)
 
     def _accept(self, head: ResponseHead, events: list[Event]) -> None:
         """The response ``head`` (to the request ``_methods[0]``) begins: emit it, set what follows."""
