@@ -220,15 +220,7 @@ def response_head(
 
 def _framing_fields(headers: Headers) -> Found:
     """The values of the headers the rules look at, by lower-case name, in one pass."""
-    found: Found = {}
-    for name, value in headers:
-        lname = name.lower()
-        if lname in _FRAMING_NAMES:
-            if lname in found:
-                found[lname].append(value)
-            else:
-                found[lname] = [value]
-    return found
+    return _fields_and_hop(headers)[0]
 
 
 # The hop-by-hop names that are not framing names (``Upgrade`` is both: it is in ``found``).
