@@ -39,8 +39,6 @@ from proxy.h1.base import Limits, ProtocolError
 from proxy.h1.grammar import check_target
 from proxy.h1.strict import (
     _BODY,
-    _CHUNKED,
-    _CLOSE,
     _CLOSED,
     _HEAD,
     _LENGTH,
@@ -49,6 +47,8 @@ from proxy.h1.strict import (
     Found,
     RequestReader,
     ResponseReader,
+    plain_request,
+    plain_response,
     request_head,
     response_head,
 )
@@ -73,13 +73,7 @@ def _request(scan: RequestScan) -> RequestHead:
         if target[0] != 0x2F or method == b"CONNECT":
             check_target(method, target)
         return request_head(method, target, version, headers, found)
-    # Plain: valid as it is; the framing follows from the three facts (``request_head``'s rules).
-    keep_alive = version == _V11 if not connection else connection == 2
-    if chunked:
-        return RequestHead(method, target, version, headers, _CHUNKED, None, keep_alive, None, False, wire)
-    if length is None:
-        return RequestHead(method, target, version, headers, _NONE, None, keep_alive, None, False, wire)
-    return RequestHead(method, target, version, headers, _LENGTH, length, keep_alive, None, False, wire)
+    return plain_request(method, target, version, headers, (length, chunked, connection), wire)
 
 
 def _response(scan: ResponseScan, method: bytes) -> ResponseHead:
@@ -87,19 +81,7 @@ def _response(scan: ResponseScan, method: bytes) -> ResponseHead:
     _, status, reason, version, headers, found, length, chunked, connection, wire = scan
     if found is not None:
         return response_head(status, reason, version, headers, method, found)
-    # Plain: ``response_head``'s framing rules over the three facts.
-    keep_alive = version == _V11 if not connection else connection == 2
-    if status < 200 or status == 204:
-        body, length = _NONE, None
-    elif method == b"HEAD" or status == 304:
-        body = _NONE
-    elif chunked:
-        body = _CHUNKED
-    elif length is not None:
-        body = _LENGTH
-    else:
-        body, keep_alive = _CLOSE, False
-    return ResponseHead(status, reason, version, headers, body, length, keep_alive, wire)
+    return plain_response(status, reason, version, headers, method, (length, chunked, connection), wire)
 
 
 def _tokenize_request(block: bytes) -> tuple[bytes, bytes, bytes, Headers]:

@@ -23,11 +23,14 @@ head that starts the data straight away, handing what follows to ``_run_from`` a
 ``_accept``. Whatever the scanner does not accept goes through ``_parse`` here, so the errors, and
 every rule above, stay the same for all engines.
 
-Bare heads. For an engine whose tokenizer gives the values as received (``as_received``: native,
-llhttp), ``_parse`` also decides whether the head is *bare* by ``ext/h1head.c``'s definition
-(``_bare``, ``_bare_request``, ``_bare_response``) and then sets its ``wire`` to the block (less its
-Connection line): the muxes relay it instead of re-serialising it. ``tests/test_h1_parse.py``'s
-differential holds every engine that vouches to the same ``wire`` bytes, head for head.
+Plain and bare heads (``ext/h1head.c`` defines both). ``_parse`` builds a *plain* head (simple
+framing headers: ``plain_request_facts``, ``plain_facts``) from its three framing facts
+(``plain_request``, ``plain_response``, which the native engine uses too) instead of running the
+general rules. For an engine whose tokenizer gives the values as received (``as_received``:
+native, llhttp), a *bare* head (plain, HTTP/1.1, no other hop-by-hop header) also gets its block,
+less its Connection line, as its ``wire`` (``_wire``): the muxes relay it instead of re-serialising
+it. ``tests/test_h1_parse.py``'s differential holds every engine to the same heads and every
+engine that vouches to the same ``wire`` bytes, head for head.
 
 Statuses: 400 for a request, 502 for a response, except (all decided before the engine runs) a
 head over ``max_head`` (431; 414 when not even the request line fits), more than ``max_headers``
@@ -225,7 +228,12 @@ def _framing_fields(headers: Headers) -> Found:
 
 # The hop-by-hop names that are not framing names (``Upgrade`` is both: it is in ``found``).
 _HOP_ONLY: Final = HOP_BY_HOP - _FRAMING_NAMES
-_CONNECTION_TOKENS: Final = frozenset({b"close", b"keep-alive"})
+_CONNECTION_CODES: Final = {b"close": 1, b"keep-alive": 2}
+_OWS: Final = frozenset(b" \t")
+_V11: Final = b"1.1"
+
+# Plain framing: (Content-Length or None, chunked, Connection: 0 absent, 1 close, 2 keep-alive).
+Facts = tuple[int | None, bool, int]
 
 
 def _fields_and_hop(headers: Headers) -> tuple[Found, bool]:
@@ -244,54 +252,102 @@ def _fields_and_hop(headers: Headers) -> tuple[Found, bool]:
     return found, hop
 
 
-def _bare(block: bytes, version: bytes, found: Found, hop: bool) -> bytes | None:
-    """``block`` as ``RequestHead.wire``/``ResponseHead.wire`` (less its Connection line) when the
-    head is *bare* as ``ext/h1head.c`` defines it for the native engine, else None.
+# --- Plain and bare heads ----------------------------------------------------------------------
+#
+# ``ext/h1head.c`` defines them (the native scanner decides them in C; these functions are the same
+# rules for the heads the shared reader tokenizes). A *plain* head's framing follows from three
+# facts, and its rules change nothing in it: ``plain_request``/``plain_response`` build the head
+# from them as ``request_head``/``response_head`` would (``tests/test_h1_native.py`` and the
+# engines' differential hold them equal). A *bare* head is a plain HTTP/1.1 head with no hop-by-hop
+# header but the plain framing ones: its block (less its Connection line) is its ``wire``.
 
-    The conditions both sides share: HTTP/1.1; no hop-by-hop header (``Upgrade`` included) but a
-    plain ``Transfer-Encoding: chunked`` (one header, exactly that value, no Content-Length) and a
-    one-token ``Connection`` (one header, ``close`` or ``keep-alive`` in any case); Content-Length
-    absent or one header of 1-15 digits. Such a head's rules change nothing in it (no canonical
-    rewrite), so the writer would write the same start line, fields and framing: only the order of
-    the framing header and the OWS around values may differ. The callers add their side's rules.
-    """
-    if hop or version != b"1.1" or b"upgrade" in found:
-        return None
+
+def plain_facts(found: Found, version: bytes) -> Facts | None:
+    """The facts of plain framing headers, else None: Content-Length absent or one header of 1-15
+    digits; Transfer-Encoding absent or one header exactly ``chunked`` in HTTP/1.1 without
+    Content-Length; Connection absent or one header of one token, ``close`` or ``keep-alive``."""
     cl = found.get(b"content-length")
-    if cl is not None and (len(cl) != 1 or _CONTENT_LENGTH.fullmatch(cl[0]) is None):
-        return None
+    length = None
+    if cl is not None:
+        if len(cl) != 1 or _CONTENT_LENGTH.fullmatch(cl[0]) is None:
+            return None
+        length = int(cl[0])
     te = found.get(b"transfer-encoding")
-    if te is not None and (len(te) != 1 or te[0] != b"chunked" or cl is not None):
+    if te is not None and (len(te) != 1 or te[0] != b"chunked" or cl is not None or version != _V11):
         return None
     connection = found.get(b"connection")
     if connection is None:
-        return block
-    if len(connection) != 1 or connection[0].lower() not in _CONNECTION_TOKENS:
+        return length, te is not None, 0
+    if len(connection) != 1:
         return None
-    return _CONNECTION_LINE.sub(b"", block, count=1)
+    code = _CONNECTION_CODES.get(connection[0].lower())
+    return None if code is None else (length, te is not None, code)
 
 
-def _bare_request(
-    block: bytes, method: bytes, target: bytes, version: bytes, found: Found, hop: bool
-) -> bytes | None:
-    """``_bare`` for a request: also an origin-form target, no Expect, one simple Host."""
+def plain_request_facts(method: bytes, target: bytes, version: bytes, found: Found) -> Facts | None:
+    """``plain_facts`` for a request, which is plain only with an origin-form target (so not
+    CONNECT), no Expect, and one simple Host (or none in HTTP/1.0)."""
     if target[0] != 0x2F or method == b"CONNECT" or b"expect" in found:
         return None
     hosts = found.get(b"host")
-    if hosts is None or len(hosts) != 1 or _SIMPLE_HOST.fullmatch(hosts[0]) is None:
+    if hosts is None:
+        if version == _V11:
+            return None
+    elif len(hosts) != 1 or _SIMPLE_HOST.fullmatch(hosts[0]) is None:
         return None
-    return _bare(block, version, found, hop)
+    return plain_facts(found, version)
 
 
-def _bare_response(block: bytes, version: bytes, found: Found, hop: bool) -> bytes | None:
-    """``_bare`` for a response: also a reason phrase, with no SP or HT after it."""
+def plain_request(
+    method: bytes, target: bytes, version: bytes, headers: Headers, facts: Facts, wire: bytes | None
+) -> RequestHead:
+    """The head of a plain request (``request_head``'s rules over the facts)."""
+    length, chunked, connection = facts
+    keep_alive = version == _V11 if not connection else connection == 2
+    if chunked:
+        return RequestHead(method, target, version, headers, _CHUNKED, None, keep_alive, None, False, wire)
+    if length is None:
+        return RequestHead(method, target, version, headers, _NONE, None, keep_alive, None, False, wire)
+    return RequestHead(method, target, version, headers, _LENGTH, length, keep_alive, None, False, wire)
+
+
+def plain_response(
+    status: int,
+    reason: bytes,
+    version: bytes,
+    headers: Headers,
+    method: bytes,
+    facts: Facts,
+    wire: bytes | None,
+) -> ResponseHead:
+    """The head of a plain response to ``method`` (``response_head``'s rules over the facts;
+    ``reason`` already without trailing SP/HT)."""
+    length, chunked, connection = facts
+    keep_alive = version == _V11 if not connection else connection == 2
+    if status < 200 or status == 204:
+        body, length = _NONE, None
+    elif method == b"HEAD" or status == 304:
+        body = _NONE
+    elif chunked:
+        body = _CHUNKED
+    elif length is not None:
+        body = _LENGTH
+    else:
+        body, keep_alive = _CLOSE, False
+    return ResponseHead(status, reason, version, headers, body, length, keep_alive, wire)
+
+
+def _wire(block: bytes, version: bytes, found: Found, hop: bool, connection: int) -> bytes | None:
+    """A plain head's ``wire``: ``block`` less its Connection line if it is bare, else None."""
+    if hop or version != _V11 or b"upgrade" in found:
+        return None
+    return block if not connection else _CONNECTION_LINE.sub(b"", block, count=1)
+
+
+def _reason_kept(block: bytes) -> bool:
+    """Whether a status line has a reason phrase with no SP or HT after it (as a bare head needs)."""
     eol = block.find(b"\r\n")
-    if eol <= 13 or block[12] != 0x20 or block[eol - 1] in _OWS:
-        return None
-    return _bare(block, version, found, hop)
-
-
-_OWS: Final = frozenset(b" \t")
+    return eol > 13 and block[12] == 0x20 and block[eol - 1] not in _OWS
 
 
 def _chunked(te: list[bytes], found: Found, version: bytes, status: int) -> bool:
@@ -548,7 +604,7 @@ class RequestReader(_Reader):
     """``proxy.h1.RequestParser`` over an engine's request tokenizer.
 
     ``as_received``: the tokenizer gives the header values as they are in the block (less the OWS
-    around them), so a *bare* head (``_bare_request``) can carry the block as its ``wire``. An engine
+    around them), so a *bare* head (``_wire``) can carry the block as its ``wire``. An engine
     whose tokenizer rewrites values (h11 merges Content-Length lists, lower-cases ``chunked``) says
     False, and its heads are always re-serialised.
     """
@@ -612,13 +668,14 @@ class RequestReader(_Reader):
                 fields = self._tokenize(_canonical_or_raise(block, exc, 400, self._engine))
             except ValueError as again:
                 raise ProtocolError(f"{self._engine} refused the head: {again}") from again
-        if not as_received:
-            self._accept(request_head(*fields), events)
+        method, target, version, headers = fields
+        found, hop = _fields_and_hop(headers)
+        facts = plain_request_facts(method, target, version, found)
+        if facts is None:
+            self._accept(request_head(method, target, version, headers, found), events)
             return
-        found, hop = _fields_and_hop(fields[3])
-        head = request_head(*fields, found)
-        head.wire = _bare_request(block, method, target, fields[2], found, hop)
-        self._accept(head, events)
+        wire = _wire(block, version, found, hop, facts[2]) if as_received else None
+        self._accept(plain_request(method, target, version, headers, facts, wire), events)
 
     def _accept(self, head: RequestHead, events: list[Event]) -> None:
         """The message of ``head`` begins: emit it and set what follows."""
@@ -680,13 +737,16 @@ class ResponseReader(_Reader):
                 fields = self._tokenize(_canonical_or_raise(block, exc, 502, self._engine), method)
             except ValueError as again:
                 raise ProtocolError(f"{self._engine} refused the head: {again}", 502) from again
-        if not as_received:
-            self._accept(response_head(*fields, method), events)
+        status, reason, version, headers = fields
+        found, hop = _fields_and_hop(headers)
+        facts = plain_facts(found, version)
+        if facts is None:
+            self._accept(response_head(status, reason, version, headers, method, found), events)
             return
-        found, hop = _fields_and_hop(fields[3])
-        head = response_head(*fields, method, found)
-        head.wire = _bare_response(block, fields[2], found, hop)
-        self._accept(head, events)
+        wire = _wire(block, version, found, hop, facts[2]) if as_received and _reason_kept(block) else None
+        self._accept(
+            plain_response(status, reason.rstrip(b" \t"), version, headers, method, facts, wire), events
+        )
 
     def _accept(self, head: ResponseHead, events: list[Event]) -> None:
         """The response ``head`` (to the request ``_methods[0]``) begins: emit it, set what follows."""
