@@ -64,7 +64,6 @@ from proxy.h1.bodies import _Chunked, _Length, _UntilClose
 from proxy.h1.grammar import (
     _ABSOLUTE_FORM,
     _CONNECTION_LINE,
-    _CONTENT_LENGTH,
     _DEFAULT_PORT,
     _HOST,
     _REQUEST_HEAD,
@@ -269,9 +268,10 @@ def plain_facts(found: Found, version: bytes) -> Facts | None:
     cl = found.get(b"content-length")
     length = None
     if cl is not None:
-        if len(cl) != 1 or _CONTENT_LENGTH.fullmatch(cl[0]) is None:
+        digits = cl[0]
+        if len(cl) != 1 or len(digits) > 15 or not digits.isdigit():  # bytes: ASCII digits only
             return None
-        length = int(cl[0])
+        length = int(digits)
     te = found.get(b"transfer-encoding")
     if te is not None and (len(te) != 1 or te[0] != b"chunked" or cl is not None or version != _V11):
         return None
