@@ -219,9 +219,12 @@ class Backend(H2Pooling):
         first usable backup (every usable one with ``option allbackups``), as in HAProxy.
         ``exclude``: a server not to choose (a redispatch leaves the one that failed)."""
         servers = self.servers
-        if len(servers) == 1:  # nothing to balance (weight 0 takes no traffic, as in every algorithm)
+        n = len(servers)
+        if n == 1:  # nothing to balance (weight 0 takes no traffic, as in every algorithm)
             only = servers[0]
             return only if only.pickable and only is not exclude else None
+        if not n:  # a backend without a server line: 503, as in HAProxy
+            return None
         self._follow_runtime()
         load = self._load
         if not self.has_backup and exclude is None:  # the common case: the cheapest test

@@ -119,6 +119,19 @@ def test_503_when_every_server_is_disabled(make_proxy: MakeProxy, origin: Origin
     assert origin.stats()["connections"] == 0
 
 
+@pytest.mark.parametrize("balance", ["roundrobin", "leastconn", "source"])
+def test_503_from_a_backend_without_servers(make_proxy: MakeProxy, origin: Origin, balance: str) -> None:
+    """A backend with no server line is valid (HAProxy too) and answers 503, on a connection that
+    stays usable; it used to fail every request with an IndexError in the balancer."""
+    port, proxy = start(make_proxy, origin, servers=f"balance {balance}")
+    workers = proxy.worker_pids()
+    raw = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert raw.count(b"HTTP/1.1 503 ") == 1, raw  # we close after an error reply (HAProxy 2.6 keeps a 503's)
+    assert http_get(port, "/").status == 503
+    assert proxy.worker_pids() == workers
+    assert "Traceback" not in proxy.logs()
+
+
 def test_503_when_the_server_refuses_connections(make_proxy: MakeProxy, origin: Origin) -> None:
     closed = free_port()  # nothing listens there: connect() is refused
     port, proxy = start(make_proxy, origin, defaults="retries 1", servers=f"server s1 127.0.0.1:{closed}")
