@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from proxy.config.address import parse_log_address
 from proxy.config.model import LogTarget
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -108,17 +109,12 @@ class LogSink:
         for spec in targets:
             if isinstance(spec, str):
                 spec = LogTarget(target=spec)
-            t = spec.target
-            fd, sock = -1, None
-            addr_: str | tuple[str, int] | None = None
-            if t in ("stdout", "stderr"):
-                fd = 1 if t == "stdout" else 2
-            elif t.startswith("/"):
-                sock, addr_ = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), t
+            kind, family, where = spec.address or parse_log_address(spec.target)
+            fd, sock, addr_ = -1, None, None
+            if kind == "fd":
+                fd = where
             else:
-                host, _, port = t.rpartition(":") if ":" in t else (t, "", "514")
-                sock, addr_ = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), (host or t, int(port or 514))
-            if sock is not None:
+                sock, addr_ = socket.socket(family, socket.SOCK_DGRAM), where
                 sock.setblocking(False)
             self.targets.append(_Target(
                 fd, sock, addr_, FACILITIES.index(spec.facility or "local0"),
@@ -153,7 +149,7 @@ class LogSink:
                 return f"{iso} {line}"
             return f"<{pri}>1 {iso} {self.hostname or '-'} {self.tag} {os.getpid()} - - {line}"
         host = f"{self.hostname} " if fmt == "rfc3164" and self.hostname else ""
-        return f"<{pri}>{time.strftime('%b %d %H:%M:%S')} {host}{self.tag}[{os.getpid()}]: {line}"
+        return f"<{pri}>{time.strftime('%b %e %H:%M:%S')} {host}{self.tag}[{os.getpid()}]: {line}"
 
     def emit(self, line: str, level: str = "info") -> None:
         sev = LEVELS.index(level)
@@ -166,7 +162,7 @@ class LogSink:
                     os.write(t.fd, (msg + "\n").encode())
                 elif t.sock is not None and t.addr is not None:
                     t.sock.sendto(msg.encode(), t.addr)
-            except OSError:
+            except Exception:  # a log line must never break the request that made it
                 pass
 
 

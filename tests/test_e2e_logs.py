@@ -233,6 +233,36 @@ def test_log_sink_levels_and_formats(logdir: Path) -> None:
     assert re.fullmatch(r"<134>1 \d{4}-\d\d-\d\dT\S+ h t \d+ - - rfc5424", by_fmt["rfc5424"])
     assert re.fullmatch(r"<6>\d{4}-\d\d-\d\dT\S+ timed", by_fmt["timed"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\S+ iso", by_fmt["iso"])
-    assert re.fullmatch(r"<134>\w{3} [ \d]\d \d\d:\d\d:\d\d t\[\d+\]: local", by_fmt["local"])
-    assert re.fullmatch(r"<134>\w{3} [ \d]\d \d\d:\d\d:\d\d h t\[\d+\]: rfc3164", by_fmt["rfc3164"])
+    stamp = r"\w{3} (?: [1-9]|[1-3]\d) \d\d:\d\d:\d\d"  # RFC 3164's day: "Dec  1", never "Dec 01"
+    assert re.fullmatch(rf"<134>{stamp} t\[\d+\]: local", by_fmt["local"])
+    assert re.fullmatch(rf"<134>{stamp} h t\[\d+\]: rfc3164", by_fmt["rfc3164"])
     assert len(got[10]) == 90
+
+
+def test_log_sink_udp_prefixes_and_ports() -> None:
+    """``udp@``/``ipv4@`` targets and a host name reach a UDP listener (the prefix was taken for
+    part of the host name, and every line was lost)."""
+    from proxy.config.model import LogTarget
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        port = rx.getsockname()[1]
+        for target in (f"udp@127.0.0.1:{port}", f"ipv4@127.0.0.1:{port}", f"localhost:{port}"):
+            LogSink([LogTarget(target, format="raw")]).emit(target)
+            assert rx.recv(4096).decode() == target
+
+
+def test_log_sink_never_raises_into_the_request() -> None:
+    """Whatever the send raises (an OverflowError for a bad port used to escape into the request
+    that logged, failing it and leaking its counters), ``emit`` swallows it."""
+    from proxy.config.model import LogTarget
+
+    sink = LogSink([LogTarget("127.0.0.1:514", format="raw")])
+
+    class Broken:
+        def sendto(self, data: bytes, addr: object) -> int:
+            raise OverflowError("sendto(): port must be 0-65535")
+
+    sink.targets[0].sock = Broken()  # type: ignore[assignment]
+    sink.emit("a line")  # must not raise

@@ -5,12 +5,21 @@ last colon starts the port), ``:port`` and ``*:port`` (every address, ``bind`` o
 ``ipv4@`` / ``ipv6@``, which force the family. ``host`` is an IPv4 or IPv6 literal or a host name
 (resolved later, when the socket is made). Unix sockets, ``fd@``, ``abns@`` and other families are
 refused as not supported. Errors are ``ValueError`` with the complaint; the caller adds the keyword.
+
+``log`` targets have their own forms (``parse_log_address``): ``stdout``/``stderr`` (``fd@1``/``fd@2``),
+a Unix datagram socket (``/path`` or ``unix@/path``), or a UDP address (``host[:port]``, port 514 by
+default, with an optional ``udp@``, ``udp4@``, ``udp6@``, ``ipv4@`` or ``ipv6@``; an IPv6 address
+with a port in brackets, ``[::1]:514``: a bare IPv6 address is taken whole, port 514), a host name
+resolved there and then, once (HAProxy resolves at parsing too: after a ``chroot`` a worker could
+not). TCP, ``ring@`` and the other families are refused as not supported.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+from typing import Any
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$"
@@ -71,7 +80,7 @@ def check_host(host: str, text: str) -> str:
         pass
     if _HOSTNAME.match(host) and not host.replace(".", "").isdigit():
         return host
-    hint = " (write IPv6 addresses in brackets, like [::1]:80)" if ":" in text.strip("[]") else ""
+    hint = " (write IPv6 addresses in brackets, like [::1]:80)" if ":" in host else ""
     raise ValueError(f"invalid address '{host}' in '{text}'{hint}")
 
 
@@ -131,3 +140,45 @@ def parse_source_address(text: str) -> str:
         raise ValueError(f"source port ranges are not supported in '{text}'")
     number = 0 if port == "0" else parse_port(port, text)
     return f"[{ip}]:{number}" if ip.version == 6 else f"{ip}:{number}"
+
+
+_LOG_UDP_PREFIXES = {"udp@": None, "udp4@": 4, "udp6@": 6, "ipv4@": 4, "ipv6@": 6}
+
+
+def parse_log_address(text: str) -> tuple[str, int, Any]:
+    """A ``log`` target: ``("fd", 0, 1 or 2)``, ``("unix", AF_UNIX, path)`` or ``("udp", family,
+    (ip, port))``, the host resolved now (``ValueError`` when it cannot be)."""
+    if text in ("stdout", "fd@1"):
+        return "fd", 0, 1
+    if text in ("stderr", "fd@2"):
+        return "fd", 0, 2
+    if text.startswith("unix@"):
+        text = text[5:]
+        if not text.startswith("/"):
+            raise ValueError(f"a Unix socket path must be absolute in 'unix@{text}'")
+    if text.startswith("/"):
+        return "unix", socket.AF_UNIX, text
+    family = None
+    prefix, at, rest = text.partition("@")
+    if at:
+        if prefix + "@" not in _LOG_UDP_PREFIXES:
+            kind = "TCP" if prefix.startswith("tcp") else f"'{prefix}@'"
+            supported = "UDP, a Unix socket, stdout, stderr"
+            raise ValueError(f"{kind} log targets are not supported in '{text}' ({supported})")
+        family, text = _LOG_UDP_PREFIXES[prefix + "@"], rest
+    try:  # a bare IPv6 literal: no port
+        ip = ipaddress.ip_address(text)
+        host, port_text = str(ip), None
+    except ValueError:
+        host, port_text = split_host_port(text)
+    if not host:
+        raise ValueError(f"missing host in log target '{text}'")
+    host = check_host(host, text)
+    port = parse_port(port_text, text) if port_text is not None else 514
+    want = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[family]
+    try:
+        infos = socket.getaddrinfo(host, port, want, socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(f"could not resolve address '{host}' in '{text}' ({exc})") from None
+    af, _, _, _, sockaddr = infos[0]
+    return "udp", int(af), (sockaddr[0], sockaddr[1])

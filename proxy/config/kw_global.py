@@ -19,6 +19,7 @@ import ssl
 from collections.abc import Callable
 
 from proxy import tls
+from proxy.config.address import parse_log_address
 from proxy.config.errors import DirectiveError
 from proxy.config.kwtypes import GLOBAL, Directive, Keyword, ParseFn, SectionState, ignored, unsupported
 from proxy.config.model import DEFAULT_H1_ENGINE, H2_ENGINES, LogTarget
@@ -59,7 +60,11 @@ def _log(st: SectionState, d: Directive) -> None:
     if d.args == ["global"]:
         raise d.fail("'log global' belongs in a proxy section; in 'global' give a target")
     target, rest = d.args[0], d.args[1:]
-    spec = LogTarget(target=target, where=d.where)
+    try:
+        address = parse_log_address(target)
+    except ValueError as exc:
+        raise d.fail(str(exc)) from None
+    spec = LogTarget(target=target, where=d.where, address=address)
     while rest and rest[0] in ("len", "format", "sample"):
         opt = rest[0]
         if len(rest) < 2:
@@ -380,7 +385,7 @@ KEYWORDS: list[Keyword] = [
             _maxconn, default="0 (no limit)"),
     Keyword("log", GLOBAL,
             "<target> [len <n>] [format <fmt>] [<facility> [<level> [<minlevel>]]]",
-            "Send logs to a target (stdout, stderr, a Unix socket path, host:port); repeatable.",
+            "Send logs to stdout, stderr, a Unix socket (/path) or UDP (host[:port], port 514); repeatable.",
             _log, default="none"),
     Keyword("stats socket", GLOBAL, "<path> [params...]",
             "Runtime API socket, served by the master: [mode M] [level user|operator|admin].",

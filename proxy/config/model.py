@@ -395,6 +395,9 @@ class LogTarget:
     format: str | None = None  # rfc3164 (HAProxy's default), rfc5424, raw, short, ...
     length: int | None = None  # ``len``: max line length
     where: Where | None = None
+    # ``target`` parsed and resolved once, at configuration time (``proxy.config.address``):
+    # ("fd", 0, 1 or 2), ("unix", AF_UNIX, path) or ("udp", AF_INET or AF_INET6, (ip, port)).
+    address: tuple[str, int, Any] | None = None
 
 
 @dataclass(slots=True)
