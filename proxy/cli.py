@@ -9,6 +9,7 @@ event loop, no HTTP code: the master's ``selectors`` loop drives the sockets.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import time
@@ -17,41 +18,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy import server_admin, shmdump, stat_typed, stats
-from proxy.config.model import Config
+from proxy.config.model import Config, StatsSocket
 from proxy.shm import ShmTable
 
 LEVELS = {"user": 0, "operator": 1, "admin": 2}
 _SUN_PATH_MAX = 107  # bytes of a Unix socket path, without the NUL that ends it in sun_path
 
 
-@dataclass(frozen=True, slots=True)
-class SocketSpec:
-    path: str
-    mode: int | None = None
-    level: str = "user"  # HAProxy's default level
+# The most descriptors one ``_getsocks`` answer passes (SCM_RIGHTS' limit is 253).
+MAX_FDS = 253
 
 
-def parse_socket_line(line: str) -> SocketSpec:
-    """``PATH [mode M] [level user|operator|admin] ...`` (other bind options are ignored)."""
-    words = line.split()
-    if not words:
-        raise ValueError("stats socket: expects a path")
-    mode: int | None = None
-    level = "user"
-    i = 1
-    while i < len(words):
-        w = words[i]
-        if w in ("mode", "level", "user", "group", "uid", "gid", "expose-fd") and i + 1 < len(words):
-            if w == "mode":
-                mode = int(words[i + 1], 8)
-            elif w == "level":
-                if words[i + 1] not in LEVELS:
-                    raise ValueError(f"stats socket: unknown level {words[i + 1]}")
-                level = words[i + 1]
-            i += 2
-        else:
-            i += 1
-    return SocketSpec(words[0], mode, level)
+def send_listeners(sock: socket.socket, listeners: list[socket.socket]) -> None:
+    """``_getsocks``' answer (``-x``): the listening sockets' addresses as one JSON line, with the
+    descriptors attached (SCM_RIGHTS); ``proxy.master_cli.receive_listeners`` reads it."""
+    socks = listeners[:MAX_FDS]
+    addrs = [list(s.getsockname()[:2]) for s in socks]
+    sock.setblocking(True)
+    sock.settimeout(5.0)
+    with contextlib.suppress(OSError):
+        socket.send_fds(sock, [json.dumps(addrs).encode() + b"\n"], [s.fileno() for s in socks])
+    sock.setblocking(False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +58,7 @@ class Context:
     level: int = 0
     clear_max: Callable[[], None] | None = None  # ``clear counters``: peaks back to current values
     table: Callable[[], ShmTable | None] = lambda: None  # the current generation's table (admin)
+    listeners: Callable[[], list[socket.socket]] = list  # the listening sockets (``_getsocks``)
 
 
 def _backend_arg(ctx: Context, args: list[str]) -> str | None:
@@ -276,6 +264,7 @@ class Session:
     sock: socket.socket
     level: int
     deadline: float
+    expose_fd: bool = False  # its socket says ``expose-fd listeners``
     buf: bytes = b""
     prompt: bool = False
     out: bytearray = field(default_factory=bytearray)
@@ -295,6 +284,12 @@ class Session:
                     continue
                 if words == ["quit"]:
                     return False
+                if words == ["_getsocks"]:  # ``-x``: only where ``expose-fd listeners`` allows it
+                    if self.expose_fd and self.level >= LEVELS["admin"]:
+                        send_listeners(self.sock, ctx.listeners())
+                        return False
+                    self.out += b"Permission denied\n\n"
+                    continue
                 self.out += execute(ctx, words).encode() + b"\n"  # HAProxy ends each answer so
             if closing:
                 return False
@@ -317,12 +312,11 @@ class CliServer:
         if table is not None:
             self.ctx.table = table
         self.timeout = config.global_.stats_timeout or 10.0
-        self.listeners: list[tuple[socket.socket, SocketSpec]] = []
+        self.listeners: list[tuple[socket.socket, StatsSocket]] = []
         self.sessions: dict[int, Session] = {}
 
     def bind(self) -> None:
-        for line in self.ctx.config.global_.stats_sockets:
-            spec = parse_socket_line(line)
+        for spec in self.ctx.config.global_.stats_sockets:
             # Bound and listening under a temporary name, then renamed into place: whoever sees the
             # path can connect (no ECONNREFUSED between bind and listen), and a socket left by a
             # previous run is replaced in one step, as HAProxy does. (Bound in place when the
@@ -337,24 +331,28 @@ class CliServer:
                 s.bind(tmp)
                 if spec.mode is not None:
                     os.chmod(tmp, spec.mode)
+                if spec.uid is not None or spec.gid is not None:
+                    os.chown(tmp, -1 if spec.uid is None else spec.uid, -1 if spec.gid is None else spec.gid)
                 s.listen(16)
                 if tmp != spec.path:
                     os.rename(tmp, spec.path)
-            except BaseException:
+            except BaseException as exc:
                 s.close()
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+                if isinstance(exc, OSError):  # named after the line's path (not the temporary one)
+                    raise OSError(exc.errno, exc.strerror, spec.path) from exc
                 raise
             s.setblocking(False)
             self.listeners.append((s, spec))
 
-    def accept(self, lsock: socket.socket, spec: SocketSpec) -> Session | None:
+    def accept(self, lsock: socket.socket, spec: StatsSocket) -> Session | None:
         try:
             conn, _ = lsock.accept()
         except (BlockingIOError, InterruptedError):
             return None
         conn.setblocking(False)
-        sess = Session(conn, LEVELS[spec.level], time.monotonic() + self.timeout)
+        sess = Session(conn, LEVELS[spec.level], time.monotonic() + self.timeout, spec.expose_fd)
         self.sessions[conn.fileno()] = sess
         return sess
 

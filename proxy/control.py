@@ -2,7 +2,7 @@
 
 ``Control`` registers both kinds of listening sockets and their sessions in the master's
 ``selectors`` loop (``event`` handles what the selector reports for them; data keys are the
-sessions themselves, ``(socket, SocketSpec)`` for a runtime API listener and ``("mcli", socket)``
+sessions themselves, ``(socket, StatsSocket)`` for a runtime API listener and ``("mcli", socket)``
 for a master CLI one), closes idle sessions (``expire``), re-binds the runtime API when a reload
 changed its ``stats socket`` lines, and closes everything in a forked worker. The runtime API is
 answered from the current generation's table (``snapshot`` and ``table`` are called at each
@@ -19,8 +19,8 @@ from contextlib import suppress
 from typing import Any, cast
 
 from proxy import cli as runtime_api
-from proxy.cli import CliServer, Session, SocketSpec
-from proxy.config.model import Config
+from proxy.cli import CliServer, Session
+from proxy.config.model import Config, StatsSocket
 from proxy.log import alert
 from proxy.master_cli import Host, MasterCli, MasterSession, MasterSocketSpec
 from proxy.shm import R_MAX_CUR_CONNS, R_MAX_QUEUE, R_MAX_SERVED, ShmTable
@@ -45,10 +45,11 @@ class Control:
     def bind_runtime_api(self, config: Config) -> bool:
         """The ``stats socket`` lines of ``config``; False (alert logged) if one cannot be bound."""
         self.cli = CliServer(config, self._snapshot, self._clear_max, self.table)
+        self.cli.ctx.listeners = self.host.listening_sockets  # ``_getsocks`` (``expose-fd listeners``)
         try:
             self.cli.bind()
-        except (OSError, ValueError) as exc:
-            alert(f"cannot bind the stats socket: {exc}")
+        except OSError as exc:
+            alert(f"cannot bind the stats socket '{exc.filename}': {exc.strerror or exc}")
             return False
         for lsock, spec in self.cli.listeners:
             self.selector.register(lsock, selectors.EVENT_READ, (lsock, spec))
@@ -105,7 +106,7 @@ class Control:
                 self._unregister(data.sock)
                 cli.close_session(data)
             return
-        lsock, spec = cast("tuple[socket.socket, SocketSpec]", data)
+        lsock, spec = cast("tuple[socket.socket, StatsSocket]", data)
         sess = cli.accept(lsock, spec)
         if sess is not None:
             self.selector.register(sess.sock, selectors.EVENT_READ, sess)

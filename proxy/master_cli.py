@@ -39,11 +39,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from proxy import __version__
-from proxy.cli import split_commands
+from proxy.cli import MAX_FDS, send_listeners, split_commands
 
 PROMPT = b"master> "
 TIMEOUT = 60.0  # an idle master CLI connection is closed after this
-MAX_FDS = 253  # SCM_RIGHTS limit per message on Linux
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,13 +292,7 @@ class MasterCli:
         return "Unknown command: '" + " ".join(words) + "'\n" + help_text()
 
     def _send_sockets(self, sess: MasterSession) -> None:
-        socks = self.host.listening_sockets()[:MAX_FDS]
-        addrs = [list(s.getsockname()[:2]) for s in socks]
-        sess.sock.setblocking(True)
-        sess.sock.settimeout(5.0)
-        with contextlib.suppress(OSError):
-            socket.send_fds(sess.sock, [json.dumps(addrs).encode() + b"\n"], [s.fileno() for s in socks])
-        sess.sock.setblocking(False)
+        send_listeners(sess.sock, self.host.listening_sockets())
 
     def _flush(self, sess: MasterSession) -> None:
         if not sess.out:

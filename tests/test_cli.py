@@ -18,6 +18,7 @@ import pytest
 
 from proxy import cli, server_admin, stat_typed, stats
 from proxy.config import load
+from proxy.config.model import StatsSocket
 from proxy.shm import AdminState, OperState, ShmTable
 
 CFG = """\
@@ -63,11 +64,55 @@ def ctx(tmp_path: Path) -> cli.Context:
     return cli.Context(load([str(tmp_path / "p.cfg")]), snap, 0.0)
 
 
-def test_parse_socket_line() -> None:
-    assert cli.parse_socket_line("/a mode 600 level admin") == cli.SocketSpec("/a", 0o600, "admin")
-    assert cli.parse_socket_line("/a").level == "user"
-    with pytest.raises(ValueError):
-        cli.parse_socket_line("/a level root")
+PROXIES = "defaults" + CFG.partition("defaults")[2]  # CFG without its global section
+
+
+def test_stats_socket_lines(tmp_path: Path) -> None:
+    text = (
+        "global\n    stats socket /a mode 600 level admin\n"
+        "    stats socket unix@/b uid 0 gid 0 expose-fd listeners\n    stats socket /c user root group root\n"
+        + PROXIES
+    )
+    (tmp_path / "p.cfg").write_text(text)
+    a, b, c = load([str(tmp_path / "p.cfg")]).global_.stats_sockets
+    assert a == StatsSocket("/a", 0o600, "admin")
+    assert b == StatsSocket("/b", None, "user", 0, 0, expose_fd=True)
+    assert (c.uid, c.gid, c.level) == (0, 0, "user")
+
+
+def getsocks(tmp_path: Path, line: str) -> tuple[list[socket.socket], bytes]:
+    """Ask ``_getsocks`` on a runtime API socket made of ``line``'s options: (descriptors, text)."""
+    (tmp_path / "p.cfg").write_text(f"global\n    stats socket {tmp_path}/s.sock {line}\n" + PROXIES)
+    lsock = socket.create_server(("127.0.0.1", 0))
+    server = cli.CliServer(load([str(tmp_path / "p.cfg")]), snap)
+    server.ctx.listeners = lambda: [lsock]
+    server.bind()
+    try:
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(f"{tmp_path}/s.sock")
+            c.sendall(b"_getsocks\n")
+            sess = None
+            while sess is None:
+                sess = server.accept(*server.listeners[0])
+            while server.readable(sess):
+                time.sleep(0.01)
+            data, fds, _, _ = socket.recv_fds(c, 4096, 4)
+            got = [socket.socket(fileno=fd) for fd in fds]
+            for s in got:
+                assert s.getsockname() == lsock.getsockname()
+            return got, data
+    finally:
+        server.close()
+        lsock.close()
+
+
+def test_getsocks_needs_expose_fd_and_admin(tmp_path: Path) -> None:
+    got, data = getsocks(tmp_path, "level admin expose-fd listeners")
+    assert len(got) == 1 and json.loads(data) == [list(got[0].getsockname())]
+    got[0].close()
+    for line in ("level admin", "level operator expose-fd listeners"):
+        got, data = getsocks(tmp_path, line)
+        assert got == [] and data == b"Permission denied\n\n"
 
 
 def test_split_commands() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from proxy import h1
 from proxy.config import VALID_MESSAGE, ConfigError, check, load
-from proxy.config.model import Cap, Config, HttpReturn, Proxy, ReuseMode, Where
+from proxy.config.model import Cap, Config, HttpReturn, Proxy, ReuseMode, StatsSocket, Where
 
 DATA = Path(__file__).parent / "data" / "config"
 GOOD = DATA / "good"
@@ -109,7 +109,7 @@ def test_global_section() -> None:
     assert (second.length, second.format, second.facility, second.level, second.minlevel) == (
         1024, "rfc5424", "local1", "notice", "err",
     )  # fmt: skip
-    assert g.stats_sockets == ["/run/poolproxy.sock mode 600 level admin"]
+    assert g.stats_sockets == [StatsSocket("/run/poolproxy.sock", 0o600, "admin")]
 
 
 def test_global_defaults_when_absent(tmp_path: Path) -> None:

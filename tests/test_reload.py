@@ -190,6 +190,23 @@ def test_x_and_sf_take_over_the_same_listening_socket(
     assert "sent SIGUSR1 to old process" in new.logs()
 
 
+def test_x_takes_the_sockets_from_a_stats_socket_with_expose_fd(
+    make_proxy: MakeProxy, origin: Origin, tmp_path: Path
+) -> None:
+    """Debian's way: ``stats socket ... level admin expose-fd listeners`` and ``-x`` that socket."""
+    admin = tmp_path / "admin.sock"
+    glob = f"noreuseport\n    stats socket {admin} mode 660 level admin expose-fd listeners"
+    port, old, _ = ops_proxy(make_proxy, origin, tmp_path / "old", glob=glob)
+    inode = listening_inodes(port)
+    wait_for(admin.exists, message="the stats socket")
+    args = ["-x", str(admin), "-sf", str(old.pid)]
+    new = make_proxy(old.cfg_path.read_text(), ports=[port], workers=2, args=args)
+    assert old.proc is not None and old.proc.wait(timeout=15) == 0
+    assert listening_inodes(port) == inode  # the very same socket, never closed
+    assert http_get(port, "/").status == 200
+    assert "Failed to get the sockets" not in new.logs()
+
+
 def test_watchdog_kills_a_stuck_worker_and_counters_stay_exact(
     make_proxy: MakeProxy, origin: Origin, tmp_path: Path
 ) -> None:

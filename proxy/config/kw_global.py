@@ -22,7 +22,7 @@ from proxy import tls
 from proxy.config.address import parse_log_address
 from proxy.config.errors import DirectiveError
 from proxy.config.kwtypes import GLOBAL, Directive, Keyword, ParseFn, SectionState, ignored, unsupported
-from proxy.config.model import DEFAULT_H1_ENGINE, H2_ENGINES, LogTarget
+from proxy.config.model import DEFAULT_H1_ENGINE, H2_ENGINES, LogTarget, StatsSocket
 from proxy.config.timeunit import parse_int, parse_size, parse_time
 
 SYSLOG_FACILITIES = (
@@ -92,10 +92,58 @@ def _log(st: SectionState, d: Directive) -> None:
     st.global_.log_targets.append(spec)
 
 
+_SOCKET_LEVELS = ("user", "operator", "admin")
+
+
 def _stats_socket(st: SectionState, d: Directive) -> None:
+    """``stats socket <path> [mode <octal>] [level <level>] [user|uid <id>] [group|gid <id>]
+    [expose-fd listeners]``: the runtime API on a Unix socket (HAProxy's TCP forms are refused)."""
     if not d.args:
         raise d.fail("expects a path: stats socket <path> [params...]")
-    st.global_.stats_sockets.append(" ".join(d.args))
+    path, rest = d.args[0], d.args[1:]
+    if path.startswith("unix@"):
+        path = path[5:]
+    if not path.startswith("/"):
+        raise d.fail(f"'{d.args[0]}': the runtime API listens on a Unix socket given by an absolute path"
+                     " (TCP addresses and relative paths are not supported)")  # fmt: skip
+    mode = uid = gid = None
+    level, expose_fd = "user", False
+    while rest:
+        option = rest[0]
+        if option not in ("mode", "level", "user", "uid", "group", "gid", "expose-fd"):
+            supported = "mode, level, user, uid, group, gid, expose-fd listeners"
+            raise d.fail(f"unknown or unsupported option '{option}' (supported: {supported})")
+        if len(rest) < 2:
+            raise d.fail(f"'{option}' expects a value")
+        value, rest = rest[1], rest[2:]
+        if option == "mode":
+            if not value or any(c not in "01234567" for c in value) or len(value) > 4:
+                raise d.fail(f"'mode' expects an octal mode like 600, not '{value}'")
+            mode = int(value, 8)
+        elif option == "level":
+            if value not in _SOCKET_LEVELS:
+                raise d.fail(f"'level' only supports 'user', 'operator', and 'admin' (not '{value}')")
+            level = value
+        elif option == "expose-fd":
+            if value != "listeners":
+                raise d.fail(f"'expose-fd' only supports 'listeners' (not '{value}')")
+            expose_fd = True
+        elif option in ("user", "group"):
+            try:
+                if option == "user":
+                    uid = pwd.getpwnam(value).pw_uid
+                else:
+                    gid = grp.getgrnam(value).gr_gid
+            except KeyError:
+                raise d.fail(f"unknown {option} '{value}'") from None
+        elif option == "uid":
+            uid = _int(d, value, 0)
+        else:
+            gid = _int(d, value, 0)
+    socket_ = StatsSocket(path, mode, level, uid, gid, expose_fd)
+    if any(s.path == path for s in st.global_.stats_sockets):
+        raise d.fail(f"'{path}' is already a stats socket")
+    st.global_.stats_sockets.append(socket_)
 
 
 def _daemon(st: SectionState, d: Directive) -> None:
@@ -388,7 +436,8 @@ KEYWORDS: list[Keyword] = [
             "Send logs to stdout, stderr, a Unix socket (/path) or UDP (host[:port], port 514); repeatable.",
             _log, default="none"),
     Keyword("stats socket", GLOBAL, "<path> [params...]",
-            "Runtime API socket, served by the master: [mode M] [level user|operator|admin].",
+            "The runtime API's Unix socket: [mode M] [level L] [user|uid U] [group|gid G] "
+            "[expose-fd listeners].",
             _stats_socket, default="none"),
     Keyword("daemon", GLOBAL, "", "Detach from the terminal and run in the background.",
             _daemon, default="foreground", negatable=True),

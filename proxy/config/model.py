@@ -400,6 +400,18 @@ class LogTarget:
     address: tuple[str, int, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StatsSocket:
+    """A ``stats socket`` line of ``global``: a Unix socket of the runtime API, served by the master."""
+
+    path: str
+    mode: int | None = None  # the socket file's permissions (octal on the line); None: the umask's
+    level: str = "user"  # user | operator | admin (HAProxy's default: user)
+    uid: int | None = None  # the socket file's owner (``user``/``uid``); None: the master's
+    gid: int | None = None  # ``group``/``gid``
+    expose_fd: bool = False  # ``expose-fd listeners``: ``_getsocks`` answered there (for ``-x``)
+
+
 @dataclass(slots=True)
 class Global:
     nbthread: int = 0  # 0 = number of CPUs available to the process
@@ -408,7 +420,7 @@ class Global:
     # raw ``log`` targets ("stderr", "stdout", "/dev/log", host:port)
     logs: list[str] = field(default_factory=list)
     log_targets: list[LogTarget] = field(default_factory=list)  # the ``log`` lines, parsed
-    stats_sockets: list[str] = field(default_factory=list)  # raw ``stats socket`` lines, served later
+    stats_sockets: list[StatsSocket] = field(default_factory=list)  # the ``stats socket`` lines
     h1_engine: str = DEFAULT_H1_ENGINE  # tune.h1-engine native|llhttp|h11
     h2_engine: str = DEFAULT_H2_ENGINE  # tune.h2-engine native|h2 (the client side's HTTP/2 connection)
     idle_pool_shared: bool = True  # tune.idle-pool.shared: workers may steal idle connections
