@@ -111,7 +111,7 @@ def _backends(m: _Families, snap: dict[str, Any], config: Config) -> None:
         m.add("gauge", "haproxy_backend_current_queue", "Number of current queued connections", px, v,
               sum(s["queue_len"] for s in rows))  # fmt: skip
         m.add("gauge", "haproxy_backend_current_sessions", "Number of current sessions", px, v,
-              sum(s["cur_conns"] for s in rows))  # fmt: skip
+              sum(s["served"] for s in rows))  # fmt: skip
         m.add("counter", "haproxy_backend_sessions_total", "Total number of sessions", px, v,
               sum(s["requests"] for s in rows))  # fmt: skip
         for state in ("DOWN", "UP"):
@@ -133,8 +133,8 @@ def _backends(m: _Families, snap: dict[str, Any], config: Config) -> None:
 _SERVER_GAUGES = (
     ("haproxy_server_current_queue", "Number of current queued connections", "queue_len"),
     ("haproxy_server_max_queue", "Maximum observed number of queued connections", "max_queue"),
-    ("haproxy_server_current_sessions", "Number of current sessions", "cur_conns"),
-    ("haproxy_server_max_sessions", "Maximum observed number of sessions", "max_cur_conns"),
+    ("haproxy_server_current_sessions", "Number of current sessions", "served"),
+    ("haproxy_server_max_sessions", "Maximum observed number of sessions", "max_served"),
     ("haproxy_server_limit_sessions", "Configured session limit", "maxconn"),
     ("haproxy_server_weight", "Service weight", "weight"),
     ("haproxy_server_queue_limit", "Configured maxqueue for the server (0 meaning no limit)", "maxqueue"),

@@ -107,7 +107,9 @@ def show_info(snap: dict[str, Any], config: Config, started: float) -> str:
     h, rem = divmod(rem, 3600)
     m, sec = divmod(rem, 60)
     servers = snap["servers"]
-    cur = sum(s["cur_conns"] for s in servers)
+    # HAProxy's CurrConns: the client connections open now (server connections, pooled or not,
+    # are not sessions).
+    cur = sum(f["cur_conns"] for f in snap.get("frontends", ()))
     reqs = sum(s["requests"] for s in servers)
     g = config.global_
     maxconn = getattr(g, "maxconn", 0) or 0
@@ -177,7 +179,9 @@ def stat_rows(snap: dict[str, Any], config: Config) -> list[dict[str, Any]]:
                 cols["status"] = "DRAIN"
             out.append({
                 "pxname": be, "svname": s["server"], "qcur": s["queue_len"], "qmax": s["max_queue"],
-                "scur": s["cur_conns"], "smax": s["max_cur_conns"], "slim": s["maxconn"] or None,
+                # scur/smax: streams being served (HAProxy's sessions), not connections (idle ones
+                # sit in the pool: idle_conn_cur/safe_conn_cur/used_conn_cur count those)
+                "scur": s["served"], "smax": s["max_served"], "slim": s["maxconn"] or None,
                 "stot": s["connects"], "weight": s["weight"], "pid": pid, "iid": iid, "sid": s["svid"],
                 "type": 2, "addr": f"{s['host']}:{s['port']}", "mode": "http", "connect": s["connects"],
                 "reuse": s["reuses"], "req_tot": s["requests"], "idle_conn_cur": s["idle"],
@@ -187,7 +191,7 @@ def stat_rows(snap: dict[str, Any], config: Config) -> list[dict[str, Any]]:
         weight = sum(s["weight"] for s in rows if _up(s))
         out.append({
             "pxname": be, "svname": "BACKEND", "qcur": sum(s["queue_len"] for s in rows),
-            "scur": sum(s["cur_conns"] for s in rows), "stot": sum(s["connects"] for s in rows),
+            "scur": sum(s["served"] for s in rows), "stot": sum(s["connects"] for s in rows),
             "weight": weight, "uweight": weight, "pid": pid, "iid": iid, "sid": 0, "type": 1, "mode": "http",
             "algo": config.backends[be].balance, "connect": sum(s["connects"] for s in rows),
             "reuse": sum(s["reuses"] for s in rows), "req_tot": sum(s["requests"] for s in rows),

@@ -68,6 +68,13 @@ def test_runtime_api(make_proxy: MakeProxy, origin: Origin, sockdir: Path) -> No
     info = ask(admin, "show info; show backend\n")
     assert "Name: poolproxy\n" in info and "Nbthread: 2\n" in info and "# name\nbe\n" in info
     assert "CumReq: 5\n" in info
+    # sessions, as HAProxy counts them: the pooled server connection is no session, and
+    # CurrConns counts client connections (none open now)
+    assert "CurrConns: 0\n" in info
+    (row,) = [r.split(",") for r in ask(admin, "show stat\n").splitlines() if r.startswith("be,s1,")]
+    header = ask(admin, "show stat\n").splitlines()[0].removeprefix("# ").split(",")
+    col = dict(zip(header, row, strict=False))
+    assert (col["scur"], col["smax"]) == ("0", "1") and int(col["idle_conn_cur"]) >= 1, col
     assert ask(user, "clear counters\n") == "Permission denied\n\n"
     assert ask(admin, "clear counters\n") == "\n"
     (row,) = [r.split(",") for r in ask(admin, "show stat\n").splitlines() if r.startswith("be,s1,")]
