@@ -75,9 +75,33 @@ def _servers_state(ctx: Context, args: list[str]) -> str:
     return stats.show_servers_state(ctx.snapshot(), ctx.config, _backend_arg(ctx, args))
 
 
+_STAT_WORDS = ("json", "typed", "up", "no-maint", "desc")
+# ``show stat``'s <type> bits: 1 frontends, 2 backends, 4 servers (a row's ``type``: 0, 1, 2)
+_TYPE_BIT = {0: 1, 1: 2, 2: 4}
+
+
 def _show_stat(ctx: Context, args: list[str]) -> str:
-    """``show stat [json|typed|up|no-maint]*`` (``desc`` and the object filter are not built)."""
+    """``show stat [domain proxy] [{<iid>|<proxy>} <type> <sid>] [json|typed] [desc] [up|no-maint]``
+    (``desc``: accepted, no descriptions are added)."""
     rows = stats.stat_rows(ctx.snapshot(), ctx.config)
+    rest = [a for a in args if a not in _STAT_WORDS]
+    if rest[:2] == ["domain", "proxy"]:
+        rest = rest[2:]
+    if rest:
+        if len(rest) != 3:
+            return "Invalid arguments: expected <iid|proxy> <type> <sid>.\n"
+        try:
+            kind, sid = int(rest[1]), int(rest[2])
+            iid = int(rest[0]) if rest[0].lstrip("-").isdigit() else None
+        except ValueError:
+            return "Invalid arguments: <type> and <sid> are numbers.\n"
+        name = rest[0] if iid is None else None
+        rows = [
+            r for r in rows
+            if (iid == -1 or r["iid"] == iid or r["pxname"] == name)
+            and (kind == -1 or kind & _TYPE_BIT[r["type"]])
+            and (sid == -1 or r["type"] != 2 or r["sid"] == sid)
+        ]  # fmt: skip
     if "up" in args or "no-maint" in args:
         down = ("MAINT", "DOWN") if "up" in args else ("MAINT",)
         rows = [r for r in rows if r["type"] != 2 or r["status"] not in down]
@@ -86,6 +110,16 @@ def _show_stat(ctx: Context, args: list[str]) -> str:
     if "typed" in args:
         return stat_typed.show_stat_typed(rows)
     return stats.csv(rows)
+
+
+def _show_info(ctx: Context, args: list[str]) -> str:
+    """``show info [desc|json|typed|float]*`` (``desc`` and ``float`` change nothing here)."""
+    pairs = stats.info_pairs(ctx.snapshot(), ctx.config, ctx.started)
+    if "json" in args:
+        return stat_typed.show_info_json(pairs)
+    if "typed" in args:
+        return stat_typed.show_info_typed(pairs)
+    return "".join(f"{k}: {v}\n" for k, v in pairs)
 
 
 def _clear_counters(ctx: Context, args: list[str]) -> str:
@@ -177,9 +211,9 @@ REGISTRY: list[Command] = [
     Command(("help",), "help [<command>]", "list all commands", 0, lambda c, a: help_text(c.level)),
     Command(("prompt",), "prompt", "toggle interactive mode with prompt", 0, lambda c, a: ""),
     Command(("quit",), "quit", "disconnect", 0, lambda c, a: ""),
-    Command(("show", "info"), "show info", "report information about the running process", 0,
-            lambda c, a: stats.show_info(c.snapshot(), c.config, c.started)),
-    Command(("show", "stat"), "show stat [json|typed|up|no-maint]*",
+    Command(("show", "info"), "show info [desc|json|typed]*",
+            "report information about the running process", 0, _show_info),
+    Command(("show", "stat"), "show stat [{<iid>|<proxy>} <type> <sid>] [json|typed|up|no-maint]*",
             "report counters for each proxy and server", 0, _show_stat),
     Command(("show", "servers", "conn"), "show servers conn [<backend>]",
             "dump server connections status (all or for a single backend)", 0, _servers_conn),

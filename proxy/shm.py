@@ -289,7 +289,7 @@ class ServerInfo:
     name: str
     host: str
     port: int
-    bkid: int  # 1-based position of the backend in the config
+    bkid: int  # the backend's proxy id (``Config.proxy_ids``: HAProxy's, in declaration order)
     svid: int  # 1-based position of the server in its backend
     maxconn: int
     maxqueue: int
@@ -824,9 +824,10 @@ class ShmTable:
         if nworkers > sl.MAX_CLAIMER or nslots < 0:
             raise ValueError(f"need nworkers <= {sl.MAX_CLAIMER} and nslots >= 0 (got {nslots})")
         name = segment_name(os.getpid(), generation) if name is None else name
+        backend_ids = config.proxy_ids()[1]
         servers = [
-            (bk, s, bkid, svid)
-            for bkid, (bk, px) in enumerate(config.backends.items(), 1)
+            (bk, s, backend_ids[bk], svid)
+            for bk, px in config.backends.items()
             for svid, s in enumerate(px.servers, 1)
         ]
         fronts = list(config.frontends)

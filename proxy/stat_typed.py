@@ -43,9 +43,9 @@ FIELD_OVERRIDES: Final = {("B", "rate"): "MGP", ("B", "rate_max"): "MGP", ("B", 
                           ("B", "bck"): "MGP"}  # fmt: skip
 _OBJ = {0: "F", 1: "B", 2: "S"}
 _OBJ_NAME = {"F": "Frontend", "B": "Backend", "S": "Server"}
-_ORIGIN = {"K": "Key", "M": "Metric", "S": "Status", "C": "Config"}
+_ORIGIN = {"K": "Key", "M": "Metric", "S": "Status", "C": "Config", "P": "Product"}
 _NATURE = {"N": "Name", "G": "Gauge", "M": "Max", "L": "Limit", "C": "Counter", "R": "Rate", "a": "Avg",
-           "A": "Age"}  # fmt: skip
+           "A": "Age", "O": "Output", "D": "Duration"}  # fmt: skip
 _SCOPE = {"P": "Process", "S": "Service"}
 
 
@@ -83,3 +83,35 @@ def show_stat_json(rows: list[dict[str, Any]]) -> str:
             for pos, name, tag, typ, value in _fields(row)
         ])  # fmt: skip
     return json.dumps(objects, separators=(",", ":")) + "\n"
+
+
+# ``show info``'s fields: HAProxy 2.6's position in its list, tags and type (``show info typed``).
+INFO_FIELDS: dict[str, tuple[int, str, str]] = {
+    "Name": (0, "POS", "str"), "Version": (1, "POS", "str"), "Release_date": (2, "POS", "str"),
+    "Nbthread": (3, "CGS", "u32"), "Nbproc": (4, "CGS", "u32"), "Process_num": (5, "KGP", "u32"),
+    "Pid": (6, "SGP", "u32"), "Uptime": (7, "MDP", "str"), "Uptime_sec": (8, "MDP", "u32"),
+    "Maxconn": (15, "CLP", "u32"), "Hard_maxconn": (16, "CLP", "u32"), "CurrConns": (17, "MGP", "u32"),
+    "CumReq": (19, "MCP", "u32"),
+}  # fmt: skip
+
+
+def show_info_typed(pairs: list[tuple[str, Any]]) -> str:
+    """``show info typed``: ``pos.name.process:tags:type:value`` per field."""
+    lines = []
+    for name, value in pairs:
+        pos, tag, typ = INFO_FIELDS[name]
+        lines.append(f"{pos}.{name}.1:{tag}:{typ}:{value}")
+    return "\n".join(lines) + "\n"
+
+
+def show_info_json(pairs: list[tuple[str, Any]]) -> str:
+    """``show info json``: HAProxy's list of field objects."""
+    fields = []
+    for name, value in pairs:
+        pos, tag, typ = INFO_FIELDS[name]
+        fields.append({
+            "field": {"pos": pos, "name": name}, "processNum": 1,
+            "tags": {"origin": _ORIGIN[tag[0]], "nature": _NATURE[tag[1]], "scope": _SCOPE[tag[2]]},
+            "value": {"type": typ, "value": value if typ == "str" else int(value)},
+        })  # fmt: skip
+    return json.dumps(fields, separators=(",", ":")) + "\n"

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from proxy import __version__
-from proxy.config.model import Config
+from proxy.config.model import Cap, Config
 from proxy.health import CheckStatus, result_info, status_text
 from proxy.shm import AdminState
 
@@ -102,6 +102,11 @@ def show_backend(config: Config) -> str:
 
 def show_info(snap: dict[str, Any], config: Config, started: float) -> str:
     """``show info``: HAProxy's keys in HAProxy's order, where poolproxy has a value for them."""
+    return "".join(f"{k}: {v}\n" for k, v in info_pairs(snap, config, started))
+
+
+def info_pairs(snap: dict[str, Any], config: Config, started: float) -> list[tuple[str, Any]]:
+    """``show info``'s fields and values (``proxy.stat_typed`` renders them typed or as JSON)."""
     up = max(0, int(time.time() - started))
     d, rem = divmod(up, 86400)
     h, rem = divmod(rem, 3600)
@@ -128,7 +133,7 @@ def show_info(snap: dict[str, Any], config: Config, started: float) -> str:
         ("CurrConns", cur),
         ("CumReq", reqs),
     ]
-    return "".join(f"{k}: {v}\n" for k, v in pairs)
+    return pairs
 
 
 def _row(values: dict[str, Any]) -> str:
@@ -152,51 +157,69 @@ def stat_rows(snap: dict[str, Any], config: Config) -> list[dict[str, Any]]:
     """One dict per ``show stat`` line (FRONTEND rows, then per backend its servers and BACKEND),
     column name -> value (None or absent: left empty). The CSV, typed, JSON, HTML and Prometheus
     renderings all start from these."""
-    pid = 1
     out: list[dict[str, Any]] = []
     fronts = {f["name"]: f for f in snap.get("frontends", ())}
-    for iid, name in enumerate(config.frontends, start=1):
-        row: dict[str, Any] = {"pxname": name, "svname": "FRONTEND", "status": "OPEN", "pid": pid,
-                               "iid": iid, "sid": 0, "type": 0, "mode": "http"}  # fmt: skip
-        f = fronts.get(name)
-        if f is not None:
-            row.update({
-                "scur": f["cur_conns"], "smax": f["max_conns"],
-                "slim": config.frontends[name].maxconn or None, "stot": f["conns_total"],
-                "conn_tot": f["conns_total"], "bout": f["bytes_out"], "req_tot": f["requests_total"],
-                "dreq": f["denied_req"], "ereq": f["bad_req"],
-                **{k: f[k] for k in HRSP},
-            })  # fmt: skip
-        out.append(row)
-    nfe = len(config.frontends)
-    for bki, be in enumerate(config.backends, start=1):
-        rows = _servers(snap, be)
-        iid = nfe + bki
-        for s in rows:
-            conf = _server_conf(config, be, s["server"])
-            cols = check_columns(s, conf)
-            if cols["status"] in ("no check", "UP") and server_status(s) == "DRAIN":
-                cols["status"] = "DRAIN"
-            out.append({
-                "pxname": be, "svname": s["server"], "qcur": s["queue_len"], "qmax": s["max_queue"],
-                # scur/smax: streams being served (HAProxy's sessions), not connections (idle ones
-                # sit in the pool: idle_conn_cur/safe_conn_cur/used_conn_cur count those)
-                "scur": s["served"], "smax": s["max_served"], "slim": s["maxconn"] or None,
-                "stot": s["connects"], "weight": s["weight"], "pid": pid, "iid": iid, "sid": s["svid"],
-                "type": 2, "addr": f"{s['host']}:{s['port']}", "mode": "http", "connect": s["connects"],
-                "reuse": s["reuses"], "req_tot": s["requests"], "idle_conn_cur": s["idle"],
-                "safe_conn_cur": s["safe"], "used_conn_cur": s["used"], "need_conn_est": s["est_need"],
-                "uweight": s["weight"], **cols,
-            })  # fmt: skip
-        weight = sum(s["weight"] for s in rows if _up(s))
-        out.append({
-            "pxname": be, "svname": "BACKEND", "qcur": sum(s["queue_len"] for s in rows),
-            "scur": sum(s["served"] for s in rows), "stot": sum(s["connects"] for s in rows),
-            "weight": weight, "uweight": weight, "pid": pid, "iid": iid, "sid": 0, "type": 1, "mode": "http",
-            "algo": config.backends[be].balance, "connect": sum(s["connects"] for s in rows),
-            "reuse": sum(s["reuses"] for s in rows), "req_tot": sum(s["requests"] for s in rows),
-            **backend_check_columns(rows, config, be),
+    front_ids, back_ids = config.proxy_ids()
+    for px in config.proxies():  # HAProxy's order: by declaration, a listen section's rows together
+        name = px.name
+        if px.cap & Cap.FRONTEND:
+            out.append(_frontend_row(name, front_ids[name], fronts.get(name), config))
+        if px.cap & Cap.BACKEND:
+            out += _backend_rows(name, back_ids[name], snap, config)
+    return out
+
+
+def _frontend_row(name: str, iid: int, f: dict[str, Any] | None, config: Config) -> dict[str, Any]:
+    row: dict[str, Any] = {"pxname": name, "svname": "FRONTEND", "status": "OPEN", "pid": 1,
+                           "iid": iid, "sid": 0, "type": 0, "mode": "http"}  # fmt: skip
+    if f is not None:
+        row.update({
+            "scur": f["cur_conns"], "smax": f["max_conns"],
+            "slim": config.frontends[name].maxconn or None, "stot": f["conns_total"],
+            "conn_tot": f["conns_total"], "bout": f["bytes_out"], "req_tot": f["requests_total"],
+            "dreq": f["denied_req"], "ereq": f["bad_req"],
+            **{k: f[k] for k in HRSP},
         })  # fmt: skip
+    return row
+
+
+def _backend_rows(be: str, iid: int, snap: dict[str, Any], config: Config) -> list[dict[str, Any]]:
+    """A backend's server rows, then its BACKEND row."""
+    out: list[dict[str, Any]] = []
+    rows = _servers(snap, be)
+    active, backup = 0, 0  # the usable servers' weights (a drained one weighs nothing)
+    for s in rows:
+        conf = _server_conf(config, be, s["server"])
+        cols = check_columns(s, conf)
+        drained = server_status(s) == "DRAIN"
+        if cols["status"] in ("no check", "UP") and drained:
+            cols["status"] = "DRAIN"
+        if _up(s) and not drained:
+            if conf is not None and conf.backup:
+                backup += s["weight"]
+            else:
+                active += s["weight"]
+        out.append({
+            "pxname": be, "svname": s["server"], "qcur": s["queue_len"], "qmax": s["max_queue"],
+            # scur/smax: streams being served (HAProxy's sessions), not connections (idle ones sit
+            # in the pool: idle_conn_cur/safe_conn_cur/used_conn_cur count those)
+            "scur": s["served"], "smax": s["max_served"], "slim": s["maxconn"] or None,
+            "stot": s["connects"], "weight": s["weight"], "pid": 1, "iid": iid, "sid": s["svid"],
+            "type": 2, "addr": f"{s['host']}:{s['port']}", "mode": "http", "connect": s["connects"],
+            "reuse": s["reuses"], "req_tot": s["requests"], "idle_conn_cur": s["idle"],
+            "safe_conn_cur": s["safe"], "used_conn_cur": s["used"], "need_conn_est": s["est_need"],
+            "uweight": s["weight"], **cols,
+        })  # fmt: skip
+    # HAProxy's backend weight: the usable active servers', or the usable backups' when none is
+    weight = active or backup
+    out.append({
+        "pxname": be, "svname": "BACKEND", "qcur": sum(s["queue_len"] for s in rows),
+        "scur": sum(s["served"] for s in rows), "stot": sum(s["connects"] for s in rows),
+        "weight": weight, "uweight": weight, "pid": 1, "iid": iid, "sid": 0, "type": 1, "mode": "http",
+        "algo": config.backends[be].balance, "connect": sum(s["connects"] for s in rows),
+        "reuse": sum(s["reuses"] for s in rows), "req_tot": sum(s["requests"] for s in rows),
+        **backend_check_columns(rows, config, be),
+    })  # fmt: skip
     return out
 
 

@@ -293,9 +293,9 @@ def test_levels_for_each_change(live: cli.Context) -> None:
 
 def test_stat_typed_and_json_agree(live: cli.Context) -> None:
     typed = run(live, "show stat typed").splitlines()
-    assert typed[0] == "F.1.0.0.pxname.1:KNS:str:fe"
-    assert "S.2.1.18.weight.1:MaP:u32:4" in typed
-    assert "B.2.0.19.act.1:MGP:u32:2" in typed and "S.2.2.19.act.1:SGP:u32:1" in typed
+    assert typed[0] == "F.2.0.0.pxname.1:KNS:str:fe"  # proxy ids from 2, as HAProxy's
+    assert "S.3.1.18.weight.1:MaP:u32:4" in typed
+    assert "B.3.0.19.act.1:MGP:u32:2" in typed and "S.3.2.19.act.1:SGP:u32:1" in typed
     objs = json.loads(run(live, "show stat json"))
     flat = [f for obj in objs for f in obj]
     assert len(flat) == len(typed)

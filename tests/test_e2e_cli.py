@@ -135,11 +135,76 @@ def test_headers_match_haproxy(make_proxy: MakeProxy, origin: Origin, sockdir: P
         assert o_state[:2] == h_state[:2]
         o_row, h_row = o_state[2].split(), h_state[2].split()
         assert len(o_row) == len(h_row)
-        same = [i for i in range(len(h_row)) if i not in (0, 9)]  # be_id numbering, time since change
+        same = [i for i in range(len(h_row)) if i != 9]  # all but the time since the last change
         assert [o_row[i] for i in same] == [h_row[i] for i in same]
         o_keys = [k.split(":")[0] for k in ask(ours, "show info\n").splitlines() if k]
         h_keys = [k.split(":")[0] for k in ask(theirs, "show info\n").splitlines() if k]
         assert [k for k in h_keys if k in o_keys] == o_keys  # ours: a subset, in HAProxy's order
+    finally:
+        hap.terminate()
+        hap.wait(5)
+
+
+def proxies_config(sock: Path, ports: list[int], origin: int) -> str:
+    """backend, frontend, listen, backend, in that order: proxy ids and row order to compare."""
+    return f"""global
+    stats socket {sock} level admin
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+backend b1
+    server s1 127.0.0.1:{origin}
+    server s2 127.0.0.1:{origin}
+frontend f1
+    bind 127.0.0.1:{ports[0]}
+    default_backend b1
+listen l1
+    bind 127.0.0.1:{ports[1]}
+    server s3 127.0.0.1:{origin}
+backend b2
+    server s4 127.0.0.1:{origin}
+"""
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_proxy_ids_order_filters_and_typed_info_match_haproxy(
+    make_proxy: MakeProxy, origin: Origin, sockdir: Path
+) -> None:
+    """HAProxy numbers proxies by declaration (from 2) and lists a listen section's rows together;
+    ``show stat <iid|proxy> <type> <sid>`` filters; ``show info typed|json`` are HAProxy's forms."""
+    ours, theirs = sockdir / "ours.sock", sockdir / "h.sock"
+    ports = [free_port(), free_port()]
+    make_proxy(proxies_config(ours, ports, origin.port), ports=ports, workers=1)
+    hports = [free_port(), free_port()]
+    cfg = sockdir / "h.cfg"
+    cfg.write_text(proxies_config(theirs, hports, origin.port))
+    log = sockdir / "haproxy.log"
+    with open(log, "wb") as out:
+        hap = subprocess.Popen([str(HAPROXY), "-db", "-f", str(cfg)], stdout=out, stderr=out)
+    try:
+        wait_for(lambda: accepts(theirs) and accepts(ours), message="both stats sockets accepting")
+
+        def keyed(sock: Path, cmd: str) -> list[list[str]]:  # pxname, svname, iid, sid, type
+            rows = [r.split(",") for r in ask(str(sock), cmd + "\n").splitlines()[1:] if r]
+            return [[r[0], r[1], r[27], r[28], r[32]] for r in rows]
+
+        for cmd in ("show stat", "show stat -1 2 -1", "show stat b1 4 -1", "show stat 4 -1 -1",
+                    "show stat -1 5 1"):  # fmt: skip
+            assert keyed(ours, cmd) == keyed(theirs, cmd), cmd
+        state = [line.split()[:4] for line in ask(str(ours), "show servers state\n").splitlines()[2:] if line]
+        hstate = [line.split()[:4] for line in ask(str(theirs), "show servers state\n").splitlines()[2:] if line]
+        assert state == hstate  # be_id be_name srv_id srv_name
+        typed = ask(str(ours), "show info typed\n").splitlines()
+        htyped = ask(str(theirs), "show info typed\n").splitlines()
+        heads = {line.rsplit(":", 1)[0] for line in htyped if line}
+        assert typed[-1] == "" and all(line.rsplit(":", 1)[0] in heads for line in typed if line), typed
+        info = json.loads(ask(str(ours), "show info json\n"))
+        hinfo = {f["field"]["name"]: f for f in json.loads(ask(str(theirs), "show info json\n"))}
+        for f in info:
+            h = hinfo[f["field"]["name"]]
+            assert (f["field"], f["tags"], f["value"]["type"]) == (h["field"], h["tags"], h["value"]["type"])
     finally:
         hap.terminate()
         hap.wait(5)

@@ -126,11 +126,12 @@ def test_header_and_sizes(table: ShmTable) -> None:
         words = struct.unpack_from("<32q", mm, 0)
     assert words[: len(shm.HEADER_KEYS)] == tuple(h[k] for k in shm.HEADER_KEYS)
     assert not any(words[len(shm.HEADER_KEYS) :])
-    # servers: backends in config order, servers in order
+    # servers: backends in config order, servers in order; bkid: the proxy id (HAProxy's: by
+    # declaration from 2, the two frontends first here)
     assert [(s.backend, s.name, s.bkid, s.svid) for s in table.servers] == [
-        ("app", "a1", 1, 1),
-        ("app", "a2", 1, 2),
-        ("static", "s1", 2, 1),
+        ("app", "a1", 4, 1),
+        ("app", "a2", 4, 2),
+        ("static", "s1", 5, 1),
     ]
     assert table.server_index("app", "a2") == 1 and table.server_index("static", "s1") == 2
     with pytest.raises(KeyError, match="app/zz"):

@@ -474,3 +474,28 @@ class Config:
     http_errors: dict[str, dict[int, ErrorPage]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # [WARNING] lines found while loading
+
+    def proxies(self) -> list[Proxy]:
+        """Every proxy once (a ``listen`` section is in both dicts), in the order of declaration."""
+        unique = {id(p): p for p in (*self.frontends.values(), *self.backends.values())}.values()
+        rank = {f: i for i, f in enumerate(self.files)}
+
+        def declared(p: Proxy) -> tuple[int, int]:
+            if p.where is None:  # made in code (tests): after the files' proxies
+                return len(rank), 0
+            return rank.get(p.where.file, len(rank)), p.where.line
+
+        return sorted(unique, key=declared)
+
+    def proxy_ids(self) -> tuple[dict[str, int], dict[str, int]]:
+        """HAProxy's proxy ids (``iid`` in ``show stat``, ``be_id``/``bkid`` in ``show servers``),
+        frontends' and backends' by name: one id per proxy, in the order of declaration, from 2 (as
+        HAProxy numbers them: its own CLI frontend takes 1)."""
+        fronts: dict[str, int] = {}
+        backs: dict[str, int] = {}
+        for uid, p in enumerate(self.proxies(), 2):
+            if p.cap & Cap.FRONTEND:
+                fronts[p.name] = uid
+            if p.cap & Cap.BACKEND:
+                backs[p.name] = uid
+        return fronts, backs
