@@ -193,8 +193,10 @@ def test_proxy_ids_order_filters_and_typed_info_match_haproxy(
         for cmd in ("show stat", "show stat -1 2 -1", "show stat b1 4 -1", "show stat 4 -1 -1",
                     "show stat -1 5 1"):  # fmt: skip
             assert keyed(ours, cmd) == keyed(theirs, cmd), cmd
+
         def state(sock: Path) -> list[list[str]]:  # be_id be_name srv_id srv_name
-            return [line.split()[:4] for line in ask(str(sock), "show servers state\n").splitlines()[2:] if line]
+            lines = ask(str(sock), "show servers state\n").splitlines()[2:]
+            return [line.split()[:4] for line in lines if line]
 
         assert state(ours) == state(theirs)
         typed = ask(str(ours), "show info typed\n").splitlines()
