@@ -119,6 +119,15 @@ def test_503_when_every_server_is_disabled(make_proxy: MakeProxy, origin: Origin
     assert origin.stats()["connections"] == 0
 
 
+def test_http10_request_without_host_reaches_a_strict_server(make_proxy: MakeProxy, origin: Origin) -> None:
+    """HTTP/1.0 allows no Host; forwarded as HTTP/1.1 it needs one (the origin's h11 refuses a
+    request without: 400), so the proxy sends an empty Host (RFC 9112 §3.2)."""
+    port, _ = start(make_proxy, origin)
+    for request in (b"GET /echo HTTP/1.0\r\n\r\n", b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi"):
+        raw = raw_exchange(port, request)
+        assert status_of(raw) == 200, raw
+
+
 @pytest.mark.parametrize("balance", ["roundrobin", "leastconn", "source"])
 def test_503_from_a_backend_without_servers(make_proxy: MakeProxy, origin: Origin, balance: str) -> None:
     """A backend with no server line is valid (HAProxy too) and answers 503, on a connection that

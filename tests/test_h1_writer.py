@@ -79,9 +79,16 @@ def test_request_head_upgrade() -> None:
 
 
 def test_request_head_always_http11_and_crlf() -> None:
+    # HTTP/1.0 without Host becomes HTTP/1.1 with an empty Host (RFC 9112 §3.2: an HTTP/1.1 server
+    # refuses a request without one; it was forwarded without)
     head = parse_request(b"GET / HTTP/1.0\r\n\r\n")
     out = writer.request_head(head, body=Framing.NONE, content_length=None, keep_alive=False)
-    assert out == b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
+    assert out == b"GET / HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n"
+    assert writer.request_head(head, body=Framing.NONE, content_length=None, keep_alive=True,
+                               add=[(b"host", b"h")]) == b"GET / HTTP/1.1\r\nhost: h\r\n\r\n"  # fmt: skip
+    head = parse_request(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+    out = writer.request_head(head, body=Framing.NONE, content_length=None, keep_alive=True)
+    assert out == b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 
 
 @pytest.mark.parametrize("value", [b"a\r\nX-Injected: 1", b"a\nb", b"a\rb", b"a\x00b"])

@@ -62,9 +62,18 @@ def request_head(
     add: Fields = (),
     drop: frozenset[bytes] = frozenset(),
 ) -> bytes:
-    """``METHOD target HTTP/1.1`` and the headers to send to a server (``drop``: lower-case names)."""
+    """``METHOD target HTTP/1.1`` and the headers to send to a server (``drop``: lower-case names).
+
+    An HTTP/1.0 request may come without Host; forwarded as HTTP/1.1 it gets an empty one, as
+    RFC 9112 §3.2 has a client send when the target has no authority (an HTTP/1.1 server must
+    refuse a request without Host). Rules still see no Host: only the bytes written get one."""
     parts = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
-    lines = 2 + _copy_fields(head.headers, drop, parts)
+    lines = 2
+    if head.version != b"1.1" and header_value(head.headers, b"host") is None:
+        if not any(n.lower() == b"host" for n, _ in add):
+            parts.append(b"Host: \r\n")
+            lines += 1
+    lines += _copy_fields(head.headers, drop, parts)
     lines += _add(add, parts)
     if body is _LENGTH:
         parts.append(b"Content-Length: %d\r\n" % _length(content_length))
