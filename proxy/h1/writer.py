@@ -69,10 +69,9 @@ def request_head(
     refuse a request without Host). Rules still see no Host: only the bytes written get one."""
     parts = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     lines = 2
-    if head.version != b"1.1" and header_value(head.headers, b"host") is None:
-        if not any(n.lower() == b"host" for n, _ in add):
-            parts.append(b"Host: \r\n")
-            lines += 1
+    if head.version != b"1.1" and header_value([*head.headers, *add], b"host") is None:
+        parts.append(b"Host: \r\n")
+        lines += 1
     lines += _copy_fields(head.headers, drop, parts)
     lines += _add(add, parts)
     if body is _LENGTH:
