@@ -119,6 +119,18 @@ def test_503_when_every_server_is_disabled(make_proxy: MakeProxy, origin: Origin
     assert origin.stats()["connections"] == 0
 
 
+@pytest.mark.parametrize("line", [b"GET /\r\n", b"HELLO WORLD\r\n", b"GET / HTTP/1.1 extra\r\nHost: a\r\n"])
+def test_bad_request_line_answered_without_waiting_for_the_head(
+    make_proxy: MakeProxy, origin: Origin, line: bytes
+) -> None:
+    """400 as soon as the line is complete, the connection left open by the client: it was a 408
+    once ``timeout http-request`` (30 s here) ran out. HAProxy answers 400 at once too."""
+    port, _ = start(make_proxy, origin, defaults="timeout http-request 30s")
+    raw = raw_exchange(port, line, timeout=10)
+    assert status_of(raw) == 400, raw
+    assert_serving(port)
+
+
 def test_http10_request_without_host_reaches_a_strict_server(make_proxy: MakeProxy, origin: Origin) -> None:
     """HTTP/1.0 allows no Host; forwarded as HTTP/1.1 it needs one (the origin's h11 refuses a
     request without: 400), so the proxy sends an empty Host (RFC 9112 §3.2)."""

@@ -373,6 +373,41 @@ def test_custom_limits(eng: Engine) -> None:
     assert info.value.status == 431
 
 
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"GET /\r\n"],  # HTTP/0.9
+        [b"HELLO WORLD\r\n"],
+        [b"GET / HTTP/1.1 extra\r\nHost: a\r\n"],
+        [b"HELLO WOR", b"LD\r", b"\n"],  # completed by a later feed
+    ],
+)
+def test_bad_request_line_refused_before_the_head_ends(eng: Engine, pieces: list[bytes]) -> None:
+    """A complete, invalid request line is a 400 at once (it waited for the whole head, then for
+    ``timeout http-request`` to answer 408)."""
+    parser = eng.request_parser()
+    for piece in pieces[:-1]:
+        assert parser.feed(piece) == []
+    with pytest.raises(ProtocolError) as err:
+        parser.feed(pieces[-1])
+    assert err.value.status == 400
+
+
+def test_good_request_line_waits_for_the_head(eng: Engine) -> None:
+    parser = eng.request_parser()
+    for piece in (b"GET / HT", b"TP/1.1\r", b"\nHost: a\r\n", b"X: 1\r\n"):
+        assert parser.feed(piece) == []
+    assert isinstance(parser.feed(b"\r\n")[0], RequestHead)
+
+
+def test_bad_status_line_refused_before_the_head_ends(eng: Engine) -> None:
+    parser = eng.response_parser()
+    parser.expect(b"GET")
+    with pytest.raises(ProtocolError) as err:
+        parser.feed(b"HTTP/1.1 2000 OK\r\n")
+    assert err.value.status == 502
+
+
 def test_oversized_head_detected_while_incomplete(eng: Engine) -> None:
     """Regression guard: a head that never ends must fail at max_head, not buffer forever."""
     parser = eng.request_parser(Limits(max_head=1024))

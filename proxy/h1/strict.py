@@ -427,6 +427,8 @@ class _Reader:
 
     __slots__ = ("_after", "_body", "_buf", "_error", "_first", "_limits", "_mode", "_short", "_wait")
     _status = 400  # what every error answers, unless a rule says otherwise
+    _start_line = _REQUEST_LINE_RE  # the grammar of the first line (a subclass's)
+    _bad_start_line = "invalid request line"
     _defer_errors = True
 
     def __init__(self, limits: Limits, first: frozenset[int]) -> None:
@@ -523,6 +525,8 @@ class _Reader:
             return False
         if buf.find(wait, max(old - len(wait) + 1, 0)) >= 0:
             return False
+        if self._mode is _HEAD and buf.find(b"\r\n", 0, old) < 0 and buf.find(b"\r\n", max(old - 1, 0)) >= 0:
+            return False  # the start line just completed: ``_run`` checks it
         return buf.count(b"\n", old) == buf.count(b"\r\n", max(old - 1, 0))
 
     def _run(self, buf: bytes, events: list[Event], pos: int) -> int:
@@ -543,6 +547,7 @@ class _Reader:
                 if end < 0:
                     if _bare_lf(buf, pos, pos + max_head):
                         raise ProtocolError("bare LF in head", self._status)
+                    self._check_start_line(buf, pos)
                     if n - pos >= max_head:
                         raise ProtocolError("head larger than limits.max_head", self._too_large(buf, pos))
                     self._wait = b"\r\n\r\n"
@@ -583,7 +588,15 @@ class _Reader:
         if len(block) > self._short and block.count(b"\r\n") - 2 > self._limits.max_headers:
             if _bare_lf(block, 0, len(block)):
                 raise ProtocolError("bare LF in head", self._status)
+            self._check_start_line(block, 0)  # a bad start line is refused as soon as it is complete
             raise ProtocolError("too many header fields", 431 if self._status == 400 else self._status)
+
+    def _check_start_line(self, buf: bytes, pos: int) -> None:
+        """Raise if the start line at ``pos`` is complete and invalid (checked while the rest of a
+        head is awaited, so that garbage is answered at once, not when the head times out)."""
+        eol = buf.find(b"\r\n", pos, pos + self._limits.max_head)
+        if eol >= 0 and self._start_line.match(buf, pos) is None:
+            raise ProtocolError(self._bad_start_line, self._status)
 
     def _skip(self, buf: bytes, pos: int) -> int:
         """A head cannot start at ``pos``: raise, or skip what may precede a head (new position)."""
@@ -692,6 +705,8 @@ class ResponseReader(_Reader):
 
     __slots__ = ("_as_received", "_engine", "_final", "_methods", "_tokenize", "poisoned")
     _status = 502
+    _start_line = _STATUS_LINE_RE
+    _bad_start_line = "invalid status line"
     _defer_errors = False
 
     def __init__(
