@@ -86,7 +86,8 @@ class WorkerState:
         self.loop = loop
         self.table = table
         g = config.global_
-        limits = Limits(max_head=g.bufsize, max_headers=g.maxhdr)
+        # HAProxy's tune.http.maxhdr counts one slot more than the header lines it lets in
+        limits = Limits(max_head=g.bufsize, max_headers=g.maxhdr - 1)
         self.link = WorkerLink(slot, table.nworkers, loop)
         self.link.shared = g.idle_pool_shared
         self.channel: Channel | None = None

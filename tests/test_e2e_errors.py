@@ -131,6 +131,19 @@ def test_bad_request_line_answered_without_waiting_for_the_head(
     assert_serving(port)
 
 
+def test_maxhdr_counts_as_haproxys(make_proxy: MakeProxy, origin: Origin) -> None:
+    """tune.http.maxhdr 101 (the default) lets 100 header lines in, as HAProxy 2.6 does (its list
+    spends a slot on the end of the headers); one more is refused (431 here, 400 in HAProxy)."""
+    port, _ = start(make_proxy, origin)
+
+    def with_lines(n: int) -> bytes:
+        fields = b"".join(b"X-%d: v\r\n" % i for i in range(n - 1))
+        return b"GET /echo HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n"
+
+    assert status_of(raw_exchange(port, with_lines(100), read_until_close=False)) == 200
+    assert status_of(raw_exchange(port, with_lines(101))) == 431
+
+
 def test_http10_request_without_host_reaches_a_strict_server(make_proxy: MakeProxy, origin: Origin) -> None:
     """HTTP/1.0 allows no Host; forwarded as HTTP/1.1 it needs one (the origin's h11 refuses a
     request without: 400), so the proxy sends an empty Host (RFC 9112 §3.2)."""
