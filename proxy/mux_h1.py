@@ -300,10 +300,14 @@ class ClientConn(asyncio.Protocol):
         self._disarm()
         stream = self.stream
         self.stream = None
-        if stream is not None:
-            stream.on_client_closed()
-        self.session.close()
-        self.env.client_closed(self)
+        try:
+            if stream is not None:
+                stream.on_client_closed()
+        finally:  # whatever the stream raised, the connection is counted closed (shared counters)
+            try:
+                self.session.close()
+            finally:
+                self.env.client_closed(self)
 
     def pause_writing(self) -> None:
         self.write_paused = True

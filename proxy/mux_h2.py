@@ -190,12 +190,16 @@ class H2ClientConn(asyncio.Protocol):
         self._disarm()
         streams = list(self.streams.values())
         self.streams.clear()
-        for side in streams:
-            side.reset = True
-            if side.handle is not None and not side.handle_done:
-                side.handle.on_client_closed()
-        self.session.close()
-        self.env.client_closed(self)
+        try:
+            for side in streams:
+                side.reset = True
+                if side.handle is not None and not side.handle_done:
+                    side.handle.on_client_closed()
+        finally:  # whatever a stream raised, the connection is counted closed (shared counters)
+            try:
+                self.session.close()
+            finally:
+                self.env.client_closed(self)
 
     def pause_writing(self) -> None:
         self.write_paused = True

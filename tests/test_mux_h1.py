@@ -340,6 +340,22 @@ def test_connection_lost_tells_the_stream(engine: str) -> None:
     assert conn.closing
 
 
+@in_loop
+def test_connection_lost_counts_the_close_even_if_the_stream_raises(engine: str) -> None:
+    """A stream failing in ``on_client_closed`` (a log target raised there once) must not leave
+    the client counted open: the frontend's scur and maxconn accounting depend on it."""
+    conn, _, env = client(engine)
+    conn.data_received(get())
+
+    def broken() -> None:
+        raise OverflowError("from the stream")
+
+    env.streams[0].on_client_closed = broken  # type: ignore[method-assign]
+    with pytest.raises(OverflowError):
+        conn.connection_lost(None)
+    assert env.closed == [conn]
+
+
 # -- upgrades ------------------------------------------------------------------------------------------
 UPGRADE = b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
 
