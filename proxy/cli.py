@@ -208,7 +208,10 @@ def _show_cli_level(ctx: Context, args: list[str]) -> str:
 
 
 REGISTRY: list[Command] = [
-    Command(("help",), "help [<command>]", "list all commands", 0, lambda c, a: help_text(c.level)),
+    Command(("help",), "help [<command>]", "list all commands", 0, lambda c, a: help_text(c.level, a)),
+    Command(("operator",), "operator", "lower the level of the current CLI session to operator", 0,
+            lambda c, a: ""),
+    Command(("user",), "user", "lower the level of the current CLI session to user", 0, lambda c, a: ""),
     Command(("prompt",), "prompt", "toggle interactive mode with prompt", 0, lambda c, a: ""),
     Command(("quit",), "quit", "disconnect", 0, lambda c, a: ""),
     Command(("show", "info"), "show info [desc|json|typed]*",
@@ -246,10 +249,14 @@ REGISTRY: list[Command] = [
 ]  # fmt: skip
 
 
-def help_text(level: int) -> str:
-    lines = ["The following commands are valid at this level:"]
+_EMPTY_LINE = "Unknown command. Please enter one of the following commands only:\n"
+
+
+def help_text(level: int, words: list[str] | None = None, *, header: bool = True) -> str:
+    """The commands ``level`` allows (those starting with ``words``, as ``help show`` asks)."""
+    lines = ["The following commands are valid at this level:"] if header else []
     for c in REGISTRY:
-        if c.level <= level:
+        if c.level <= level and (not words or list(c.words[: len(words)]) == words):
             lines.append(f"  {c.usage:<39} : {c.help}")
     return "\n".join(lines) + "\n"
 
@@ -311,7 +318,18 @@ class Session:
             line = raw.decode("utf-8", "replace").rstrip("\r")
             ctx.level = self.level
             closing = not self.prompt
-            for words in split_commands(line):
+            commands = split_commands(line)
+            if not commands:  # an empty line: HAProxy's answer
+                self.out += (_EMPTY_LINE + help_text(self.level, header=False)).encode() + b"\n"
+            for words in commands:
+                if words in (["user"], ["operator"]):  # lower this session's level, never raise it
+                    wanted = LEVELS[words[0]]
+                    if wanted > self.level:
+                        self.out += b"Permission denied\n\n"
+                    else:
+                        self.level = ctx.level = wanted
+                        self.out += b"\n"
+                    continue
                 if words == ["prompt"]:
                     self.prompt = not self.prompt
                     closing = not self.prompt

@@ -316,3 +316,27 @@ def test_show_pools_and_sess(live: cli.Context) -> None:
     assert len(sess) == 2 and sess[1].startswith("worker=1 pid=0 state=FREE")
     assert "be/s2" in run(live, "show pool-table")
     assert json.loads(run(live, "show pool-table json"))["header"]["nworkers"] == 2
+
+
+def test_session_levels_go_down_only_and_empty_lines_get_the_list(ctx: cli.Context) -> None:
+    """HAProxy's ``operator``/``user`` lower a session's level (never raise it); an empty line is
+    answered with the command list; ``help show`` lists the ``show`` commands only."""
+    a, b = socket.socketpair()
+    with a, b:
+        sess = cli.Session(a, cli.LEVELS["admin"], 0.0, prompt=True)
+        sess.feed(ctx, b"operator; show cli level\n")
+        assert bytes(sess.out) == b"\noperator\n\n> "
+        sess.out.clear()
+        sess.feed(ctx, b"admin\n")  # not a command: unknown
+        assert bytes(sess.out).startswith(b"Unknown command: 'admin'")
+        sess.out.clear()
+        sess.feed(ctx, b"user; operator; show cli level\n")
+        assert bytes(sess.out) == b"\nPermission denied\n\nuser\n\n> "
+        sess.out.clear()
+        sess.feed(ctx, b"\n")
+        out = bytes(sess.out).decode()
+        assert out.startswith("Unknown command. Please enter one of the following commands only:\n  help ")
+        sess.out.clear()
+        sess.feed(ctx, b"help show\n")
+        listed = bytes(sess.out).decode().splitlines()[1:-2]
+        assert listed and all(line.lstrip().startswith("show ") for line in listed), listed
