@@ -22,7 +22,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from proxy.config.model import Bind, Config
+from proxy.config.model import Bind, Config, Where
 
 BACKLOG = 1024
 
@@ -81,7 +81,7 @@ def reconcile(
                 key = address_key(b.host, b.port)
                 found = pool.get(key) if key not in kept else None
                 if found is None:
-                    sock = _bind(b.host, b.port, fe.name, reuseport)
+                    sock = _bind(b.host, b.port, fe.name, reuseport, b.where)
                     fresh.append(sock)
                 else:
                     sock = found
@@ -105,7 +105,9 @@ def _family_addr(host: str) -> tuple[socket.AddressFamily, str]:
     return socket.AF_INET, host
 
 
-def _bind(host: str, port: int, frontend: str, reuseport: bool = True) -> socket.socket:
+def _bind(
+    host: str, port: int, frontend: str, reuseport: bool = True, where: Where | None = None
+) -> socket.socket:
     family, addr = _family_addr(host)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -117,8 +119,9 @@ def _bind(host: str, port: int, frontend: str, reuseport: bool = True) -> socket
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
+        line = f" ({where})" if where is not None else ""  # the bind line, as HAProxy names it
         raise BindError(
-            f"Starting frontend {frontend}: cannot bind socket [{addr}:{port}]: {exc.strerror}"
+            f"Starting frontend {frontend}: cannot bind socket [{addr}:{port}]{line}: {exc.strerror}"
         ) from exc
     sock.set_inheritable(True)
     return sock

@@ -5,6 +5,7 @@ shared-memory segments skipped."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -96,7 +97,9 @@ def test_daemon_whose_bind_fails_exits_1_with_the_alert(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         done = poolproxy("-D", "-f", str(config(tmp_path, taken.getsockname()[1])))
-    assert "cannot bind socket" in one_alert(done)
+    alert = one_alert(done)
+    assert "cannot bind socket" in alert
+    assert re.search(r"\(\S+\.cfg:\d+\)", alert), alert  # the bind line, as file:line
 
 
 def test_other_users_segments_are_skipped_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
