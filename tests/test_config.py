@@ -142,7 +142,7 @@ def test_listen_is_frontend_and_backend() -> None:
 def test_listen_servers() -> None:
     a1, a2 = load_good("listen.cfg").backends["app"].servers
     assert (a1.host, a1.port, a1.maxqueue, a1.strict_maxconn, a1.pool_max_conn) == (
-        "app1.internal",
+        "localhost",
         80,
         20,
         True,

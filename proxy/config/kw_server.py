@@ -14,7 +14,9 @@ from the client's address (transparent proxying); only that ``usesrc`` form is s
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -248,6 +250,20 @@ def apply_params(srv: Server, args: list[str], label: str, warn: Callable[[str],
         )
 
 
+def _check_resolvable(label: str, host: str, port: int) -> None:
+    """A host name must resolve when the configuration is read, as HAProxy (without a
+    ``resolvers`` section) requires to start; connections look it up again when they are made."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise DirectiveError(f"'{label}': could not resolve address '{host}' ({exc})") from None
+
+
 def _server(st: SectionState, d: Directive) -> None:
     if len(d.args) < 2:
         name = d.args[0] if d.args else ""
@@ -262,6 +278,7 @@ def _server(st: SectionState, d: Directive) -> None:
         host, port = parse_server_address(address)
     except ValueError as exc:
         raise DirectiveError(f"'{label}': {exc}") from None
+    _check_resolvable(label, host, port)
     srv = dataclasses.replace(st.server_template, name=name, host=host, port=port, where=d.where)
     apply_params(srv, d.args[2:], label, st.warn)
     for other in st.px.servers:
