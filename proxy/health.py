@@ -254,6 +254,10 @@ class CheckRecord:
         a.store(b + K_LAST_CHANGE, now_ns)
         a.store(b + K_OWNER, owner + 1 if srv.check else 0)
 
+    def changed(self, now_ns: int) -> None:
+        """The server's state changed by the runtime API (``lastchg`` counts from now)."""
+        self._a.store(self._base + K_LAST_CHANGE, now_ns)
+
     @property
     def owner(self) -> int:
         """The worker slot running the check, -1 when none."""

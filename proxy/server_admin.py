@@ -20,6 +20,7 @@ Every function answers HAProxy's text: an empty string on success, else the refu
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from proxy.config.model import Config, Server
@@ -57,9 +58,12 @@ def set_state(table: ShmTable, target: Target, state: str) -> str:
     if state not in STATES:
         return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n"
     row = table.row(target.index)
-    admin = AdminState(row.admin_state) & ~(AdminState.FMAINT | AdminState.FDRAIN)
+    before = AdminState(row.admin_state)
+    admin = before & ~(AdminState.FMAINT | AdminState.FDRAIN)
     admin |= {"ready": AdminState.READY, "drain": AdminState.FDRAIN, "maint": AdminState.FMAINT}[state]
     row.store(R_ADMIN_STATE, admin)
+    if admin != before:  # HAProxy's lastchg / srv_time_since_last_change restart
+        table.check(target.index).changed(time.time_ns())
     maint = bool(admin & (AdminState.FMAINT | AdminState.CMAINT))
     row.store(R_OPER_STATE, OperState.STOPPED if maint else OperState.RUNNING)
     return ""

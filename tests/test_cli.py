@@ -291,6 +291,26 @@ def test_levels_for_each_change(live: cli.Context) -> None:
     assert "set maxconn server" in run(live, "help")
 
 
+def test_set_server_state_restarts_lastchg(live: cli.Context) -> None:
+    """HAProxy's lastchg (and srv_time_since_last_change) count from the last state change, the
+    runtime API's too (they kept counting from the start)."""
+    table = live.table()
+    assert table is not None
+    i = table.server_index("be", "s1")
+    table.check(i).changed(time.time_ns() - 100 * 10**9)  # as if the last change were 100 s ago
+
+    def lastchg() -> int:
+        stat = run(live, "show stat").splitlines()
+        col = stat[0].removeprefix("# ").split(",").index("lastchg")
+        return int(next(r for r in stat if r.startswith("be,s1,")).split(",")[col])
+
+    assert lastchg() >= 100
+    assert run(live, "set server be/s1 state ready") == ""  # no change: still counting
+    assert lastchg() >= 100
+    assert run(live, "set server be/s1 state drain") == ""
+    assert lastchg() <= 1
+
+
 def test_stat_typed_and_json_agree(live: cli.Context) -> None:
     typed = run(live, "show stat typed").splitlines()
     assert typed[0] == "F.2.0.0.pxname.1:KNS:str:fe"  # proxy ids from 2, as HAProxy's
