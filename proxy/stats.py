@@ -205,6 +205,7 @@ def _backend_rows(be: str, iid: int, snap: dict[str, Any], config: Config) -> li
             # in the pool: idle_conn_cur/safe_conn_cur/used_conn_cur count those)
             "scur": s["served"], "smax": s["max_served"], "slim": s["maxconn"] or None,
             "stot": s["connects"], "weight": s["weight"], "pid": 1, "iid": iid, "sid": s["svid"],
+            "econ": s["connect_errors"], "lbtot": s["requests"],
             "type": 2, "addr": f"{s['host']}:{s['port']}", "mode": "http", "connect": s["connects"],
             "reuse": s["reuses"], "req_tot": s["requests"], "idle_conn_cur": s["idle"],
             "safe_conn_cur": s["safe"], "used_conn_cur": s["used"], "need_conn_est": s["est_need"],
@@ -215,6 +216,7 @@ def _backend_rows(be: str, iid: int, snap: dict[str, Any], config: Config) -> li
     out.append({
         "pxname": be, "svname": "BACKEND", "qcur": sum(s["queue_len"] for s in rows),
         "scur": sum(s["served"] for s in rows), "stot": sum(s["connects"] for s in rows),
+        "econ": sum(s["connect_errors"] for s in rows), "lbtot": sum(s["requests"] for s in rows),
         "weight": weight, "uweight": weight, "pid": 1, "iid": iid, "sid": 0, "type": 1, "mode": "http",
         "algo": config.backends[be].balance, "connect": sum(s["connects"] for s in rows),
         "reuse": sum(s["reuses"] for s in rows), "req_tot": sum(s["requests"] for s in rows),

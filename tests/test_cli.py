@@ -51,7 +51,7 @@ def snap() -> dict[str, Any]:
     row = dict.fromkeys(
         ("served", "cur_conns", "used", "idle", "safe", "queue_len", "max_used", "max_served",
          "max_cur_conns", "max_queue", "est_need", "weight", "connects", "reuses",
-         "requests", "retries", "redispatches"), 0)  # fmt: skip
+         "requests", "retries", "redispatches", "connect_errors"), 0)  # fmt: skip
     row.update(idle=3, safe=1, used=2, max_used=4, est_need=5, weight=1, oper_state=2, admin_state=0)
     s = dict(row, backend="be", server="s1", host="127.0.0.1", port=2, bkid=3, svid=1, maxconn=0,
              maxqueue=0, cells=[{"idle": 1}, {"idle": 2}], check=check())  # fmt: skip
@@ -160,6 +160,11 @@ def test_show_stat_columns(ctx: cli.Context) -> None:
     assert all(len(line.split(",")) == ncols + 1 for line in lines[1:])
     names = [line.split(",")[:2] for line in lines[1:]]
     assert names == [["fe", "FRONTEND"], ["be", "s1"], ["be", "BACKEND"]]
+    data = snap()
+    data["servers"][0].update(connect_errors=2, requests=5)  # econ, lbtot (they stayed empty)
+    rows = {r["svname"]: r for r in stats.stat_rows(data, ctx.config)}
+    for name in ("s1", "BACKEND"):
+        assert (rows[name]["econ"], rows[name]["lbtot"]) == (2, 5), name
 
 
 def test_show_info_keys(ctx: cli.Context) -> None:
