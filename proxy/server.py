@@ -67,6 +67,10 @@ from proxy.pool import ConnKey, IdlePool, ListKind, key_hash
 from proxy.shm import (
     R_ADMIN_STATE,
     R_EST_NEED,
+    R_HRSP_2XX,
+    R_HRSP_3XX,
+    R_HRSP_4XX,
+    R_HRSP_5XX,
     R_IDLE,
     R_MAXCONN,
     R_OPER_STATE,
@@ -306,6 +310,7 @@ class ServerRuntime:
         "cell",
         "cfg",
         "closing",
+        "count_hrsp",
         "count_request",
         "count_reuse",
         "est_need_now",
@@ -372,6 +377,10 @@ class ServerRuntime:
         self.used_now = row.reader(R_USED)
         self.est_need_now = row.reader(R_EST_NEED)
         self.count_request = row.counter(R_REQUESTS)
+        # the server's final responses by class, 2xx .. 5xx (``count_hrsp[status // 100 - 2]``)
+        self.count_hrsp: tuple[Callable[[], int], ...] = tuple(
+            row.counter(off) for off in (R_HRSP_2XX, R_HRSP_3XX, R_HRSP_4XX, R_HRSP_5XX)
+        )
         self.count_reuse = row.counter(R_REUSES)
         self.maxconn_now = row.reader(R_MAXCONN)  # live: ``set maxconn server``
         self.runtime_version_now = row.version_reader()

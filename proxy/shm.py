@@ -98,7 +98,7 @@ dead worker's half-done operation left); then its cells are subtracted from the 
 - **both dead**: each is reconciled in turn; the owner's reconcile empties every slot, whatever the
   claimer did.
 
-Layout (LAYOUT_VERSION 3)
+Layout (LAYOUT_VERSION 5)
 -------------------------
 ::
 
@@ -135,8 +135,9 @@ Layout (LAYOUT_VERSION 3)
                  15 maxconn (the live limit: the config's, then ``set maxconn server``) |
                  16 connects   17 connect_errors   18 reuses   19 requests   20 purged
                  21 takeovers_asked   22 takeovers_given   23 takeovers_failed |
-                 24 queue_timeouts   25 queue_full   26 retries (wretr)   27 redispatches (wredis)
-                 28..31 zero
+                 24 queue_timeouts   25 queue_full   26 retries (wretr)   27 redispatches (wredis) |
+                 28 hrsp_2xx   29 hrsp_3xx   30 hrsp_4xx   31 hrsp_5xx (the server's final
+                 responses by class, counted by the stream that received them)
     cell:        0 seq   1 idle   2 safe   3 used   4 served   5 incoming   6 conns   7 queued |
                  8 oldest_ticket (0 = no waiter)   9 takeovers_given   10 takeovers_taken   11..15 zero
     slot array:  0 bell (rung by takes and repairs)   1 high (one past the highest slot published)
@@ -187,7 +188,8 @@ from proxy.pool_policy import oldest_waiter
 from proxy.slot_array import NSLOTS, S_META, SLOT_HEADER, SLOT_SIZE, SlotArray
 from proxy.slots import SlotState
 
-LAYOUT_VERSION: Final = 4  # 3: row word 15 is the live maxconn; 4: frontend cells and check records
+LAYOUT_VERSION: Final = 5  # 3: row word 15 is the live maxconn; 4: frontend cells and check records;
+# 5: row words 28..31 count the server's responses by class
 MAGIC: Final = int.from_bytes(b"POOLPRXY", "little")
 HEADER_SIZE: Final = 256
 WORKER_SIZE: Final = 64
@@ -218,6 +220,7 @@ R_SERVED, R_CUR_CONNS, R_USED, R_IDLE, R_SAFE, R_QUEUE_LEN, R_NEXT_TICKET, R_MAX
 (R_CONNECTS, R_CONNECT_ERRORS, R_REUSES, R_REQUESTS, R_PURGED, R_TAKEOVERS_ASKED, R_TAKEOVERS_GIVEN,
  R_TAKEOVERS_FAILED, R_QUEUE_TIMEOUTS, R_QUEUE_FULL, R_RETRIES,
  R_REDISPATCHES) = range(128, 224, 8)  # fmt: skip
+R_HRSP_2XX, R_HRSP_3XX, R_HRSP_4XX, R_HRSP_5XX = range(224, 256, 8)
 
 # frontend cell offsets (F_HRSP: hrsp_1xx; the next five words are 2xx..5xx and other)
 (F_CUR_CONNS, F_CONNS_TOTAL, F_REQUESTS_TOTAL, F_BYTES_OUT, F_HRSP, F_DENIED_REQ, F_BAD_REQ) = (
@@ -379,6 +382,7 @@ class ServerRow(_View):
         _Word, range(168, 208, 8)
     )
     retries, redispatches = map(_Word, range(208, 224, 8))
+    hrsp_2xx, hrsp_3xx, hrsp_4xx, hrsp_5xx = map(_Word, range(224, 256, 8))
 
     def load(self, off: int) -> int:
         return self._a.load(self._base + off)

@@ -141,6 +141,8 @@ def _row(values: dict[str, Any]) -> str:
 
 
 HRSP = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+# what the shared table counts per server (its final responses; 1xx and others are not counted)
+SERVER_HRSP = ("hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx")
 
 
 def server_status(s: dict[str, Any]) -> str:
@@ -206,6 +208,7 @@ def _backend_rows(be: str, iid: int, snap: dict[str, Any], config: Config) -> li
             "scur": s["served"], "smax": s["max_served"], "slim": s["maxconn"] or None,
             "stot": s["connects"], "weight": s["weight"], "pid": 1, "iid": iid, "sid": s["svid"],
             "econ": s["connect_errors"], "lbtot": s["requests"],
+            **{k: s[k] for k in SERVER_HRSP},
             "type": 2, "addr": f"{s['host']}:{s['port']}", "mode": "http", "connect": s["connects"],
             "reuse": s["reuses"], "req_tot": s["requests"], "idle_conn_cur": s["idle"],
             "safe_conn_cur": s["safe"], "used_conn_cur": s["used"], "need_conn_est": s["est_need"],
@@ -217,6 +220,7 @@ def _backend_rows(be: str, iid: int, snap: dict[str, Any], config: Config) -> li
         "pxname": be, "svname": "BACKEND", "qcur": sum(s["queue_len"] for s in rows),
         "scur": sum(s["served"] for s in rows), "stot": sum(s["connects"] for s in rows),
         "econ": sum(s["connect_errors"] for s in rows), "lbtot": sum(s["requests"] for s in rows),
+        **{k: sum(s[k] for s in rows) for k in SERVER_HRSP},
         "weight": weight, "uweight": weight, "pid": 1, "iid": iid, "sid": 0, "type": 1, "mode": "http",
         "algo": config.backends[be].balance, "connect": sum(s["connects"] for s in rows),
         "reuse": sum(s["reuses"] for s in rows), "req_tot": sum(s["requests"] for s in rows),

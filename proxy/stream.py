@@ -424,6 +424,9 @@ class Stream(StreamRules):
             return
         if self.t_resp == 0.0:
             self.t_resp = _monotonic()
+        acq = self.acq
+        if acq is not None and 200 <= status < 600:  # the server's hrsp_2xx .. hrsp_5xx
+            acq.server.count_hrsp[status // 100 - 2]()
         if status != 101:
             stop = self._response_rules(resp)
             if stop is not None:  # deny, or a failed rewrite: the server's answer is dropped

@@ -51,7 +51,8 @@ def snap() -> dict[str, Any]:
     row = dict.fromkeys(
         ("served", "cur_conns", "used", "idle", "safe", "queue_len", "max_used", "max_served",
          "max_cur_conns", "max_queue", "est_need", "weight", "connects", "reuses",
-         "requests", "retries", "redispatches", "connect_errors"), 0)  # fmt: skip
+         "requests", "retries", "redispatches", "connect_errors", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx",
+         "hrsp_5xx"), 0)  # fmt: skip
     row.update(idle=3, safe=1, used=2, max_used=4, est_need=5, weight=1, oper_state=2, admin_state=0)
     s = dict(row, backend="be", server="s1", host="127.0.0.1", port=2, bkid=3, svid=1, maxconn=0,
              maxqueue=0, cells=[{"idle": 1}, {"idle": 2}], check=check())  # fmt: skip

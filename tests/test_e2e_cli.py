@@ -145,6 +145,26 @@ def test_headers_match_haproxy(make_proxy: MakeProxy, origin: Origin, sockdir: P
         hap.wait(5)
 
 
+def test_response_classes_per_server_and_backend(
+    make_proxy: MakeProxy, origin: Origin, sockdir: Path
+) -> None:
+    """hrsp_2xx .. hrsp_5xx of a server and its backend count the server's answers, across the
+    workers (they stayed empty: only frontends counted), in show stat and in Prometheus."""
+    port = free_port()
+    admin = sockdir / "admin.sock"
+    make_proxy(proxy_config(port, origin.port, nbthread=2, glob=f"stats socket {admin} level admin"),
+               ports=[port], workers=2)  # fmt: skip
+    wait_for(lambda: accepts(admin), message="the stats socket")
+    for path, times in (("/", 3), ("/status/302", 1), ("/status/404", 2), ("/status/503", 1)):
+        for _ in range(times):
+            http_get(port, path)
+    stat = ask(str(admin), "show stat\n").splitlines()
+    header = stat[0].removeprefix("# ").split(",")
+    for name in ("s1", "BACKEND"):
+        col = dict(zip(header, next(r for r in stat if r.startswith(f"be,{name},")).split(","), strict=False))
+        assert [col[f"hrsp_{c}xx"] for c in "2345"] == ["3", "1", "2", "1"], (name, col)
+
+
 def proxies_config(sock: Path, ports: list[int], origin: int) -> str:
     """backend, frontend, listen, backend, in that order: proxy ids and row order to compare."""
     return f"""global

@@ -83,6 +83,9 @@ def test_prometheus_scrape_parses_and_counts(make_proxy: MakeProxy, origin: Orig
     assert m["haproxy_backend_http_requests_total"][(("proxy", "be"),)] == 10
     s1 = (("proxy", "be"), ("server", "s1"))
     assert m["haproxy_server_status"][(*s1, ("state", "UP"))] == 1
+    ok = m["haproxy_server_http_responses_total"]
+    assert sum(ok[(("code", "2xx"), ("proxy", "be"), ("server", n))] for n in ("s1", "s2")) == 10
+    assert m["haproxy_backend_http_responses_total"][(("code", "2xx"), ("proxy", "be"))] == 10
     per_worker = [m["poolproxy_server_idle_connections"][(*s1[:1], *s1[1:], ("worker", str(w)))]
                   for w in range(2)]  # fmt: skip
     assert sum(per_worker) == m["haproxy_server_idle_connections_current"][s1]
