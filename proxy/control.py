@@ -51,6 +51,9 @@ class Control:
         except OSError as exc:
             alert(f"cannot bind the stats socket '{exc.filename}': {exc.strerror or exc}")
             return False
+        except (ValueError, OverflowError) as exc:  # never the master's death (a reload's switch)
+            alert(f"cannot bind the stats socket: {exc}")
+            return False
         for lsock, spec in self.cli.listeners:
             self.selector.register(lsock, selectors.EVENT_READ, (lsock, spec))
         return True

@@ -114,7 +114,11 @@ class LogSink:
             if kind == "fd":
                 fd = where
             else:
-                sock, addr_ = socket.socket(family, socket.SOCK_DGRAM), where
+                try:
+                    sock, addr_ = socket.socket(family, socket.SOCK_DGRAM), where
+                except OSError as exc:  # e.g. IPv6 disabled on the host: this target only is lost
+                    warning(f"log target '{spec.target}' unusable: {exc}")
+                    continue
                 sock.setblocking(False)
             self.targets.append(_Target(
                 fd, sock, addr_, FACILITIES.index(spec.facility or "local0"),

@@ -279,7 +279,7 @@ def h2_settings(config: Config) -> H2Settings:
         max_total_streams=g.h2_fe_max_total_streams,
         glitches_threshold=g.h2_fe_glitches_threshold,
         max_head=g.bufsize,
-        max_headers=g.maxhdr,
+        max_headers=g.maxhdr - 1,  # as HTTP/1's (HAProxy's count)
         engine=g.h2_engine,
     )
 

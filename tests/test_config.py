@@ -291,3 +291,18 @@ def test_keyword_family_alone_lists_its_members(tmp_path: Path) -> None:
 def returns_of(px: Proxy) -> list[HttpReturn]:
     """The ``http-request return`` rules' responses, in order."""
     return [r.ret for r in px.http_request if r.ret is not None]
+
+
+def test_log_target_host_names_prefer_ipv4(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``localhost`` may resolve to ::1 first, where a syslog daemon bound to 127.0.0.1 would lose
+    every line: without a ``udp6@``/``ipv6@`` prefix the IPv4 address wins."""
+    import socket
+
+    from proxy.config.address import parse_log_address
+
+    def both(host: str, port: int, family: int, kind: int) -> list[tuple[object, ...]]:
+        v6 = (socket.AF_INET6, kind, 17, "", ("::1", port, 0, 0))
+        return [v6, (socket.AF_INET, kind, 17, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", both)
+    assert parse_log_address("localhost:514") == ("udp", socket.AF_INET, ("127.0.0.1", 514))

@@ -145,8 +145,8 @@ def test_maxhdr_counts_as_haproxys(make_proxy: MakeProxy, origin: Origin) -> Non
 
 
 def test_http10_request_without_host_reaches_a_strict_server(make_proxy: MakeProxy, origin: Origin) -> None:
-    """HTTP/1.0 allows no Host; forwarded as HTTP/1.1 it needs one (the origin's h11 refuses a
-    request without: 400), so the proxy sends an empty Host (RFC 9112 §3.2)."""
+    """HTTP/1.0 allows no Host; forwarded as HTTP/1.1 it needed one (the origin's h11 refused it:
+    400), so such a request is forwarded as HTTP/1.0, as HAProxy does."""
     port, _ = start(make_proxy, origin)
     for request in (b"GET /echo HTTP/1.0\r\n\r\n", b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi"):
         raw = raw_exchange(port, request)

@@ -73,15 +73,21 @@ REWRITING = {"h11"}
 
 
 def wires(events: list[Event], name: str) -> list[bytes | None] | str:
-    """The heads' ``wire`` bytes (not part of a head's equality): every engine whose fields are as
-    received must vouch for the same heads with the same bytes, whether the native scanner or the
-    shared reader decided; the others for none. ``"-"`` for the latter once checked, so that results
-    compare across all engines."""
+    """The heads' ``wire`` bytes (not part of a head's equality). ``"-"`` for an engine that must
+    vouch for none (checked here), so that results compare across all engines."""
     out = [e.wire for e in events if isinstance(e, (RequestHead, ResponseHead))]
     if name in REWRITING:
         assert out == [None] * len(out), name
         return "-"
     return out
+
+
+def same_wires(lists: list[list[bytes | None] | str]) -> bool:
+    """Head for head, every engine that vouched did so with the same bytes. (One may decline where
+    another vouches: llhttp refuses some blocks the native scanner takes, e.g. a tab after
+    ``chunked``, and its canonical retry never vouches; declining is always safe.)"""
+    heads = [w for w in lists if w != "-"]
+    return all(len({w for w in per_head if w is not None}) <= 1 for per_head in zip(*heads, strict=True))
 
 
 def body_of(events: list[Event]) -> bytes:
@@ -190,8 +196,7 @@ def test_engines_agree_event_for_event(table: str) -> None:
             events = run_case(parser, case, "whole")
             results.append((merged(events), wires(events, name)))
         assert all(r[0] == results[0][0] for r in results), case["id"]
-        vouched = [r[1] for r in results if r[1] != "-"]
-        assert all(w == vouched[0] for w in vouched), case["id"]
+        assert same_wires([r[1] for r in results]), case["id"]
 
 
 def test_table_ids_unique_and_matrix_rows_covered() -> None:
@@ -371,6 +376,18 @@ def test_custom_limits(eng: Engine) -> None:
     with pytest.raises(ProtocolError) as info:
         eng.request_parser(limits).feed(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * 40 + b"\r\n\r\n")
     assert info.value.status == 431
+
+
+def test_an_engine_may_decline_to_vouch_where_another_does() -> None:
+    """llhttp refuses this block (a tab after ``chunked``); its canonical retry never vouches. The
+    native scanner takes it as bare: the tab is OWS, which a relayed head may keep."""
+    block = b"GET / HTTP/1.1\r\nHost: \r\nTransfer-Encoding:\tchunked\t\r\n\r\n"
+    heads = {name: engine(name).request_parser().feed(block + b"0\r\n\r\n")[0] for name in ENGINES}
+    assert all(isinstance(h, RequestHead) for h in heads.values())
+    assert heads["llhttp"].wire is None and heads["h11"].wire is None  # type: ignore[union-attr]
+    if "native" in heads:
+        assert heads["native"].wire == block  # type: ignore[union-attr]
+    assert same_wires([[h.wire] for h in heads.values()])  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -621,9 +638,10 @@ def test_mutations_same_outcome_on_all_engines_and_splits(seed: int) -> None:
                 parser.expect(method)
             results.append(outcome(parser, data, split, name))
         assert all(r[:2] == results[0][:2] and r[3:] == results[0][3:] for r in results), data
-        vouched = [r[2] for r in results if r[0] == "ok" and r[2] != "-"]
-        assert all(w == vouched[0] for w in vouched), data
-        bare += any(vouched and vouched[0])
+        if results[0][0] == "ok":
+            assert same_wires([r[2] for r in results]), data
+            # the shared reader's own vouching (llhttp, whole) counted apart from the scanner's
+            bare += any(results[DIFFERENTIAL.index(("llhttp", "whole"))][2])
         accepted += results[0][0] == "ok"
     assert 150 < accepted < 1350  # the mutations explore both sides of the rules
     assert 50 < bare < accepted  # ...and of what makes a head bare

@@ -78,12 +78,14 @@ def test_request_head_upgrade() -> None:
     )
 
 
-def test_request_head_always_http11_and_crlf() -> None:
-    # HTTP/1.0 without Host becomes HTTP/1.1 with an empty Host (RFC 9112 §3.2: an HTTP/1.1 server
-    # refuses a request without one; it was forwarded without)
+def test_request_head_http11_unless_http10_without_host() -> None:
+    # HTTP/1.0 without Host stays HTTP/1.0, as HAProxy forwards it (as HTTP/1.1 it was sent without
+    # Host, which an HTTP/1.1 server must refuse; an empty Host is refused by nginx)
     head = parse_request(b"GET / HTTP/1.0\r\n\r\n")
     out = writer.request_head(head, body=Framing.NONE, content_length=None, keep_alive=False)
-    assert out == b"GET / HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n"
+    assert out == b"GET / HTTP/1.0\r\nConnection: close\r\n\r\n"
+    out = writer.request_head(head, body=Framing.NONE, content_length=None, keep_alive=True)
+    assert out == b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
     assert writer.request_head(head, body=Framing.NONE, content_length=None, keep_alive=True,
                                add=[(b"host", b"h")]) == b"GET / HTTP/1.1\r\nhost: h\r\n\r\n"  # fmt: skip
     head = parse_request(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")

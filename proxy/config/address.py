@@ -157,6 +157,8 @@ def parse_log_address(text: str) -> tuple[str, int, Any]:
         if not text.startswith("/"):
             raise ValueError(f"a Unix socket path must be absolute in 'unix@{text}'")
     if text.startswith("/"):
+        if "\0" in text:
+            raise ValueError(f"a NUL byte in the Unix socket path {text!r}")
         return "unix", socket.AF_UNIX, text
     family = None
     prefix, at, rest = text.partition("@")
@@ -180,5 +182,7 @@ def parse_log_address(text: str) -> tuple[str, int, Any]:
         infos = socket.getaddrinfo(host, port, want, socket.SOCK_DGRAM)
     except (OSError, UnicodeError) as exc:
         raise ValueError(f"could not resolve address '{host}' in '{text}' ({exc})") from None
-    af, _, _, _, sockaddr = infos[0]
+    # Without a prefix, IPv4 first ("localhost" may list ::1 first, where a syslog daemon bound to
+    # 127.0.0.1 would lose every line)
+    af, _, _, _, sockaddr = min(infos, key=lambda info: info[0] != socket.AF_INET)
     return "udp", int(af), (sockaddr[0], sockaddr[1])

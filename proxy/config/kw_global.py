@@ -93,6 +93,7 @@ def _log(st: SectionState, d: Directive) -> None:
 
 
 _SOCKET_LEVELS = ("user", "operator", "admin")
+_MAX_ID = 2**32 - 2  # the largest uid/gid (-1 means "unchanged" to chown)
 
 
 def _stats_socket(st: SectionState, d: Directive) -> None:
@@ -106,6 +107,9 @@ def _stats_socket(st: SectionState, d: Directive) -> None:
     if not path.startswith("/"):
         raise d.fail(f"'{d.args[0]}': the runtime API listens on a Unix socket given by an absolute path"
                      " (TCP addresses and relative paths are not supported)")  # fmt: skip
+    if "\0" in path or len(os.fsencode(path)) > 107:
+        shown = d.args[0].encode("unicode_escape").decode("ascii")
+        raise d.fail(f"'{shown}': not a usable Unix socket path (a NUL byte, or over 107 bytes)")
     mode = uid = gid = None
     level, expose_fd = "user", False
     while rest:
@@ -137,9 +141,9 @@ def _stats_socket(st: SectionState, d: Directive) -> None:
             except KeyError:
                 raise d.fail(f"unknown {option} '{value}'") from None
         elif option == "uid":
-            uid = _int(d, value, 0)
+            uid = _int(d, value, 0, _MAX_ID)
         else:
-            gid = _int(d, value, 0)
+            gid = _int(d, value, 0, _MAX_ID)
     socket_ = StatsSocket(path, mode, level, uid, gid, expose_fd)
     if any(s.path == path for s in st.global_.stats_sockets):
         raise d.fail(f"'{path}' is already a stats socket")

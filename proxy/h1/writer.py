@@ -64,15 +64,12 @@ def request_head(
 ) -> bytes:
     """``METHOD target HTTP/1.1`` and the headers to send to a server (``drop``: lower-case names).
 
-    An HTTP/1.0 request may come without Host; forwarded as HTTP/1.1 it gets an empty one, as
-    RFC 9112 §3.2 has a client send when the target has no authority (an HTTP/1.1 server must
-    refuse a request without Host). Rules still see no Host: only the bytes written get one."""
-    parts = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
-    lines = 2
-    if head.version != b"1.1" and header_value([*head.headers, *add], b"host") is None:
-        parts.append(b"Host: \r\n")
-        lines += 1
-    lines += _copy_fields(head.headers, drop, parts)
+    An HTTP/1.0 request without Host stays HTTP/1.0 (``Connection: keep-alive`` when the server
+    connection is to be kept), as HAProxy forwards it: as HTTP/1.1 it would need a Host, and an
+    empty one (RFC 9112 §3.2's for a target without authority) is refused by common servers."""
+    as_10 = head.version != b"1.1" and header_value([*head.headers, *add], b"host") is None
+    parts = [head.method, b" ", head.target, b" HTTP/1.0\r\n" if as_10 else b" HTTP/1.1\r\n"]
+    lines = 2 + _copy_fields(head.headers, drop, parts)
     lines += _add(add, parts)
     if body is _LENGTH:
         parts.append(b"Content-Length: %d\r\n" % _length(content_length))
@@ -88,6 +85,9 @@ def request_head(
         lines += 2
     elif not keep_alive:
         parts.append(b"Connection: close\r\n")
+        lines += 1
+    elif as_10:
+        parts.append(b"Connection: keep-alive\r\n")
         lines += 1
     parts.append(b"\r\n")
     return _checked(b"".join(parts), lines, 400)
