@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy import server_admin, shmdump, stat_typed, stats
+from proxy.config.address import SUN_PATH_MAX
 from proxy.config.model import Config, StatsSocket
 from proxy.shm import ShmTable
 
 LEVELS = {"user": 0, "operator": 1, "admin": 2}
-_SUN_PATH_MAX = 107  # bytes of a Unix socket path, without the NUL that ends it in sun_path
 
 
 # The most descriptors one ``_getsocks`` answer passes (SCM_RIGHTS' limit is 253).
@@ -374,7 +374,7 @@ class CliServer:
             # previous run is replaced in one step, as HAProxy does. (Bound in place when the
             # temporary name would not fit in sun_path, 108 bytes.)
             tmp = f"{spec.path}.{os.getpid()}.tmp"
-            if len(os.fsencode(tmp)) > _SUN_PATH_MAX:
+            if len(os.fsencode(tmp)) > SUN_PATH_MAX:
                 tmp = spec.path
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)  # a leftover of ours, or (in place) the previous run's socket

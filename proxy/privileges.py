@@ -24,11 +24,10 @@ not yet).
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 import time
 
+from proxy.config.address import resolve_server_host
 from proxy.config.model import Config, Global
 
 
@@ -56,15 +55,9 @@ def resolve_servers(config: Config) -> str | None:
     for backend in config.backends.values():
         for srv in backend.servers:
             try:
-                ipaddress.ip_address(srv.host)
-                continue
-            except ValueError:
-                pass
-            try:
-                infos = socket.getaddrinfo(srv.host, srv.port, type=socket.SOCK_STREAM)
-            except OSError as exc:
+                srv.host = resolve_server_host(srv.host, srv.port)
+            except (OSError, UnicodeError) as exc:
                 return f"backend '{backend.name}': server '{srv.name}': could not resolve '{srv.host}': {exc}"
-            srv.host = str(infos[0][4][0])
     return None
 
 

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from proxy import __version__
 from proxy.config.model import Config
-from proxy.stats import HRSP, server_status
+from proxy.stats import HRSP, SERVER_HRSP, server_status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the text format generate_latest writes
 SERVER_STATES = ("DOWN", "UP", "MAINT", "DRAIN", "NOLB")
@@ -128,12 +128,9 @@ def _backends(m: _Families, snap: dict[str, Any], config: Config) -> None:
         m.add("counter", "haproxy_backend_connection_reuses_total", "Total number of connection reuses",
               px, v, sum(s["reuses"] for s in rows))  # fmt: skip
         m.add("gauge", "haproxy_backend_uweight", "Sum of the active servers' user weights", px, v, weight)
-        for code in _SERVER_CLASSES:
+        for key in SERVER_HRSP:
             m.add("counter", "haproxy_backend_http_responses_total", "Total number of HTTP responses",
-                  ("proxy", "code"), (be, code), sum(s["hrsp_" + code] for s in rows))  # fmt: skip
-
-
-_SERVER_CLASSES = ("2xx", "3xx", "4xx", "5xx")  # the response classes counted per server (shm row)
+                  ("proxy", "code"), (be, key[len("hrsp_"):]), sum(s[key] for s in rows))  # fmt: skip
 
 
 _SERVER_GAUGES = (
@@ -191,9 +188,9 @@ def _servers(m: _Families, snap: dict[str, Any], config: Config) -> None:
                   (*v, state), int(state == current))  # fmt: skip
         for name, doc, key in _SERVER_COUNTERS:
             m.add("counter", name, doc, ps, v, s[key])
-        for code in _SERVER_CLASSES:  # the classes the table counts per server
+        for key in SERVER_HRSP:  # the classes the table counts per server
             m.add("counter", "haproxy_server_http_responses_total", "Total number of HTTP responses",
-                  (*ps, "code"), (*v, code), s["hrsp_" + code])  # fmt: skip
+                  (*ps, "code"), (*v, key[len("hrsp_"):]), s[key])  # fmt: skip
         for slot, cell in enumerate(s["cells"]):
             wv = (*v, str(slot))
             for name, doc, key in _WORKER_GAUGES:

@@ -161,13 +161,13 @@ def stat_rows(snap: dict[str, Any], config: Config) -> list[dict[str, Any]]:
     renderings all start from these."""
     out: list[dict[str, Any]] = []
     fronts = {f["name"]: f for f in snap.get("frontends", ())}
-    front_ids, back_ids = config.proxy_ids()
-    for px in config.proxies():  # HAProxy's order: by declaration, a listen section's rows together
+    # HAProxy's order and ids (``Config.proxy_ids``): by declaration, a listen section's rows together
+    for iid, px in enumerate(config.proxies(), 2):
         name = px.name
         if px.cap & Cap.FRONTEND:
-            out.append(_frontend_row(name, front_ids[name], fronts.get(name), config))
+            out.append(_frontend_row(name, iid, fronts.get(name), config))
         if px.cap & Cap.BACKEND:
-            out += _backend_rows(name, back_ids[name], snap, config)
+            out += _backend_rows(name, iid, snap, config)
     return out
 
 

@@ -142,6 +142,18 @@ def parse_source_address(text: str) -> str:
     return f"[{ip}]:{number}" if ip.version == 6 else f"{ip}:{number}"
 
 
+def resolve_server_host(host: str, port: int) -> str:
+    """A server's host as an address: itself when it is an IP literal, else the first address it
+    resolves to (OSError or UnicodeError when it does not)."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    return str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+
+
+SUN_PATH_MAX = 107  # bytes of a Unix socket path, without the NUL that ends it in sun_path
 _LOG_UDP_PREFIXES = {"udp@": None, "udp4@": 4, "udp6@": 6, "ipv4@": 4, "ipv6@": 6}
 
 

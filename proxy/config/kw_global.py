@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Callable
 
 from proxy import tls
-from proxy.config.address import parse_log_address
+from proxy.config.address import SUN_PATH_MAX, parse_log_address
 from proxy.config.errors import DirectiveError
 from proxy.config.kwtypes import GLOBAL, Directive, Keyword, ParseFn, SectionState, ignored, unsupported
 from proxy.config.model import DEFAULT_H1_ENGINE, H2_ENGINES, LogTarget, StatsSocket
@@ -107,9 +107,9 @@ def _stats_socket(st: SectionState, d: Directive) -> None:
     if not path.startswith("/"):
         raise d.fail(f"'{d.args[0]}': the runtime API listens on a Unix socket given by an absolute path"
                      " (TCP addresses and relative paths are not supported)")  # fmt: skip
-    if "\0" in path or len(os.fsencode(path)) > 107:
+    if "\0" in path or len(os.fsencode(path)) > SUN_PATH_MAX:
         shown = d.args[0].encode("unicode_escape").decode("ascii")
-        raise d.fail(f"'{shown}': not a usable Unix socket path (a NUL byte, or over 107 bytes)")
+        raise d.fail(f"'{shown}': not a usable Unix socket path (a NUL byte, or over {SUN_PATH_MAX} bytes)")
     mode = uid = gid = None
     level, expose_fd = "user", False
     while rest:
@@ -135,9 +135,9 @@ def _stats_socket(st: SectionState, d: Directive) -> None:
         elif option in ("user", "group"):
             try:
                 if option == "user":
-                    uid = pwd.getpwnam(value).pw_uid
+                    uid = _uid_of(value)
                 else:
-                    gid = grp.getgrnam(value).gr_gid
+                    gid = _gid_of(value)
             except KeyError:
                 raise d.fail(f"unknown {option} '{value}'") from None
         elif option == "uid":
@@ -330,14 +330,22 @@ def _account(attr: str, lookup: Callable[[str], int], kind: str, again: str, by_
     return parse
 
 
+def _uid_of(name: str) -> int:
+    return pwd.getpwnam(name).pw_uid
+
+
+def _gid_of(name: str) -> int:
+    return grp.getgrnam(name).gr_gid
+
+
 def _user(by_name: bool) -> ParseFn:
     again = "user/uid already specified. Continuing."
-    return _account("uid", lambda name: pwd.getpwnam(name).pw_uid, "user", again, by_name)
+    return _account("uid", _uid_of, "user", again, by_name)
 
 
 def _group(by_name: bool) -> ParseFn:
     again = "gid/group was already specified. Continuing."
-    return _account("gid", lambda name: grp.getgrnam(name).gr_gid, "group", again, by_name)
+    return _account("gid", _gid_of, "group", again, by_name)
 
 
 def _h1_engine(st: SectionState, d: Directive) -> None:

@@ -14,13 +14,11 @@ from the client's address (transparent proxying); only that ``usesrc`` form is s
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.config.address import check_host, parse_server_address, parse_source_address
+from proxy.config.address import check_host, parse_server_address, parse_source_address, resolve_server_host
 from proxy.config.errors import DirectiveError
 from proxy.config.kwtypes import BACK, BACK_ONLY, Directive, Keyword, SectionState
 from proxy.config.model import Server
@@ -254,12 +252,7 @@ def _check_resolvable(label: str, host: str, port: int) -> None:
     """A host name must resolve when the configuration is read, as HAProxy (without a
     ``resolvers`` section) requires to start; connections look it up again when they are made."""
     try:
-        ipaddress.ip_address(host)
-        return
-    except ValueError:
-        pass
-    try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        resolve_server_host(host, port)
     except (OSError, UnicodeError) as exc:
         raise DirectiveError(f"'{label}': could not resolve address '{host}' ({exc})") from None
 

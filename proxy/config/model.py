@@ -493,7 +493,7 @@ class Config:
         HAProxy numbers them: its own CLI frontend takes 1)."""
         fronts: dict[str, int] = {}
         backs: dict[str, int] = {}
-        for uid, p in enumerate(self.proxies(), 2):
+        for uid, p in enumerate(self.proxies(), 2):  # (``stats.stat_rows`` numbers them so too)
             if p.cap & Cap.FRONTEND:
                 fronts[p.name] = uid
             if p.cap & Cap.BACKEND:
